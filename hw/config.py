@@ -1,0 +1,154 @@
+"""The one configuration object of an accelerator.
+
+Every width in the gateware, the compiler and the cycle model is derived from an
+:class:`AcceleratorConfig`; nothing else carries a width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+__all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "ceil_log2"]
+
+#: Engines the accelerator can be generated with.
+ENGINES = ("shiftadd", "int8")
+
+
+class ConfigError(ValueError):
+    """An accelerator configuration or a model that does not fit it."""
+
+
+def ceil_log2(n: int) -> int:
+    """Smallest ``w`` with ``2**w >= n`` (0 for ``n <= 1``)."""
+    return max(0, (int(n) - 1).bit_length())
+
+
+def _check_range(name: str, value, lo: int, hi: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"config field {name!r} must be an integer, not {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        allowed = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ConfigError(f"config field {name!r} = {value} is out of range; allowed: {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceleratorConfig:
+    """Parameters of one generated accelerator.
+
+    Parameters
+    ----------
+    engine : str
+        ``"shiftadd"`` (FLightNN power-of-two terms) or ``"int8"`` (the baseline MAC).
+    lanes : int
+        Output channels computed in parallel.
+    taps : int
+        Input activations consumed per cycle by each lane.
+    act_bits : int
+        Width of the unsigned activations held on chip.
+    exp_bits : int
+        Width ``E`` of a shift-add term's exponent; exponents are ``0 .. 2**E - 1``.
+        Ignored by the int8 engine.
+    max_fan_in : int
+        Largest dot-product length (``Ci*k*k``) any layer may have; sets the
+        accumulator width so that it cannot overflow.
+    act_depth : int
+        Words in each of the two ping-pong activation buffers.
+    weight_depth : int
+        Rows (``lanes*taps`` weight codes each) in the weight memory.
+    tap_depth : int
+        Rows (``taps`` gather entries each) in the tap table.
+    bias_depth : int
+        Entries in the bias memory (one per output channel of every layer).
+    program_depth : int
+        Layer descriptors the program memory holds.
+    out_depth : int
+        Words in the output memory (outputs of the final layer).
+    max_dim : int
+        Largest feature-map height or width.
+    cycle_bits : int
+        Width of the cycle counter reported after each inference.
+    """
+
+    engine: str = "shiftadd"
+    lanes: int = 4
+    taps: int = 8
+    act_bits: int = 8
+    exp_bits: int = 3
+    max_fan_in: int = 256
+    act_depth: int = 1024
+    weight_depth: int = 512
+    tap_depth: int = 128
+    bias_depth: int = 64
+    program_depth: int = 8
+    out_depth: int = 16
+    max_dim: int = 32
+    cycle_bits: int = 32
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ConfigError(
+                f"config field 'engine' = {self.engine!r} is unknown; allowed: {', '.join(ENGINES)}")
+        _check_range("lanes", self.lanes, 1, 64)
+        _check_range("taps", self.taps, 1, 64)
+        _check_range("act_bits", self.act_bits, 2, 16)
+        _check_range("exp_bits", self.exp_bits, 1, 4)
+        _check_range("max_fan_in", self.max_fan_in, 1, 1 << 20)
+        _check_range("act_depth", self.act_depth, 1)
+        _check_range("weight_depth", self.weight_depth, 1)
+        _check_range("tap_depth", self.tap_depth, 1)
+        _check_range("bias_depth", self.bias_depth, 1)
+        _check_range("program_depth", self.program_depth, 1, 256)
+        _check_range("out_depth", self.out_depth, 1)
+        _check_range("max_dim", self.max_dim, 1, 4096)
+        _check_range("cycle_bits", self.cycle_bits, 8, 64)
+
+    # -- derived widths -------------------------------------------------------------
+
+    @property
+    def code_width(self) -> int:
+        """Bits of one weight code: ``exp + sign + nonzero`` or a signed byte."""
+        return self.exp_bits + 2 if self.engine == "shiftadd" else 8
+
+    @property
+    def weight_log2(self) -> int:
+        """``log2`` of the largest weight magnitude: ``|w| <= 2**weight_log2``.
+
+        A shift-add weight is at most two terms of ``2**(2**E - 1)``; an int8 weight
+        is in ``-127..127``.
+        """
+        return (1 << self.exp_bits) if self.engine == "shiftadd" else 7
+
+    @property
+    def sum_log2(self) -> int:
+        """Bound on a dot product: ``|sum| < 2**sum_log2`` for any accepted layer."""
+        return self.act_bits + self.weight_log2 + ceil_log2(self.max_fan_in)
+
+    @property
+    def acc_width(self) -> int:
+        """Signed width holding a dot product plus a bias of ``|b| < 2**sum_log2``."""
+        return self.sum_log2 + 2
+
+    @property
+    def max_shift(self) -> int:
+        """Largest requantization shift the program may ask for."""
+        return self.acc_width
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def hash(self) -> str:
+        """Short stable hash of the configuration (16 hex digits)."""
+        text = json.dumps(self.as_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> AcceleratorConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        return cls(**fields)

@@ -1,0 +1,1 @@
+"""shiftpool.hw.engines."""

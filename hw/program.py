@@ -1,0 +1,111 @@
+"""Bit layouts shared by the compiler and the gateware.
+
+The compiler packs layer descriptors, tap-table rows and weight/bias rows into
+integers with :func:`pack`; the gateware views the same bits through
+:func:`struct_layout`. Both are built from the one field list returned here, so they
+cannot disagree. Fields are packed LSB first, in list order (as
+``amaranth.lib.data.StructLayout`` does).
+"""
+
+from __future__ import annotations
+
+from .config import AcceleratorConfig, ceil_log2
+
+__all__ = [
+    "KIND_MAC", "KIND_POOL", "REGIONS", "descriptor_fields", "tap_fields", "offset_width",
+    "addr_width", "pack", "unpack", "field_width", "struct_layout",
+]
+
+KIND_MAC = 0
+KIND_POOL = 1
+
+#: Load regions of the accelerator, in the order of their numeric codes.
+REGIONS = ("program", "taps", "weights", "bias")
+
+
+def addr_width(depth: int) -> int:
+    """Address bits for a memory of ``depth`` words (at least one)."""
+    return max(1, ceil_log2(depth))
+
+
+def count_width(limit: int) -> int:
+    """Bits to hold a count ``0 .. limit``."""
+    return max(1, ceil_log2(limit + 1))
+
+
+def offset_width(cfg: AcceleratorConfig) -> int:
+    """Signed width of a tap's address offset ``c*H*W + dy*W + dx``."""
+    return count_width(cfg.act_depth + cfg.max_dim + 1) + 1
+
+
+def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
+    """Fields of one layer descriptor (see ``docs/model-format.md``, "layer program")."""
+    dim = count_width(cfg.max_dim)
+    addr = count_width(cfg.act_depth)
+    return [
+        ("kind", 1),            # KIND_MAC or KIND_POOL
+        ("last", 1),            # final layer: results go to the output memory
+        ("src", 1),             # activation buffer read; the other one is written
+        ("shift", count_width(cfg.max_shift)),
+        ("height", dim),        # MAC: output rows (1 for dense); pool: output rows
+        ("width", dim),         # MAC: output columns (1 for dense); pool: output columns
+        ("in_width", dim),      # pool: input columns
+        ("area", addr),         # MAC: height*width positions
+        ("steps", count_width(cfg.tap_depth)),      # tap rows per pass
+        ("tap_base", addr_width(cfg.tap_depth)),
+        ("weight_base", addr_width(cfg.weight_depth)),
+        ("bias_base", addr_width(cfg.bias_depth)),
+        ("groups1", addr),      # lane groups taking one pass
+        ("groups2", addr),      # lane groups taking two passes (after the one-pass ones)
+        ("n1", addr),           # channels in one-pass groups
+        ("channels", addr),     # MAC: output channels; pool: channels
+        ("n1_addr", addr),      # n1*area: first address of the two-pass channels
+        ("row_skip", addr),     # pool: input words skipped at the end of an output row
+        ("chan_skip", addr),    # pool: input words skipped at the end of a channel
+    ]
+
+
+def tap_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
+    """Fields of one tap-table entry; a tap row holds ``cfg.taps`` entries."""
+    return [("offset", offset_width(cfg)), ("dy", 2), ("dx", 2), ("valid", 1)]
+
+
+def field_width(fields: list[tuple[str, int]]) -> int:
+    return sum(w for _, w in fields)
+
+
+def pack(fields: list[tuple[str, int]], values: dict) -> int:
+    """Pack ``values`` (missing fields are 0, negatives two's complement)."""
+    unknown = set(values) - {n for n, _ in fields}
+    if unknown:
+        raise KeyError(f"unknown field(s) {sorted(unknown)}")
+    word, pos = 0, 0
+    for name, width in fields:
+        v = int(values.get(name, 0))
+        if not -(1 << (width - 1)) <= v < (1 << width):
+            raise ValueError(f"field {name!r} = {v} does not fit in {width} bits")
+        word |= (v & ((1 << width) - 1)) << pos
+        pos += width
+    return word
+
+
+def unpack(fields: list[tuple[str, int]], word: int, signed=()) -> dict:
+    """Inverse of :func:`pack`; fields named in ``signed`` are sign-extended."""
+    out, pos = {}, 0
+    for name, width in fields:
+        v = (word >> pos) & ((1 << width) - 1)
+        if name in signed and v >> (width - 1):
+            v -= 1 << width
+        out[name] = v
+        pos += width
+    return out
+
+
+def struct_layout(fields, signed=()):
+    """The ``amaranth.lib.data.StructLayout`` of a field list."""
+    from amaranth.hdl import signed as signed_shape
+    from amaranth.lib import data
+
+    return data.StructLayout({
+        name: (signed_shape(width) if name in signed else width) for name, width in fields
+    })

@@ -1,0 +1,63 @@
+"""Integer requantization: accumulator -> unsigned activation (``docs/arithmetic.md``)."""
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+from .program import count_width
+
+__all__ = ["Requantizer", "requantize"]
+
+
+def requantize(m: Module, value, shift, act_bits: int):
+    """Add the comb logic of ``clip((value + 2**(shift-1)) >> shift, 0, 2**act_bits - 1)``
+    (no rounding term when ``shift = 0``) to ``m`` and return the result signal."""
+    width = len(value) + 1     # room for the rounding term
+    half = Signal(signed(width))
+    m.d.comb += half.eq(Mux(shift == 0, 0, Const(1, unsigned(width)) << (shift - 1).as_unsigned()))
+    rounded = Signal(signed(width))
+    m.d.comb += rounded.eq((value + half) >> shift)
+    top = (1 << act_bits) - 1
+    result = Signal(unsigned(act_bits))
+    m.d.comb += result.eq(Mux(rounded < 0, 0, Mux(rounded > top, top, rounded)))
+    return result
+
+
+class Requantizer(wiring.Component):
+    """Stream requantizer with one register stage.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        Sets the accumulator width, the shift range and the activation width.
+
+    Members
+    -------
+    i : In(stream.Signature(StructLayout({"value": signed(acc_width), "shift": ...})))
+        Accumulator values and the shift to apply.
+    o : Out(stream.Signature(unsigned(act_bits)))
+        ``clip((value + 2**(shift-1)) >> shift, 0, 2**act_bits - 1)``.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        layout = data.StructLayout({
+            "value": signed(config.acc_width),
+            "shift": unsigned(count_width(config.max_shift)),
+        })
+        super().__init__({
+            "i": In(stream.Signature(layout)),
+            "o": Out(stream.Signature(unsigned(config.act_bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        result = requantize(m, self.i.payload.value, self.i.payload.shift,
+                            self.config.act_bits)
+        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(result)]
+        return m

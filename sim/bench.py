@@ -1,0 +1,107 @@
+"""cocotb test bench for the generated accelerator.
+
+Run through :mod:`shiftpool.sim.runner`, never directly: the runner passes a job
+file (``SHIFTPOOL_JOB``): the rows to load into each region, the input words of each
+inference, and where to write the results (outputs and cycle counts per inference).
+The bench drives the load and input streams with random idle gaps and applies random
+back-pressure to the output stream (seeded from the job), so the RTL's handshakes are
+exercised as they would be by a real link.
+"""
+
+import json
+import os
+import random
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+__all__ = ["run_job"]
+
+
+async def _reset(dut):
+    dut.rst.value = 1
+    dut.load__valid.value = 0
+    dut.inp__valid.value = 0
+    dut.out__ready.value = 0
+    for _ in range(3):
+        await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+async def _send(dut, stream, payload, rng, gap):
+    """Offer one beat on ``stream`` and wait until it is accepted."""
+    while gap and rng.random() < gap:
+        getattr(dut, f"{stream}__valid").value = 0
+        await FallingEdge(dut.clk)
+    getattr(dut, f"{stream}__payload").value = payload
+    getattr(dut, f"{stream}__valid").value = 1
+    while True:
+        await RisingEdge(dut.clk)
+        await ReadOnly()
+        accepted = int(getattr(dut, f"{stream}__ready").value)
+        await FallingEdge(dut.clk)
+        if accepted:
+            break
+    getattr(dut, f"{stream}__valid").value = 0
+
+
+async def _receive(dut, count, acc_width, rng, stall):
+    """Collect ``count`` output words, with random back-pressure."""
+    words = []
+    mask = (1 << acc_width) - 1
+    while len(words) < count:
+        ready = 0 if (stall and rng.random() < stall) else 1
+        dut.out__ready.value = ready
+        await RisingEdge(dut.clk)
+        await ReadOnly()
+        if ready and int(dut.out__valid.value):
+            raw = int(dut.out__payload.value)
+            value = raw & mask
+            if value >> (acc_width - 1):
+                value -= 1 << acc_width
+            last = (raw >> acc_width) & 1
+            words.append(value)
+            if last != (len(words) == count):
+                raise AssertionError(f"out.last = {last} on word {len(words)} of {count}")
+        await FallingEdge(dut.clk)
+    dut.out__ready.value = 0
+    return words
+
+
+async def run_job(dut, job):
+    """Load the image, run every input, return ``(outputs, cycles)``."""
+    rng = random.Random(job["seed"])
+    gap, stall = job.get("idle_gap", 0.0), job.get("back_pressure", 0.0)
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    await _reset(dut)
+    addr_shift = job["region_bits"]
+    data_shift = addr_shift + job["addr_bits"]
+    for code, rows in enumerate(job["regions"]):
+        for addr, row in enumerate(rows):
+            await _send(dut, "load", code | addr << addr_shift | int(row, 16) << data_shift,
+                        rng, gap)
+    outputs, cycles = [], []
+    total = len(job["inputs"])
+    for n, words in enumerate(job["inputs"]):
+        for i, w in enumerate(words):
+            await _send(dut, "inp", w | int(i == len(words) - 1) << job["act_bits"], rng, gap)
+        outputs.append(await _receive(dut, job["outputs"], job["acc_width"], rng, stall))
+        await ReadOnly()
+        cycles.append(int(dut.cycles.value))
+        await FallingEdge(dut.clk)
+        if job.get("progress") and ((n + 1) % max(1, total // 20) == 0 or n + 1 == total):
+            print(f"[sim] {n + 1}/{total} inferences", flush=True)
+    return outputs, cycles
+
+
+@cocotb.test()
+async def accelerator_job(dut):
+    """Run the job named by ``SHIFTPOOL_JOB`` and write its results file."""
+    with open(os.environ["SHIFTPOOL_JOB"]) as f:
+        job = json.load(f)
+    outputs, cycles = await run_job(dut, job)
+    tmp = job["results"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"outputs": outputs, "cycles": cycles}, f)
+    os.replace(tmp, job["results"])

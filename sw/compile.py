@@ -1,0 +1,273 @@
+"""Compile an integer model into the memory images of one accelerator.
+
+The accelerator runs a *layer program*: one descriptor per layer, a tap table that
+says where each of a row's ``taps`` activations comes from, weight rows of
+``lanes x taps`` codes in exactly the order the controller consumes them, and bias
+rows of ``lanes`` biases. ``docs/model-format.md`` ("layer program") describes the
+images; this module is their only producer.
+
+FLightNN filters are reordered so that lanes run filters of equal ``k`` together
+(one-pass groups first, then two-pass groups) and the next layer's input channels
+are permuted to match. The final layer keeps its order (its outputs leave the
+chip); each of its groups takes as many passes as its largest ``k``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..hw.config import AcceleratorConfig, ConfigError
+from ..hw.program import (
+    KIND_MAC, KIND_POOL, REGIONS, descriptor_fields, field_width, pack, tap_fields,
+)
+from .model import QuantModel
+
+__all__ = ["Image", "MacPlan", "compile_model", "ENGINE_FOR_SCHEME", "encode_code"]
+
+#: Which engine runs which scheme.
+ENGINE_FOR_SCHEME = {"flightnn": "shiftadd", "int8": "int8"}
+
+
+@dataclasses.dataclass
+class MacPlan:
+    """How one MAC layer is laid out over lanes and passes."""
+
+    order: np.ndarray       # compiled channel j computes original filter order[j]
+    n1: int                 # channels in one-pass groups
+    groups1: int
+    groups2: int
+    steps: int              # tap rows per pass
+    area: int               # output positions
+
+    @property
+    def groups(self) -> int:
+        return self.groups1 + self.groups2
+
+    @property
+    def rows_per_position(self) -> int:
+        return self.steps * (self.groups1 + 2 * self.groups2)
+
+
+@dataclasses.dataclass
+class Image:
+    """Everything loaded into one accelerator for one model."""
+
+    config: AcceleratorConfig
+    model: QuantModel
+    regions: dict           # region name -> list of int rows
+    plans: list             # per layer: MacPlan or None (pool)
+
+    @property
+    def input_words(self) -> int:
+        return int(np.prod(self.model.input_shape))
+
+    @property
+    def output_words(self) -> int:
+        return self.model.classes
+
+    def region_width(self, name: str) -> int:
+        return region_widths(self.config)[name]
+
+    def memory_map(self) -> dict:
+        """Per region: code, depth, width and rows used."""
+        depth = region_depths(self.config)
+        return {
+            name: {"code": REGIONS.index(name), "depth": depth[name],
+                   "width": self.region_width(name), "used": len(self.regions[name])}
+            for name in REGIONS
+        }
+
+
+def region_widths(cfg: AcceleratorConfig) -> dict:
+    return {
+        "program": field_width(descriptor_fields(cfg)),
+        "taps": cfg.taps * field_width(tap_fields(cfg)),
+        "weights": cfg.lanes * cfg.taps * cfg.code_width,
+        "bias": cfg.lanes * cfg.acc_width,
+    }
+
+
+def region_depths(cfg: AcceleratorConfig) -> dict:
+    return {"program": cfg.program_depth, "taps": cfg.tap_depth,
+            "weights": cfg.weight_depth, "bias": cfg.bias_depth}
+
+
+def encode_code(cfg: AcceleratorConfig, value: int) -> int:
+    """Packed engine code of one weight term (shiftadd) or weight (int8)."""
+    if cfg.engine == "int8":
+        return int(value) & 0xFF
+    value = int(value)
+    if value == 0:
+        return 0
+    exp = abs(value).bit_length() - 1
+    return (1 << (cfg.exp_bits + 1)) | (int(value < 0) << cfg.exp_bits) | exp
+
+
+def _pack_array(values, width: int) -> int:
+    word = 0
+    for i, v in enumerate(values):
+        word |= (int(v) & ((1 << width) - 1)) << (i * width)
+    return word
+
+
+def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
+    engine = ENGINE_FOR_SCHEME[model.scheme]
+    if cfg.engine != engine:
+        raise ConfigError(f"config field 'engine' = {cfg.engine!r} cannot run a {model.scheme} "
+                          f"model; use engine={engine!r}")
+    if cfg.act_bits != model.act_bits:
+        raise ConfigError(f"config field 'act_bits' = {cfg.act_bits} but the model uses "
+                          f"{model.act_bits}-bit activations")
+    if engine == "shiftadd" and cfg.exp_bits < model.exp_bits:
+        raise ConfigError(f"config field 'exp_bits' = {cfg.exp_bits} is too small for the "
+                          f"model's {model.exp_bits}-bit exponents")
+    sizes = [int(np.prod(model.input_shape))]
+    for i, layer in enumerate(model.layers):
+        sizes.append(int(np.prod(layer.out_shape)))
+        for d in layer.out_shape[1:]:
+            if d > cfg.max_dim:
+                raise ConfigError(f"layer {i}: feature map side {d} exceeds config field "
+                                  f"'max_dim' = {cfg.max_dim}")
+        if layer.is_mac:
+            if layer.fan_in > cfg.max_fan_in:
+                raise ConfigError(f"layer {i}: fan-in {layer.fan_in} exceeds config field "
+                                  f"'max_fan_in' = {cfg.max_fan_in}")
+            if layer.shift > cfg.max_shift:
+                raise ConfigError(f"layer {i}: shift {layer.shift} exceeds the largest "
+                                  f"shift {cfg.max_shift} the config supports")
+            limit = 1 << cfg.sum_log2
+            if np.abs(layer.bias).max(initial=0) >= limit:
+                raise ConfigError(f"layer {i}: a bias exceeds +-2**{cfg.sum_log2}, the range "
+                                  f"the accumulator is sized for; raise 'max_fan_in'")
+    if max(sizes[:-1]) > cfg.act_depth:
+        raise ConfigError(f"config field 'act_depth' = {cfg.act_depth} is too small: a feature "
+                          f"map needs {max(sizes[:-1])} words")
+    if model.classes > cfg.out_depth:
+        raise ConfigError(f"config field 'out_depth' = {cfg.out_depth} is too small for "
+                          f"{model.classes} outputs")
+    if len(model.layers) > cfg.program_depth:
+        raise ConfigError(f"config field 'program_depth' = {cfg.program_depth} is too small "
+                          f"for {len(model.layers)} layers")
+
+
+def _plan(cfg: AcceleratorConfig, model: QuantModel, i: int) -> MacPlan:
+    layer = model.layers[i]
+    co = layer.out_shape[0]
+    area = int(np.prod(layer.out_shape[1:])) if layer.kind == "conv3x3" else 1
+    steps = -(-layer.fan_in // cfg.taps)
+    last = i == len(model.layers) - 1
+    k = np.asarray(layer.k) if layer.k is not None else np.ones(co, dtype=np.int64)
+    if last:
+        # Outputs leave in their original order; a group runs as many passes as the
+        # largest k among its filters.
+        order = np.arange(co)
+        group_k = [k[g * cfg.lanes:(g + 1) * cfg.lanes].max() for g in range(-(-co // cfg.lanes))]
+        if 2 in group_k:
+            first_two = group_k.index(2)
+            n1 = first_two * cfg.lanes
+            groups1, groups2 = first_two, len(group_k) - first_two
+        else:
+            n1, groups1, groups2 = co, len(group_k), 0
+    else:
+        order = np.argsort(k, kind="stable")
+        n1 = int((k == 1).sum())
+        groups1, groups2 = -(-n1 // cfg.lanes), -(-(co - n1) // cfg.lanes)
+    return MacPlan(order=order, n1=n1, groups1=groups1, groups2=groups2, steps=steps, area=area)
+
+
+def _terms(layer, order, in_perm):
+    """Per-filter term arrays ``[passes, Co, K]`` in compiled order and input order."""
+    if layer.terms is not None:
+        t = np.asarray(layer.terms, dtype=np.int64)
+        vals = np.where(t == 0, 0, np.sign(t) << np.maximum(np.abs(t) - 1, 0))
+    else:
+        vals = np.asarray(layer.weight, dtype=np.int64)[None]
+    vals = vals[:, order]
+    if in_perm is not None:
+        ci = len(in_perm)
+        shp = vals.shape
+        vals = vals.reshape(shp[0], shp[1], ci, -1)[:, :, in_perm].reshape(shp)
+    return vals.reshape(vals.shape[0], vals.shape[1], -1)
+
+
+def compile_model(model: QuantModel, cfg: AcceleratorConfig) -> Image:
+    """Lay ``model`` out for ``cfg``; raises :class:`ConfigError` naming what does not fit."""
+    model.validate()
+    _check_fit(model, cfg)
+    dfields, tfields = descriptor_fields(cfg), tap_fields(cfg)
+    twidth = field_width(tfields)
+    regions = {name: [] for name in REGIONS}
+    plans = []
+    in_perm = None          # permutation of the current feature map's channels
+    shape = tuple(model.input_shape)
+    for i, layer in enumerate(model.layers):
+        src = i % 2
+        last = i == len(model.layers) - 1
+        if layer.kind == "maxpool2":
+            c, h, w = shape
+            oh, ow = h // 2, w // 2
+            regions["program"].append(pack(dfields, dict(
+                kind=KIND_POOL, src=src, height=oh, width=ow, in_width=w, channels=c,
+                row_skip=2 * w - 2 * ow, chan_skip=(h - 2 * oh) * w)))
+            plans.append(None)
+            shape = tuple(layer.out_shape)
+            continue
+        plan = _plan(cfg, model, i)
+        plans.append(plan)
+        co = layer.out_shape[0]
+        vals = _terms(layer, plan.order, in_perm)
+        fan_in = vals.shape[2]
+        # Tap table: entry t of the dot product reads activation pos + offset.
+        tap_base = len(regions["taps"])
+        for s in range(plan.steps):
+            row = 0
+            for j in range(cfg.taps):
+                t = s * cfg.taps + j
+                if t >= fan_in:
+                    entry = {}
+                elif layer.kind == "conv3x3":
+                    c, r = divmod(t, 9)
+                    dy, dx = r // 3 - 1, r % 3 - 1
+                    entry = dict(offset=c * plan.area + dy * shape[2] + dx, dy=dy, dx=dx, valid=1)
+                else:
+                    entry = dict(offset=t, valid=1)
+                row |= pack(tfields, entry) << (j * twidth)
+            regions["taps"].append(row)
+        # Weight rows: group by group, pass by pass, step by step.
+        weight_base = len(regions["weights"])
+        bias_base = len(regions["bias"])
+        bias = np.asarray(layer.bias, dtype=np.int64)[plan.order]
+        for g in range(plan.groups):
+            one_pass = g < plan.groups1
+            first = g * cfg.lanes if one_pass else plan.n1 + (g - plan.groups1) * cfg.lanes
+            limit = plan.n1 if one_pass else co
+            chans = [first + lane for lane in range(cfg.lanes)]
+            regions["bias"].append(_pack_array(
+                [bias[ch] if ch < limit else 0 for ch in chans], cfg.acc_width))
+            for p in range(1 if one_pass else 2):
+                for s in range(plan.steps):
+                    codes = []
+                    for ch in chans:
+                        for j in range(cfg.taps):
+                            t = s * cfg.taps + j
+                            ok = ch < limit and t < fan_in and p < len(vals)
+                            codes.append(encode_code(cfg, vals[p, ch, t]) if ok else 0)
+                    regions["weights"].append(_pack_array(codes, cfg.code_width))
+        h, w = (shape[1], shape[2]) if layer.kind == "conv3x3" else (1, 1)
+        regions["program"].append(pack(dfields, dict(
+            kind=KIND_MAC, last=int(last), src=src, shift=int(layer.shift),
+            height=h, width=w, area=plan.area, steps=plan.steps, tap_base=tap_base,
+            weight_base=weight_base, bias_base=bias_base, groups1=plan.groups1,
+            groups2=plan.groups2, n1=plan.n1, channels=co, n1_addr=plan.n1 * plan.area)))
+        in_perm = None if last else plan.order
+        shape = tuple(layer.out_shape)
+    depth = region_depths(cfg)
+    for name in REGIONS:
+        if len(regions[name]) > depth[name]:
+            field = {"program": "program_depth", "taps": "tap_depth",
+                     "weights": "weight_depth", "bias": "bias_depth"}[name]
+            raise ConfigError(f"config field {field!r} = {depth[name]} is too small: the model "
+                              f"needs {len(regions[name])} {name} rows")
+    return Image(config=cfg, model=model, regions=regions, plans=plans)

@@ -1,0 +1,87 @@
+"""The integer golden model: the specification the RTL must equal bit for bit.
+
+It implements ``docs/arithmetic.md`` and nothing else: int64 numpy throughout, no
+floats. :func:`run` evaluates a :class:`~shiftpool.sw.model.QuantModel` on integer
+inputs; :func:`requantize` and :func:`dot_terms` are the per-block references the
+gateware unit tests compare against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .model import ModelError, QuantModel
+
+__all__ = ["requantize", "run", "check_inputs", "conv3x3", "maxpool2"]
+
+
+def requantize(v: np.ndarray, shift: int, act_bits: int) -> np.ndarray:
+    """``clip((v + 2**(shift-1)) >> shift, 0, 2**act_bits - 1)``; no rounding term for
+    ``shift = 0``. The shift is arithmetic (floor), so halves round up."""
+    v = np.asarray(v, dtype=np.int64)
+    if shift > 0:
+        v = (v + (1 << (shift - 1))) >> shift
+    return np.clip(v, 0, (1 << act_bits) - 1)
+
+
+def conv3x3(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``out[n,f,y,x] = sum_{c,ky,kx} w[f,c,ky,kx] * a[n,c,y+ky-1,x+kx-1]`` (zero pad)."""
+    n, c, h, wd = a.shape
+    pad = np.zeros((n, c, h + 2, wd + 2), dtype=np.int64)
+    pad[:, :, 1:-1, 1:-1] = a
+    out = np.zeros((n, w.shape[0], h, wd), dtype=np.int64)
+    for ky in range(3):
+        for kx in range(3):
+            window = pad[:, :, ky:ky + h, kx:kx + wd]
+            out += np.einsum("nchw,fc->nfhw", window, w[:, :, ky, kx])
+    return out
+
+
+def maxpool2(a: np.ndarray) -> np.ndarray:
+    """2x2 max-pool, stride 2; an odd last row or column is dropped."""
+    n, c, h, w = a.shape
+    a = a[:, :, : h // 2 * 2, : w // 2 * 2]
+    return a.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+def check_inputs(model: QuantModel, x: np.ndarray) -> np.ndarray:
+    """Validate integer inputs: shape ``(N, *input_shape)`` or one sample, range
+    ``0 .. 2**act_bits - 1``. Returns them as int64 with the batch axis."""
+    x = np.asarray(x)
+    shape = tuple(model.input_shape)
+    if x.shape == shape:
+        x = x[None]
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise ModelError(f"inputs: shape {x.shape} does not match the model input {shape} "
+                         f"(expected (N, {', '.join(map(str, shape))}))")
+    if not np.issubdtype(x.dtype, np.integer):
+        raise ModelError(f"inputs: dtype {x.dtype} is not integer; quantize float inputs with "
+                         f"q = clip(round(x * 2**{model.input_frac}), 0, "
+                         f"{(1 << model.act_bits) - 1})")
+    hi = (1 << model.act_bits) - 1
+    if x.size and (x.min() < 0 or x.max() > hi):
+        raise ModelError(f"inputs: values must be in 0..{hi} (act_bits={model.act_bits}), "
+                         f"found {x.min()}..{x.max()}")
+    return x.astype(np.int64)
+
+
+def run(model: QuantModel, x: np.ndarray, trace: bool = False):
+    """Evaluate ``model`` on integer inputs ``x`` (``(N, C, H, W)`` or one sample).
+
+    Returns the final layer's accumulators plus bias, int64 ``(N, classes)``; with
+    ``trace=True`` also the list of every layer's output (the input first).
+    """
+    a = check_inputs(model, x)
+    outputs = [a]
+    for layer in model.layers:
+        if layer.kind == "maxpool2":
+            a = maxpool2(a)
+        else:
+            w = layer.int_weight
+            if layer.kind == "conv3x3":
+                v = conv3x3(a, w) + layer.bias.astype(np.int64)[None, :, None, None]
+            else:
+                v = a.reshape(len(a), -1) @ w.T + layer.bias.astype(np.int64)[None, :]
+            a = requantize(v, int(layer.shift), model.act_bits) if layer.relu else v
+        outputs.append(a)
+    return (a, outputs) if trace else a

@@ -1,0 +1,291 @@
+"""Integer models and the model file (``.npz`` with a JSON header).
+
+The layout is specified in ``docs/model-format.md``; this module is its reference
+reader and writer. A :class:`QuantModel` holds only integers (weights as codes,
+biases, shifts); :mod:`shiftpool.sw.golden` evaluates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "FORMAT", "VERSION", "SCHEMES", "KINDS", "Layer", "QuantModel", "ModelError",
+    "term_values", "load_model", "save_model",
+]
+
+FORMAT = "shiftpool-model"
+VERSION = 1
+#: Compression schemes a model file may hold.
+SCHEMES = ("flightnn", "int8")
+#: Layer kinds: 3x3 convolution (stride 1, zero padding 1), dense, 2x2 max-pool.
+KINDS = ("conv3x3", "dense", "maxpool2")
+
+
+class ModelError(ValueError):
+    """A malformed or inconsistent model (file)."""
+
+
+def term_values(terms: np.ndarray) -> np.ndarray:
+    """Integer value of FLightNN term codes: 0 is zero, ``+-(e+1)`` is ``+-2**e``."""
+    terms = np.asarray(terms, dtype=np.int64)
+    mag = np.where(terms == 0, 0, np.left_shift(1, np.maximum(np.abs(terms) - 1, 0)))
+    return np.sign(terms) * mag
+
+
+@dataclasses.dataclass
+class Layer:
+    """One layer of an integer model.
+
+    ``in_shape``/``out_shape`` are ``(C, H, W)`` for feature maps and ``(N,)`` for
+    vectors. MAC layers (``conv3x3``, ``dense``) carry exactly one of ``weight``
+    (int8 scheme: integer weights ``[Co, Ci(, 3, 3)]``) or ``terms`` (flightnn:
+    ``[2, Co, Ci(, 3, 3)]`` term codes) plus ``k`` (terms per filter), ``bias``
+    (accumulator scale), ``shift`` and ``relu``.
+    """
+
+    kind: str
+    in_shape: tuple
+    out_shape: tuple
+    weight: np.ndarray | None = None
+    terms: np.ndarray | None = None
+    k: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    shift: int = 0
+    relu: bool = False
+
+    @property
+    def is_mac(self) -> bool:
+        return self.kind in ("conv3x3", "dense")
+
+    @property
+    def fan_in(self) -> int:
+        """Dot-product length ``Ci*k*k`` of a MAC layer."""
+        return int(np.prod(self.int_weight.shape[1:]))
+
+    @property
+    def int_weight(self) -> np.ndarray:
+        """The integer weight each filter tap stands for (int64)."""
+        if self.terms is not None:
+            return term_values(self.terms).sum(axis=0)
+        return np.asarray(self.weight, dtype=np.int64)
+
+
+@dataclasses.dataclass
+class QuantModel:
+    """An integer model: what the golden model runs and the compiler maps to RTL.
+
+    Inputs are unsigned ``act_bits`` integers ``q = clip(round(x * 2**input_frac),
+    0, 2**act_bits - 1)`` of the float input ``x``; outputs are the final layer's
+    signed accumulators (logits at scale ``2**-output_frac``).
+    """
+
+    scheme: str
+    act_bits: int
+    input_shape: tuple
+    input_frac: int
+    layers: list
+    exp_bits: int = 0
+    output_frac: int = 0
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def classes(self) -> int:
+        return int(self.layers[-1].out_shape[0])
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Float inputs -> unsigned integer activations (round half up, then clip)."""
+        q = np.floor(np.asarray(x, dtype=np.float64) * (1 << self.input_frac) + 0.5)
+        return np.clip(q, 0, (1 << self.act_bits) - 1).astype(np.int64)
+
+    def validate(self) -> None:
+        """Raise :class:`ModelError` naming the layer and field that is wrong."""
+        validate_model(self)
+
+
+def _err(i, field, msg):
+    where = "model" if i is None else f"layer {i}"
+    return ModelError(f"{where}: field {field!r}: {msg}")
+
+
+def validate_model(m: QuantModel) -> None:
+    if m.scheme not in SCHEMES:
+        raise _err(None, "scheme", f"{m.scheme!r} is unknown; allowed: {', '.join(SCHEMES)}")
+    if not (2 <= m.act_bits <= 16):
+        raise _err(None, "act_bits", f"{m.act_bits} is out of range 2..16")
+    if m.scheme == "flightnn" and not (1 <= m.exp_bits <= 4):
+        raise _err(None, "exp_bits", f"{m.exp_bits} is out of range 1..4")
+    if len(m.input_shape) != 3:
+        raise _err(None, "input_shape", f"{m.input_shape} must be (C, H, W)")
+    if not m.layers:
+        raise _err(None, "layers", "a model needs at least one layer")
+    shape = tuple(m.input_shape)
+    macs = [i for i, layer in enumerate(m.layers) if layer.is_mac]
+    if not macs or macs[-1] != len(m.layers) - 1:
+        raise _err(len(m.layers) - 1, "kind", "the last layer must be conv3x3 or dense")
+    for i, layer in enumerate(m.layers):
+        if layer.kind not in KINDS:
+            raise _err(i, "kind", f"{layer.kind!r} is unknown; allowed: {', '.join(KINDS)}")
+        if tuple(layer.in_shape) != shape:
+            raise _err(i, "in_shape", f"{tuple(layer.in_shape)} does not match the previous "
+                       f"layer's output {shape}")
+        if layer.kind == "maxpool2":
+            if len(shape) != 3 or shape[1] < 2 or shape[2] < 2:
+                raise _err(i, "in_shape", f"maxpool2 needs a (C, H, W) map with H, W >= 2, "
+                           f"not {shape}")
+            expect = (shape[0], shape[1] // 2, shape[2] // 2)
+        else:
+            expect = _check_mac(m, i, layer, shape, last=(i == len(m.layers) - 1))
+        if tuple(layer.out_shape) != expect:
+            raise _err(i, "out_shape", f"{tuple(layer.out_shape)} should be {expect}")
+        shape = expect
+
+
+def _check_mac(m: QuantModel, i: int, layer: Layer, shape: tuple, last: bool) -> tuple:
+    has_w, has_t = layer.weight is not None, layer.terms is not None
+    field = "terms" if m.scheme == "flightnn" else "weight"
+    if (m.scheme == "flightnn") != has_t or has_w == has_t:
+        raise _err(i, field, f"a {m.scheme} layer stores its weights in {field!r} only")
+    arr = np.asarray(layer.terms if has_t else layer.weight)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise _err(i, field, f"must hold integers, not {arr.dtype}")
+    if layer.kind == "conv3x3":
+        if len(shape) != 3:
+            raise _err(i, "in_shape", f"conv3x3 needs a (C, H, W) input, not {shape}")
+        wshape_tail = (shape[0], 3, 3)
+    else:
+        wshape_tail = (int(np.prod(shape)),)
+    wshape = arr.shape[1:] if has_t else arr.shape
+    if has_t and arr.shape[0] != 2:
+        raise _err(i, "terms", f"first axis must be the 2 terms, shape is {arr.shape}")
+    if len(wshape) != 1 + len(wshape_tail) or tuple(wshape[1:]) != wshape_tail:
+        raise _err(i, field, f"shape {arr.shape} does not fit input {shape}: expected "
+                   f"{('(2, ' if has_t else '(') + 'Co, ' + ', '.join(map(str, wshape_tail))})")
+    co = wshape[0]
+    if has_t:
+        limit = 1 << m.exp_bits
+        if np.abs(arr).max(initial=0) > limit:
+            raise _err(i, "terms", f"term codes must be in -{limit}..{limit} "
+                       f"(exp_bits={m.exp_bits}), found {int(np.abs(arr).max())}")
+        k = np.asarray(layer.k if layer.k is not None else [], dtype=np.int64)
+        if k.shape != (co,) or not np.isin(k, (1, 2)).all():
+            raise _err(i, "k", f"needs {co} entries, each 1 or 2")
+        if np.any(arr[1][k == 1]):
+            bad = int(np.flatnonzero((k == 1) & arr[1].reshape(co, -1).any(axis=1))[0])
+            raise _err(i, "terms", f"filter {bad} has k=1 but a non-zero second term")
+    elif np.abs(arr).max(initial=0) > 127:
+        raise _err(i, "weight", "int8 weights must be in -127..127")
+    bias = np.asarray(layer.bias if layer.bias is not None else [])
+    if bias.shape != (co,) or not np.issubdtype(bias.dtype, np.integer):
+        raise _err(i, "bias", f"needs {co} integers, has shape {bias.shape}")
+    if not isinstance(layer.shift, (int, np.integer)) or not 0 <= layer.shift <= 62:
+        raise _err(i, "shift", f"{layer.shift!r} must be an integer in 0..62")
+    if layer.relu == last:
+        raise _err(i, "relu", "hidden MAC layers must have relu=true (activations are "
+                   "unsigned) and the last layer relu=false (it outputs raw accumulators)")
+    if layer.kind == "conv3x3":
+        return (co, shape[1], shape[2])
+    return (co,)
+
+
+# -- file I/O ---------------------------------------------------------------------
+
+_ARRAYS = ("weight", "terms", "k", "bias")
+
+
+def save_model(model: QuantModel, path: str | os.PathLike) -> None:
+    """Validate and write ``model``; the file appears only when complete."""
+    model.validate()
+    layers = []
+    arrays = {}
+    for i, layer in enumerate(model.layers):
+        entry = {"kind": layer.kind, "in_shape": list(layer.in_shape),
+                 "out_shape": list(layer.out_shape)}
+        if layer.is_mac:
+            entry.update(shift=int(layer.shift), relu=bool(layer.relu))
+        layers.append(entry)
+        for name in _ARRAYS:
+            value = getattr(layer, name)
+            if value is not None:
+                arrays[f"layer{i}.{name}"] = _storage(name, np.asarray(value))
+    header = {
+        "format": FORMAT, "version": VERSION, "scheme": model.scheme,
+        "act_bits": model.act_bits, "exp_bits": model.exp_bits,
+        "input_shape": list(model.input_shape), "input_frac": model.input_frac,
+        "output_frac": model.output_frac, "layers": layers, "meta": model.meta,
+    }
+    arrays["header"] = np.frombuffer(json.dumps(header, indent=1).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    _atomic_write(Path(path), buf.getvalue())
+
+
+_DTYPES = {"weight": np.int8, "terms": np.int8, "k": np.uint8, "bias": np.int64}
+
+
+def _storage(name, arr):
+    return arr.astype(_DTYPES[name])
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_model(path: str | os.PathLike) -> QuantModel:
+    """Read and validate a model file; errors name the layer and the field."""
+    path = Path(path)
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such model file") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a shiftpool model file (.npz): {exc}") from None
+    with npz:
+        if "header" not in npz.files:
+            raise ModelError(f"{path}: field 'header' is missing")
+        try:
+            header = json.loads(bytes(npz["header"]).decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{path}: field 'header' is not JSON: {exc}") from None
+        if header.get("format") != FORMAT:
+            raise ModelError(f"{path}: field 'format' must be {FORMAT!r}")
+        if header.get("version") != VERSION:
+            raise ModelError(f"{path}: field 'version' = {header.get('version')!r}; "
+                             f"this reader knows version {VERSION}")
+        try:
+            layers = []
+            for i, entry in enumerate(header["layers"]):
+                arrays = {n: npz[f"layer{i}.{n}"] for n in _ARRAYS if f"layer{i}.{n}" in npz.files}
+                layers.append(Layer(kind=entry["kind"], in_shape=tuple(entry["in_shape"]),
+                                    out_shape=tuple(entry["out_shape"]),
+                                    shift=entry.get("shift", 0), relu=entry.get("relu", False),
+                                    **arrays))
+            model = QuantModel(
+                scheme=header["scheme"], act_bits=header["act_bits"],
+                exp_bits=header.get("exp_bits", 0), input_shape=tuple(header["input_shape"]),
+                input_frac=header["input_frac"], output_frac=header.get("output_frac", 0),
+                layers=layers, meta=header.get("meta", {}))
+        except KeyError as exc:
+            raise ModelError(f"{path}: header field {exc} is missing") from None
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{path}: malformed header: {exc}") from None
+    try:
+        model.validate()
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    return model

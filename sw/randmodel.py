@@ -1,0 +1,59 @@
+"""Random integer models for randomized hardware tests.
+
+The weights, biases and shifts are random but legal (they pass
+:meth:`QuantModel.validate`), so the RTL can be compared with the golden model on
+layer shapes and k mixes no trained model happens to have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .model import Layer, QuantModel
+
+__all__ = ["random_model"]
+
+
+def _mac(rng, kind, in_shape, co, scheme, exp_bits, k_mode, last):
+    ci = in_shape[0] if kind == "conv3x3" else int(np.prod(in_shape))
+    tail = (ci, 3, 3) if kind == "conv3x3" else (ci,)
+    out_shape = (co, in_shape[1], in_shape[2]) if kind == "conv3x3" else (co,)
+    fan_in = int(np.prod(tail))
+    layer = Layer(kind=kind, in_shape=tuple(in_shape), out_shape=out_shape, relu=not last)
+    if scheme == "flightnn":
+        top = 1 << exp_bits
+        terms = rng.integers(-top, top + 1, size=(2, co) + tail)
+        k = {"k1": np.ones(co), "k2": np.full(co, 2),
+             "mixed": rng.integers(1, 3, size=co)}[k_mode].astype(np.int64)
+        terms[1][k == 1] = 0
+        layer.terms, layer.k = terms.astype(np.int8), k.astype(np.uint8)
+        wmax = 2 * (1 << (top - 1))
+    else:
+        layer.weight = rng.integers(-127, 128, size=(co,) + tail).astype(np.int8)
+        wmax = 127
+    layer.bias = rng.integers(-wmax * 64, wmax * 64 + 1, size=co).astype(np.int64)
+    # a shift that keeps typical activations in range without saturating all of them
+    layer.shift = 0 if last else int(np.clip(np.log2(wmax * np.sqrt(fan_in) * 4), 0, 40))
+    return layer, out_shape
+
+
+def random_model(rng: np.random.Generator, scheme: str = "flightnn", act_bits: int = 8,
+                 exp_bits: int = 3, k_mode: str = "mixed", input_shape=(2, 6, 5),
+                 convs=(5,), pool: bool = True, dense=(7,)) -> QuantModel:
+    """A random legal model: ``convs`` conv3x3 widths, an optional max-pool, then
+    ``dense`` widths (the last one is the output layer)."""
+    layers = []
+    shape = tuple(input_shape)
+    plan = [("conv3x3", c) for c in convs] + [("dense", c) for c in dense]
+    for i, (kind, co) in enumerate(plan):
+        last = i == len(plan) - 1
+        layer, shape = _mac(rng, kind, shape, co, scheme, exp_bits, k_mode, last)
+        layers.append(layer)
+        if pool and kind == "conv3x3" and i == len(convs) - 1:
+            out = (shape[0], shape[1] // 2, shape[2] // 2)
+            layers.append(Layer(kind="maxpool2", in_shape=shape, out_shape=out))
+            shape = out
+    model = QuantModel(scheme=scheme, act_bits=act_bits, exp_bits=exp_bits,
+                       input_shape=tuple(input_shape), input_frac=act_bits, layers=layers)
+    model.validate()
+    return model
