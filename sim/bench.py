@@ -29,31 +29,42 @@ async def _reset(dut):
     dut.rst.value = 0
 
 
-async def _send(dut, stream, payload, rng, gap):
-    """Offer one beat on ``stream`` and wait until it is accepted."""
+class BenchTimeout(AssertionError):
+    """The design stopped answering: no handshake within the job's cycle limit."""
+
+
+async def _send(dut, stream, payload, rng, gap, limit):
+    """Offer one beat on ``stream`` and wait until it is accepted (at most ``limit``
+    cycles)."""
     while gap and rng.random() < gap:
         getattr(dut, f"{stream}__valid").value = 0
         await FallingEdge(dut.clk)
     getattr(dut, f"{stream}__payload").value = payload
     getattr(dut, f"{stream}__valid").value = 1
-    while True:
-        await RisingEdge(dut.clk)
+    for _ in range(limit):
+        # The transfer happens at the rising edge if ready is high just before it.
         await ReadOnly()
         accepted = int(getattr(dut, f"{stream}__ready").value)
+        await RisingEdge(dut.clk)
         await FallingEdge(dut.clk)
         if accepted:
             break
+    else:
+        raise BenchTimeout(f"{stream}.ready stayed low for {limit} cycles (busy = "
+                           f"{dut.busy.value})")
     getattr(dut, f"{stream}__valid").value = 0
 
 
-async def _receive(dut, count, acc_width, rng, stall):
-    """Collect ``count`` output words, with random back-pressure."""
+async def _receive(dut, count, acc_width, rng, stall, limit):
+    """Collect ``count`` output words, with random back-pressure; at most ``limit``
+    cycles."""
     words = []
     mask = (1 << acc_width) - 1
-    while len(words) < count:
+    for _ in range(limit):
+        if len(words) == count:
+            break
         ready = 0 if (stall and rng.random() < stall) else 1
         dut.out__ready.value = ready
-        await RisingEdge(dut.clk)
         await ReadOnly()
         if ready and int(dut.out__valid.value):
             raw = int(dut.out__payload.value)
@@ -64,7 +75,11 @@ async def _receive(dut, count, acc_width, rng, stall):
             words.append(value)
             if last != (len(words) == count):
                 raise AssertionError(f"out.last = {last} on word {len(words)} of {count}")
+        await RisingEdge(dut.clk)
         await FallingEdge(dut.clk)
+    if len(words) < count:
+        raise BenchTimeout(f"only {len(words)} of {count} outputs after {limit} cycles "
+                           f"(busy = {dut.busy.value}, cycles = {dut.cycles.value})")
     dut.out__ready.value = 0
     return words
 
@@ -73,6 +88,7 @@ async def run_job(dut, job):
     """Load the image, run every input, return ``(outputs, cycles)``."""
     rng = random.Random(job["seed"])
     gap, stall = job.get("idle_gap", 0.0), job.get("back_pressure", 0.0)
+    limit = job["cycle_limit"]
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     await _reset(dut)
     addr_shift = job["region_bits"]
@@ -80,13 +96,14 @@ async def run_job(dut, job):
     for code, rows in enumerate(job["regions"]):
         for addr, row in enumerate(rows):
             await _send(dut, "load", code | addr << addr_shift | int(row, 16) << data_shift,
-                        rng, gap)
+                        rng, gap, limit)
     outputs, cycles = [], []
     total = len(job["inputs"])
     for n, words in enumerate(job["inputs"]):
         for i, w in enumerate(words):
-            await _send(dut, "inp", w | int(i == len(words) - 1) << job["act_bits"], rng, gap)
-        outputs.append(await _receive(dut, job["outputs"], job["acc_width"], rng, stall))
+            await _send(dut, "inp", w | int(i == len(words) - 1) << job["act_bits"], rng, gap, limit)
+        outputs.append(await _receive(dut, job["outputs"], job["acc_width"], rng, stall,
+                                      limit))
         await ReadOnly()
         cycles.append(int(dut.cycles.value))
         await FallingEdge(dut.clk)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import numpy as np
 from ..hw.config import AcceleratorConfig
 from ..hw.program import REGIONS, addr_width, count_width
 from ..sw.compile import Image
+from ..sw.cycles import inference_cycles
 
 __all__ = ["SIMULATORS", "SimulatorError", "TOPLEVEL", "write_verilog", "build", "run_image"]
 
@@ -29,26 +31,42 @@ class SimulatorError(RuntimeError):
     """A simulator is missing or a simulation failed."""
 
 
-def write_verilog(config: AcceleratorConfig, path: Path, always_comb: bool = False) -> Path:
+def write_verilog(config: AcceleratorConfig, path: Path, kick_comb: bool = False) -> Path:
     """Generate the accelerator's Verilog for ``config`` into ``path``.
 
-    With ``always_comb``, combinational ``always @*`` blocks become SystemVerilog
-    ``always_comb``: Icarus does not run an ``always @*`` block at time 0 unless one of
-    its inputs changes, so outputs that depend only on initialized registers stay X
-    (amaranth-lang/amaranth#1629); ``always_comb`` is defined to run at time 0.
+    With ``kick_comb``, every combinational ``always @*`` block is made to run once
+    at 1 ns. Icarus does not run an ``always @*`` block at time 0 unless one of its
+    inputs changes, so outputs that depend only on initialized registers (an FSM's
+    state, say) stay X (amaranth-lang/amaranth#1629). Yosys already puts a dummy
+    trigger register in each such block, but initializes it in its declaration, which
+    makes no event; toggling it at 1 ns makes one. Turning the blocks into
+    ``always_comb`` instead was tried: Icarus 11 then spins on blocks that write what
+    they read and the simulation crawls.
     """
     from amaranth.back import verilog
 
     from ..hw.accelerator import Accelerator
 
     text = verilog.convert(Accelerator(config), name=TOPLEVEL)
-    if always_comb:
-        text = text.replace("always @*", "always_comb")
+    if kick_comb:
+        text = _kick_comb_blocks(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+_TRIGGER_DECL = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$", re.M)
+
+
+def _kick_comb_blocks(text: str) -> str:
+    """Toggle yosys' dummy comb trigger at 1 ns so every ``always @*`` block runs."""
+    text, count = _TRIGGER_DECL.subn(r"\1reg \2 = 0;\n\1initial #1 \2 = 1;", text)
+    if count == 0 and "always @*" in text:
+        raise SimulatorError("the generated Verilog has no comb trigger register to kick; "
+                             "Icarus would leave comb outputs X (a yosys version change?)")
+    return text
 
 
 def _setup_verilator() -> None:
@@ -91,7 +109,7 @@ def build(config: AcceleratorConfig, simulator: str, build_dir: Path) -> Path:
         return where
     icarus = simulator == "icarus"
     source = write_verilog(config, where / f"{TOPLEVEL}.{'sv' if icarus else 'v'}",
-                           always_comb=icarus)
+                           kick_comb=icarus)
     runner = get_runner(simulator)
     args = ["-g2012"] if icarus else ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
     runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=where,
@@ -122,6 +140,9 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
             "progress": progress,
             "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
             "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
+            # No handshake may take longer than a whole inference, with slack for the
+            # bench's own idle gaps and back-pressure.
+            "cycle_limit": 4 * inference_cycles(image) + 1000,
             "act_bits": cfg.act_bits, "acc_width": cfg.acc_width,
             "inputs": inputs.tolist(), "outputs": image.output_words,
             "results": str(results),
