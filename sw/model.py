@@ -12,6 +12,8 @@ import io
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -115,15 +117,23 @@ def _err(i, field, msg):
     return ModelError(f"{where}: field {field!r}: {msg}")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def validate_model(m: QuantModel) -> None:
+    # Type checks first: a header from a file may hold any JSON value.
+    for field in ("act_bits", "exp_bits", "input_frac", "output_frac"):
+        if not _is_int(getattr(m, field)):
+            raise _err(None, field, f"{getattr(m, field)!r} must be an integer")
     if m.scheme not in SCHEMES:
         raise _err(None, "scheme", f"{m.scheme!r} is unknown; allowed: {', '.join(SCHEMES)}")
     if not (2 <= m.act_bits <= 16):
         raise _err(None, "act_bits", f"{m.act_bits} is out of range 2..16")
     if m.scheme == "flightnn" and not (1 <= m.exp_bits <= 4):
         raise _err(None, "exp_bits", f"{m.exp_bits} is out of range 1..4")
-    if len(m.input_shape) != 3:
-        raise _err(None, "input_shape", f"{m.input_shape} must be (C, H, W)")
+    if len(m.input_shape) != 3 or not all(_is_int(s) and s > 0 for s in m.input_shape):
+        raise _err(None, "input_shape", f"{m.input_shape} must be (C, H, W), positive integers")
     if not m.layers:
         raise _err(None, "layers", "a model needs at least one layer")
     shape = tuple(m.input_shape)
@@ -175,6 +185,8 @@ def _check_mac(m: QuantModel, i: int, layer: Layer, shape: tuple, last: bool) ->
             raise _err(i, "terms", f"term codes must be in -{limit}..{limit} "
                        f"(exp_bits={m.exp_bits}), found {int(np.abs(arr).max())}")
         k = np.asarray(layer.k if layer.k is not None else [], dtype=np.int64)
+        if layer.k is not None and not np.issubdtype(np.asarray(layer.k).dtype, np.integer):
+            raise _err(i, "k", f"must hold integers, not {np.asarray(layer.k).dtype}")
         if k.shape != (co,) or not np.isin(k, (1, 2)).all():
             raise _err(i, "k", f"needs {co} entries, each 1 or 2")
         if np.any(arr[1][k == 1]):
@@ -187,6 +199,8 @@ def _check_mac(m: QuantModel, i: int, layer: Layer, shape: tuple, last: bool) ->
         raise _err(i, "bias", f"needs {co} integers, has shape {bias.shape}")
     if not isinstance(layer.shift, (int, np.integer)) or not 0 <= layer.shift <= 62:
         raise _err(i, "shift", f"{layer.shift!r} must be an integer in 0..62")
+    if not isinstance(layer.relu, (bool, np.bool_)):
+        raise _err(i, "relu", f"{layer.relu!r} must be true or false")
     if layer.relu == last:
         raise _err(i, "relu", "hidden MAC layers must have relu=true (activations are "
                    "unsigned) and the last layer relu=false (it outputs raw accumulators)")
@@ -250,18 +264,37 @@ def load_model(path: str | os.PathLike) -> QuantModel:
     """Read and validate a model file; errors name the layer and the field."""
     path = Path(path)
     try:
-        npz = np.load(path, allow_pickle=False)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ModelError(f"{path}: no such model file") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: not a shiftpool model file (.npz): {exc}") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model file: {exc}") from None
+    # Parse from memory: np.load on a path leaks the open file when the zip is broken.
+    try:
+        npz = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"{path}: not a shiftpool model file (.npz), truncated or corrupt: "
+                         f"{exc}") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ModelError(f"{path}: not a shiftpool model file (.npz): it holds a single array")
+
+    def member(name):
+        try:
+            return npz[name]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise ModelError(f"{path}: field {name!r} cannot be read (truncated or corrupt "
+                             f"file): {exc}") from None
+
     with npz:
         if "header" not in npz.files:
             raise ModelError(f"{path}: field 'header' is missing")
         try:
-            header = json.loads(bytes(npz["header"]).decode())
+            header = json.loads(bytes(member("header")).decode())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelError(f"{path}: field 'header' is not JSON: {exc}") from None
+        if not isinstance(header, dict):
+            raise ModelError(f"{path}: field 'header' must be a JSON object, not "
+                             f"{type(header).__name__}")
         if header.get("format") != FORMAT:
             raise ModelError(f"{path}: field 'format' must be {FORMAT!r}")
         if header.get("version") != VERSION:
@@ -270,7 +303,8 @@ def load_model(path: str | os.PathLike) -> QuantModel:
         try:
             layers = []
             for i, entry in enumerate(header["layers"]):
-                arrays = {n: npz[f"layer{i}.{n}"] for n in _ARRAYS if f"layer{i}.{n}" in npz.files}
+                arrays = {n: member(f"layer{i}.{n}") for n in _ARRAYS
+                          if f"layer{i}.{n}" in npz.files}
                 layers.append(Layer(kind=entry["kind"], in_shape=tuple(entry["in_shape"]),
                                     out_shape=tuple(entry["out_shape"]),
                                     shift=entry.get("shift", 0), relu=entry.get("relu", False),
