@@ -155,6 +155,9 @@ def term_codes(w: np.ndarray, k: np.ndarray, exp_bits: int,
         int8 ``[2, *w.shape]`` (k = 1 filters have an all-zero second term) and the
         window bottom, so ``wf = -emin``.
     """
+    if not 1 <= exp_bits <= 6:
+        # Codes reach +-2**exp_bits and are stored as int8.
+        raise ValueError(f"term codes need exp_bits in 1..6, not {exp_bits}")
     emax = layer_emax(w) if emax is None else emax
     emin, _ = exponent_window(emax, exp_bits)
     s1, e1 = _split(w, emax, exp_bits)

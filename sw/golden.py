@@ -81,7 +81,8 @@ def run(model: QuantModel, x: np.ndarray, trace: bool = False):
             if layer.kind == "conv3x3":
                 v = conv3x3(a, w) + layer.bias.astype(np.int64)[None, :, None, None]
             else:
-                v = a.reshape(len(a), -1) @ w.T + layer.bias.astype(np.int64)[None, :]
+                # An explicit width: reshape(0, -1) fails on an empty batch.
+                v = a.reshape(len(a), w.shape[1]) @ w.T + layer.bias.astype(np.int64)[None, :]
             a = requantize(v, int(layer.shift), model.act_bits) if layer.relu else v
         outputs.append(a)
     return (a, outputs) if trace else a

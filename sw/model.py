@@ -179,11 +179,13 @@ def _check_mac(m: QuantModel, i: int, layer: Layer, shape: tuple, last: bool) ->
         raise _err(i, field, f"shape {arr.shape} does not fit input {shape}: expected "
                    f"{('(2, ' if has_t else '(') + 'Co, ' + ', '.join(map(str, wshape_tail))})")
     co = wshape[0]
+    # min/max, not abs: np.abs of int8 -128 overflows to -128 and would pass.
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
     if has_t:
         limit = 1 << m.exp_bits
-        if np.abs(arr).max(initial=0) > limit:
+        if lo < -limit or hi > limit:
             raise _err(i, "terms", f"term codes must be in -{limit}..{limit} "
-                       f"(exp_bits={m.exp_bits}), found {int(np.abs(arr).max())}")
+                       f"(exp_bits={m.exp_bits}), found {lo}..{hi}")
         k = np.asarray(layer.k if layer.k is not None else [], dtype=np.int64)
         if layer.k is not None and not np.issubdtype(np.asarray(layer.k).dtype, np.integer):
             raise _err(i, "k", f"must hold integers, not {np.asarray(layer.k).dtype}")
@@ -192,8 +194,8 @@ def _check_mac(m: QuantModel, i: int, layer: Layer, shape: tuple, last: bool) ->
         if np.any(arr[1][k == 1]):
             bad = int(np.flatnonzero((k == 1) & arr[1].reshape(co, -1).any(axis=1))[0])
             raise _err(i, "terms", f"filter {bad} has k=1 but a non-zero second term")
-    elif np.abs(arr).max(initial=0) > 127:
-        raise _err(i, "weight", "int8 weights must be in -127..127")
+    elif lo < -127 or hi > 127:
+        raise _err(i, "weight", f"int8 weights must be in -127..127, found {lo}..{hi}")
     bias = np.asarray(layer.bias if layer.bias is not None else [])
     if bias.shape != (co,) or not np.issubdtype(bias.dtype, np.integer):
         raise _err(i, "bias", f"needs {co} integers, has shape {bias.shape}")
@@ -300,24 +302,31 @@ def load_model(path: str | os.PathLike) -> QuantModel:
         if header.get("version") != VERSION:
             raise ModelError(f"{path}: field 'version' = {header.get('version')!r}; "
                              f"this reader knows version {VERSION}")
+        if not isinstance(header.get("layers"), list):
+            raise ModelError(f"{path}: field 'layers' is missing or not a list")
+        where = "header"  # named in errors: the layer entry being read, if any
         try:
             layers = []
             for i, entry in enumerate(header["layers"]):
+                where = f"layer {i}"
                 arrays = {n: member(f"layer{i}.{n}") for n in _ARRAYS
                           if f"layer{i}.{n}" in npz.files}
                 layers.append(Layer(kind=entry["kind"], in_shape=tuple(entry["in_shape"]),
                                     out_shape=tuple(entry["out_shape"]),
                                     shift=entry.get("shift", 0), relu=entry.get("relu", False),
                                     **arrays))
+            where = "header"
             model = QuantModel(
                 scheme=header["scheme"], act_bits=header["act_bits"],
                 exp_bits=header.get("exp_bits", 0), input_shape=tuple(header["input_shape"]),
                 input_frac=header["input_frac"], output_frac=header.get("output_frac", 0),
                 layers=layers, meta=header.get("meta", {}))
+        except ModelError:
+            raise
         except KeyError as exc:
-            raise ModelError(f"{path}: header field {exc} is missing") from None
+            raise ModelError(f"{path}: {where}: field {exc} is missing") from None
         except (TypeError, ValueError) as exc:
-            raise ModelError(f"{path}: malformed header: {exc}") from None
+            raise ModelError(f"{path}: {where}: malformed entry: {exc}") from None
     try:
         model.validate()
     except ModelError as exc:

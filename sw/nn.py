@@ -16,6 +16,8 @@ import io
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -551,16 +553,32 @@ def load_float_model(path: str | os.PathLike) -> FloatModel:
     """
     path = Path(path)
     try:
-        npz = np.load(path, allow_pickle=False)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise FloatModelError(f"{path}: no such float model file") from None
-    except (OSError, ValueError) as exc:
-        raise FloatModelError(f"{path}: not a float model file (.npz): {exc}") from None
+    except OSError as exc:
+        raise FloatModelError(f"{path}: cannot read the float model file: {exc}") from None
+    # Parse from memory: np.load on a path leaks the open file when the zip is broken.
+    try:
+        npz = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise FloatModelError(f"{path}: not a float model file (.npz), truncated or corrupt: "
+                              f"{exc}") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise FloatModelError(f"{path}: not a float model file (.npz): it holds a single array")
+
+    def member(name):
+        try:
+            return npz[name]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise FloatModelError(f"{path}: field {name!r} cannot be read (truncated or "
+                                  f"corrupt file): {exc}") from None
+
     with npz:
         if "header" not in npz.files:
             raise FloatModelError(f"{path}: field 'header' is missing")
         try:
-            header = json.loads(bytes(npz["header"]).decode())
+            header = json.loads(bytes(member("header")).decode())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise FloatModelError(f"{path}: field 'header' is not JSON: {exc}") from None
         if not isinstance(header, dict) or header.get("format") != FLOAT_FORMAT:
@@ -586,7 +604,7 @@ def load_float_model(path: str | os.PathLike) -> FloatModel:
                 key = f"layer{i}.{name}"
                 if key not in npz.files:
                     raise FloatModelError(f"{path}: field {key!r} is missing")
-                arr = npz[key]
+                arr = member(key)
                 if arr.shape != value.shape or not np.issubdtype(arr.dtype, np.floating):
                     raise FloatModelError(f"{path}: field {key!r} has shape {arr.shape} "
                                           f"{arr.dtype}, expected float {value.shape}")
