@@ -98,7 +98,6 @@ async def run_job(dut, job):
             await _send(dut, "load", code | addr << addr_shift | int(row, 16) << data_shift,
                         rng, gap, limit)
     outputs, cycles = [], []
-    total = len(job["inputs"])
     for n, words in enumerate(job["inputs"]):
         for i, w in enumerate(words):
             await _send(dut, "inp", w | int(i == len(words) - 1) << job["act_bits"], rng, gap, limit)
@@ -107,8 +106,11 @@ async def run_job(dut, job):
         await ReadOnly()
         cycles.append(int(dut.cycles.value))
         await FallingEdge(dut.clk)
-        if job.get("progress") and ((n + 1) % max(1, total // 20) == 0 or n + 1 == total):
-            print(f"[sim] {n + 1}/{total} inferences", flush=True)
+        if job.get("progress_file"):
+            tmp = job["progress_file"] + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(str(n + 1))
+            os.replace(tmp, job["progress_file"])
     return outputs, cycles
 
 

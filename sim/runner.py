@@ -12,6 +12,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -141,10 +142,38 @@ def build(config: AcceleratorConfig, simulator: str, build_dir: Path) -> Path:
     source = write_verilog(config, where / f"{TOPLEVEL}.v", optimize=icarus, kick_comb=icarus)
     runner = get_runner(simulator)
     args = [] if icarus else ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
-    runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=where,
-                 timescale=("1ns", "1ps"), build_args=args, always=True, log_file=where / "build.log")
+    log = where / "build.log"
+    try:
+        runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=where,
+                     timescale=("1ns", "1ps"), build_args=args, always=True, log_file=log)
+    except (RuntimeError, SystemExit) as exc:
+        raise SimulatorError(f"{simulator} failed to build the design ({exc}); see {log}"
+                             ) from None
     stamp.write_text(config.hash)
     return where
+
+
+def _failure_lines(log: Path, limit: int = 6) -> str:
+    """The lines of a simulation log that say why it failed."""
+    if not log.exists():
+        return ""
+    keys = ("Error", "Timeout", "error:", "Traceback")
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
+             if any(k in ln for k in keys)]
+    return "; ".join(lines[-limit:])
+
+
+def _watch_progress(path: Path, total: int, stop: threading.Event, desc: str) -> None:
+    """Show a progress bar fed by the count the bench writes to ``path``."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="inf", leave=False) as bar:
+        while not stop.wait(0.25):
+            try:
+                done = int(path.read_text() or 0)
+            except (OSError, ValueError):
+                continue
+            bar.update(done - bar.n)
 
 
 def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
@@ -152,7 +181,17 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
               back_pressure: float = 0.0, progress: bool = False):
     """Run integer ``inputs`` (``(N, C, H, W)``) through the RTL of ``image``.
 
+    The load and input streams get random idle cycles with probability ``idle_gap``
+    and the output stream random back-pressure with probability ``back_pressure``,
+    seeded by ``seed``. The simulator's log goes to ``run.log`` in the build folder.
+
     Returns ``(outputs int64 (N, classes), cycles int64 (N,))``.
+
+    Raises
+    ------
+    SimulatorError
+        If the simulator is missing, the build fails, or the bench fails (a timeout
+        included); the message quotes the log's error lines.
     """
     from cocotb_tools.runner import get_runner
 
@@ -164,9 +203,10 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
     with tempfile.TemporaryDirectory(prefix="shiftpool-job-") as tmp:
         job_path = Path(tmp) / "job.json"
         results = Path(tmp) / "results.json"
+        counter = Path(tmp) / "progress"
         job = {
             "seed": seed, "idle_gap": idle_gap, "back_pressure": back_pressure,
-            "progress": progress,
+            "progress_file": str(counter),
             "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
             "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
             # No handshake may take longer than a whole inference, with slack for the
@@ -178,15 +218,27 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
         }
         job_path.write_text(json.dumps(job))
         runner = get_runner(simulator)
-        os.environ["SHIFTPOOL_JOB"] = str(job_path)
+        log = where / "run.log"
+        stop = threading.Event()
+        watcher = None
+        if progress:
+            watcher = threading.Thread(target=_watch_progress, daemon=True,
+                                       args=(counter, len(inputs), stop, f"RTL ({simulator})"))
+            watcher.start()
         try:
-            runner.test(test_module="shiftpool.sim.bench", hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-                        build_dir=where, test_dir=tmp, extra_env={"SHIFTPOOL_JOB": str(job_path)},
+            runner.test(test_module="shiftpool.sim.bench", hdl_toplevel=TOPLEVEL,
+                        hdl_toplevel_lang="verilog", build_dir=where, test_dir=tmp,
+                        extra_env={"SHIFTPOOL_JOB": str(job_path)}, log_file=log,
                         results_xml=str(Path(tmp) / "results.xml"))
-        except SystemExit as exc:   # cocotb's runner exits on simulator failure
-            raise SimulatorError(f"{simulator} simulation failed (exit {exc.code})") from None
+        except (RuntimeError, SystemExit) as exc:
+            raise SimulatorError(f"{simulator} simulation failed ({exc}): "
+                                 f"{_failure_lines(log)}; log: {log}") from None
+        finally:
+            stop.set()
+            if watcher is not None:
+                watcher.join()
         if not results.exists():
-            raise SimulatorError(f"{simulator} simulation ended without results; see the log "
-                                 f"above")
+            raise SimulatorError(f"{simulator} simulation ended without results: "
+                                 f"{_failure_lines(log)}; log: {log}")
         res = json.loads(results.read_text())
     return np.asarray(res["outputs"], dtype=np.int64), np.asarray(res["cycles"], dtype=np.int64)

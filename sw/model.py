@@ -194,8 +194,12 @@ def _check_mac(m: QuantModel, i: int, layer: Layer, shape: tuple, last: bool) ->
         if np.any(arr[1][k == 1]):
             bad = int(np.flatnonzero((k == 1) & arr[1].reshape(co, -1).any(axis=1))[0])
             raise _err(i, "terms", f"filter {bad} has k=1 but a non-zero second term")
-    elif lo < -127 or hi > 127:
-        raise _err(i, "weight", f"int8 weights must be in -127..127, found {lo}..{hi}")
+    else:
+        if lo < -127 or hi > 127:
+            raise _err(i, "weight", f"int8 weights must be in -127..127, found {lo}..{hi}")
+        # The compiler would plan lanes by a stray k (and crash on a wrong length).
+        if layer.k is not None:
+            raise _err(i, "k", "int8 layers have no k (every filter is one pass)")
     bias = np.asarray(layer.bias if layer.bias is not None else [])
     if bias.shape != (co,) or not np.issubdtype(bias.dtype, np.integer):
         raise _err(i, "bias", f"needs {co} integers, has shape {bias.shape}")

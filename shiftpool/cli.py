@@ -1,0 +1,333 @@
+"""The ``shiftpool`` command line.
+
+Every failure a user can cause ends in one line ``error: ...`` that names what is
+wrong and how to fix it, and a non-zero exit code (2 for bad input, 1 when the RTL
+disagrees with the golden model). ``SHIFTPOOL_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+
+SCHEME_CHOICES = ("flightnn", "lightnn2", "int8")
+#: The variants the demo compares, in table order.
+DEMO_VARIANTS = ("flightnn", "lightnn2", "int8")
+
+
+class UsageError(Exception):
+    """Bad command-line input that no library error describes."""
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _step(text: str) -> None:
+    print(f"[shiftpool] {text}", file=sys.stderr, flush=True)
+
+
+def _float_model_and_data(args):
+    from .sw.datasets import load_digits_split
+    from .sw.digits import digits_float_model
+    from .sw.nn import load_float_model
+
+    data = load_digits_split()
+    if getattr(args, "float_model", None):
+        model = load_float_model(args.float_model)
+        if model.input_shape != data[0].shape[1:]:
+            raise UsageError(f"--float-model {args.float_model}: input shape "
+                             f"{model.input_shape} does not match the digits data "
+                             f"{data[0].shape[1:]}; only digits models can be compressed "
+                             f"from the command line")
+    else:
+        _step("built-in digits model (trained once, then cached)")
+        model = digits_float_model(cache_dir=args.cache_dir, progress=True, seed=args.seed)
+    return model, data
+
+
+def _compress(args, float_model, data, scheme: str):
+    from .sw.compress import compress
+
+    x_train, y_train, x_test, y_test = data
+    return compress(float_model, scheme, x_train=x_train, y_train=y_train, x_test=x_test,
+                    y_test=y_test, act_bits=args.act_bits, exp_bits=args.exp_bits,
+                    k1_target=args.k1_target, lam=args.lam, epochs=args.epochs,
+                    seed=args.seed, progress=True)
+
+
+# -- commands ------------------------------------------------------------------------
+
+def cmd_compress(args) -> int:
+    from .sw.model import save_model
+
+    float_model, data = _float_model_and_data(args)
+    _step(f"compressing to {args.scheme} (quantization-aware fine-tuning)")
+    qm = _compress(args, float_model, data, args.scheme)
+    save_model(qm, args.output)
+    meta = qm.meta
+    _say(f"wrote {args.output}: scheme {args.scheme}, {len(qm.layers)} layers")
+    _say(f"  float accuracy       {meta['float_accuracy']:.4f}")
+    _say(f"  compressed accuracy  {meta['accuracy']:.4f} (golden integer model)")
+    if "k1_share" in meta:
+        _say(f"  k=1 filter share     {meta['k1_share']:.3f}")
+    return 0
+
+
+def _config_from_args(args, model):
+    from .flow import fit_config, load_manifest
+
+    if getattr(args, "design", None):
+        return load_manifest(args.design)
+    return fit_config(model, lanes=args.lanes, taps=args.taps)
+
+
+def cmd_generate(args) -> int:
+    from .flow import generate, read_model
+
+    model = read_model(args.model)
+    config = _config_from_args(args, model)
+    _step(f"generating the {config.engine} accelerator ({config.lanes} lanes x "
+          f"{config.taps} taps)")
+    info = generate(args.model, args.output, config=config, force=args.force)
+    _say(f"wrote {args.output}/: shiftpool_top.v, manifest.json, image.json")
+    _say(f"  config hash          {info['config_hash']}")
+    _say(f"  cycles per inference {info['cycles']['per_inference']} (cycle model)")
+    for name, region in info["memory_map"].items():
+        _say(f"  {name:<8} {region['used']:>5} / {region['depth']:<5} rows of "
+             f"{region['width']} bits")
+    return 0
+
+
+def _load_inputs(path: Path, model, quantize: bool) -> np.ndarray:
+    from .sw import golden
+
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--inputs {path}: cannot read a .npy array ({exc})") from None
+    if quantize:
+        x = model.quantize_input(x)
+    elif not np.issubdtype(x.dtype, np.integer):
+        raise UsageError(f"--inputs {path}: dtype {x.dtype} is not integer; pass --quantize "
+                         f"to quantize float inputs with the model's input scale")
+    return golden.check_inputs(model, x)
+
+
+def cmd_sim(args) -> int:
+    from .flow import first_mismatch, read_model, simulate
+
+    model = read_model(args.model)
+    x = _load_inputs(args.inputs, model, args.quantize)
+    config = _config_from_args(args, model)
+    _step(f"simulating {len(x)} inputs on {args.simulator}")
+    t0 = time.monotonic()
+    result = simulate(model, x, config, simulator=args.simulator, build_dir=args.build_dir,
+                      progress=True, seed=args.seed)
+    wall = time.monotonic() - t0
+    if args.outputs:
+        _save_npy(args.outputs, result.rtl)
+    equal = int(result.equal.sum())
+    _say(f"RTL == golden: {equal} / {len(x)} inputs ({args.simulator}, {wall:.1f} s)")
+    _say(f"cycles per inference: {int(result.cycles.max())} measured, "
+         f"{result.predicted_cycles} predicted")
+    mismatch = first_mismatch(model, x, result)
+    if mismatch:
+        _say(f"mismatch: {mismatch}")
+        return 1
+    if not result.cycles_match:
+        _say("mismatch: the RTL's cycle count differs from the cycle model")
+        return 1
+    return 0
+
+
+def _save_npy(path, array) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def cmd_demo(args) -> int:
+    from .flow import fit_config, first_mismatch, simulate
+    from .sw.compile import compile_model
+    from .sw.cycles import inference_cycles
+
+    float_model, data = _float_model_and_data(args)
+    x_test, y_test = data[2], data[3]
+    if args.samples:
+        x_test, y_test = x_test[:args.samples], y_test[:args.samples]
+    float_acc = float_model.accuracy(x_test, y_test)
+    rows = []
+    failed = False
+    for scheme in DEMO_VARIANTS:
+        _step(f"{scheme}: compress")
+        qm = _compress(args, float_model, data, scheme)
+        config = fit_config(qm, lanes=args.lanes, taps=args.taps)
+        image = compile_model(qm, config)
+        x = qm.quantize_input(x_test)
+        _step(f"{scheme}: RTL simulation of {len(x)} test images on {args.simulator}")
+        t0 = time.monotonic()
+        result = simulate(qm, x, config, simulator=args.simulator, build_dir=args.build_dir,
+                          progress=True, seed=args.seed)
+        wall = time.monotonic() - t0
+        mismatch = first_mismatch(qm, x, result)
+        if mismatch:
+            _step(f"{scheme}: RTL differs from the golden model: {mismatch}")
+            failed = True
+        if not result.cycles_match:
+            _step(f"{scheme}: RTL cycles {sorted(set(result.cycles.tolist()))} differ from "
+                  f"the cycle model's {result.predicted_cycles}")
+            failed = True
+        rows.append({
+            "scheme": scheme, "engine": config.engine,
+            "golden_acc": float(np.mean(result.golden.argmax(1) == y_test)),
+            "rtl_acc": float(np.mean(result.rtl.argmax(1) == y_test)),
+            "equal": int(result.equal.sum()), "n": len(x),
+            "cycles": int(result.cycles.max()), "predicted": inference_cycles(image),
+            "k1": qm.meta.get("k1_share"), "wall": wall,
+        })
+    base = next(r for r in rows if r["scheme"] == "int8")["cycles"]
+    _say()
+    _say(f"digits test split: {len(x_test)} images; engine {args.lanes} lanes x {args.taps} "
+         f"taps; simulator {args.simulator}; float model accuracy {float_acc:.4f}")
+    head = (f"{'scheme':<10} {'engine':<9} {'golden acc':>10} {'RTL acc':>8} "
+            f"{'RTL==golden':>12} {'cycles/inf':>10} {'vs int8':>8} {'k=1 share':>9} "
+            f"{'sim s':>6}")
+    _say(head)
+    _say("-" * len(head))
+    for r in rows:
+        k1 = f"{r['k1']:.3f}" if r["k1"] is not None else "-"
+        _say(f"{r['scheme']:<10} {r['engine']:<9} {r['golden_acc']:>10.4f} "
+             f"{r['rtl_acc']:>8.4f} {str(r['equal']) + '/' + str(r['n']):>12} "
+             f"{r['cycles']:>10} {base / r['cycles']:>7.2f}x {k1:>9} {r['wall']:>6.1f}")
+    flight = rows[0]["cycles"]
+    light = rows[1]["cycles"]
+    _say()
+    _say(f"FLightNN vs LightNN-2 speedup: {light / flight:.2f}x (paper: 2x); "
+         f"cycles match the cycle model: {all(r['cycles'] == r['predicted'] for r in rows)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"float_acc": float_acc, "rows": rows},
+                                              indent=2) + "\n")
+    return 1 if failed else 0
+
+
+# -- parser --------------------------------------------------------------------------
+
+def _add_compress_options(p) -> None:
+    p.add_argument("--float-model", type=Path, help="float model .npz (default: the "
+                   "built-in digits model)")
+    p.add_argument("--act-bits", type=int, default=8, help="activation bits (default 8)")
+    p.add_argument("--exp-bits", type=int, default=3,
+                   help="FLightNN exponent window: 2**E exponents per layer (default 3)")
+    p.add_argument("--k1-target", type=float, default=0.75,
+                   help="FLightNN: initial share of k=1 filters (default 0.75)")
+    p.add_argument("--lam", type=float, default=1e-3,
+                   help="FLightNN: penalty weight pushing filters to k=1 (default 1e-3)")
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
+
+
+def _add_common(p) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed for training and the bench")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where the trained float model is cached (default "
+                        "$SHIFTPOOL_CACHE or ~/.cache/shiftpool)")
+
+
+def _add_engine(p, design: bool = True) -> None:
+    p.add_argument("--lanes", type=int, default=4, help="output channels in parallel "
+                   "(default 4)")
+    p.add_argument("--taps", type=int, default=8, help="inputs per lane per cycle (default 8)")
+    if design:
+        p.add_argument("--design", type=Path, help="use the configuration of a generated "
+                       "design (its folder or manifest.json) instead of --lanes/--taps")
+
+
+def _add_sim(p, default: str) -> None:
+    from .sim.runner import SIMULATORS
+
+    p.add_argument("--simulator", choices=SIMULATORS, default=default,
+                   help=f"RTL simulator (default {default})")
+    p.add_argument("--build-dir", type=Path, default=None,
+                   help="where simulator builds are cached (default: a temp folder)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shiftpool", description="Memory-efficient neural networks as FPGA "
+        "accelerators: compress, generate, simulate bit-exact against the golden model.")
+    parser.add_argument("--version", action="version", version=f"shiftpool {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="built-in digits model -> compress -> generate -> "
+                       "simulate -> accuracy and cycles table")
+    _add_common(p)
+    _add_compress_options(p)
+    _add_engine(p, design=False)
+    _add_sim(p, "verilator")
+    p.add_argument("--samples", type=int, default=0,
+                   help="use only the first N test images (default: all 360)")
+    p.add_argument("--json", type=Path, help="also write the table as JSON here")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("compress", help="float model -> compressed integer model file")
+    p.add_argument("--scheme", choices=SCHEME_CHOICES, default="flightnn",
+                   help="flightnn (k per filter), lightnn2 (k=2 everywhere) or int8")
+    p.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
+    _add_common(p)
+    _add_compress_options(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("generate", help="model file -> Verilog + manifest.json")
+    p.add_argument("model", type=Path, help="model file (.npz) from 'shiftpool compress'")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder to write")
+    p.add_argument("--force", action="store_true", help="replace an existing folder")
+    _add_engine(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("sim", help="run inputs through the RTL and compare with the "
+                       "golden model")
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("--inputs", type=Path, required=True,
+                   help=".npy of shape (N, C, H, W): integers, or floats with --quantize")
+    p.add_argument("--quantize", action="store_true",
+                   help="quantize float inputs with the model's input scale")
+    p.add_argument("--outputs", type=Path, help="write the RTL outputs here (.npy)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bench's stream timing")
+    _add_engine(p)
+    _add_sim(p, "icarus")
+    p.set_defaults(func=cmd_sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .hw.config import ConfigError
+    from .sim.runner import SimulatorError
+    from .sw.model import ModelError
+    from .sw.nn import FloatModelError
+
+    args = build_parser().parse_args(argv)
+    expected = (UsageError, ConfigError, ModelError, FloatModelError, SimulatorError,
+                FileExistsError, FileNotFoundError, ValueError)
+    try:
+        return args.func(args)
+    except expected as exc:
+        if os.environ.get("SHIFTPOOL_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

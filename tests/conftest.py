@@ -1,0 +1,43 @@
+"""Shared fixtures: the built-in digits models (trained once per session) and one
+simulator build folder per session, so each configuration is compiled once."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def sim_build_dir(tmp_path_factory):
+    """Where cocotb builds are cached for the whole test session."""
+    return tmp_path_factory.mktemp("sim-build")
+
+
+@pytest.fixture(scope="session")
+def digits_cache(tmp_path_factory):
+    """A private cache for the trained float model (the user's cache is not touched)."""
+    return tmp_path_factory.mktemp("digits-cache")
+
+
+@pytest.fixture(scope="session")
+def digits_data():
+    from shiftpool.sw.datasets import load_digits_split
+
+    return load_digits_split()
+
+
+@pytest.fixture(scope="session")
+def digits_float(digits_cache):
+    from shiftpool.sw.digits import digits_float_model
+
+    return digits_float_model(cache_dir=digits_cache, progress=False)
+
+
+@pytest.fixture(scope="session")
+def digits_models(digits_float, digits_data):
+    """The demo's three compressed models: scheme name -> QuantModel."""
+    from shiftpool.sw.compress import compress
+
+    x_train, y_train, x_test, y_test = digits_data
+    return {scheme: compress(digits_float, scheme, x_train=x_train, y_train=y_train,
+                             x_test=x_test, y_test=y_test, k1_target=0.75, progress=False)
+            for scheme in ("flightnn", "lightnn2", "int8")}

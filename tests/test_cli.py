@@ -1,0 +1,134 @@
+"""The command line, end to end and on bad input: every failure is one line naming the
+problem, exit code 2, and nothing half-written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from shiftpool.cli import main
+from shiftpool.flow import fit_config
+from shiftpool.sw import golden
+from shiftpool.sw.model import load_model, save_model
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process; returns ``(exit code, stdout, stderr)``."""
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+@pytest.fixture
+def model_file(tmp_path, digits_models):
+    path = tmp_path / "flightnn.npz"
+    save_model(digits_models["flightnn"], path)
+    return path
+
+
+def one_line_error(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("error: "), err
+    assert "Traceback" not in err, err
+    return lines[-1]
+
+
+def test_compress_writes_a_model_that_matches_its_accuracy(cli, tmp_path, digits_cache,
+                                                           digits_data):
+    out = tmp_path / "m.npz"
+    code, stdout, _ = cli("compress", "--scheme", "flightnn", "-o", out, "--cache-dir",
+                          digits_cache, "--epochs", "2")
+    assert code == 0
+    model = load_model(out)
+    assert model.scheme == "flightnn"
+    _, _, x_test, y_test = digits_data
+    acc = float(np.mean(golden.run(model, model.quantize_input(x_test)).argmax(1) == y_test))
+    assert f"{acc:.4f}" in stdout
+
+
+def test_generate_writes_verilog_and_manifest(cli, tmp_path, model_file, digits_models):
+    out = tmp_path / "design"
+    code, stdout, _ = cli("generate", model_file, "-o", out, "--lanes", "3", "--taps", "5")
+    assert code == 0, stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    config = fit_config(digits_models["flightnn"], lanes=3, taps=5)
+    assert manifest["config_hash"] == config.hash
+    assert manifest["config"]["lanes"] == 3
+    assert "module shiftpool_top" in (out / "shiftpool_top.v").read_text()
+    assert set(json.loads((out / "image.json").read_text())) == set(manifest["memory_map"])
+    # A second run refuses to overwrite without --force ...
+    code, _, err = cli("generate", model_file, "-o", out)
+    assert code == 2 and "--force" in one_line_error(err)
+    # ... and replaces the folder with it.
+    code, _, _ = cli("generate", model_file, "-o", out, "--lanes", "2", "--force")
+    assert code == 0
+    assert json.loads((out / "manifest.json").read_text())["config"]["lanes"] == 2
+
+
+@pytest.mark.verilator
+def test_sim_compares_with_golden(cli, tmp_path, model_file, digits_models, digits_data,
+                                  sim_build_dir):
+    model = digits_models["flightnn"]
+    x = model.quantize_input(digits_data[2][:5])
+    np.save(tmp_path / "x.npy", x)
+    design = tmp_path / "design"
+    assert cli("generate", model_file, "-o", design)[0] == 0
+    code, stdout, _ = cli("sim", model_file, "--inputs", tmp_path / "x.npy", "--outputs",
+                          tmp_path / "y.npy", "--design", design, "--simulator", "verilator",
+                          "--build-dir", sim_build_dir)
+    assert code == 0, stdout
+    assert "5 / 5" in stdout
+    assert np.array_equal(np.load(tmp_path / "y.npy"), golden.run(model, x))
+
+
+def test_missing_model_file(cli, tmp_path):
+    code, _, err = cli("generate", tmp_path / "nope.npz", "-o", tmp_path / "d")
+    assert code == 2
+    assert "does not exist" in one_line_error(err)
+    assert not (tmp_path / "d").exists()
+
+
+def test_corrupt_model_file(cli, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file at all")
+    code, _, err = cli("generate", bad, "-o", tmp_path / "d")
+    assert code == 2
+    one_line_error(err)
+    assert not (tmp_path / "d").exists()
+
+
+def test_invalid_lanes(cli, tmp_path, model_file):
+    code, _, err = cli("generate", model_file, "-o", tmp_path / "d", "--lanes", "0")
+    assert code == 2
+    assert "'lanes'" in one_line_error(err)
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("bad, words", [
+    (np.zeros((2, 1, 7, 8), dtype=np.int64), "shape"),
+    (np.full((2, 1, 8, 8), 300, dtype=np.int64), "0..255"),
+    (np.zeros((2, 1, 8, 8), dtype=np.float32), "--quantize"),
+])
+def test_sim_rejects_bad_inputs(cli, tmp_path, model_file, bad, words):
+    np.save(tmp_path / "x.npy", bad)
+    code, _, err = cli("sim", model_file, "--inputs", tmp_path / "x.npy", "--outputs",
+                       tmp_path / "y.npy")
+    assert code == 2
+    assert words in one_line_error(err)
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_sim_rejects_a_design_made_for_another_engine(cli, tmp_path, digits_models,
+                                                      model_file):
+    int8 = tmp_path / "int8.npz"
+    save_model(digits_models["int8"], int8)
+    design = tmp_path / "design"
+    assert cli("generate", int8, "-o", design)[0] == 0
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), dtype=np.int64))
+    code, _, err = cli("sim", model_file, "--inputs", tmp_path / "x.npy", "--design", design)
+    assert code == 2
+    assert "'engine'" in one_line_error(err)
