@@ -230,8 +230,8 @@ def _add_compress_options(p) -> None:
                    help="FLightNN exponent window: 2**E exponents per layer (default 3)")
     p.add_argument("--k1-target", type=float, default=0.75,
                    help="FLightNN: initial share of k=1 filters (default 0.75)")
-    p.add_argument("--lam", type=float, default=1e-3,
-                   help="FLightNN: penalty weight pushing filters to k=1 (default 1e-3)")
+    p.add_argument("--lam", type=float, default=1e-2,
+                   help="FLightNN: penalty weight pushing filters to k=1 (default 1e-2)")
     p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
 
 

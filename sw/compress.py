@@ -135,7 +135,7 @@ def _mac(kind: str, a: np.ndarray, w: np.ndarray) -> np.ndarray:
 def compress(float_model: FloatModel, scheme: str, *, x_train: np.ndarray,
              y_train: np.ndarray, x_test: np.ndarray | None = None,
              y_test: np.ndarray | None = None, act_bits: int = 8, exp_bits: int = 3,
-             k1_target: float = 0.5, lam: float = 1e-3, epochs: int = 10,
+             k1_target: float = 0.75, lam: float = 1e-2, epochs: int = 10,
              batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
              progress: bool = True) -> QuantModel:
     """Compress ``float_model`` into an integer model.

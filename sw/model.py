@@ -138,8 +138,11 @@ def validate_model(m: QuantModel) -> None:
         raise _err(None, "layers", "a model needs at least one layer")
     shape = tuple(m.input_shape)
     macs = [i for i, layer in enumerate(m.layers) if layer.is_mac]
-    if not macs or macs[-1] != len(m.layers) - 1:
-        raise _err(len(m.layers) - 1, "kind", "the last layer must be conv3x3 or dense")
+    if not macs or macs[-1] != len(m.layers) - 1 or m.layers[-1].kind != "dense":
+        # The accelerator's output memory holds one word per class: a conv3x3 output
+        # layer (a whole feature map) has no place to go.
+        raise _err(len(m.layers) - 1, "kind", "the last layer must be dense (a classifier); "
+                   "end a convolutional model with a dense layer")
     for i, layer in enumerate(m.layers):
         if layer.kind not in KINDS:
             raise _err(i, "kind", f"{layer.kind!r} is unknown; allowed: {', '.join(KINDS)}")

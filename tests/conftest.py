@@ -39,5 +39,5 @@ def digits_models(digits_float, digits_data):
 
     x_train, y_train, x_test, y_test = digits_data
     return {scheme: compress(digits_float, scheme, x_train=x_train, y_train=y_train,
-                             x_test=x_test, y_test=y_test, k1_target=0.75, progress=False)
+                             x_test=x_test, y_test=y_test, progress=False)
             for scheme in ("flightnn", "lightnn2", "int8")}
