@@ -1,0 +1,82 @@
+# amaranth: UnusedElaboratable=no
+"""The requantizer (``shiftpool.hw.requantizer``) against the golden model's
+``requantize``, in Amaranth's simulator, with an idle source and a stalling sink."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from shiftpool.hw.config import AcceleratorConfig
+from shiftpool.hw.requantizer import Requantizer
+from shiftpool.sw.golden import requantize
+
+
+def random_cases(rng, config: AcceleratorConfig, n: int):
+    """Values over the whole accumulator range (extremes and halves included) and
+    shifts over the whole shift range."""
+    lo, hi = -(1 << (config.acc_width - 1)), (1 << (config.acc_width - 1)) - 1
+    values = rng.integers(lo, hi + 1, size=n)
+    shifts = rng.integers(0, config.max_shift + 1, size=n)
+    pick = rng.random(n)
+    values = np.where(pick < 0.1, lo, np.where(pick > 0.9, hi, values))
+    # exact halves: v = (2m + 1) * 2**(s-1)
+    halves = (2 * rng.integers(-50, 50, size=n) + 1) << np.maximum(shifts - 1, 0)
+    values = np.where((pick > 0.4) & (pick < 0.6) & (shifts > 0), halves, values)
+    return [(int(v), int(s)) for v, s in zip(values, shifts, strict=True)
+            if lo <= v <= hi]
+
+
+def simulate(config: AcceleratorConfig, cases, seed: int, idle: float, stall: float):
+    dut = Requantizer(config)
+    rng = np.random.default_rng(seed)
+    got = []
+
+    async def source(ctx):
+        for value, shift in cases:
+            while rng.random() < idle:
+                ctx.set(dut.i.valid, 0)
+                await ctx.tick()
+            ctx.set(dut.i.payload, {"value": value, "shift": shift})
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        sink_rng = np.random.default_rng(seed + 1)
+        waited = 0
+        while len(got) < len(cases):
+            ready = int(sink_rng.random() >= stall)
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if ready and valid:
+                got.append(int(payload))
+            waited += 1
+            assert waited < 100 * len(cases) + 100, "requantizer stopped answering"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    return got
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_requantizer_matches_golden(seed):
+    rng = np.random.default_rng(seed)
+    config = AcceleratorConfig(act_bits=int(rng.integers(2, 10)),
+                               max_fan_in=int(rng.integers(1, 300)),
+                               exp_bits=int(rng.integers(1, 4)))
+    cases = random_cases(rng, config, 150)
+    got = simulate(config, cases, seed, idle=0.3, stall=0.3)
+    expected = [int(requantize(np.array(v), s, config.act_bits)) for v, s in cases]
+    assert got == expected, f"seed {seed}"
+
+
+def test_requantizer_hand_cases():
+    config = AcceleratorConfig(act_bits=4)
+    cases = [(5, 1), (-5, 1), (7, 1), (6, 2), (-1, 0), (16, 0), (15, 0), (1000, 3), (12, 3)]
+    # 5/2=2.5 -> 3; -5/2=-2.5 -> -2 -> 0; 7/2=3.5 -> 4; 6/4=1.5 -> 2; -1 -> 0;
+    # 16 -> 15 (saturate); 15; 1000/8=125 -> 15; 12/8=1.5 -> 2
+    assert simulate(config, cases, seed=0, idle=0.0, stall=0.0) == [3, 0, 4, 2, 0, 15, 15, 15, 2]
