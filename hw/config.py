@@ -89,7 +89,8 @@ class AcceleratorConfig:
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise ConfigError(
-                f"config field 'engine' = {self.engine!r} is unknown; allowed: {', '.join(ENGINES)}")
+                f"config field 'engine' = {self.engine!r} is unknown; "
+                f"allowed: {', '.join(ENGINES)}")
         _check_range("lanes", self.lanes, 1, 64)
         _check_range("taps", self.taps, 1, 64)
         _check_range("act_bits", self.act_bits, 2, 16)
@@ -150,5 +151,6 @@ class AcceleratorConfig:
         unknown = sorted(set(fields) - known)
         if unknown:
             raise ConfigError(
-                f"unknown config field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+                f"unknown config field(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(known))}")
         return cls(**fields)

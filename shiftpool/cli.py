@@ -157,7 +157,7 @@ def _save_npy(path, array) -> None:
 
 
 def cmd_demo(args) -> int:
-    from .flow import fit_config, first_mismatch, simulate
+    from .flow import first_mismatch, fit_config, simulate
     from .sw.compile import compile_model
     from .sw.cycles import inference_cycles
 

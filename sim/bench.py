@@ -100,7 +100,8 @@ async def run_job(dut, job):
     outputs, cycles = [], []
     for n, words in enumerate(job["inputs"]):
         for i, w in enumerate(words):
-            await _send(dut, "inp", w | int(i == len(words) - 1) << job["act_bits"], rng, gap, limit)
+            last = int(i == len(words) - 1)
+            await _send(dut, "inp", w | last << job["act_bits"], rng, gap, limit)
         outputs.append(await _receive(dut, job["outputs"], job["acc_width"], rng, stall,
                                       limit))
         await ReadOnly()

@@ -13,8 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import load_digits_split
-from .nn import (Conv3x3, Dense, FloatModel, FloatModelError, MaxPool2, ReLU,
-                 load_float_model, save_float_model, train)
+from .nn import (
+    Conv3x3,
+    Dense,
+    FloatModel,
+    FloatModelError,
+    MaxPool2,
+    ReLU,
+    load_float_model,
+    save_float_model,
+    train,
+)
 
 __all__ = ["RECIPE_VERSION", "RECIPE", "cache_dir_default", "digits_architecture",
            "digits_float_model"]

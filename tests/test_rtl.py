@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shiftpool.flow import first_mismatch, fit_config, simulate
 from shiftpool.sw.randmodel import random_model
+
+from shiftpool.flow import first_mismatch, fit_config, simulate
 
 #: Test images the Icarus runs of the digits models use.
 ICARUS_SLICE = 24
