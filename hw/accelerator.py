@@ -1,15 +1,28 @@
 """The accelerator: memories, the layer-program controller and one engine.
 
 The controller runs the layer program that :mod:`shiftpool.sw.compile` produces.
-Timing (which :mod:`shiftpool.sw.cycles` predicts exactly):
+Cycle 0 of a layer is its DECODE (the descriptor is read while the previous layer
+drains, or while the last input word is accepted). Timing, which
+:mod:`shiftpool.sw.cycles` predicts exactly:
 
-* every layer starts with two cycles (FETCH, DECODE);
-* a MAC layer, at each output position, runs its lane groups one after the other:
-  ``rows`` issue cycles (``steps`` per pass), three cycles for the memory and engine
-  pipeline to drain, then ``lanes`` write-back cycles (bias, requantize, write);
-* a max-pool layer takes five cycles per output (four reads, one write).
-
-The cycle counter covers the program from the first FETCH to the last write-back.
+* **MAC layer.** From cycle 1 the issue stage offers one beat (one weight row) per
+  cycle, in the order position, lane group, pass, step, with no gap between groups
+  or positions. A beat reads its tap and weight rows (stage 1), then its activations
+  (stage 2), and enters the engine two cycles after it was issued. When the engine
+  presents a group's result, the write-back unit captures all lanes in one cycle and
+  then writes the group's valid lanes one per cycle, while the engine goes on with the
+  next group. A result the write-back unit cannot take yet stays in the engine,
+  whose input then stalls, and the whole issue pipeline freezes with it. So group
+  ``j`` of the layer (counted over all positions), with ``R_j`` beats and ``V_j``
+  valid lanes, is captured at ``c_0 = 3 + R_0``,
+  ``c_j = c_{j-1} + max(R_j, V_{j-1})``, and its lanes are written in cycles
+  ``c_j + 1 .. c_j + V_j``.
+* **Max-pool layer.** From cycle 1, one output per ``ceil(4 / taps)`` cycles: the
+  ``taps`` read ports of the source buffer read the 2x2 window (all four words at
+  once when ``taps >= 4``), and the maximum is written one cycle after the last read.
+* A layer ends in the cycle of its last write; the next layer's DECODE is the cycle
+  after. The cycle counter covers the program from the first DECODE to the last
+  write of the final layer.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
@@ -17,13 +30,24 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
-from .engines.common import make_engine
+from .engines.common import engine_output_layout, make_engine
 from .program import (
-    KIND_POOL, REGIONS, addr_width, count_width, descriptor_fields, struct_layout, tap_fields,
+    KIND_POOL,
+    REGIONS,
+    addr_width,
+    count_width,
+    descriptor_fields,
+    struct_layout,
+    tap_fields,
 )
 from .requantizer import requantize
 
-__all__ = ["Accelerator", "load_layout", "region_width"]
+__all__ = [
+    "Accelerator", "beat_layout", "group_layout", "load_layout", "pool_phases", "region_width",
+]
+
+#: Words in a max-pool window.
+POOL_WINDOW = 4
 
 
 def region_width(config: AcceleratorConfig, region: str) -> int:
@@ -31,6 +55,12 @@ def region_width(config: AcceleratorConfig, region: str) -> int:
     from ..sw.compile import region_widths
 
     return region_widths(config)[region]
+
+
+def pool_phases(config: AcceleratorConfig) -> int:
+    """Read cycles per max-pool output: ``ceil(4 / taps)`` (the window's four words
+    through ``taps`` read ports)."""
+    return -(-POOL_WINDOW // config.taps)
 
 
 def load_layout(config: AcceleratorConfig) -> data.StructLayout:
@@ -41,6 +71,58 @@ def load_layout(config: AcceleratorConfig) -> data.StructLayout:
         "addr": unsigned(addr_width(max(depths))),
         "data": unsigned(max(region_width(config, r) for r in REGIONS)),
     })
+
+
+def _chan_shape(cfg: AcceleratorConfig):
+    """A compiled channel index: below the descriptor's ``channels`` plus one group."""
+    return unsigned(count_width((1 << count_width(cfg.act_depth)) + cfg.lanes))
+
+
+def group_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    """What the write-back unit needs about one lane group's result.
+
+    Members
+    -------
+    chan : compiled channel of lane 0
+    two : a two-pass group (its channels are valid below ``channels``, else ``n1``)
+    bias : the group's bias row
+    addr : activation address of lane 0's output, ``chan * area + pos`` (hidden layers)
+    """
+    return data.StructLayout({
+        "chan": _chan_shape(cfg),
+        "two": 1,
+        "bias": unsigned(addr_width(cfg.bias_depth)),
+        "addr": unsigned(addr_width(cfg.act_depth)),
+    })
+
+
+def beat_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    """One beat in the issue pipeline: the engine flags, the output position the beat
+    belongs to (for the padding test and the activation addresses), its weight row,
+    and its group's write-back data (meaningful on the beat with ``last``)."""
+    return data.StructLayout({
+        "valid": 1,
+        "first": 1,
+        "last": 1,
+        "y": unsigned(count_width(cfg.max_dim)),
+        "x": unsigned(count_width(cfg.max_dim)),
+        "pos": unsigned(count_width(cfg.act_depth)),
+        "wrow": unsigned(addr_width(cfg.weight_depth)),
+        "group": group_layout(cfg),
+    })
+
+
+def _max(a, b):
+    return Mux(a > b, a, b)
+
+
+def _max_tree(values):
+    """Maximum of unsigned ``values`` as a balanced tree."""
+    values = list(values)
+    while len(values) > 1:
+        pairs = [_max(a, b) for a, b in zip(values[0::2], values[1::2], strict=False)]
+        values = pairs + values[len(pairs) * 2:]
+    return values[0]
 
 
 class Accelerator(wiring.Component):
@@ -60,7 +142,9 @@ class Accelerator(wiring.Component):
     out : Out(stream.Signature(StructLayout({"data": signed(acc_width), "last": 1})))
         The final layer's outputs (accumulator plus bias), in channel order.
     cycles : Out(cycle_bits)
-        Cycles the last inference's program took; valid while ``busy`` is low.
+        Cycles the last inference's program took, from its first layer's DECODE to
+        the final layer's last write (the schedule is in the module docstring and
+        :mod:`shiftpool.sw.cycles`); valid while ``busy`` is low.
     busy : Out(1)
         An inference is running or its outputs are being sent.
     """
@@ -81,16 +165,16 @@ class Accelerator(wiring.Component):
         cfg = self.config
         m = Module()
         m.submodules.engine = engine = make_engine(cfg)
+        aw = addr_width(cfg.act_depth)
 
         # -- memories -----------------------------------------------------------------
         dlayout = struct_layout(descriptor_fields(cfg))
-        tfields = tap_fields(cfg)
-        tlayout = data.ArrayLayout(struct_layout(tfields, signed=("offset", "dy", "dx")),
+        tlayout = data.ArrayLayout(struct_layout(tap_fields(cfg), signed=("offset", "dy", "dx")),
                                    cfg.taps)
-        blayout = data.ArrayLayout(signed(cfg.acc_width), cfg.lanes)
         shapes = {
             "program": dlayout, "taps": tlayout,
-            "weights": unsigned(region_width(cfg, "weights")), "bias": blayout,
+            "weights": unsigned(region_width(cfg, "weights")),
+            "bias": data.ArrayLayout(signed(cfg.acc_width), cfg.lanes),
         }
         depths = {"program": cfg.program_depth, "taps": cfg.tap_depth,
                   "weights": cfg.weight_depth, "bias": cfg.bias_depth}
@@ -104,216 +188,278 @@ class Accelerator(wiring.Component):
                 wp.data.eq(self.load.payload.data),
                 wp.en.eq(self.load.valid & self.load.ready & (self.load.payload.region == code)),
             ]
-            rd[name] = mem.read_port()
-        bufs = []
+            # The program is read in the cycle the last input word arrives, when a load
+            # may write the same row: that read must see the new row.
+            rd[name] = mem.read_port(transparent_for=(wp,) if name == "program" else ())
+        act_wp, act_rp = [], []
         for b in range(2):
             mem = memory.Memory(shape=unsigned(cfg.act_bits), depth=cfg.act_depth, init=[])
             m.submodules[f"act{b}_mem"] = mem
-            bufs.append((mem.write_port(), [mem.read_port() for _ in range(cfg.taps)]))
+            act_wp.append(mem.write_port())
+            act_rp.append([mem.read_port() for _ in range(cfg.taps)])
         out_mem = memory.Memory(shape=signed(cfg.acc_width), depth=cfg.out_depth, init=[])
         m.submodules.out_mem = out_mem
         out_wp, out_rp = out_mem.write_port(), out_mem.read_port()
 
-        # -- controller state ------------------------------------------------------------
-        aw = addr_width(cfg.act_depth)
         d = Signal(dlayout)                          # current layer descriptor
-        layer = Signal(range(cfg.program_depth))
-        y = Signal(range(cfg.max_dim + 1))
-        x = Signal(range(cfg.max_dim + 1))
-        pos = Signal(range(cfg.act_depth + 1))       # y*width + x
-        group = Signal(count_width(2 * cfg.act_depth))
-        step = Signal(count_width(cfg.tap_depth))
-        second = Signal()                            # issuing the second pass
-        wrow = Signal(addr_width(cfg.weight_depth))
-        brow = Signal(addr_width(cfg.bias_depth))
-        chan = Signal(count_width(cfg.act_depth))    # channel of lane 0 in this group
-        lane = Signal(range(cfg.lanes))
-        wb_addr = Signal(count_width(cfg.act_depth))
-        in_addr = Signal(aw)
-        cycles = Signal(cfg.cycle_bits)
-        out_idx = Signal(range(cfg.out_depth + 1))
-        # max-pool
-        pc = Signal(count_width(cfg.act_depth))
-        in_base = Signal(count_width(cfg.act_depth + 2 * cfg.max_dim + 2))
-        pool_k = Signal(range(4))
-        pool_max = Signal(unsigned(cfg.act_bits))
-        pool_addr = Signal(aw + 1)
+        act_rdata = [Mux(d.src, act_rp[1][j].data, act_rp[0][j].data) for j in range(cfg.taps)]
 
-        src = d.src
-        act_rdata = [Mux(src, bufs[1][1][j].data, bufs[0][1][j].data) for j in range(cfg.taps)]
+        # One write port per activation buffer, shared by the input loader (buffer 0,
+        # while idle), the write-back unit and the max-pool (the buffer not read).
+        wr_en = Signal()
+        wr_buf = Signal()
+        wr_addr = Signal(aw)
+        wr_data = Signal(unsigned(cfg.act_bits))
+        m.d.comb += wr_buf.eq(~d.src)
+        for b in range(2):
+            m.d.comb += [act_wp[b].addr.eq(wr_addr), act_wp[b].data.eq(wr_data),
+                         act_wp[b].en.eq(wr_en & (wr_buf == b))]
 
-        # Issue pipeline: stage 1 has tap and weight rows, stage 2 the activations.
-        s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1}))
-        s2 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1}))
-        s2_codes = Signal(len(rd["weights"].data))
+        # -- MAC issue pipeline ------------------------------------------------------------
+        # Issue stage (counters) -> stage 1 (tap and weight rows arrive) -> stage 2
+        # (activations arrive; the beat is offered to the engine). Every register and
+        # read port moves only on `advance`, so a beat the engine refuses freezes the
+        # whole pipeline with its data intact.
+        blayout = beat_layout(cfg)
+        # The issue stage's beat, built from the counters below. Its valid bit is the
+        # separate `issuing`: a struct driven partly by plain assignments and partly
+        # by the FSM becomes per-slice `always @*` blocks in Verilog that Icarus never
+        # evaluates at time 0 (they would stay X until a counter changes).
+        issue = Signal(blayout)
+        issuing = Signal()
+        s1 = Signal(blayout)
+        s2 = Signal(blayout)
         s2_tap_ok = Signal(cfg.taps)
-        issue = Signal()
-        issue_first = Signal()
-        issue_last = Signal()
-        m.d.sync += [
-            s1.valid.eq(issue), s1.first.eq(issue_first), s1.last.eq(issue_last),
-            s2.eq(s1), s2_codes.eq(rd["weights"].data),
-        ]
-        rows_left_pass = step + 1 == d.steps
+        advance = Signal()
+        m.d.comb += advance.eq(~s2.valid | engine.i.ready)
+
+        y = Signal.like(issue.y)
+        x = Signal.like(issue.x)
+        pos = Signal.like(issue.pos)
+        wrow = Signal.like(issue.wrow)
+        brow = Signal.like(issue.group.bias)
+        chan = Signal.like(issue.group.chan)
+        # chan * area; passes act_depth by at most a group's worth before it restarts
+        gaddr = Signal(range(cfg.lanes * (1 << aw) + 1))
+        # up to groups1 + groups2, two descriptor fields of count_width(act_depth) bits
+        group = Signal(count_width(2 * (1 << count_width(cfg.act_depth))))
+        step = Signal(count_width(cfg.tap_depth))
+        second = Signal()                            # issuing a group's second pass
+        is_two = group >= d.groups1
+        pass_end = step + 1 == d.steps
+        group_end = pass_end & (second | ~is_two)
+        pos_end = group_end & (group + 1 == d.groups1 + d.groups2)
+        row_end = pos_end & (x + 1 == d.width)
+        layer_end = row_end & (y + 1 == d.height)
         m.d.comb += [
-            rd["program"].addr.eq(layer),
-            rd["taps"].addr.eq(d.tap_base + step),
-            rd["weights"].addr.eq(wrow),
-            rd["bias"].addr.eq(brow),
+            issue.first.eq((step == 0) & ~second),
+            issue.last.eq(group_end),
+            issue.y.eq(y), issue.x.eq(x), issue.pos.eq(pos), issue.wrow.eq(wrow),
+            issue.group.chan.eq(chan), issue.group.two.eq(is_two),
+            issue.group.bias.eq(brow), issue.group.addr.eq(gaddr + pos),
+        ]
+
+        m.d.comb += [
+            rd["taps"].addr.eq(d.tap_base + step), rd["taps"].en.eq(advance),
+            rd["weights"].addr.eq(s1.wrow), rd["weights"].en.eq(advance),
         ]
         tap_ok = []
         for j in range(cfg.taps):
             entry = rd["taps"].data[j]
-            ty = (y + entry.dy).as_signed()
-            tx = (x + entry.dx).as_signed()
-            ok = entry.valid & (ty >= 0) & (ty < d.height) & (tx >= 0) & (tx < d.width)
-            tap_ok.append(ok)
-            addr = Signal(aw, name=f"tap{j}_addr")
-            m.d.comb += addr.eq(pos + entry.offset)
+            # The padding test uses the position of the beat in stage 1, not the
+            # issue counters, which are already further on.
+            ty = (s1.y + entry.dy).as_signed()
+            tx = (s1.x + entry.dx).as_signed()
+            tap_ok.append(entry.valid & (ty >= 0) & (ty < d.height) & (tx >= 0) & (tx < d.width))
             for b in range(2):
-                m.d.comb += bufs[b][1][j].addr.eq(addr)
-        m.d.sync += s2_tap_ok.eq(Cat(*tap_ok))
-        with m.If(d.kind == KIND_POOL):    # read port 0 doubles as the max-pool reader
-            for b in range(2):
-                m.d.comb += bufs[b][1][0].addr.eq(pool_addr)
+                m.d.comb += [act_rp[b][j].addr.eq(s1.pos + entry.offset),
+                             act_rp[b][j].en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [s1.eq(issue), s1.valid.eq(issuing), s2.eq(s1),
+                         s2_tap_ok.eq(Cat(*tap_ok))]
 
         m.d.comb += [
             engine.i.valid.eq(s2.valid),
             engine.i.payload.first.eq(s2.first),
             engine.i.payload.last.eq(s2.last),
-            engine.i.payload.codes.eq(s2_codes),
+            engine.i.payload.codes.eq(rd["weights"].data),
         ]
         for j in range(cfg.taps):
             m.d.comb += engine.i.payload.acts[j].eq(Mux(s2_tap_ok[j], act_rdata[j], 0))
 
-        # Write-back: one lane per cycle.
-        value = Signal(signed(cfg.acc_width))
-        m.d.comb += value.eq(engine.o.payload[lane] + rd["bias"].data[lane])
-        act_value = requantize(m, value, d.shift, cfg.act_bits)
-        limit = Mux(group < d.groups1, d.n1, d.channels)
-        lane_ok = chan + lane < limit
-        wr_en = Signal()
-        wr_addr = Signal(aw)
-        wr_data = Signal(unsigned(cfg.act_bits))
-        for b in range(2):
-            wp = bufs[b][0]
-            m.d.comb += [wp.addr.eq(wr_addr), wp.data.eq(wr_data)]
-        m.d.comb += out_wp.addr.eq(chan + lane)
-        m.d.comb += out_wp.data.eq(value)
-        m.d.comb += out_rp.addr.eq(out_idx)
+        # The engine holds at most one result, so one register beside it holds the
+        # group data of that result: loaded with the beat that ends the group, read
+        # when the write-back unit takes the result (in the same cycle at the latest
+        # as the next group end can be accepted).
+        result_group = Signal(group_layout(cfg))
+        with m.If(engine.i.valid & engine.i.ready & s2.last):
+            m.d.sync += result_group.eq(s2.group)
 
-        groups = d.groups1 + d.groups2
+        # -- write-back unit -------------------------------------------------------------
+        wb_busy = Signal()
+        wb_lane = Signal(range(cfg.lanes))
+        wb_acc = Signal(engine_output_layout(cfg))
+        wb_group = Signal(group_layout(cfg))
+        wb_addr = Signal(aw)
+        wb_chan = wb_group.chan + wb_lane
+        wb_limit = Mux(wb_group.two, d.channels, d.n1)
+        wb_lane_last = (wb_lane == cfg.lanes - 1) | (wb_chan + 1 >= wb_limit)
+        wb_free = ~wb_busy | wb_lane_last            # free, or writing its last lane now
+        capture = Signal()
+        m.d.comb += [
+            capture.eq(engine.o.valid & wb_free),
+            engine.o.ready.eq(wb_free),
+            # The bias row is read as the result is captured and held (en) until the next.
+            rd["bias"].addr.eq(result_group.bias),
+            rd["bias"].en.eq(capture),
+        ]
+        with m.If(wb_busy):
+            m.d.sync += [wb_lane.eq(wb_lane + 1), wb_addr.eq(wb_addr + d.area)]
+            with m.If(wb_lane_last):
+                m.d.sync += wb_busy.eq(0)
+        with m.If(capture):
+            m.d.sync += [wb_busy.eq(1), wb_lane.eq(0), wb_acc.eq(engine.o.payload),
+                         wb_group.eq(result_group), wb_addr.eq(result_group.addr)]
+        value = Signal(signed(cfg.acc_width))
+        m.d.comb += value.eq(wb_acc[wb_lane] + rd["bias"].data[wb_lane])
+        act_value = requantize(m, value, d.shift, cfg.act_bits)
+        m.d.comb += [out_wp.addr.eq(wb_chan), out_wp.data.eq(value)]
+
+        # -- max-pool pipeline -------------------------------------------------------------
+        # Stage 0 addresses up to `taps` words of the window at in_base (phase p reads
+        # window words p*taps ..); stage 1 takes their maximum and writes it after the
+        # last phase. Unused ports read as 0, the identity of an unsigned maximum.
+        phases = pool_phases(cfg)
+        ports = min(cfg.taps, POOL_WINDOW)
+        in_base = Signal(count_width(cfg.act_depth + 2 * cfg.max_dim + 2))
+        pool_out = Signal(aw)
+        pool_chan = Signal(count_width(cfg.act_depth))
+        phase = Signal(range(phases))
+        p1 = Signal(data.StructLayout({"valid": 1, "phase": range(phases), "addr": aw}))
+        pool_max = Signal(unsigned(cfg.act_bits))    # running maximum over earlier phases
+
+        def window_word(p, j):
+            """Window word read by port ``j`` in phase ``p`` (0..3), or None."""
+            e = p * cfg.taps + j
+            return e if e < POOL_WINDOW else None
+
+        pool_addr = []
+        for j in range(ports):
+            offset = 0
+            for p in reversed(range(phases)):
+                e = window_word(p, j)
+                here = 0 if e is None else (e & 1) + (d.in_width if e >= 2 else 0)
+                offset = here if p == phases - 1 else Mux(phase == p, here, offset)
+            pool_addr.append(in_base + offset)
+        words = []
+        for j in range(ports):
+            used = [p for p in range(phases) if window_word(p, j) is not None]
+            ok = 1 if len(used) == phases else Cat(*(p1.phase == p for p in used)).any()
+            words.append(Mux(ok, act_rdata[j], 0))
+        pool_value = _max_tree(words)
+        if phases > 1:
+            pool_value = Mux(p1.phase == 0, pool_value, _max(pool_value, pool_max))
+            m.d.sync += pool_max.eq(pool_value)
+        with m.If(d.kind == KIND_POOL):
+            for j in range(ports):
+                for b in range(2):
+                    m.d.comb += act_rp[b][j].addr.eq(pool_addr[j])
+
+        # -- controller --------------------------------------------------------------------
+        layer = Signal(range(cfg.program_depth))
+        in_addr = Signal(aw)
+        cycles = Signal(cfg.cycle_bits)
+        out_idx = Signal(range(cfg.out_depth + 1))
         counting = Signal()
         with m.If(counting):
             m.d.sync += cycles.eq(cycles + 1)
-        m.d.comb += self.cycles.eq(cycles)
+        m.d.comb += [self.cycles.eq(cycles), out_rp.addr.eq(out_idx)]
 
-        def next_layer():
-            with m.If(d.last):
-                m.d.sync += out_idx.eq(0)
-                m.next = "OUT_READ"
-            with m.Else():
-                m.d.sync += layer.eq(layer + 1)
-                m.next = "FETCH"
+        # Writes of the write-back unit and of the max-pool's stage 1 (never both busy).
+        with m.If(d.kind == KIND_POOL):
+            m.d.comb += [wr_en.eq(p1.valid & (p1.phase == phases - 1)),
+                         wr_addr.eq(p1.addr), wr_data.eq(pool_value)]
+        with m.Elif(d.last):
+            m.d.comb += out_wp.en.eq(wb_busy)
+        with m.Else():
+            m.d.comb += [wr_en.eq(wb_busy), wr_addr.eq(wb_addr), wr_data.eq(act_value)]
+        m.d.sync += p1.valid.eq(0)
 
-        def start_position(p):
-            m.d.sync += [group.eq(0), step.eq(0), second.eq(0), chan.eq(0), wb_addr.eq(p),
-                         wrow.eq(d.weight_base), brow.eq(d.bias_base)]
+        # Everything the layer started is done after this cycle: no beat in flight, no
+        # result in the engine, the write-back unit idle or writing its last lane (a
+        # max-pool write in stage 1 also happens in this cycle).
+        drained = ~s1.valid & ~s2.valid & ~engine.o.valid & wb_free
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.load.ready.eq(1), self.inp.ready.eq(1)]
-                m.d.comb += [bufs[0][0].en.eq(self.inp.valid), wr_addr.eq(in_addr),
+                m.d.comb += [self.load.ready.eq(1), self.inp.ready.eq(1),
+                             rd["program"].addr.eq(0)]
+                m.d.comb += [wr_buf.eq(0), wr_en.eq(self.inp.valid), wr_addr.eq(in_addr),
                              wr_data.eq(self.inp.payload.data)]
                 with m.If(self.inp.valid):
                     m.d.sync += in_addr.eq(in_addr + 1)
                     with m.If(self.inp.payload.last):
                         m.d.sync += [in_addr.eq(0), layer.eq(0), cycles.eq(0)]
-                        m.next = "FETCH"
-            with m.State("FETCH"):
-                m.d.comb += [counting.eq(1), self.busy.eq(1)]
-                m.next = "DECODE"
+                        m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += [counting.eq(1), self.busy.eq(1)]
                 desc = rd["program"].data
-                m.d.sync += [d.eq(desc), y.eq(0), x.eq(0), pos.eq(0)]
-                m.d.sync += [group.eq(0), step.eq(0), second.eq(0), chan.eq(0), wb_addr.eq(0),
-                             wrow.eq(desc.weight_base), brow.eq(desc.bias_base)]
-                m.d.sync += [pc.eq(0), in_base.eq(0), pool_k.eq(0)]
+                m.d.sync += [d.eq(desc), y.eq(0), x.eq(0), pos.eq(0), group.eq(0), step.eq(0),
+                             second.eq(0), chan.eq(0), gaddr.eq(0),
+                             wrow.eq(desc.weight_base), brow.eq(desc.bias_base),
+                             in_base.eq(0), pool_out.eq(0), pool_chan.eq(0), phase.eq(0)]
                 with m.If(desc.kind == KIND_POOL):
-                    m.next = "POOL_READ"
+                    m.next = "POOL"
                 with m.Else():
                     m.next = "ISSUE"
             with m.State("ISSUE"):
-                m.d.comb += [counting.eq(1), self.busy.eq(1)]
-                is_two = group >= d.groups1
-                m.d.comb += [issue.eq(1), issue_first.eq((step == 0) & ~second),
-                             issue_last.eq(rows_left_pass & (second | ~is_two))]
-                m.d.sync += [step.eq(step + 1), wrow.eq(wrow + 1)]
-                with m.If(rows_left_pass):
-                    m.d.sync += step.eq(0)
-                    with m.If(is_two & ~second):
-                        m.d.sync += second.eq(1)
-                    with m.Else():
-                        m.d.sync += second.eq(0)
-                        m.next = "DRAIN"
-            with m.State("DRAIN"):
-                m.d.comb += [counting.eq(1), self.busy.eq(1)]
-                with m.If(engine.o.valid):
-                    m.d.sync += lane.eq(0)
-                    m.next = "WRITEBACK"
-            with m.State("WRITEBACK"):
-                m.d.comb += [counting.eq(1), self.busy.eq(1)]
-                with m.If(d.last):
-                    m.d.comb += out_wp.en.eq(lane_ok)
-                with m.Else():
-                    m.d.comb += [wr_en.eq(lane_ok), wr_addr.eq(wb_addr), wr_data.eq(act_value)]
-                    with m.If(lane_ok):
-                        m.d.sync += wb_addr.eq(wb_addr + d.area)
-                m.d.sync += lane.eq(lane + 1)
-                with m.If(lane == cfg.lanes - 1):
-                    m.d.comb += engine.o.ready.eq(1)
-                    m.d.sync += [lane.eq(0), group.eq(group + 1), brow.eq(brow + 1),
-                                 chan.eq(chan + cfg.lanes)]
-                    m.next = "ISSUE"
-                    with m.If(group + 1 == d.groups1):
-                        m.d.sync += [chan.eq(d.n1), wb_addr.eq(d.n1_addr + pos)]
-                    with m.If(group + 1 == groups):
-                        # next output position
+                m.d.comb += [counting.eq(1), self.busy.eq(1), issuing.eq(1)]
+                with m.If(advance):
+                    m.d.sync += [step.eq(step + 1), wrow.eq(wrow + 1)]
+                    with m.If(pass_end):
+                        m.d.sync += [step.eq(0), second.eq(is_two & ~second)]
+                    with m.If(group_end):
+                        m.d.sync += [group.eq(group + 1), brow.eq(brow + 1),
+                                     chan.eq(chan + cfg.lanes),
+                                     gaddr.eq(gaddr + d.area * cfg.lanes)]
+                        with m.If(group + 1 == d.groups1):
+                            m.d.sync += [chan.eq(d.n1), gaddr.eq(d.n1_addr)]
+                    with m.If(pos_end):
+                        # The same weight and bias rows serve every position.
+                        m.d.sync += [group.eq(0), chan.eq(0), gaddr.eq(0), pos.eq(pos + 1),
+                                     wrow.eq(d.weight_base), brow.eq(d.bias_base),
+                                     x.eq(x + 1)]
                         with m.If(x + 1 == d.width):
                             m.d.sync += [x.eq(0), y.eq(y + 1)]
-                            with m.If(y + 1 == d.height):
-                                next_layer()
-                        with m.Else():
-                            m.d.sync += x.eq(x + 1)
-                        m.d.sync += pos.eq(pos + 1)
-                        start_position(pos + 1)
-            with m.State("POOL_READ"):
+                    with m.If(layer_end):
+                        m.next = "DRAIN"
+            with m.State("POOL"):
                 m.d.comb += [counting.eq(1), self.busy.eq(1)]
-                # reads in_base + {0, 1, in_width, in_width + 1}
-                m.d.comb += pool_addr.eq(in_base + Mux(pool_k[1], d.in_width, 0) + pool_k[0])
-                with m.If(pool_k == 1):
-                    m.d.sync += pool_max.eq(act_rdata[0])
-                with m.Elif(pool_k != 0):
-                    m.d.sync += pool_max.eq(Mux(act_rdata[0] > pool_max, act_rdata[0], pool_max))
-                m.d.sync += pool_k.eq(pool_k + 1)
-                with m.If(pool_k == 3):
-                    m.next = "POOL_WRITE"
-            with m.State("POOL_WRITE"):
-                m.d.comb += [counting.eq(1), self.busy.eq(1)]
-                m.d.comb += [wr_en.eq(1), wr_addr.eq(wb_addr),
-                             wr_data.eq(Mux(act_rdata[0] > pool_max, act_rdata[0], pool_max))]
-                m.d.sync += [wb_addr.eq(wb_addr + 1), in_base.eq(in_base + 2)]
-                m.next = "POOL_READ"
-                with m.If(x + 1 == d.width):
-                    m.d.sync += [x.eq(0), y.eq(y + 1), in_base.eq(in_base + 2 + d.row_skip)]
-                    with m.If(y + 1 == d.height):
-                        m.d.sync += [y.eq(0), pc.eq(pc + 1),
-                                     in_base.eq(in_base + 2 + d.row_skip + d.chan_skip)]
-                        with m.If(pc + 1 == d.channels):
-                            next_layer()
+                m.d.sync += [p1.valid.eq(1), p1.phase.eq(phase), p1.addr.eq(pool_out)]
+                with m.If(phase == phases - 1):
+                    m.d.sync += [phase.eq(0), pool_out.eq(pool_out + 1),
+                                 in_base.eq(in_base + 2), x.eq(x + 1)]
+                    with m.If(x + 1 == d.width):
+                        m.d.sync += [x.eq(0), y.eq(y + 1),
+                                     in_base.eq(in_base + 2 + d.row_skip)]
+                        with m.If(y + 1 == d.height):
+                            m.d.sync += [y.eq(0), pool_chan.eq(pool_chan + 1),
+                                         in_base.eq(in_base + 2 + d.row_skip + d.chan_skip)]
+                            with m.If(pool_chan + 1 == d.channels):
+                                m.next = "DRAIN"
                 with m.Else():
-                    m.d.sync += x.eq(x + 1)
+                    m.d.sync += phase.eq(phase + 1)
+            with m.State("DRAIN"):
+                m.d.comb += [counting.eq(1), self.busy.eq(1)]
+                # The next descriptor is read while the layer drains.
+                m.d.comb += rd["program"].addr.eq(layer + 1)
+                with m.If(drained):
+                    with m.If(d.last):
+                        m.d.sync += out_idx.eq(0)
+                        m.next = "OUT_READ"
+                    with m.Else():
+                        m.d.sync += layer.eq(layer + 1)
+                        m.next = "DECODE"
             with m.State("OUT_READ"):
                 m.d.comb += self.busy.eq(1)
                 m.next = "OUT_SEND"
@@ -327,11 +473,4 @@ class Accelerator(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "OUT_READ"
-
-        dst_is_1 = ~src
-        m.d.comb += [
-            bufs[1][0].en.eq(wr_en & dst_is_1),
-        ]
-        with m.If(~self.inp.ready):
-            m.d.comb += bufs[0][0].en.eq(wr_en & ~dst_is_1)
         return m

@@ -1,35 +1,82 @@
 """The cycle model: the accelerator's cycles per inference, predicted exactly.
 
-It mirrors the controller's schedule in ``hw/accelerator.py``; the integration tests
-check it against the RTL's cycle counter on every run.
+It is derived from the controller's schedule in ``hw/accelerator.py``; the
+integration tests check it against the RTL's cycle counter on every run.
+
+Schedule of one layer, cycle 0 being its DECODE (the descriptor was read while the
+previous layer drained, or in the cycle the last input word arrived):
+
+MAC layer
+    From cycle 1 the issue stage offers one beat (one weight row) per cycle, position
+    by position, group by group, pass by pass, step by step, with no gap in between.
+    A beat enters the engine :data:`ISSUE_LATENCY` = 2 cycles after it is issued
+    (tap and weight rows are read, then the activations). Number the lane groups of
+    the whole layer ``j = 0 .. area*groups - 1``; group ``j`` has ``R_j`` beats
+    (``steps`` or ``2*steps``) and ``V_j`` valid lanes (channels below its limit).
+    The write-back unit captures group ``j``'s result at cycle ``c_j`` and writes its
+    valid lanes at ``c_j + 1 .. c_j + V_j``; it can capture the next result while
+    writing its last lane, at ``c_j + V_j``. Until then the result waits in the engine
+    and the issue pipeline is frozen, so the first beat of group ``j + 1`` enters the
+    engine exactly at ``c_j``, its last at ``c_j + R_{j+1} - 1``, and its result is
+    presented one cycle later::
+
+        c_0 = 1 + ISSUE_LATENCY + R_0
+        c_j = max(c_{j-1} + R_j, c_{j-1} + V_{j-1}) = c_{j-1} + max(R_j, V_{j-1})
+
+    The layer ends with its last write at ``c_last + V_last`` and takes
+    ``c_last + V_last + 1`` cycles. Groups repeat identically at every position, so
+    the sum over ``j`` is ``area`` times the sum over one position's groups, with the
+    last group of the previous position before the first.
+Max-pool layer
+    One output per ``ceil(4 / taps)`` cycles (the window's four words through the
+    buffer's ``taps`` read ports) from cycle 1, the last one written one cycle after
+    its last read: ``C*H*W * ceil(4 / taps) + 2`` cycles.
+
+The counter covers the program from the first DECODE to the final layer's last
+write, so an inference takes the sum of its layers' cycles.
 """
 
 from __future__ import annotations
 
-from .compile import Image
+from ..hw.accelerator import pool_phases
+from .compile import Image, MacPlan
 
-__all__ = ["LAYER_OVERHEAD", "DRAIN", "POOL_PER_OUTPUT", "layer_cycles", "inference_cycles"]
+__all__ = ["ISSUE_LATENCY", "group_shapes", "layer_cycles", "inference_cycles"]
 
-#: FETCH and DECODE of each layer descriptor.
-LAYER_OVERHEAD = 2
-#: Cycles from the last issued row until the engine's result is visible.
-DRAIN = 3
-#: Four reads and one write per max-pool output.
-POOL_PER_OUTPUT = 5
+#: Cycles from a beat's issue until it enters the engine.
+ISSUE_LATENCY = 2
+
+
+def group_shapes(plan: MacPlan, channels: int, lanes: int) -> list[tuple[int, int]]:
+    """``(beats, valid lanes)`` of each lane group of one position, in issue order."""
+    one = [(plan.steps, min(lanes, plan.n1 - g * lanes)) for g in range(plan.groups1)]
+    two = [(2 * plan.steps, min(lanes, channels - plan.n1 - g * lanes))
+           for g in range(plan.groups2)]
+    return one + two
+
+
+def _mac_cycles(plan: MacPlan, channels: int, lanes: int) -> int:
+    shapes = group_shapes(plan, channels, lanes)
+    rows = [r for r, _ in shapes]
+    valid = [v for _, v in shapes]
+    # sum over one position of max(R_j, V_{j-1}), V_{-1} being the previous position's
+    # last group; the layer's very first group has no predecessor instead.
+    per_position = sum(max(r, v) for r, v in zip(rows, valid[-1:] + valid[:-1], strict=True))
+    last_capture = (1 + ISSUE_LATENCY + rows[0]
+                    + plan.area * per_position - max(rows[0], valid[-1]))
+    return last_capture + valid[-1] + 1
 
 
 def layer_cycles(image: Image) -> list[int]:
-    """Cycles of each layer of ``image``'s program, overhead included."""
-    lanes = image.config.lanes
+    """Cycles of each layer of ``image``'s program, its DECODE included."""
+    cfg = image.config
     out = []
-    for layer, plan in zip(image.model.layers, image.plans):
+    for layer, plan in zip(image.model.layers, image.plans, strict=True):
         if plan is None:
             c, h, w = layer.out_shape
-            body = c * h * w * POOL_PER_OUTPUT
+            out.append(1 + c * h * w * pool_phases(cfg) + 1)
         else:
-            issue = plan.steps * (plan.groups1 + 2 * plan.groups2)
-            body = plan.area * (issue + plan.groups * (DRAIN + lanes))
-        out.append(LAYER_OVERHEAD + body)
+            out.append(_mac_cycles(plan, layer.out_shape[0], cfg.lanes))
     return out
 
 

@@ -1,0 +1,220 @@
+# amaranth: UnusedElaboratable=no
+"""The whole accelerator (``shiftpool.hw.accelerator``) in Amaranth's simulator against
+the golden model (``shiftpool.sw.golden``) and the cycle model
+(``shiftpool.sw.cycles``).
+
+Random models (flightnn with all-k=1, all-k=2 and mixed filters, and int8), random
+lane and tap counts, with and without max-pool, several inputs each; the load and
+input streams have random idle cycles and the output stream random back-pressure.
+Every inference must give the golden model's outputs bit for bit, and the ``cycles``
+port must equal the cycle model's prediction exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from shiftpool.hw.accelerator import Accelerator
+from shiftpool.hw.config import AcceleratorConfig
+from shiftpool.hw.program import REGIONS
+from shiftpool.sw import golden
+from shiftpool.sw.compile import Image, compile_model
+from shiftpool.sw.cycles import group_shapes, inference_cycles
+from shiftpool.sw.model import QuantModel
+from shiftpool.sw.randmodel import random_model
+
+from shiftpool.flow import fit_config
+
+CLOCK_PERIOD = 1e-6
+#: (scheme, k_mode) the seeds take in turn.
+VARIANTS = (("flightnn", "k1"), ("flightnn", "k2"), ("flightnn", "mixed"), ("int8", "k1"))
+#: Seeds of the default run; the slow sweep adds more.
+SEEDS = range(80)
+SLOW_SEEDS = range(80, 180)
+
+
+@dataclasses.dataclass
+class Case:
+    """One randomized run: a model, a configuration fitted to it, inputs, and how
+    hard the streams are throttled."""
+
+    seed: int
+    model: QuantModel
+    config: AcceleratorConfig
+    x: np.ndarray
+    idle_gap: float
+    back_pressure: float
+
+    def describe(self) -> str:
+        layers = [(layer.kind, layer.out_shape) for layer in self.model.layers]
+        return (f"seed {self.seed}: {self.model.scheme}, lanes {self.config.lanes}, taps "
+                f"{self.config.taps}, act_bits {self.model.act_bits}, layers {layers}")
+
+
+def _width(rng: np.random.Generator, lanes: int, taps: int, lo: int, hi: int) -> int:
+    """A layer width in ``lo..hi``, preferably divisible by neither ``lanes`` nor
+    ``taps`` (partial lane groups and partial tap rows)."""
+    choices = [w for w in range(lo, hi + 1) if (lanes == 1 or w % lanes)
+               and (taps == 1 or w % taps)]
+    return int(rng.choice(choices or list(range(lo, hi + 1))))
+
+
+def random_case(seed: int) -> Case:
+    """Every choice comes from ``seed``; the variant and the max-pool alternate with it
+    so that a few consecutive seeds cover every feature."""
+    rng = np.random.default_rng(seed)
+    scheme, k_mode = VARIANTS[seed % len(VARIANTS)]
+    pool = bool(seed // len(VARIANTS) % 2)
+    lanes, taps = int(rng.integers(1, 6)), int(rng.integers(1, 10))
+    act_bits = int(rng.integers(3, 9))
+    side = (2, 9) if pool else (1, 9)
+    input_shape = (int(rng.integers(1, 4)), int(rng.integers(*side)), int(rng.integers(*side)))
+    convs = tuple(_width(rng, lanes, taps, 1, 9) for _ in range(int(rng.integers(pool, 3))))
+    # The output layer must fit the descriptor's channel field (sized by act_depth).
+    sizes = [int(np.prod(input_shape))] + [c * input_shape[1] * input_shape[2] for c in convs]
+    top = min(12, max(sizes))
+    dense = tuple(_width(rng, lanes, taps, 1, 12) for _ in range(int(rng.integers(0, 3))))
+    dense += (_width(rng, lanes, taps, 1, top),)
+    model = random_model(rng, scheme=scheme, act_bits=act_bits,
+                         exp_bits=int(rng.integers(1, 4)), k_mode=k_mode,
+                         input_shape=input_shape, convs=convs, pool=pool and bool(convs),
+                         dense=dense)
+    config = fit_config(model, lanes=lanes, taps=taps)
+    x = rng.integers(0, 1 << act_bits, size=(3,) + input_shape)
+    return Case(seed, model, config, x, idle_gap=float(rng.choice([0.0, 0.3, 0.6])),
+                back_pressure=float(rng.choice([0.0, 0.3, 0.6])))
+
+
+def run_rtl(image: Image, x: np.ndarray, seed: int, idle_gap: float,
+            back_pressure: float) -> tuple[np.ndarray, list[int]]:
+    """Load ``image``, run every input of ``x`` through the accelerator in Amaranth's
+    simulator; returns the outputs ``(N, classes)`` and the ``cycles`` port after each
+    inference."""
+    cfg = image.config
+    dut = Accelerator(cfg)
+    inputs = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
+    classes = image.output_words
+    outputs, cycles = [], []
+    # No handshake can wait longer than a whole inference, with slack for the gaps.
+    limit = 8 * (inference_cycles(image) + inputs.shape[1] + classes) + 100
+
+    async def send(ctx, stream, rng, fields):
+        while rng.random() < idle_gap:
+            await ctx.tick()
+        for name, value in fields.items():
+            ctx.set(getattr(stream.payload, name), value)
+        ctx.set(stream.valid, 1)
+        for _ in range(limit):
+            _, _, ready = await ctx.tick().sample(stream.ready)
+            if ready:
+                break
+        else:
+            raise AssertionError(f"ready stayed low for {limit} cycles")
+        ctx.set(stream.valid, 0)
+
+    async def source(ctx):
+        rng = np.random.default_rng([seed, 1])
+        for code, name in enumerate(REGIONS):
+            for addr, row in enumerate(image.regions[name]):
+                await send(ctx, dut.load, rng, {"region": code, "addr": addr, "data": row})
+        # The next input is offered at once: it waits (inp.ready low) until the
+        # accelerator has sent this one's outputs.
+        for words in inputs:
+            for i, word in enumerate(words):
+                await send(ctx, dut.inp, rng, {"data": int(word), "last": i == len(words) - 1})
+
+    async def sink(ctx):
+        rng = np.random.default_rng([seed, 2])
+        for _ in inputs:
+            words = []
+            for _ in range(limit * classes):
+                ready = rng.random() >= back_pressure
+                ctx.set(dut.out.ready, ready)
+                _, _, valid, word, last, count = await ctx.tick().sample(
+                    dut.out.valid, dut.out.payload.data, dut.out.payload.last, dut.cycles)
+                if valid and ready:
+                    words.append(word)
+                    assert last == (len(words) == classes), f"out.last on word {len(words)}"
+                    if last:
+                        cycles.append(count)
+                        break
+            else:
+                raise AssertionError(f"only {len(words)} of {classes} outputs")
+            outputs.append(words)
+        ctx.set(dut.out.ready, 0)
+        for _ in range(4):
+            await ctx.tick()
+            assert not ctx.get(dut.out.valid), "an output word too many"
+
+    sim = Simulator(dut)
+    sim.add_clock(CLOCK_PERIOD)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.run()
+    return np.asarray(outputs, dtype=np.int64), cycles
+
+
+def check_case(case: Case) -> None:
+    image = compile_model(case.model, case.config)
+    out, cycles = run_rtl(image, case.x, case.seed, case.idle_gap, case.back_pressure)
+    expected = golden.run(case.model, case.x)
+    for n in range(len(case.x)):
+        bad = np.flatnonzero(out[n] != expected[n])
+        assert len(bad) == 0, (f"{case.describe()}: input {n}, output {bad[0]}: RTL "
+                               f"{out[n, bad[0]]} != golden {expected[n, bad[0]]}")
+    predicted = inference_cycles(image)
+    assert cycles == [predicted] * len(case.x), (
+        f"{case.describe()}: RTL cycles {cycles} != cycle model {predicted}")
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=lambda seed: f"seed{seed}")
+def test_random_model(seed):
+    check_case(random_case(seed))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SLOW_SEEDS, ids=lambda seed: f"seed{seed}")
+def test_random_model_sweep(seed):
+    check_case(random_case(seed))
+
+
+def test_writeback_bound_layer():
+    """One tap row per group (``R = 1``) but four lanes to write: the write-back unit
+    is the bottleneck, so results wait in the engine and the issue pipeline stalls."""
+    rng = np.random.default_rng(7)
+    model = random_model(rng, k_mode="k1", input_shape=(1, 4, 3), convs=(7,), pool=True,
+                         dense=(5,))
+    config = fit_config(model, lanes=4, taps=9)
+    image = compile_model(model, config)
+    shapes = group_shapes(image.plans[0], 7, config.lanes)
+    assert [r for r, _ in shapes] == [1, 1]
+    assert any(r < v for (r, _), (_, v) in zip(shapes, shapes[-1:] + shapes[:-1],
+                                               strict=True))
+    check_case(Case(7, model, config, rng.integers(0, 256, size=(2, 1, 4, 3)), 0.3, 0.3))
+
+
+@pytest.mark.parametrize("taps", [1, 2, 3, 4, 5])
+def test_maxpool_read_ports(taps):
+    """Max-pool reads its 2x2 window through ``taps`` ports: in one cycle when
+    ``taps >= 4``, in ``ceil(4 / taps)`` otherwise; an odd row and column are dropped."""
+    rng = np.random.default_rng(100 + taps)
+    model = random_model(rng, k_mode="mixed", input_shape=(2, 5, 7), convs=(3,), pool=True,
+                         dense=(4,))
+    config = fit_config(model, lanes=2, taps=taps)
+    check_case(Case(100 + taps, model, config, rng.integers(0, 256, size=(2, 2, 5, 7)),
+                    0.3, 0.3))
+
+
+def test_cycles_follow_passes():
+    """The cycle model charges one pass per k=1 filter and two per k=2 filter: an all-k=1
+    model beats a mixed one, which beats an all-k=2 one, when rows dominate."""
+    counts = []
+    for k_mode in ("k1", "mixed", "k2"):
+        rng = np.random.default_rng(3)
+        model = random_model(rng, k_mode=k_mode, input_shape=(4, 6, 6), convs=(12,),
+                             pool=True, dense=(8,))
+        counts.append(inference_cycles(compile_model(model, fit_config(model, 4, 8))))
+    assert counts[0] < counts[1] < counts[2], counts
