@@ -35,6 +35,7 @@ from .program import (
     KIND_POOL,
     REGIONS,
     addr_width,
+    channel_limit,
     count_width,
     descriptor_fields,
     struct_layout,
@@ -75,7 +76,7 @@ def load_layout(config: AcceleratorConfig) -> data.StructLayout:
 
 def _chan_shape(cfg: AcceleratorConfig):
     """A compiled channel index: below the descriptor's ``channels`` plus one group."""
-    return unsigned(count_width((1 << count_width(cfg.act_depth)) + cfg.lanes))
+    return unsigned(count_width((1 << count_width(channel_limit(cfg))) + cfg.lanes))
 
 
 def group_layout(cfg: AcceleratorConfig) -> data.StructLayout:
@@ -241,8 +242,8 @@ class Accelerator(wiring.Component):
         chan = Signal.like(issue.group.chan)
         # chan * area; passes act_depth by at most a group's worth before it restarts
         gaddr = Signal(range(cfg.lanes * (1 << aw) + 1))
-        # up to groups1 + groups2, two descriptor fields of count_width(act_depth) bits
-        group = Signal(count_width(2 * (1 << count_width(cfg.act_depth))))
+        # up to groups1 + groups2, two descriptor fields of count_width(channel_limit) bits
+        group = Signal(count_width(2 * (1 << count_width(channel_limit(cfg)))))
         step = Signal(count_width(cfg.tap_depth))
         second = Signal()                            # issuing a group's second pass
         is_two = group >= d.groups1
@@ -333,7 +334,7 @@ class Accelerator(wiring.Component):
         ports = min(cfg.taps, POOL_WINDOW)
         in_base = Signal(count_width(cfg.act_depth + 2 * cfg.max_dim + 2))
         pool_out = Signal(aw)
-        pool_chan = Signal(count_width(cfg.act_depth))
+        pool_chan = Signal(count_width(channel_limit(cfg)))
         phase = Signal(range(phases))
         p1 = Signal(data.StructLayout({"valid": 1, "phase": range(phases), "addr": aw}))
         pool_max = Signal(unsigned(cfg.act_bits))    # running maximum over earlier phases

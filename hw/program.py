@@ -12,7 +12,8 @@ from __future__ import annotations
 from .config import AcceleratorConfig, ceil_log2
 
 __all__ = [
-    "KIND_MAC", "KIND_POOL", "REGIONS", "descriptor_fields", "tap_fields", "offset_width",
+    "KIND_MAC", "KIND_POOL", "REGIONS", "channel_limit", "descriptor_fields", "tap_fields",
+    "offset_width",
     "addr_width", "pack", "unpack", "field_width", "struct_layout",
 ]
 
@@ -33,6 +34,12 @@ def count_width(limit: int) -> int:
     return max(1, ceil_log2(limit + 1))
 
 
+def channel_limit(cfg: AcceleratorConfig) -> int:
+    """Most channels (and lane groups) a layer can have: a hidden layer's feature map
+    fits ``act_depth`` words, the output layer's outputs ``out_depth`` words."""
+    return max(cfg.act_depth, cfg.out_depth)
+
+
 def offset_width(cfg: AcceleratorConfig) -> int:
     """Signed width of a tap's address offset ``c*H*W + dy*W + dx``."""
     return count_width(cfg.act_depth + cfg.max_dim + 1) + 1
@@ -42,6 +49,9 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     """Fields of one layer descriptor (see ``docs/model-format.md``, "layer program")."""
     dim = count_width(cfg.max_dim)
     addr = count_width(cfg.act_depth)
+    # Channel and group counts: a hidden layer's are bounded by act_depth, the output
+    # layer's by out_depth.
+    chans = count_width(channel_limit(cfg))
     return [
         ("kind", 1),            # KIND_MAC or KIND_POOL
         ("last", 1),            # final layer: results go to the output memory
@@ -55,10 +65,10 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
         ("tap_base", addr_width(cfg.tap_depth)),
         ("weight_base", addr_width(cfg.weight_depth)),
         ("bias_base", addr_width(cfg.bias_depth)),
-        ("groups1", addr),      # lane groups taking one pass
-        ("groups2", addr),      # lane groups taking two passes (after the one-pass ones)
-        ("n1", addr),           # channels in one-pass groups
-        ("channels", addr),     # MAC: output channels; pool: channels
+        ("groups1", chans),     # lane groups taking one pass
+        ("groups2", chans),     # lane groups taking two passes (after the one-pass ones)
+        ("n1", chans),          # channels in one-pass groups
+        ("channels", chans),    # MAC: output channels; pool: channels
         ("n1_addr", addr),      # n1*area: first address of the two-pass channels
         ("row_skip", addr),     # pool: input words skipped at the end of an output row
         ("chan_skip", addr),    # pool: input words skipped at the end of a channel

@@ -220,6 +220,33 @@ def cmd_demo(args) -> int:
     return 1 if failed else 0
 
 
+def _parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        try:
+            lanes, taps = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--sizes: {item!r} is not LANESxTAPS (e.g. 4x8)") from None
+        sizes.append((lanes, taps))
+    return sizes
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench, write_report
+
+    sizes = _parse_sizes(args.sizes)
+    float_model, data = _float_model_and_data(args)
+    t0 = time.monotonic()
+    rows = run_bench(float_model, data, sizes, simulator=args.simulator,
+                     samples=args.samples, build_dir=args.build_dir, progress=_step)
+    command = "shiftpool " + " ".join(sys.argv[1:]) if sys.argv[1:] else "shiftpool bench"
+    path = write_report(rows, args.output, command,
+                        float_model.accuracy(data[2], data[3]), time.monotonic() - t0)
+    _say(path.read_text())
+    _say(f"wrote {path}, {args.output / 'results.json'}, {args.output / 'cycles.png'}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------
 
 def _add_compress_options(p) -> None:
@@ -243,9 +270,9 @@ def _add_common(p) -> None:
 
 
 def _add_engine(p, design: bool = True) -> None:
-    p.add_argument("--lanes", type=int, default=4, help="output channels in parallel "
-                   "(default 4)")
-    p.add_argument("--taps", type=int, default=8, help="inputs per lane per cycle (default 8)")
+    p.add_argument("--lanes", type=int, default=2, help="output channels in parallel "
+                   "(default 2)")
+    p.add_argument("--taps", type=int, default=4, help="inputs per lane per cycle (default 4)")
     if design:
         p.add_argument("--design", type=Path, help="use the configuration of a generated "
                        "design (its folder or manifest.json) instead of --lanes/--taps")
@@ -277,6 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use only the first N test images (default: all 360)")
     p.add_argument("--json", type=Path, help="also write the table as JSON here")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="measure accuracy, cycles and bits per weight of "
+                       "every scheme on several engine sizes; write results.md")
+    _add_common(p)
+    _add_sim(p, "verilator")
+    p.add_argument("--sizes", default="1x4,2x4,4x8",
+                   help="engine sizes LANESxTAPS, comma-separated (default 1x4,2x4,4x8)")
+    p.add_argument("--samples", type=int, default=20,
+                   help="test images each RTL run uses (default 20)")
+    p.add_argument("-o", "--output", type=Path, default=Path("bench-results"),
+                   help="folder for results.md, results.json, cycles.png")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compress", help="float model -> compressed integer model file")
     p.add_argument("--scheme", choices=SCHEME_CHOICES, default="flightnn",

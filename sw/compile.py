@@ -20,7 +20,13 @@ import numpy as np
 
 from ..hw.config import AcceleratorConfig, ConfigError
 from ..hw.program import (
-    KIND_MAC, KIND_POOL, REGIONS, descriptor_fields, field_width, pack, tap_fields,
+    KIND_MAC,
+    KIND_POOL,
+    REGIONS,
+    descriptor_fields,
+    field_width,
+    pack,
+    tap_fields,
 )
 from .model import QuantModel
 
@@ -124,6 +130,10 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
         raise ConfigError(f"config field 'exp_bits' = {cfg.exp_bits} is too small for the "
                           f"model's {model.exp_bits}-bit exponents")
     sizes = [int(np.prod(model.input_shape))]
+    for d in model.input_shape[1:]:
+        if d > cfg.max_dim:
+            raise ConfigError(f"input: feature map side {d} exceeds config field 'max_dim' = "
+                              f"{cfg.max_dim}")
     for i, layer in enumerate(model.layers):
         sizes.append(int(np.prod(layer.out_shape)))
         for d in layer.out_shape[1:]:
@@ -192,11 +202,48 @@ def _terms(layer, order, in_perm):
     return vals.reshape(vals.shape[0], vals.shape[1], -1)
 
 
+#: The config field that bounds each descriptor field.
+_DESCRIPTOR_BOUND = {
+    "tap_base": "tap_depth", "steps": "tap_depth", "weight_base": "weight_depth",
+    "bias_base": "bias_depth", "height": "max_dim", "width": "max_dim", "in_width": "max_dim",
+    "shift": "max_fan_in", "area": "act_depth", "n1_addr": "act_depth",
+    "row_skip": "act_depth", "chan_skip": "act_depth", "groups1": "act_depth",
+    "groups2": "act_depth", "n1": "act_depth", "channels": "act_depth",
+}
+_DEPTH_FIELD = {"program": "program_depth", "taps": "tap_depth", "weights": "weight_depth",
+                "bias": "bias_depth"}
+
+
+def _check_depths(cfg: AcceleratorConfig, regions: dict) -> None:
+    depth = region_depths(cfg)
+    for name in REGIONS:
+        if len(regions[name]) > depth[name]:
+            raise ConfigError(f"config field {_DEPTH_FIELD[name]!r} = {depth[name]} is too "
+                              f"small: the model needs {len(regions[name])} {name} rows")
+
+
+def _pack_descriptor(cfg: AcceleratorConfig, index: int, regions: dict, values: dict) -> int:
+    """Pack layer ``index``'s descriptor; a value too wide for its field becomes a
+    :class:`ConfigError` naming the config field that bounds it."""
+    try:
+        return pack(descriptor_fields(cfg), values)
+    except ValueError:
+        _check_depths(cfg, regions)
+        for name, width in descriptor_fields(cfg):
+            value = int(values.get(name, 0))
+            if not 0 <= value < 1 << width:
+                bound = _DESCRIPTOR_BOUND.get(name, name)
+                current = getattr(cfg, bound, None)
+                raise ConfigError(f"config field {bound!r} = {current} is too small: layer "
+                                  f"{index} needs {name} = {value}") from None
+        raise
+
+
 def compile_model(model: QuantModel, cfg: AcceleratorConfig) -> Image:
     """Lay ``model`` out for ``cfg``; raises :class:`ConfigError` naming what does not fit."""
     model.validate()
     _check_fit(model, cfg)
-    dfields, tfields = descriptor_fields(cfg), tap_fields(cfg)
+    tfields = tap_fields(cfg)
     twidth = field_width(tfields)
     regions = {name: [] for name in REGIONS}
     plans = []
@@ -208,7 +255,7 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig) -> Image:
         if layer.kind == "maxpool2":
             c, h, w = shape
             oh, ow = h // 2, w // 2
-            regions["program"].append(pack(dfields, dict(
+            regions["program"].append(_pack_descriptor(cfg, i, regions, dict(
                 kind=KIND_POOL, src=src, height=oh, width=ow, in_width=w, channels=c,
                 row_skip=2 * w - 2 * ow, chan_skip=(h - 2 * oh) * w)))
             plans.append(None)
@@ -256,18 +303,12 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig) -> Image:
                             codes.append(encode_code(cfg, vals[p, ch, t]) if ok else 0)
                     regions["weights"].append(_pack_array(codes, cfg.code_width))
         h, w = (shape[1], shape[2]) if layer.kind == "conv3x3" else (1, 1)
-        regions["program"].append(pack(dfields, dict(
+        regions["program"].append(_pack_descriptor(cfg, i, regions, dict(
             kind=KIND_MAC, last=int(last), src=src, shift=int(layer.shift),
             height=h, width=w, area=plan.area, steps=plan.steps, tap_base=tap_base,
             weight_base=weight_base, bias_base=bias_base, groups1=plan.groups1,
             groups2=plan.groups2, n1=plan.n1, channels=co, n1_addr=plan.n1 * plan.area)))
         in_perm = None if last else plan.order
         shape = tuple(layer.out_shape)
-    depth = region_depths(cfg)
-    for name in REGIONS:
-        if len(regions[name]) > depth[name]:
-            field = {"program": "program_depth", "taps": "tap_depth",
-                     "weights": "weight_depth", "bias": "bias_depth"}[name]
-            raise ConfigError(f"config field {field!r} = {depth[name]} is too small: the model "
-                              f"needs {len(regions[name])} {name} rows")
+    _check_depths(cfg, regions)
     return Image(config=cfg, model=model, regions=regions, plans=plans)

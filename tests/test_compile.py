@@ -6,7 +6,6 @@ too small raises a :class:`ConfigError` naming the config field."""
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import numpy as np
 import pytest
@@ -226,13 +225,8 @@ def test_larger_memories_give_the_same_image():
     assert len(roomy.regions["taps"]) == len(tight.regions["taps"]), case.where
 
 
-# The depth check runs after the descriptors are packed, so a tap, weight or bias
-# memory one row too small can fail first in hw/program.pack (a plain ValueError on
-# the descriptor's base-address field); test_depth_one_too_small_before_a_one_row_layer
-# pins that bug down. The random sweep tolerates exactly that message and nothing else.
-_PACK_BUG = re.compile(r"^field '(steps|tap_base|weight_base|bias_base)' = \d+ does not fit")
-_PACK_BUG_FIELDS = ("tap_depth", "weight_depth", "bias_depth")
-TOO_SMALL = ("act_depth", "out_depth", "max_fan_in", "max_dim", "program_depth") + _PACK_BUG_FIELDS
+_DEPTH_FIELDS = ("tap_depth", "weight_depth", "bias_depth")
+TOO_SMALL = ("act_depth", "out_depth", "max_fan_in", "max_dim", "program_depth") + _DEPTH_FIELDS
 
 
 @pytest.mark.parametrize("field", TOO_SMALL)
@@ -247,9 +241,6 @@ def test_one_too_small_names_the_field(field):
         with pytest.raises(ValueError) as info:
             compile_model(case.model, cfg)
         message = str(info.value)
-        if field in _PACK_BUG_FIELDS and type(info.value) is ValueError:
-            assert _PACK_BUG.match(message), f"{case.where}: {message}"
-            continue
         assert info.type is ConfigError, f"{case.where}: {info.type.__name__}: {message}"
         assert f"'{field}'" in message, f"{case.where}: {message}"
         checked += 1
@@ -275,10 +266,7 @@ def _chain_model(scheme: str, sizes: list[int]) -> QuantModel:
     return model
 
 
-@pytest.mark.parametrize("field", [
-    pytest.param(f, marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-        f"compile.py bug: packs the descriptors before checking '{f}', so hw/program.pack "
-        f"raises a plain ValueError naming the descriptor field"))) for f in _PACK_BUG_FIELDS])
+@pytest.mark.parametrize("field", _DEPTH_FIELDS)
 def test_depth_one_too_small_before_a_one_row_layer(field):
     """Five dense layers of one tap row, one weight row and one bias row each: with a
     depth of 4 the fifth layer's base address 4 does not fit the 2-bit descriptor
@@ -290,10 +278,6 @@ def test_depth_one_too_small_before_a_one_row_layer(field):
     compile_model(model, dataclasses.replace(cfg, **{field: 5}))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "compile.py bug: the descriptor's n1/channels fields are sized by act_depth, but a "
-    "last layer's channel count is bounded by out_depth; hw/program.pack raises a plain "
-    "ValueError on 'n1'"))
 @pytest.mark.parametrize("act_depth", [4, 8])
 def test_last_layer_wider_than_act_depth(act_depth):
     """20 outputs from 4 inputs: either the program holds the layer or a ConfigError
@@ -308,10 +292,6 @@ def test_last_layer_wider_than_act_depth(act_depth):
         assert len(image.regions["program"]) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "compile.py bug: the max_dim check looks at layer outputs only, not at the input "
-    "map, so a max-pool first layer with a wider input passes the check (and with a "
-    "small max_dim fails in hw/program.pack on 'in_width')"))
 @pytest.mark.parametrize("max_dim", [20, 32])
 def test_max_dim_covers_the_input_map(max_dim):
     pool = Layer("maxpool2", (1, 2, 40), (1, 1, 20))

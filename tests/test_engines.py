@@ -268,7 +268,10 @@ def test_int8_codes():
 
 def test_engine_reference_by_hand():
     config = AcceleratorConfig(engine="shiftadd", lanes=2, taps=2, act_bits=4, exp_bits=2)
-    p = lambda v: pack_code(config, v)
+
+    def p(v):
+        return pack_code(config, v)
+
     beats = [
         ([3, 5], [[p(1), p(-2)], [p(0), p(8)]], 1, 0),     # [3 - 10, 40]
         ([1, 2], [[p(4), p(4)], [p(-1), p(0)]], 0, 1),     # [-7 + 12, 40 - 1]

@@ -88,7 +88,7 @@ def _adder_tree(values):
     """Sum of ``values`` as a balanced tree (log depth, exact widths)."""
     values = list(values)
     while len(values) > 1:
-        pairs = [a + b for a, b in zip(values[0::2], values[1::2])]
+        pairs = [a + b for a, b in zip(values[0::2], values[1::2], strict=False)]
         values = pairs + values[len(pairs) * 2:]
     return values[0]
 

@@ -1,0 +1,522 @@
+"""The command handler: executes checked frames on the accelerator's ports and
+answers every one of them with a reply frame (``docs/protocol.md``).
+
+It sits between :class:`~shiftpool.hw.link.framing.FrameDecoder` and
+:class:`~shiftpool.hw.link.framing.FrameEncoder`. Towards the accelerator it drives
+the ports :class:`~shiftpool.hw.accelerator.Accelerator` has (``load``, ``inp``,
+``out``, ``cycles``, ``busy``), and also:
+
+* ``readback`` (:func:`readback_signature`), which the accelerator does not have yet:
+  READ needs the rows of the load regions back, so the accelerator must grow
+  ``"readback": In(readback_signature(config))``.
+* ``accel_reset``, a one-cycle pulse that aborts an inference (RESET, or an
+  accelerator that stalls); not a port of the accelerator:
+  :func:`~shiftpool.hw.link.link.attach_accelerator` applies it with
+  ``ResetInserter``, and memories keep their contents.
+"""
+
+import struct
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..accelerator import load_layout
+from ..config import AcceleratorConfig
+from ..program import REGIONS
+from .config import LinkConfig
+from .framing import event_layout, payload_layout, reply_header_layout, reply_payload_layout
+from .protocol import (
+    ARGS_BYTES,
+    ARGS_FIELDS,
+    REPLY,
+    STATUS_COUNTERS,
+    Command,
+    Reason,
+    identify_payload,
+    row_bytes,
+    status_length,
+)
+
+__all__ = [
+    "CommandHandler", "accelerator_ports", "input_layout", "output_layout",
+    "readback_request_layout", "readback_signature",
+]
+
+#: Bits of the STATUS counters.
+COUNTER_BITS = 16
+
+
+def input_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Payload of the accelerator's ``inp`` stream (as in ``hw/accelerator.py``)."""
+    return data.StructLayout({"data": unsigned(config.act_bits), "last": 1})
+
+
+def output_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Payload of the accelerator's ``out`` stream (as in ``hw/accelerator.py``)."""
+    return data.StructLayout({"data": signed(config.acc_width), "last": 1})
+
+
+def readback_request_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """A readback request: the region code and row, shaped as on the ``load`` port."""
+    load = load_layout(config)
+    return data.StructLayout({"region": load["region"].shape, "addr": load["addr"].shape})
+
+
+def readback_signature(config: AcceleratorConfig) -> wiring.Signature:
+    """The readback port, seen from the reader (the handler).
+
+    Members
+    -------
+    req : Out(stream.Signature(readback_request_layout(config)))
+        One request per row: ``region`` (code in ``REGIONS``), ``addr`` (row).
+    resp : In(stream.Signature(unsigned(widest region)))
+        One response per request, in request order: the row's bits, zero-extended
+        to the widest region (the width of ``load_layout(config)["data"]``).
+
+    The accelerator takes requests while idle (``busy`` low); it may take any number
+    of cycles to answer, but must answer every request it took. The handler sends a
+    row's bytes straight from ``resp.payload`` and takes the response (``ready``) with
+    the last byte, so the accelerator holds it for that long, as a stream source does.
+    """
+    return wiring.Signature({
+        "req": Out(stream.Signature(readback_request_layout(config))),
+        "resp": In(stream.Signature(load_layout(config)["data"].shape)),
+    })
+
+
+def accelerator_ports(config: AcceleratorConfig) -> dict:
+    """The members that face the accelerator, seen from the link (the accelerator's
+    ports flipped, plus ``accel_reset``).
+
+    ``load.payload.data`` bits above the addressed region's width are unspecified (the
+    accelerator's memories keep only their own width).
+    """
+    return {
+        "load": Out(stream.Signature(load_layout(config))),
+        "inp": Out(stream.Signature(input_layout(config))),
+        "out": In(stream.Signature(output_layout(config))),
+        "cycles": In(config.cycle_bits),
+        "busy": In(1),
+        "readback": Out(readback_signature(config)),
+        "accel_reset": Out(1),
+    }
+
+
+class CommandHandler(wiring.Component):
+    """Executes frames and produces one reply frame per frame event.
+
+    Requests and replies (all little-endian, ``docs/protocol.md``): IDENTIFY, STATUS,
+    RESET, WRITE (region rows onto ``load``), READ (rows through ``readback``), RUN
+    (input words onto ``inp``, output words from ``out``, then ``cycles``). A frame
+    the decoder dropped, or a request that fails a check, is answered with a NAK
+    naming the reason. Every check of a request is made before anything is written.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    link : LinkConfig
+    config_hash : str, optional
+        16 hex digits that IDENTIFY reports; ``config.hash`` by default.
+
+    Members
+    -------
+    event : In(stream.Signature(event_layout()))
+        From the frame decoder.
+    payload : In(stream.Signature(payload_layout()))
+        From the frame decoder.
+    reply_header : Out(stream.Signature(reply_header_layout()))
+        To the frame encoder.
+    reply_payload : Out(stream.Signature(reply_payload_layout()))
+        To the frame encoder.
+    rx_framing_error, rx_overrun : In(1)
+        One-cycle strobes of the UART receiver, counted for STATUS.
+    load, inp, out, cycles, busy, readback, accel_reset
+        The accelerator, see :func:`accelerator_ports`.
+    """
+
+    def __init__(self, config: AcceleratorConfig, link: LinkConfig,
+                 config_hash: str | None = None):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        if not isinstance(link, LinkConfig):
+            raise TypeError(f"link must be a LinkConfig, not {link!r}")
+        self.config = config
+        self.link = link
+        self.identity = identify_payload(config, link, config_hash)
+        from ...sw.compile import region_depths, region_widths
+        self._widths = region_widths(config)
+        self._depths = region_depths(config)
+        self._check_fits()
+        super().__init__({
+            "event": In(stream.Signature(event_layout())),
+            "payload": In(stream.Signature(payload_layout())),
+            "reply_header": Out(stream.Signature(reply_header_layout())),
+            "reply_payload": Out(stream.Signature(reply_payload_layout())),
+            "rx_framing_error": In(1),
+            "rx_overrun": In(1),
+            **accelerator_ports(config),
+        })
+
+    def _check_fits(self):
+        """Every reply must fit in ``max_payload``, and a WRITE of one row too."""
+        cfg, mp = self.config, self.link.max_payload
+        run_reply = row_bytes(cfg.cycle_bits) + cfg.out_depth * row_bytes(cfg.acc_width)
+        needs = {
+            "the IDENTIFY reply": len(self.identity),
+            "the STATUS reply": status_length(cfg),
+            f"a RUN reply of out_depth = {cfg.out_depth} outputs": run_reply,
+            "a WRITE of one row of the widest region":
+                ARGS_BYTES + max(row_bytes(w) for w in self._widths.values()),
+        }
+        for what, size in needs.items():
+            if size > mp:
+                raise ValueError(f"link config field 'max_payload' = {mp} is too small for "
+                                 f"{what} ({size} bytes)")
+
+    def elaborate(self, platform):
+        cfg, link = self.config, self.link
+        m = Module()
+
+        in_bytes = row_bytes(cfg.act_bits)
+        out_bytes = row_bytes(cfg.acc_width)
+        cyc_bytes = row_bytes(cfg.cycle_bits)
+        rbytes = {name: row_bytes(self._widths[name]) for name in REGIONS}
+        max_rb = max(rbytes.values())
+        ident = Const(int.from_bytes(self.identity, "little"), 8 * len(self.identity))
+        n_status = status_length(cfg)
+
+        ev = self.event.payload
+        pl = self.payload
+        rh = self.reply_header
+        rp = self.reply_payload
+
+        cmd = Signal(8)
+        seq = Signal(8)
+        length = Signal.like(ev.length)
+        remaining = Signal(range(link.max_payload + 1))    # payload bytes not yet taken
+        nak_reason = Signal(Reason)
+        args = Signal(data.StructLayout({name: 8 * struct.calcsize("<" + code)
+                                         for name, code in ARGS_FIELDS}))
+        region, start, count = args.region, args.start, args.count
+        k = Signal(range(max(ARGS_BYTES, max_rb, in_bytes, out_bytes, cyc_bytes,
+                             len(self.identity), n_status, 2)))
+        row = Signal(8 * max_rb)
+        row_idx = Signal.like(count)
+        word = Signal(8 * in_bytes)
+        n_out = Signal(range(cfg.out_depth + 1))
+        out_idx = Signal(range(cfg.out_depth))
+        last_cycles = Signal(8 * cyc_bytes)
+        poison = Signal()
+
+        # Payload bytes are counted wherever they are taken.
+        with m.If(pl.valid & pl.ready):
+            m.d.sync += remaining.eq(remaining - 1)
+
+        # -- the addressed region: row bytes and depth ------------------------------------
+        region_ok = Signal()
+        rb_sel = Signal(range(max_rb + 1))
+        depth_sel = Signal(range(max(self._depths.values()) + 1))
+        with m.Switch(region):
+            for code, name in enumerate(REGIONS):
+                with m.Case(code):
+                    m.d.comb += [region_ok.eq(1), rb_sel.eq(rbytes[name]),
+                                 depth_sel.eq(self._depths[name])]
+        addr = start + row_idx
+        # Bytes of `count` rows, added up one row per cycle (no multiplier); the sum
+        # stops once it exceeds max_payload, so this takes at most a frame's bytes.
+        total = Signal(range(link.max_payload + max_rb + 1))
+        tally = Signal.like(count)
+
+        # -- output buffer of RUN -----------------------------------------------------------
+        m.submodules.out_buf = out_buf = memory.Memory(
+            shape=signed(cfg.acc_width), depth=cfg.out_depth, init=[])
+        ob_w, ob_r = out_buf.write_port(), out_buf.read_port()
+        out_word = Signal(signed(8 * out_bytes))
+        m.d.comb += [ob_w.addr.eq(n_out), ob_w.data.eq(self.out.payload.data),
+                     ob_r.addr.eq(out_idx), out_word.eq(ob_r.data)]
+
+        # -- watchdog on the accelerator -----------------------------------------------------
+        # Counts consecutive cycles in which a state waits on the accelerator in vain.
+        waiting = Signal()
+        watchdog = Signal(range(link.run_timeout))
+        expired = waiting & (watchdog == link.run_timeout - 1)
+        with m.If(waiting):
+            m.d.sync += watchdog.eq(watchdog + 1)
+        with m.Else():
+            m.d.sync += watchdog.eq(0)
+
+        # -- STATUS counters -----------------------------------------------------------------
+        counters = {name: Signal(COUNTER_BITS, name=f"n_{name}") for name in STATUS_COUNTERS}
+        bump = {name: Signal(name=f"bump_{name}") for name in STATUS_COUNTERS}
+        clear = Signal()
+        m.d.comb += [bump["rx_framing_errors"].eq(self.rx_framing_error),
+                     bump["rx_overruns"].eq(self.rx_overrun)]
+        for name, counter in counters.items():
+            with m.If(clear):
+                m.d.sync += counter.eq(0)
+            with m.Elif(bump[name] & (counter != (1 << COUNTER_BITS) - 1)):
+                m.d.sync += counter.eq(counter + 1)
+        status = Cat(self.busy, Const(0, 7), last_cycles, *counters.values())
+
+        def fail(reason):
+            """Refuse the frame: take the rest of its payload, then NAK."""
+            m.d.sync += nak_reason.eq(reason)
+            m.next = "DRAIN"
+
+        def header(state, code, size, then, counter=None):
+            """A state that offers a reply header (and counts it in ``counter``)."""
+            with m.State(state):
+                m.d.comb += [rh.valid.eq(1), rh.payload.cmd.eq(code), rh.payload.seq.eq(seq),
+                             rh.payload.length.eq(size)]
+                if counter is not None:
+                    m.d.comb += bump[counter].eq(rh.ready)
+                with m.If(rh.ready):
+                    m.d.sync += k.eq(0)
+                    m.next = then
+
+        def send(state, value, n, then):
+            """A state that sends bytes 0 .. n-1 of ``value``, then goes to ``then``
+            (a state name, or a function that sets ``m.next``)."""
+            with m.State(state):
+                m.d.comb += [rp.valid.eq(1), rp.payload.data.eq(value.word_select(k, 8)),
+                             rp.payload.poison.eq(poison)]
+                with m.If(rp.ready):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k == n - 1):
+                        m.d.sync += k.eq(0)
+                        if callable(then):
+                            then()
+                        else:
+                            m.next = then
+
+        with m.FSM(name="handler"):
+            with m.State("IDLE"):
+                m.d.comb += self.event.ready.eq(1)
+                with m.If(self.event.valid):
+                    m.d.sync += [cmd.eq(ev.cmd), seq.eq(ev.seq), length.eq(ev.length),
+                                 remaining.eq(Mux(ev.reason == Reason.OK, ev.length, 0)),
+                                 k.eq(0), row_idx.eq(0), n_out.eq(0), out_idx.eq(0),
+                                 poison.eq(0)]
+                    with m.Switch(ev.reason):
+                        with m.Case(Reason.OK):
+                            m.d.comb += bump["frames"].eq(1)
+                        with m.Case(Reason.BAD_CRC):
+                            m.d.comb += bump["crc_errors"].eq(1)
+                        with m.Case(Reason.BAD_LENGTH):
+                            m.d.comb += bump["length_errors"].eq(1)
+                        with m.Case(Reason.TIMEOUT):
+                            m.d.comb += bump["timeouts"].eq(1)
+                    with m.If(ev.reason != Reason.OK):
+                        m.d.sync += nak_reason.eq(ev.reason)
+                        m.next = "NAK"
+                    with m.Else():
+                        self._dispatch(m, ev, fail, in_bytes)
+
+            with m.State("DRAIN"):
+                with m.If(remaining == 0):
+                    m.next = "NAK"
+                with m.Else():
+                    m.d.comb += pl.ready.eq(1)
+
+            # NAK: reason, then the refused command byte.
+            header("NAK", Command.NAK, 2, "NAK_DATA", counter="naks")
+            send("NAK_DATA", Cat(nak_reason, cmd), 2, "IDLE")
+
+            header("ACK", cmd | REPLY, 0, "IDLE")
+
+            # IDENTIFY, STATUS, RESET
+            header("IDENTIFY", Command.IDENTIFY | REPLY, len(self.identity), "IDENTIFY_DATA")
+            send("IDENTIFY_DATA", ident, len(self.identity), "IDLE")
+            header("STATUS", Command.STATUS | REPLY, n_status, "STATUS_DATA")
+            send("STATUS_DATA", status, n_status, "IDLE")
+            with m.State("RESET"):
+                m.d.comb += [self.accel_reset.eq(1), clear.eq(1)]
+                m.next = "ACK"
+
+            # WRITE and READ: arguments, checks, then rows.
+            with m.State("ARGS"):
+                m.d.comb += pl.ready.eq(1)
+                with m.If(pl.valid):
+                    m.d.sync += [args.eq(Cat(args.as_value()[8:], pl.payload.data)),
+                                 k.eq(k + 1)]
+                    with m.If(k == ARGS_BYTES - 1):
+                        m.d.sync += [k.eq(0), total.eq(0), tally.eq(0)]
+                        m.next = "SIZE"
+            with m.State("SIZE"):
+                with m.If(~region_ok):
+                    fail(Reason.BAD_REGION)
+                with m.Elif(tally == count):
+                    m.next = "CHECK"
+                with m.Elif(total > link.max_payload):
+                    fail(Reason.BAD_LENGTH)
+                with m.Else():
+                    m.d.sync += [total.eq(total + rb_sel), tally.eq(tally + 1)]
+            with m.State("CHECK"):
+                is_write = cmd == Command.WRITE
+                with m.If(Mux(is_write, length != ARGS_BYTES + total,
+                              total > link.max_payload)):
+                    fail(Reason.BAD_LENGTH)
+                with m.Elif(start + count > depth_sel):
+                    fail(Reason.REGION_OVERFLOW)
+                with m.Elif(self.busy):
+                    fail(Reason.BUSY)
+                with m.Elif(is_write):
+                    m.next = "WRITE_BYTES"
+                    with m.If(count == 0):
+                        m.next = "ACK"
+                with m.Else():
+                    m.next = "READ"
+
+            with m.State("WRITE_BYTES"):
+                m.d.comb += pl.ready.eq(1)
+                with m.If(pl.valid):
+                    m.d.sync += [row.word_select(k, 8).eq(pl.payload.data), k.eq(k + 1)]
+                    with m.If(k == rb_sel - 1):
+                        m.d.sync += k.eq(0)
+                        m.next = "WRITE_ROW"
+            with m.State("WRITE_ROW"):
+                m.d.comb += [self.load.valid.eq(1), self.load.payload.region.eq(region),
+                             self.load.payload.addr.eq(addr),
+                             self.load.payload.data.eq(row),
+                             waiting.eq(~self.load.ready)]
+                with m.If(self.load.ready):
+                    m.d.sync += row_idx.eq(row_idx + 1)
+                    m.next = "WRITE_BYTES"
+                    with m.If(row_idx + 1 == count):
+                        m.next = "ACK"
+                with m.Elif(expired):
+                    m.d.comb += self.accel_reset.eq(1)
+                    fail(Reason.ACCEL_TIMEOUT)
+
+            # READ: the reply's length is known, so rows go out as they come back, read
+            # straight from the response stream (which holds a row until it is taken).
+            # If the accelerator stops answering, it is reset and the rest of the rows
+            # are sent as zeros with a poisoned CRC (the host drops the frame, retries).
+            header("READ", Command.READ | REPLY, total, "READ_REQ")
+            with m.State("READ_REQ"):
+                with m.If(row_idx == count):
+                    m.next = "IDLE"
+                with m.Elif(poison):
+                    m.next = "READ_DATA"
+                with m.Else():
+                    m.d.comb += [self.readback.req.valid.eq(1),
+                                 self.readback.req.payload.region.eq(region),
+                                 self.readback.req.payload.addr.eq(addr),
+                                 waiting.eq(~self.readback.req.ready)]
+                    with m.If(self.readback.req.ready):
+                        m.next = "READ_DATA"
+                    with m.Elif(expired):
+                        m.d.comb += self.accel_reset.eq(1)
+                        m.d.sync += poison.eq(1)
+                        m.next = "READ_DATA"
+            with m.State("READ_DATA"):
+                resp = self.readback.resp
+                row_end = k == rb_sel - 1
+                m.d.comb += [rp.valid.eq(poison | resp.valid), rp.payload.poison.eq(poison),
+                             rp.payload.data.eq(Mux(poison, 0, resp.payload.word_select(k, 8))),
+                             resp.ready.eq(~poison & rp.ready & row_end),
+                             waiting.eq(~poison & ~resp.valid)]
+                with m.If(rp.valid & rp.ready):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(row_end):
+                        m.d.sync += [k.eq(0), row_idx.eq(row_idx + 1)]
+                        m.next = "READ_REQ"
+                with m.Elif(expired):
+                    m.d.comb += self.accel_reset.eq(1)
+                    m.d.sync += poison.eq(1)
+
+            # RUN: input words onto `inp`, outputs into the buffer, then the reply.
+            with m.State("RUN_BYTES"):
+                m.d.comb += pl.ready.eq(1)
+                with m.If(pl.valid):
+                    m.d.sync += [word.word_select(k, 8).eq(pl.payload.data), k.eq(k + 1)]
+                    with m.If(k == in_bytes - 1):
+                        m.d.sync += k.eq(0)
+                        m.next = "RUN_INPUT"
+            with m.State("RUN_INPUT"):
+                last = remaining == 0
+                m.d.comb += [self.inp.valid.eq(1), self.inp.payload.data.eq(word),
+                             self.inp.payload.last.eq(last), waiting.eq(~self.inp.ready)]
+                with m.If(self.inp.ready):
+                    m.next = "RUN_BYTES"
+                    with m.If(last):
+                        m.next = "RUN_OUTPUT"
+                with m.Elif(expired):
+                    m.d.comb += self.accel_reset.eq(1)
+                    fail(Reason.ACCEL_TIMEOUT)
+            with m.State("RUN_OUTPUT"):
+                m.d.comb += [self.out.ready.eq(1), waiting.eq(~self.out.valid)]
+                with m.If(self.out.valid):
+                    with m.If(n_out == cfg.out_depth):
+                        m.d.comb += self.accel_reset.eq(1)
+                        fail(Reason.OUTPUT_OVERFLOW)
+                    with m.Else():
+                        m.d.comb += ob_w.en.eq(1)
+                        m.d.sync += n_out.eq(n_out + 1)
+                        with m.If(self.out.payload.last):
+                            m.next = "RUN_DONE"
+                with m.Elif(expired):
+                    m.d.comb += self.accel_reset.eq(1)
+                    fail(Reason.ACCEL_TIMEOUT)
+            with m.State("RUN_DONE"):
+                # `cycles` is valid once `busy` is low, after the last output.
+                m.d.comb += waiting.eq(self.busy)
+                with m.If(~self.busy):
+                    m.d.sync += last_cycles.eq(self.cycles)
+                    m.next = "RUN_REPLY"
+                with m.Elif(expired):
+                    m.d.comb += self.accel_reset.eq(1)
+                    fail(Reason.ACCEL_TIMEOUT)
+            header("RUN_REPLY", Command.RUN | REPLY, cyc_bytes + n_out * out_bytes, "RUN_CYCLES")
+
+            def after_cycles():
+                m.next = "RUN_FETCH"
+                with m.If(n_out == 0):
+                    m.next = "IDLE"
+
+            send("RUN_CYCLES", last_cycles, cyc_bytes, after_cycles)
+            with m.State("RUN_FETCH"):
+                # The output buffer's read port shows `out_idx`'s word from the next cycle.
+                m.next = "RUN_DATA"
+
+            def next_output():
+                m.d.sync += out_idx.eq(out_idx + 1)
+                m.next = "RUN_FETCH"
+                with m.If(out_idx + 1 == n_out):
+                    m.next = "IDLE"
+
+            send("RUN_DATA", out_word, out_bytes, next_output)
+        return m
+
+    def _dispatch(self, m, ev, fail, in_bytes):
+        """The IDLE state's choice for a good frame's command."""
+        cfg = self.config
+        with m.Switch(ev.cmd):
+            for command, then in [(Command.IDENTIFY, "IDENTIFY"), (Command.STATUS, "STATUS"),
+                                  (Command.RESET, "RESET")]:
+                with m.Case(command):
+                    with m.If(ev.length != 0):
+                        fail(Reason.BAD_LENGTH)
+                    with m.Else():
+                        m.next = then
+            with m.Case(Command.WRITE):
+                with m.If(ev.length < ARGS_BYTES):
+                    fail(Reason.BAD_LENGTH)
+                with m.Else():
+                    m.next = "ARGS"
+            with m.Case(Command.READ):
+                with m.If(ev.length != ARGS_BYTES):
+                    fail(Reason.BAD_LENGTH)
+                with m.Else():
+                    m.next = "ARGS"
+            with m.Case(Command.RUN):
+                whole = ev.length % in_bytes == 0
+                with m.If((ev.length == 0) | ~whole | (ev.length > cfg.act_depth * in_bytes)):
+                    fail(Reason.BAD_LENGTH)
+                with m.Elif(self.busy):
+                    fail(Reason.BUSY)
+                with m.Else():
+                    m.next = "RUN_BYTES"
+            with m.Default():
+                fail(Reason.UNKNOWN_COMMAND)

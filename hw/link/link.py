@@ -1,0 +1,145 @@
+"""The whole host link: a UART (or any byte stream), frames and the command handler,
+and how an accelerator is attached to it."""
+
+from amaranth.hdl import Module, ResetInserter
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import AcceleratorConfig
+from .config import LinkConfig
+from .framing import FrameDecoder, FrameEncoder
+from .handler import CommandHandler, accelerator_ports
+from .uart import UARTReceiver, UARTTransmitter
+
+__all__ = ["LinkCore", "UARTLink", "attach_accelerator"]
+
+#: Ports that are streams or signatures on both sides (connected with ``connect``).
+_STREAM_PORTS = ("load", "inp", "out", "readback")
+#: Plain signals from the accelerator to the link.
+_SIGNAL_PORTS = ("cycles", "busy")
+
+
+def _forward(m, outer, inner):
+    """Connect ``inner``'s accelerator ports to the same ports of the component
+    ``outer`` that contains it."""
+    for name in _STREAM_PORTS:
+        wiring.connect(m, wiring.flipped(getattr(outer, name)), getattr(inner, name))
+    for name in _SIGNAL_PORTS:
+        m.d.comb += getattr(inner, name).eq(getattr(outer, name))
+    m.d.comb += outer.accel_reset.eq(inner.accel_reset)
+
+
+class LinkCore(wiring.Component):
+    """Frame decoder, command handler and frame encoder over a byte stream.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    link : LinkConfig
+        ``max_payload``, ``byte_timeout`` and ``run_timeout`` are used here.
+    config_hash : str, optional
+        What IDENTIFY reports (``config.hash`` by default).
+
+    Members
+    -------
+    i : In(stream.Signature(8))
+        Bytes from the host.
+    o : Out(stream.Signature(8))
+        Bytes to the host.
+    rx_framing_error, rx_overrun : In(1)
+        Strobes of the byte source, counted for STATUS (tie to 0 if there are none).
+    load, inp, out, cycles, busy, readback, accel_reset
+        The accelerator (:func:`~shiftpool.hw.link.handler.accelerator_ports`).
+    """
+
+    def __init__(self, config: AcceleratorConfig, link: LinkConfig,
+                 config_hash: str | None = None):
+        self.config = config
+        self.link = link
+        self._handler = CommandHandler(config, link, config_hash)
+        super().__init__({
+            "i": In(stream.Signature(8)),
+            "o": Out(stream.Signature(8)),
+            "rx_framing_error": In(1),
+            "rx_overrun": In(1),
+            **accelerator_ports(config),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.decoder = decoder = FrameDecoder(self.link.max_payload,
+                                                      self.link.byte_timeout)
+        m.submodules.handler = handler = self._handler
+        m.submodules.encoder = encoder = FrameEncoder()
+        wiring.connect(m, wiring.flipped(self.i), decoder.i)
+        wiring.connect(m, decoder.event, handler.event)
+        wiring.connect(m, decoder.payload, handler.payload)
+        wiring.connect(m, handler.reply_header, encoder.header)
+        wiring.connect(m, handler.reply_payload, encoder.payload)
+        wiring.connect(m, encoder.o, wiring.flipped(self.o))
+        m.d.comb += [handler.rx_framing_error.eq(self.rx_framing_error),
+                     handler.rx_overrun.eq(self.rx_overrun)]
+        _forward(m, self, handler)
+        return m
+
+
+class UARTLink(wiring.Component):
+    """The host link on a UART: receiver, receive FIFO, :class:`LinkCore`, transmitter.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    link : LinkConfig
+    config_hash : str, optional
+
+    Members
+    -------
+    rx : In(1)
+        The UART line from the host (idle high, asynchronous).
+    tx : Out(1)
+        The UART line to the host (idle high).
+    load, inp, out, cycles, busy, readback, accel_reset
+        The accelerator (:func:`~shiftpool.hw.link.handler.accelerator_ports`).
+    """
+
+    def __init__(self, config: AcceleratorConfig, link: LinkConfig,
+                 config_hash: str | None = None):
+        self.config = config
+        self.link = link
+        self._core = LinkCore(config, link, config_hash)
+        super().__init__({
+            "rx": In(1, init=1),
+            "tx": Out(1, init=1),
+            **accelerator_ports(config),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart_rx = rx = UARTReceiver(self.link.divisor)
+        m.submodules.uart_tx = tx = UARTTransmitter(self.link.divisor)
+        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8,
+                                                               depth=self.link.rx_fifo_depth)
+        m.submodules.core = core = self._core
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
+        wiring.connect(m, rx.o, rx_fifo.w_stream)
+        wiring.connect(m, rx_fifo.r_stream, core.i)
+        wiring.connect(m, core.o, tx.i)
+        m.d.comb += [core.rx_framing_error.eq(rx.framing_error),
+                     core.rx_overrun.eq(rx.overrun)]
+        _forward(m, self, core)
+        return m
+
+
+def attach_accelerator(m: Module, link, accelerator, name: str = "accelerator"):
+    """Add ``accelerator`` to ``m`` under ``name``, reset by the link's
+    ``accel_reset``, and connect its ports to ``link`` (a :class:`UARTLink`,
+    :class:`LinkCore` or :class:`~shiftpool.hw.link.handler.CommandHandler`).
+
+    The accelerator needs the ports ``load``, ``inp``, ``out``, ``cycles``, ``busy``
+    and ``readback`` (see :func:`~shiftpool.hw.link.handler.readback_signature`).
+    """
+    m.submodules[name] = ResetInserter({"sync": link.accel_reset})(accelerator)
+    for port in _STREAM_PORTS:
+        wiring.connect(m, getattr(link, port), getattr(accelerator, port))
+    for port in _SIGNAL_PORTS:
+        m.d.comb += getattr(link, port).eq(getattr(accelerator, port))

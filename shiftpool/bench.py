@@ -1,0 +1,184 @@
+"""``shiftpool bench``: the figures of ``docs/results.md``, measured in one run.
+
+For each engine size (lanes x taps) and each scheme of the built-in digits model it
+records accuracy (golden model, whole test split), cycles per inference (counted by
+the RTL on a slice of the test split and checked against the cycle model), weight
+storage in bits per weight, and every figure's ratio to the int8 baseline of the
+same engine size, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .flow import first_mismatch, fit_config, simulate
+from .sw.compile import compile_model
+from .sw.model import QuantModel
+
+__all__ = ["BenchRow", "weight_bits", "run_bench", "write_report"]
+
+SCHEMES = ("flightnn", "lightnn2", "int8")
+
+
+def weight_bits(model: QuantModel, code_width: int) -> tuple[int, int]:
+    """``(weights, bits)``: the MAC layers' weight count and the bits their codes
+    need without any padding (FLightNN: ``k`` codes per weight, int8: one byte)."""
+    weights = bits = 0
+    for layer in model.layers:
+        if not layer.is_mac:
+            continue
+        fan_in = layer.fan_in
+        weights += len(layer.bias) * fan_in
+        if layer.terms is not None:
+            bits += int(np.sum(layer.k)) * fan_in * code_width
+        else:
+            bits += len(layer.bias) * fan_in * 8
+    return weights, bits
+
+
+@dataclasses.dataclass
+class BenchRow:
+    """One scheme on one engine size."""
+
+    scheme: str
+    engine: str
+    lanes: int
+    taps: int
+    accuracy: float
+    k1_share: float | None
+    cycles: int                 # per inference, counted by the RTL
+    rtl_inputs: int             # test images the RTL ran
+    rtl_equal: int              # of those, bit-identical to the golden model
+    weights: int
+    code_bits: int              # the weights' codes, unpadded
+    image_bits: int             # the weight memory image as loaded (rows x width)
+    speedup_vs_int8: float = 0.0
+    code_bits_vs_int8: float = 0.0
+
+    @property
+    def code_bits_per_weight(self) -> float:
+        return self.code_bits / self.weights
+
+    @property
+    def image_bits_per_weight(self) -> float:
+        return self.image_bits / self.weights
+
+
+def run_bench(float_model, data, sizes, simulator: str = "verilator", samples: int = 20,
+              build_dir=None, progress=print, compress_options=None) -> list[BenchRow]:
+    """Measure every scheme on every ``(lanes, taps)`` in ``sizes``."""
+    from .sw.compress import compress
+
+    x_train, y_train, x_test, y_test = data
+    models = {}
+    for scheme in SCHEMES:
+        progress(f"compress {scheme}")
+        models[scheme] = compress(float_model, scheme, x_train=x_train, y_train=y_train,
+                                  x_test=x_test, y_test=y_test, progress=False,
+                                  **(compress_options or {}))
+    rows = []
+    for lanes, taps in sizes:
+        size_rows = []
+        for scheme in SCHEMES:
+            model = models[scheme]
+            config = fit_config(model, lanes=lanes, taps=taps)
+            image = compile_model(model, config)
+            x = model.quantize_input(x_test[:samples])
+            progress(f"{lanes}x{taps} {scheme}: RTL on {simulator}, {len(x)} images")
+            result = simulate(model, x, config, simulator=simulator, build_dir=build_dir)
+            mismatch = first_mismatch(model, x, result)
+            if mismatch or not result.cycles_match:
+                raise RuntimeError(f"{lanes}x{taps} {scheme}: RTL disagrees: "
+                                   f"{mismatch or 'cycle count'}")
+            weights, code_bits = weight_bits(model, config.code_width)
+            size_rows.append(BenchRow(
+                scheme=scheme, engine=config.engine, lanes=lanes, taps=taps,
+                accuracy=float(model.meta["accuracy"]), k1_share=model.meta.get("k1_share"),
+                cycles=int(result.cycles.max()), rtl_inputs=len(x),
+                rtl_equal=int(result.equal.sum()), weights=weights, code_bits=code_bits,
+                image_bits=len(image.regions["weights"]) * image.region_width("weights")))
+        base = next(r for r in size_rows if r.scheme == "int8")
+        for r in size_rows:
+            r.speedup_vs_int8 = base.cycles / r.cycles
+            r.code_bits_vs_int8 = r.code_bits / base.code_bits
+        rows.extend(size_rows)
+    return rows
+
+
+def _table(rows: list[BenchRow]) -> list[str]:
+    out = ["| lanes x taps | scheme | accuracy | k=1 share | cycles/inference | speed vs int8 "
+           "| bits/weight (codes) | bits/weight (image) | storage vs int8 | RTL == golden |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        k1 = f"{r.k1_share:.3f}" if r.k1_share is not None else "-"
+        out.append(f"| {r.lanes} x {r.taps} | {r.scheme} | {r.accuracy:.4f} | {k1} | "
+                   f"{r.cycles} | {r.speedup_vs_int8:.2f}x | {r.code_bits_per_weight:.2f} | "
+                   f"{r.image_bits_per_weight:.2f} | {r.code_bits_vs_int8:.2f}x | "
+                   f"{r.rtl_equal}/{r.rtl_inputs} |")
+    return out
+
+
+def _plot(rows: list[BenchRow], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({(r.lanes, r.taps) for r in rows})
+    labels = [f"{lanes}x{taps}" for lanes, taps in sizes]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / len(SCHEMES)
+    for i, scheme in enumerate(SCHEMES):
+        cycles = [next(r.cycles for r in rows if (r.lanes, r.taps) == s and r.scheme == scheme)
+                  for s in sizes]
+        ax.bar(np.arange(len(sizes)) + i * width, cycles, width, label=scheme)
+    ax.set_xticks(np.arange(len(sizes)) + width * (len(SCHEMES) - 1) / 2, labels)
+    ax.set_xlabel("engine lanes x taps")
+    ax.set_ylabel("cycles per inference")
+    ax.set_title("digits CNN: cycles per inference (RTL)")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(rows: list[BenchRow], out_dir: Path, command: str, float_accuracy: float,
+                 wall: float) -> Path:
+    """Write ``results.md``, ``results.json`` and ``cycles.png`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _plot(rows, out_dir / "cycles.png")
+    info = {
+        "command": command, "shiftpool": __version__, "python": sys.version.split()[0],
+        "machine": platform.machine(), "float_accuracy": float_accuracy, "wall_s": wall,
+        "rows": [dict(dataclasses.asdict(r), code_bits_per_weight=r.code_bits_per_weight,
+                      image_bits_per_weight=r.image_bits_per_weight) for r in rows],
+    }
+    text = [
+        "# Results", "",
+        f"Measured by `{command}` (shiftpool {__version__}, {wall:.0f} s). Built-in digits "
+        f"CNN, float accuracy {float_accuracy:.4f} on the 360-image held-out split.", "",
+        "- *accuracy*: golden integer model on the whole test split;",
+        "- *cycles/inference*: counted by the RTL's cycle counter on the first images of the "
+        "split, equal to the cycle model; *speed vs int8*: int8 cycles / these cycles on the "
+        "same engine size;",
+        "- *bits/weight (codes)*: the weight codes without padding (FLightNN: k codes of "
+        "exp_bits + 2 bits); *(image)*: the weight memory image as loaded, padding to "
+        "lanes x taps included; *storage vs int8*: codes bits / int8 codes bits.", "",
+        *_table(rows), "", "![cycles per inference](cycles.png)", "",
+    ]
+    tmp = out_dir / "results.md.tmp"
+    tmp.write_text("\n".join(text))
+    os.replace(tmp, out_dir / "results.md")
+    (out_dir / "results.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out_dir / "results.md"
+
