@@ -25,7 +25,7 @@ drains, or while the last input word is accepted). Timing, which
   write of the final layer.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -148,9 +148,17 @@ class Accelerator(wiring.Component):
         :mod:`shiftpool.sw.cycles`); valid while ``busy`` is low.
     busy : Out(1)
         An inference is running or its outputs are being sent.
+    readback : In(readback_signature(config))
+        Reads rows of the load regions back (``docs/protocol.md`` §6): a request
+        (``region``, ``addr``) is taken while idle and no input word is offered; its
+        row, zero-extended to the widest region, is offered on ``resp`` from the next
+        cycle and held until taken. One request is answered at a time; input words
+        wait while a response is pending.
     """
 
     def __init__(self, config: AcceleratorConfig):
+        from .link.handler import readback_signature
+
         self.config = config
         super().__init__({
             "load": In(stream.Signature(load_layout(config))),
@@ -160,6 +168,7 @@ class Accelerator(wiring.Component):
                 "data": signed(config.acc_width), "last": 1}))),
             "cycles": Out(config.cycle_bits),
             "busy": Out(1),
+            "readback": In(readback_signature(config)),
         })
 
     def elaborate(self, platform):
@@ -391,13 +400,37 @@ class Accelerator(wiring.Component):
         # max-pool write in stage 1 also happens in this cycle).
         drained = ~s1.valid & ~s2.valid & ~engine.o.valid & wb_free
 
+        # -- readback ----------------------------------------------------------------------
+        # While idle the four read ports are free: a request addresses all of them, the
+        # next cycle the addressed region's row is offered, and the ports are held
+        # (en low) until the row is taken. An input word has priority over a request,
+        # and waits while a response is pending, so the program port reads row 0 when
+        # the last input word arrives, as above.
+        rb_req, rb_resp = self.readback.req, self.readback.resp
+        rb_pending = Signal()
+        rb_region = Signal.like(rb_req.payload.region)
+        m.d.comb += rb_resp.valid.eq(rb_pending)
+        with m.Switch(rb_region):
+            for code, name in enumerate(REGIONS):
+                with m.Case(code):
+                    m.d.comb += rb_resp.payload.eq(Value.cast(rd[name].data))
+        with m.If(rb_resp.valid & rb_resp.ready):
+            m.d.sync += rb_pending.eq(0)
+
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.load.ready.eq(1), self.inp.ready.eq(1),
+                m.d.comb += [self.load.ready.eq(1), self.inp.ready.eq(~rb_pending),
                              rd["program"].addr.eq(0)]
-                m.d.comb += [wr_buf.eq(0), wr_en.eq(self.inp.valid), wr_addr.eq(in_addr),
-                             wr_data.eq(self.inp.payload.data)]
-                with m.If(self.inp.valid):
+                m.d.comb += rb_req.ready.eq(~rb_pending & ~self.inp.valid)
+                with m.If(rb_pending):
+                    m.d.comb += [rd[name].en.eq(0) for name in REGIONS]
+                with m.Elif(rb_req.valid & ~self.inp.valid):
+                    m.d.comb += [rd[name].addr.eq(rb_req.payload.addr) for name in REGIONS]
+                    m.d.comb += [rd[name].en.eq(1) for name in REGIONS]
+                    m.d.sync += [rb_pending.eq(1), rb_region.eq(rb_req.payload.region)]
+                m.d.comb += [wr_buf.eq(0), wr_en.eq(self.inp.valid & ~rb_pending),
+                             wr_addr.eq(in_addr), wr_data.eq(self.inp.payload.data)]
+                with m.If(self.inp.valid & ~rb_pending):
                     m.d.sync += in_addr.eq(in_addr + 1)
                     with m.If(self.inp.payload.last):
                         m.d.sync += [in_addr.eq(0), layer.eq(0), cycles.eq(0)]

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 
-SCHEME_CHOICES = ("flightnn", "lightnn2", "int8")
+SCHEME_CHOICES = ("flightnn", "lightnn2", "int8", "pool")
 #: The variants the demo compares, in table order.
 DEMO_VARIANTS = ("flightnn", "lightnn2", "int8")
 
@@ -61,7 +61,8 @@ def _compress(args, float_model, data, scheme: str):
     return compress(float_model, scheme, x_train=x_train, y_train=y_train, x_test=x_test,
                     y_test=y_test, act_bits=args.act_bits, exp_bits=args.exp_bits,
                     k1_target=args.k1_target, lam=args.lam, epochs=args.epochs,
-                    seed=args.seed, progress=True)
+                    seed=args.seed, progress=True, pool_size=args.pool_size,
+                    pool_bits=args.pool_bits, lut_bits=args.lut_bits)
 
 
 # -- commands ------------------------------------------------------------------------
@@ -260,6 +261,12 @@ def _add_compress_options(p) -> None:
     p.add_argument("--lam", type=float, default=1e-2,
                    help="FLightNN: penalty weight pushing filters to k=1 (default 1e-2)")
     p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
+    p.add_argument("--pool-size", type=int, default=64,
+                   help="weight pools: vectors S in the shared pool, 2..256 (default 64)")
+    p.add_argument("--pool-bits", type=int, default=8,
+                   help="weight pools: bits of a pool value, 2..16 (default 8)")
+    p.add_argument("--lut-bits", type=int, default=16,
+                   help="weight pools: bits of a lookup-table entry, 2..32 (default 16)")
 
 
 def _add_common(p) -> None:
@@ -344,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine(p)
     _add_sim(p, "icarus")
     p.set_defaults(func=cmd_sim)
+
+    from .cli_link import add_run_parser, add_serve_sim_parser
+    add_serve_sim_parser(sub)
+    add_run_parser(sub)
+
+    from .cli_boards import add_build_parser, add_program_parser
+    add_build_parser(sub)
+    add_program_parser(sub)
     return parser
 
 

@@ -22,7 +22,10 @@ from ..hw.program import REGIONS, addr_width, count_width
 from ..sw.compile import Image
 from ..sw.cycles import inference_cycles
 
-__all__ = ["SIMULATORS", "SimulatorError", "TOPLEVEL", "write_verilog", "build", "run_image"]
+__all__ = [
+    "SIMULATORS", "SimulatorError", "TOPLEVEL", "build", "build_design", "component_verilog",
+    "run_image", "write_verilog",
+]
 
 SIMULATORS = ("icarus", "verilator")
 TOPLEVEL = "shiftpool_top"
@@ -32,53 +35,66 @@ class SimulatorError(RuntimeError):
     """A simulator is missing or a simulation failed."""
 
 
-def verilog_text(config: AcceleratorConfig, optimize: bool = False) -> str:
-    """The accelerator's Verilog for ``config`` (top module :data:`TOPLEVEL`).
+def component_verilog(component, name: str = TOPLEVEL, optimize: bool = False,
+                      kick_comb: bool = False) -> str:
+    """The Verilog of any Amaranth ``component``, top module ``name``.
 
     With ``optimize``, the design is flattened and run through yosys' ``opt -keepdc``
     (Amaranth's bundled yosys) before it is written: the same logic in fewer
     processes, which Icarus simulates about 3x faster than Amaranth's plain output.
     ``-keepdc`` matters: ``opt -full`` turns don't-cares into literal X writes that
     change what the simulation does.
+
+    With ``kick_comb``, every combinational ``always @*`` block is made to run once at
+    1 ns. Icarus does not run an ``always @*`` block at time 0 unless one of its inputs
+    changes, so outputs that depend only on initialized registers (an FSM's state,
+    say) stay X (amaranth-lang/amaranth#1629). Yosys already puts a dummy trigger
+    register in each such block, but initializes it in its declaration, which makes no
+    event; toggling it at 1 ns makes one. Turning the blocks into ``always_comb``
+    instead was tried: Icarus 11 then spins on blocks that write what they read.
     """
     from amaranth.back import rtlil, verilog
 
+    if not optimize:
+        text = verilog.convert(component, name=name, strip_internal_attrs=True)
+    else:
+        from amaranth._toolchain.yosys import find_yosys
+
+        ir = rtlil.convert(component, name=name)
+        script = "\n".join([
+            f"read_rtlil <<rtlil\n{ir}\nrtlil", "proc -nomux -norom", "flatten",
+            "opt -keepdc", "memory_collect", "opt_clean -purge",
+            "write_verilog -norename -noattr",
+        ])
+        yosys = find_yosys(lambda version: version >= (0, 40))
+        text = yosys.run(["-q", "-"], script, ignore_warnings=True)
+    return _kick_comb_blocks(text) if kick_comb else text
+
+
+def verilog_text(config: AcceleratorConfig, optimize: bool = False) -> str:
+    """The accelerator's Verilog for ``config`` (top module :data:`TOPLEVEL`); see
+    :func:`component_verilog` for ``optimize``."""
     from ..hw.accelerator import Accelerator
 
-    if not optimize:
-        return verilog.convert(Accelerator(config), name=TOPLEVEL, strip_internal_attrs=True)
-    from amaranth._toolchain.yosys import find_yosys
-
-    text = rtlil.convert(Accelerator(config), name=TOPLEVEL)
-    script = "\n".join([
-        f"read_rtlil <<rtlil\n{text}\nrtlil", "proc -nomux -norom", "flatten", "opt -keepdc",
-        "memory_collect", "opt_clean -purge", "write_verilog -norename -noattr",
-    ])
-    yosys = find_yosys(lambda version: version >= (0, 40))
-    return yosys.run(["-q", "-"], script, ignore_warnings=True)
+    return component_verilog(Accelerator(config), TOPLEVEL, optimize)
 
 
-def write_verilog(config: AcceleratorConfig, path: Path, optimize: bool = False,
-                  kick_comb: bool = False) -> Path:
-    """Write the accelerator's Verilog for ``config`` to ``path`` (atomically).
-
-    ``optimize``: see :func:`verilog_text`. With ``kick_comb``, every combinational
-    ``always @*`` block is made to run once at 1 ns. Icarus does not run an
-    ``always @*`` block at time 0 unless one of its inputs changes, so outputs that
-    depend only on initialized registers (an FSM's state, say) stay X
-    (amaranth-lang/amaranth#1629). Yosys already puts a dummy trigger register in
-    each such block, but initializes it in its declaration, which makes no event;
-    toggling it at 1 ns makes one. Turning the blocks into ``always_comb`` instead was
-    tried: Icarus 11 then spins on blocks that write what they read.
-    """
-    text = verilog_text(config, optimize)
-    if kick_comb:
-        text = _kick_comb_blocks(text)
+def _write_atomically(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+def write_verilog(config: AcceleratorConfig, path: Path, optimize: bool = False,
+                  kick_comb: bool = False) -> Path:
+    """Write the accelerator's Verilog for ``config`` to ``path`` (atomically);
+    ``optimize`` and ``kick_comb`` as in :func:`component_verilog`."""
+    text = verilog_text(config, optimize)
+    if kick_comb:
+        text = _kick_comb_blocks(text)
+    return _write_atomically(path, text)
 
 
 _TRIGGER_DECL = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$", re.M)
@@ -130,26 +146,48 @@ def _check_simulator(simulator: str) -> None:
 
 
 def build(config: AcceleratorConfig, simulator: str, build_dir: Path) -> Path:
-    """Build (or reuse) the simulation of ``config``; returns its build folder."""
+    """Build (or reuse) the simulation of ``config``'s accelerator; returns its build
+    folder."""
+    from ..hw.accelerator import Accelerator
+
+    return build_design(lambda: Accelerator(config), f"{config.hash}", TOPLEVEL, simulator,
+                        build_dir)
+
+
+def build_design(make_component, key: str, toplevel: str, simulator: str, build_dir: Path,
+                 check_source: bool = False) -> Path:
+    """Build (or reuse) the simulation of the component ``make_component()`` returns,
+    with top module ``toplevel``, in ``build_dir / f"{key}-{simulator}"``.
+
+    A finished build is reused when its folder holds a stamp. With ``check_source`` the
+    Verilog is generated every time and the build is reused only if the text is the
+    same (the key need not cover the gateware's source code then).
+    """
+    import hashlib
+
     from cocotb_tools.runner import get_runner
 
     _check_simulator(simulator)
-    where = Path(build_dir) / f"{config.hash}-{simulator}"
+    where = Path(build_dir) / f"{key}-{simulator}"
     stamp = where / "built.stamp"
-    if stamp.exists():
+    if stamp.exists() and not check_source:
         return where
     icarus = simulator == "icarus"
-    source = write_verilog(config, where / f"{TOPLEVEL}.v", optimize=icarus, kick_comb=icarus)
+    text = component_verilog(make_component(), toplevel, optimize=icarus, kick_comb=icarus)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return where
+    source = _write_atomically(where / f"{toplevel}.v", text)
     runner = get_runner(simulator)
     args = [] if icarus else ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
     log = where / "build.log"
     try:
-        runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=where,
+        runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=where,
                      timescale=("1ns", "1ps"), build_args=args, always=True, log_file=log)
     except (RuntimeError, SystemExit) as exc:
         raise SimulatorError(f"{simulator} failed to build the design ({exc}); see {log}"
                              ) from None
-    stamp.write_text(config.hash)
+    stamp.write_text(digest)
     return where
 
 

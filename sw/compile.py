@@ -119,7 +119,10 @@ def _pack_array(values, width: int) -> int:
 
 
 def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
-    engine = ENGINE_FOR_SCHEME[model.scheme]
+    engine = ENGINE_FOR_SCHEME.get(model.scheme)
+    if engine is None:
+        raise ConfigError(f"no engine runs scheme {model.scheme!r} yet (engines exist for "
+                          f"{', '.join(ENGINE_FOR_SCHEME)}); the golden model runs it")
     if cfg.engine != engine:
         raise ConfigError(f"config field 'engine' = {cfg.engine!r} cannot run a {model.scheme} "
                           f"model; use engine={engine!r}")

@@ -3,13 +3,17 @@
 It implements ``docs/arithmetic.md`` and nothing else: int64 numpy throughout, no
 floats. :func:`run` evaluates a :class:`~shiftpool.sw.model.QuantModel` on integer
 inputs; :func:`requantize` and :func:`dot_terms` are the per-block references the
-gateware unit tests compare against.
+gateware unit tests compare against. Pool layers are evaluated bit-serially by
+:mod:`shiftpool.sw.pool_golden`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
+from . import pool_golden
 from .model import ModelError, QuantModel
 
 __all__ = ["requantize", "run", "check_inputs", "conv3x3", "maxpool2"]
@@ -65,24 +69,78 @@ def check_inputs(model: QuantModel, x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
-def run(model: QuantModel, x: np.ndarray, trace: bool = False):
+def _per_pool_layer(model: QuantModel, value, name: str, default, check) -> dict:
+    """``{layer index: setting}`` for every pool layer from one value or a mapping."""
+    pool_layers = [i for i, layer in enumerate(model.layers) if layer.is_pool]
+    if value is None:
+        return dict.fromkeys(pool_layers, default)
+    if not isinstance(value, Mapping):
+        if not pool_layers:
+            raise ModelError(f"{name}: the model has no pool layers; {name} applies to pool "
+                             f"layers only")
+        value = dict.fromkeys(pool_layers, value)
+    out = dict.fromkeys(pool_layers, default)
+    for i, setting in value.items():
+        if i not in out:
+            raise ModelError(f"layer {i}: field {name!r}: only pool layers take a {name} "
+                             f"setting (pool layers: {pool_layers})")
+        out[i] = check(setting, f"layer {i}")
+    return out
+
+
+def _check_mode(mode, where: str) -> str:
+    if mode not in pool_golden.MODES:
+        raise ModelError(f"{where}: field 'mode': {mode!r} is unknown; allowed: "
+                         f"{', '.join(pool_golden.MODES)}")
+    return mode
+
+
+def run(model: QuantModel, x: np.ndarray, trace: bool = False,
+        bits: int | Mapping[int, int] | None = None,
+        mode: str | Mapping[int, str] = "direct"):
     """Evaluate ``model`` on integer inputs ``x`` (``(N, C, H, W)`` or one sample).
 
-    Returns the final layer's accumulators plus bias, int64 ``(N, classes)``; with
+    Parameters
+    ----------
+    model, x:
+        The model and its integer inputs.
+    trace:
+        Also return every layer's output.
+    bits:
+        Pool models only: run-time precision, the number of activation bit-planes a
+        pool layer processes (1..``act_bits``, the top ones); one value for every
+        pool layer or ``{layer index: bits}``. ``None``: all planes.
+    mode:
+        Pool models only: ``"direct"`` or ``"precompute"`` (bit-identical), for every
+        pool layer or per layer index.
+
+    Returns
+    -------
+    The final layer's accumulators plus bias, int64 ``(N, classes)``; with
     ``trace=True`` also the list of every layer's output (the input first).
     """
     a = check_inputs(model, x)
+    act_bits = model.act_bits
+    layer_bits = _per_pool_layer(model, bits, "bits", act_bits,
+                                 lambda b, where: pool_golden.check_bits(b, act_bits, where))
+    layer_mode = _per_pool_layer(model, None if mode == "direct" else mode, "mode", "direct",
+                                 _check_mode)
+    lut = pool_golden.model_lut(model)[0] if layer_bits else None
     outputs = [a]
-    for layer in model.layers:
+    for i, layer in enumerate(model.layers):
         if layer.kind == "maxpool2":
             a = maxpool2(a)
         else:
-            w = layer.int_weight
-            if layer.kind == "conv3x3":
-                v = conv3x3(a, w) + layer.bias.astype(np.int64)[None, :, None, None]
+            if layer.is_pool:
+                v = pool_golden.pool_mac(layer, a, lut, act_bits, layer_bits[i], layer_mode[i])
+            elif layer.kind == "conv3x3":
+                v = conv3x3(a, layer.int_weight)
             else:
+                w = layer.int_weight
                 # An explicit width: reshape(0, -1) fails on an empty batch.
-                v = a.reshape(len(a), w.shape[1]) @ w.T + layer.bias.astype(np.int64)[None, :]
-            a = requantize(v, int(layer.shift), model.act_bits) if layer.relu else v
+                v = a.reshape(len(a), w.shape[1]) @ w.T
+            v = v + (layer.bias.astype(np.int64)[None, :, None, None] if layer.kind == "conv3x3"
+                     else layer.bias.astype(np.int64)[None, :])
+            a = requantize(v, int(layer.shift), act_bits) if layer.relu else v
         outputs.append(a)
     return (a, outputs) if trace else a

@@ -1,8 +1,8 @@
 """Integer models and the model file (``.npz`` with a JSON header).
 
 The layout is specified in ``docs/model-format.md``; this module is its reference
-reader and writer. A :class:`QuantModel` holds only integers (weights as codes,
-biases, shifts); :mod:`shiftpool.sw.golden` evaluates it.
+reader and writer. A :class:`QuantModel` holds only integers (weights as codes or
+pool indices, biases, shifts); :mod:`shiftpool.sw.golden` evaluates it.
 """
 
 from __future__ import annotations
@@ -19,16 +19,20 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "FORMAT", "VERSION", "SCHEMES", "KINDS", "Layer", "QuantModel", "ModelError",
-    "term_values", "load_model", "save_model",
+    "FORMAT", "VERSION", "SCHEMES", "KINDS", "GROUP", "MAX_POOL_SIZE", "Layer", "QuantModel",
+    "ModelError", "term_values", "group_axis", "pool_weight", "load_model", "save_model",
 ]
 
 FORMAT = "shiftpool-model"
 VERSION = 1
 #: Compression schemes a model file may hold.
-SCHEMES = ("flightnn", "int8")
+SCHEMES = ("flightnn", "int8", "pool")
 #: Layer kinds: 3x3 convolution (stride 1, zero padding 1), dense, 2x2 max-pool.
 KINDS = ("conv3x3", "dense", "maxpool2")
+#: Weights per pool vector: input channels ``8g .. 8g+7`` (``docs/arithmetic.md`` §12).
+GROUP = 8
+#: Largest weight pool a model file may hold (indices are stored as uint16).
+MAX_POOL_SIZE = 1 << 16
 
 
 class ModelError(ValueError):
@@ -42,6 +46,25 @@ def term_values(terms: np.ndarray) -> np.ndarray:
     return np.sign(terms) * mag
 
 
+def group_axis(kind: str, in_shape: tuple) -> int:
+    """Length of the axis a MAC layer's weights are cut into 8-vectors along: the
+    input channels ``C`` of a conv3x3, the flattened input size ``N`` of a dense."""
+    return int(in_shape[0]) if kind == "conv3x3" else int(np.prod(in_shape))
+
+
+def pool_weight(index: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Integer weights a pool layer stands for (int64).
+
+    ``index`` is ``[Co, G, 3, 3]`` (conv3x3) or ``[Co, G]`` (dense); the weights are
+    ``[Co, 8G, 3, 3]`` / ``[Co, 8G]`` with ``w[f, 8g + j, ...] = pool[index[f, g, ...], j]``.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    vectors = np.asarray(pool, dtype=np.int64)[index]          # [Co, G, (3, 3,) 8]
+    if index.ndim == 4:
+        vectors = vectors.transpose(0, 1, 4, 2, 3)              # [Co, G, 8, 3, 3]
+    return vectors.reshape(index.shape[0], index.shape[1] * GROUP, *index.shape[2:])
+
+
 @dataclasses.dataclass
 class Layer:
     """One layer of an integer model.
@@ -50,7 +73,9 @@ class Layer:
     vectors. MAC layers (``conv3x3``, ``dense``) carry exactly one of ``weight``
     (int8 scheme: integer weights ``[Co, Ci(, 3, 3)]``) or ``terms`` (flightnn:
     ``[2, Co, Ci(, 3, 3)]`` term codes) plus ``k`` (terms per filter), ``bias``
-    (accumulator scale), ``shift`` and ``relu``.
+    (accumulator scale), ``shift`` and ``relu``. In a pool model a MAC layer holds
+    either ``index`` (pool indices ``[Co, Ci/8(, 3, 3)]``, one per 8-vector of input
+    channels; the pool is the model's) or int8 ``weight``.
     """
 
     kind: str
@@ -62,19 +87,33 @@ class Layer:
     bias: np.ndarray | None = None
     shift: int = 0
     relu: bool = False
+    index: np.ndarray | None = None
 
     @property
     def is_mac(self) -> bool:
         return self.kind in ("conv3x3", "dense")
 
     @property
+    def is_pool(self) -> bool:
+        """A weight-pool layer (weights are indices into the model's pool)."""
+        return self.index is not None
+
+    @property
     def fan_in(self) -> int:
         """Dot-product length ``Ci*k*k`` of a MAC layer."""
+        if self.index is not None:
+            return GROUP * int(np.prod(np.shape(self.index)[1:]))
         return int(np.prod(self.int_weight.shape[1:]))
 
     @property
     def int_weight(self) -> np.ndarray:
-        """The integer weight each filter tap stands for (int64)."""
+        """The integer weight each filter tap stands for (int64).
+
+        Pool layers need the model's pool: use :meth:`QuantModel.layer_weight`.
+        """
+        if self.index is not None:
+            raise ModelError("a pool layer's weights are pool vectors: use "
+                             "QuantModel.layer_weight(i) or model.pool_weight(index, pool)")
         if self.terms is not None:
             return term_values(self.terms).sum(axis=0)
         return np.asarray(self.weight, dtype=np.int64)
@@ -87,6 +126,10 @@ class QuantModel:
     Inputs are unsigned ``act_bits`` integers ``q = clip(round(x * 2**input_frac),
     0, 2**act_bits - 1)`` of the float input ``x``; outputs are the final layer's
     signed accumulators (logits at scale ``2**-output_frac``).
+
+    Pool models (``scheme="pool"``) also carry the network-wide ``pool`` (``[S, 8]``
+    signed integers of ``pool_bits`` bits) and ``lut_bits``, the width of the lookup
+    table entries the bit-serial datapath reads (``docs/arithmetic.md`` §12).
     """
 
     scheme: str
@@ -97,10 +140,20 @@ class QuantModel:
     exp_bits: int = 0
     output_frac: int = 0
     meta: dict = dataclasses.field(default_factory=dict)
+    pool: np.ndarray | None = None
+    pool_bits: int = 0
+    lut_bits: int = 0
 
     @property
     def classes(self) -> int:
         return int(self.layers[-1].out_shape[0])
+
+    def layer_weight(self, i: int) -> np.ndarray:
+        """Integer weights of MAC layer ``i`` (int64), pool vectors reconstructed."""
+        layer = self.layers[i]
+        if layer.index is not None:
+            return pool_weight(layer.index, self.pool)
+        return layer.int_weight
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Float inputs -> unsigned integer activations (round half up, then clip)."""
@@ -123,7 +176,8 @@ def _is_int(value) -> bool:
 
 def validate_model(m: QuantModel) -> None:
     # Type checks first: a header from a file may hold any JSON value.
-    for field in ("act_bits", "exp_bits", "input_frac", "output_frac"):
+    for field in ("act_bits", "exp_bits", "input_frac", "output_frac", "pool_bits",
+                  "lut_bits"):
         if not _is_int(getattr(m, field)):
             raise _err(None, field, f"{getattr(m, field)!r} must be an integer")
     if m.scheme not in SCHEMES:
@@ -132,6 +186,7 @@ def validate_model(m: QuantModel) -> None:
         raise _err(None, "act_bits", f"{m.act_bits} is out of range 2..16")
     if m.scheme == "flightnn" and not (1 <= m.exp_bits <= 4):
         raise _err(None, "exp_bits", f"{m.exp_bits} is out of range 1..4")
+    _check_pool(m)
     if len(m.input_shape) != 3 or not all(_is_int(s) and s > 0 for s in m.input_shape):
         raise _err(None, "input_shape", f"{m.input_shape} must be (C, H, W), positive integers")
     if not m.layers:
@@ -161,11 +216,94 @@ def validate_model(m: QuantModel) -> None:
         shape = expect
 
 
+def _check_pool(m: QuantModel) -> None:
+    """Model-level pool fields: only pool models have them, and theirs are sane."""
+    if m.scheme != "pool":
+        if m.pool is not None:
+            raise _err(None, "pool", f"only scheme 'pool' models have a pool, this is "
+                       f"{m.scheme!r}")
+        return
+    if not 2 <= m.pool_bits <= 16:
+        raise _err(None, "pool_bits", f"{m.pool_bits} is out of range 2..16")
+    if not 2 <= m.lut_bits <= 32:
+        raise _err(None, "lut_bits", f"{m.lut_bits} is out of range 2..32")
+    if m.pool is None:
+        raise _err(None, "pool", "a pool model needs its pool: an integer array [S, 8]")
+    pool = np.asarray(m.pool)
+    if not np.issubdtype(pool.dtype, np.integer):
+        raise _err(None, "pool", f"must hold integers, not {pool.dtype}")
+    if pool.ndim != 2 or pool.shape[1] != GROUP or not 2 <= pool.shape[0] <= MAX_POOL_SIZE:
+        raise _err(None, "pool", f"shape {pool.shape} must be (S, {GROUP}) with S in "
+                   f"2..{MAX_POOL_SIZE}")
+    top = (1 << (m.pool_bits - 1)) - 1
+    lo, hi = int(pool.min()), int(pool.max())
+    if lo < -top or hi > top:
+        raise _err(None, "pool", f"values must be in -{top}..{top} (pool_bits={m.pool_bits}), "
+                   f"found {lo}..{hi}")
+
+
+def _check_index(m: QuantModel, i: int, layer: Layer, shape: tuple) -> int:
+    """A pool layer's ``index`` array; returns ``Co``."""
+    arr = np.asarray(layer.index)
+    if layer.weight is not None or layer.terms is not None:
+        raise _err(i, "index", "a pool layer stores its weights in 'index' only (an int8 "
+                   "layer of a pool model has 'weight' and no 'index')")
+    if layer.k is not None:
+        raise _err(i, "k", "pool layers have no k")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise _err(i, "index", f"must hold integers, not {arr.dtype}")
+    if layer.kind == "conv3x3" and len(shape) != 3:
+        raise _err(i, "in_shape", f"conv3x3 needs a (C, H, W) input, not {shape}")
+    n = group_axis(layer.kind, shape)
+    what = "input channels" if layer.kind == "conv3x3" else "inputs"
+    if n % GROUP:
+        raise _err(i, "index", f"{n} {what} cannot be grouped into {GROUP}-vectors; store "
+                   f"this layer as int8 'weight' (or pad its {what} to a multiple of {GROUP})")
+    tail = (n // GROUP, 3, 3) if layer.kind == "conv3x3" else (n // GROUP,)
+    if arr.ndim != 1 + len(tail) or tuple(arr.shape[1:]) != tail:
+        raise _err(i, "index", f"shape {arr.shape} does not fit input {shape}: expected "
+                   f"(Co, {', '.join(map(str, tail))})")
+    size = len(m.pool)
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    if lo < 0 or hi >= size:
+        raise _err(i, "index", f"pool indices must be in 0..{size - 1} (pool of {size} "
+                   f"vectors), found {lo}..{hi}")
+    return arr.shape[0]
+
+
 def _check_mac(m: QuantModel, i: int, layer: Layer, shape: tuple, last: bool) -> tuple:
+    if layer.index is not None and m.scheme != "pool":
+        raise _err(i, "index", f"only scheme 'pool' layers have pool indices, this is "
+                   f"{m.scheme!r}")
+    if layer.index is not None:
+        co = _check_index(m, i, layer, shape)
+    elif m.scheme == "pool" and layer.weight is None:
+        raise _err(i, "index", "a MAC layer of a pool model needs 'index' (a pool layer) or "
+                   "'weight' (an int8 layer)")
+    else:
+        co = _check_codes(m, i, layer, shape)
+    bias = np.asarray(layer.bias if layer.bias is not None else [])
+    if bias.shape != (co,) or not np.issubdtype(bias.dtype, np.integer):
+        raise _err(i, "bias", f"needs {co} integers, has shape {bias.shape}")
+    if not isinstance(layer.shift, (int, np.integer)) or not 0 <= layer.shift <= 62:
+        raise _err(i, "shift", f"{layer.shift!r} must be an integer in 0..62")
+    if not isinstance(layer.relu, (bool, np.bool_)):
+        raise _err(i, "relu", f"{layer.relu!r} must be true or false")
+    if layer.relu == last:
+        raise _err(i, "relu", "hidden MAC layers must have relu=true (activations are "
+                   "unsigned) and the last layer relu=false (it outputs raw accumulators)")
+    if layer.kind == "conv3x3":
+        return (co, shape[1], shape[2])
+    return (co,)
+
+
+def _check_codes(m: QuantModel, i: int, layer: Layer, shape: tuple) -> int:
+    """A flightnn layer's ``terms``/``k`` or an int8 layer's ``weight``; returns ``Co``."""
     has_w, has_t = layer.weight is not None, layer.terms is not None
     field = "terms" if m.scheme == "flightnn" else "weight"
     if (m.scheme == "flightnn") != has_t or has_w == has_t:
-        raise _err(i, field, f"a {m.scheme} layer stores its weights in {field!r} only")
+        what = "an int8 layer of a pool model" if m.scheme == "pool" else f"a {m.scheme} layer"
+        raise _err(i, field, f"{what} stores its weights in {field!r} only")
     arr = np.asarray(layer.terms if has_t else layer.weight)
     if not np.issubdtype(arr.dtype, np.integer):
         raise _err(i, field, f"must hold integers, not {arr.dtype}")
@@ -203,24 +341,12 @@ def _check_mac(m: QuantModel, i: int, layer: Layer, shape: tuple, last: bool) ->
         # The compiler would plan lanes by a stray k (and crash on a wrong length).
         if layer.k is not None:
             raise _err(i, "k", "int8 layers have no k (every filter is one pass)")
-    bias = np.asarray(layer.bias if layer.bias is not None else [])
-    if bias.shape != (co,) or not np.issubdtype(bias.dtype, np.integer):
-        raise _err(i, "bias", f"needs {co} integers, has shape {bias.shape}")
-    if not isinstance(layer.shift, (int, np.integer)) or not 0 <= layer.shift <= 62:
-        raise _err(i, "shift", f"{layer.shift!r} must be an integer in 0..62")
-    if not isinstance(layer.relu, (bool, np.bool_)):
-        raise _err(i, "relu", f"{layer.relu!r} must be true or false")
-    if layer.relu == last:
-        raise _err(i, "relu", "hidden MAC layers must have relu=true (activations are "
-                   "unsigned) and the last layer relu=false (it outputs raw accumulators)")
-    if layer.kind == "conv3x3":
-        return (co, shape[1], shape[2])
-    return (co,)
+    return co
 
 
 # -- file I/O ---------------------------------------------------------------------
 
-_ARRAYS = ("weight", "terms", "k", "bias")
+_ARRAYS = ("weight", "terms", "k", "bias", "index")
 
 
 def save_model(model: QuantModel, path: str | os.PathLike) -> None:
@@ -237,13 +363,17 @@ def save_model(model: QuantModel, path: str | os.PathLike) -> None:
         for name in _ARRAYS:
             value = getattr(layer, name)
             if value is not None:
-                arrays[f"layer{i}.{name}"] = _storage(name, np.asarray(value))
+                arrays[f"layer{i}.{name}"] = _storage(name, np.asarray(value), model)
     header = {
         "format": FORMAT, "version": VERSION, "scheme": model.scheme,
         "act_bits": model.act_bits, "exp_bits": model.exp_bits,
         "input_shape": list(model.input_shape), "input_frac": model.input_frac,
         "output_frac": model.output_frac, "layers": layers, "meta": model.meta,
     }
+    if model.scheme == "pool":
+        # Only pool files carry these, so flightnn/int8 files stay as they were.
+        header.update(pool_bits=model.pool_bits, lut_bits=model.lut_bits)
+        arrays["pool"] = _storage("pool", np.asarray(model.pool), model)
     arrays["header"] = np.frombuffer(json.dumps(header, indent=1).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -253,7 +383,12 @@ def save_model(model: QuantModel, path: str | os.PathLike) -> None:
 _DTYPES = {"weight": np.int8, "terms": np.int8, "k": np.uint8, "bias": np.int64}
 
 
-def _storage(name, arr):
+def _storage(name, arr, model):
+    # Validated already, so the narrow dtypes hold every value.
+    if name == "index":
+        return arr.astype(np.uint8 if len(model.pool) <= 256 else np.uint16)
+    if name == "pool":
+        return arr.astype(np.int8 if model.pool_bits <= 8 else np.int16)
     return arr.astype(_DTYPES[name])
 
 
@@ -327,7 +462,9 @@ def load_model(path: str | os.PathLike) -> QuantModel:
                 scheme=header["scheme"], act_bits=header["act_bits"],
                 exp_bits=header.get("exp_bits", 0), input_shape=tuple(header["input_shape"]),
                 input_frac=header["input_frac"], output_frac=header.get("output_frac", 0),
-                layers=layers, meta=header.get("meta", {}))
+                layers=layers, meta=header.get("meta", {}),
+                pool=member("pool") if "pool" in npz.files else None,
+                pool_bits=header.get("pool_bits", 0), lut_bits=header.get("lut_bits", 0))
         except ModelError:
             raise
         except KeyError as exc:

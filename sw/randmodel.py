@@ -2,25 +2,30 @@
 
 The weights, biases and shifts are random but legal (they pass
 :meth:`QuantModel.validate`), so the RTL can be compared with the golden model on
-layer shapes and k mixes no trained model happens to have.
+layer shapes, k mixes and pool sizes no trained model happens to have.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .model import Layer, QuantModel
+from .model import GROUP, Layer, QuantModel, group_axis
+from .pool_golden import build_lut, lut_shift
 
 __all__ = ["random_model"]
 
 
-def _mac(rng, kind, in_shape, co, scheme, exp_bits, k_mode, last):
+def _mac(rng, kind, in_shape, co, scheme, exp_bits, k_mode, last, pool=None, pool_max=1):
     ci = in_shape[0] if kind == "conv3x3" else int(np.prod(in_shape))
     tail = (ci, 3, 3) if kind == "conv3x3" else (ci,)
     out_shape = (co, in_shape[1], in_shape[2]) if kind == "conv3x3" else (co,)
     fan_in = int(np.prod(tail))
     layer = Layer(kind=kind, in_shape=tuple(in_shape), out_shape=out_shape, relu=not last)
-    if scheme == "flightnn":
+    if pool is not None and group_axis(kind, in_shape) % GROUP == 0:
+        index_tail = (ci // GROUP, 3, 3) if kind == "conv3x3" else (ci // GROUP,)
+        layer.index = rng.integers(0, len(pool), size=(co,) + index_tail).astype(np.uint16)
+        wmax = pool_max
+    elif scheme == "flightnn":
         top = 1 << exp_bits
         terms = rng.integers(-top, top + 1, size=(2, co) + tail)
         k = {"k1": np.ones(co), "k2": np.full(co, 2),
@@ -39,15 +44,29 @@ def _mac(rng, kind, in_shape, co, scheme, exp_bits, k_mode, last):
 
 def random_model(rng: np.random.Generator, scheme: str = "flightnn", act_bits: int = 8,
                  exp_bits: int = 3, k_mode: str = "mixed", input_shape=(2, 6, 5),
-                 convs=(5,), pool: bool = True, dense=(7,)) -> QuantModel:
+                 convs=(5,), pool: bool = True, dense=(7,), pool_size: int = 16,
+                 pool_bits: int = 8, lut_bits: int = 16) -> QuantModel:
     """A random legal model: ``convs`` conv3x3 widths, an optional max-pool, then
-    ``dense`` widths (the last one is the output layer)."""
+    ``dense`` widths (the last one is the output layer).
+
+    ``scheme="pool"``: a random pool of ``pool_size`` vectors of ``pool_bits``-bit
+    values (the extremes ``±(2**(pool_bits-1) - 1)`` included); layers whose input
+    channels are a multiple of 8 get random indices, the others int8 weights.
+    """
+    vectors, pool_max = None, 1
+    if scheme == "pool":
+        top = (1 << (pool_bits - 1)) - 1
+        vectors = rng.integers(-top, top + 1, size=(pool_size, GROUP))
+        vectors[0, 0], vectors[-1, -1] = top, -top
+        # A narrowed LUT divides a pool layer's accumulators by 2**shift.
+        pool_max = max(1, top >> lut_shift(build_lut(vectors), lut_bits))
     layers = []
     shape = tuple(input_shape)
     plan = [("conv3x3", c) for c in convs] + [("dense", c) for c in dense]
     for i, (kind, co) in enumerate(plan):
         last = i == len(plan) - 1
-        layer, shape = _mac(rng, kind, shape, co, scheme, exp_bits, k_mode, last)
+        layer, shape = _mac(rng, kind, shape, co, scheme, exp_bits, k_mode, last, vectors,
+                            pool_max)
         layers.append(layer)
         if pool and kind == "conv3x3" and i == len(convs) - 1:
             out = (shape[0], shape[1] // 2, shape[2] // 2)
@@ -55,5 +74,8 @@ def random_model(rng: np.random.Generator, scheme: str = "flightnn", act_bits: i
             shape = out
     model = QuantModel(scheme=scheme, act_bits=act_bits, exp_bits=exp_bits,
                        input_shape=tuple(input_shape), input_frac=act_bits, layers=layers)
+    if scheme == "pool":
+        model.exp_bits = 0
+        model.pool, model.pool_bits, model.lut_bits = vectors, pool_bits, lut_bits
     model.validate()
     return model

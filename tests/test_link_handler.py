@@ -1,9 +1,9 @@
 # amaranth: UnusedElaboratable=no
 """The command handler (``shiftpool.hw.link``) in Amaranth's simulator, behind the
 frame decoder and encoder, against a small behavioural stand-in for the accelerator
-(the real one has no readback port yet). Requests are built and replies parsed with
-the host-side functions of ``shiftpool.hw.link.protocol`` and ``shiftpool.sw.frames``;
-the last test runs the same requests through the UART."""
+(``tests/test_readback.py`` puts the real one behind the link). Requests are built
+and replies parsed with the host-side functions of ``shiftpool.hw.link.protocol`` and
+``shiftpool.sw.frames``; the last test runs the same requests through the UART."""
 
 from __future__ import annotations
 

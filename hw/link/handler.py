@@ -6,9 +6,8 @@ It sits between :class:`~shiftpool.hw.link.framing.FrameDecoder` and
 the ports :class:`~shiftpool.hw.accelerator.Accelerator` has (``load``, ``inp``,
 ``out``, ``cycles``, ``busy``), and also:
 
-* ``readback`` (:func:`readback_signature`), which the accelerator does not have yet:
-  READ needs the rows of the load regions back, so the accelerator must grow
-  ``"readback": In(readback_signature(config))``.
+* ``readback`` (:func:`readback_signature`): READ needs the rows of the load regions
+  back; the accelerator has ``"readback": In(readback_signature(config))``.
 * ``accel_reset``, a one-cycle pulse that aborts an inference (RESET, or an
   accelerator that stalls); not a port of the accelerator:
   :func:`~shiftpool.hw.link.link.attach_accelerator` applies it with

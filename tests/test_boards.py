@@ -1,0 +1,296 @@
+"""Boards: the board data against their platforms, PLL settings from icepll/ecppll,
+a real iCE40 synthesis + place-and-route + bitstream of a small design (its report
+checked against nextpnr's own JSON and yosys' statistics), the one-line errors for a
+design that does not fit or misses its clock, and programming without a tool or a
+board."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import stat
+
+import numpy as np
+import pytest
+from shiftpool.boards.board import LED_ROLES, BoardError
+from shiftpool.boards.build import RESOURCES, build, parse_nextpnr_report, program
+from shiftpool.boards.clocks import ecp5_pll, ice40_pll, pll_for
+from shiftpool.boards.registry import BOARDS, get_board
+from shiftpool.boards.top import led_ports
+from shiftpool.sw.model import save_model
+from shiftpool.sw.randmodel import random_model
+
+from shiftpool.cli_boards import add_build_parser, add_program_parser
+from shiftpool.flow import fit_config, generate
+
+#: Bytes in an iCE40UP5K bitstream (icepack output, no comments).
+UP5K_BITSTREAM_BYTES = 104090
+
+
+def small_model(seed: int = 5):
+    """A small random model whose design builds quickly (the link dominates it)."""
+    rng = np.random.default_rng(seed)
+    return random_model(rng, scheme="flightnn", act_bits=4, exp_bits=2, input_shape=(1, 4, 4),
+                        convs=(2,), pool=False, dense=(3,))
+
+
+def run_cli(argv):
+    """Parse ``argv`` with the build/program parsers and run the command."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="shiftpool")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_build_parser(sub)
+    add_program_parser(sub)
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+def one_line_error(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("error: "), err
+    assert "Traceback" not in err, err
+    return lines[-1]
+
+
+# -- board data --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_board_pins_exist_on_its_platform(name):
+    """The UART and every status LED are resources of the board's platform."""
+    board = BOARDS[name]
+    platform = board.make_platform()
+    uart = platform.request(*board.uart, dir="-")
+    assert len(uart.rx) == 1 and len(uart.tx) == 1
+    ports = led_ports(platform, board)
+    assert sorted(ports) == sorted(LED_ROLES)
+    assert all(len(port) == 1 for port in ports.values())
+    assert board.oscillator_hz > 0
+
+
+@pytest.mark.parametrize("name, part, args", [
+    ("icebreaker", "iCE40UP5K", ("--up5k", "--package", "sg48")),
+    ("ulx3s-85f", "LFE5U-85F", ("--85k", "--package", "CABGA381", "--speed", "6")),
+    ("orangecrab-85f", "LFE5U-85F", ("--85k", "--package", "CSFBGA285", "--speed", "8")),
+    ("tangnano9k", "GW1NR-LV9QN88PC6/I5", ("--device", "GW1NR-LV9QN88PC6/I5", "--vopt",
+                                           "family=GW1N-9C")),
+])
+def test_nextpnr_device_matches_the_platform(name, part, args):
+    board = BOARDS[name]
+    assert board.device == part
+    assert board.nextpnr_args == args
+
+
+def test_unknown_board_is_named():
+    with pytest.raises(BoardError, match=r"unknown board 'icestick'; choose one of .*icebreaker"):
+        get_board("icestick")
+
+
+def test_ice40_pll_from_icepll():
+    pll = ice40_pll(12e6, 24e6)
+    assert pll.output_hz == pytest.approx(24e6)
+    # icepll's documented answer for 12 -> 24 MHz: 12 * (63 + 1) / 2**5 = 24
+    assert pll.params == {"FEEDBACK_PATH": "SIMPLE", "DIVR": 0, "DIVF": 63, "DIVQ": 5,
+                          "FILTER_RANGE": 1}
+    board = get_board("icebreaker")
+    assert pll_for(board).output_hz == pytest.approx(board.clock_hz)
+
+
+def test_ecp5_pll_from_ecppll():
+    pll = ecp5_pll(25e6, 40e6)
+    p = pll.params
+    assert pll.output_hz == pytest.approx(40e6)
+    # the feedback is CLKOP: f_out = f_in * CLKFB_DIV / CLKI_DIV
+    assert 25e6 * p["CLKFB_DIV"] / p["CLKI_DIV"] == pytest.approx(40e6)
+    assert 400e6 <= 40e6 * p["CLKOP_DIV"] <= 800e6        # the VCO's range
+
+
+def test_clock_without_pll_must_be_the_oscillator():
+    assert pll_for(get_board("tangnano9k")) is None
+    with pytest.raises(BoardError, match=r"27 MHz oscillator \(no PLL support\); 30 MHz"):
+        pll_for(get_board("tangnano9k"), 30e6)
+
+
+def test_impossible_pll_clock_is_named():
+    with pytest.raises(BoardError, match=r"icepll .*1000 MHz"):
+        ice40_pll(12e6, 1000e6)
+
+
+# -- nextpnr's report ------------------------------------------------------------------------
+
+def test_report_parsing_keeps_each_family_resource():
+    raw = {"utilization": {"TRELLIS_COMB": {"used": 10, "available": 83640},
+                           "TRELLIS_FF": {"used": 7, "available": 83640},
+                           "DP16KD": {"used": 2, "available": 208},
+                           "MULT18X18D": {"used": 0, "available": 156},
+                           "TRELLIS_IO": {"used": 6, "available": 365}},
+           "fmax": {"clk": {"achieved": 123.5, "constraint": 40.0}}}
+    parsed = parse_nextpnr_report(raw, "ecp5")
+    assert set(parsed["resources"]) == {c for c, b in RESOURCES.items() if b["ecp5"]}
+    assert parsed["resources"]["bram"] == {"used": 2, "available": 208, "bel": "DP16KD"}
+    assert parsed["clocks"] == {"clk": {"achieved_mhz": 123.5, "target_mhz": 40.0}}
+
+
+# -- a real iCE40 build -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ice40_build(tmp_path_factory):
+    """``shiftpool build`` of the small design for the iCEBreaker at 16 MHz (the UART
+    link alone keeps the UP5K's design clock near 20 MHz): synthesis, place and route,
+    icepack. Returns (exit code, output folder, model)."""
+    where = tmp_path_factory.mktemp("ice40-build")
+    model = small_model()
+    save_model(model, where / "small.npz")
+    code = run_cli(["build", "--board", "icebreaker", where / "small.npz", "-o", where / "out",
+                    "--lanes", "1", "--taps", "2", "--clock-mhz", "16"])
+    return code, where / "out", model
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_ice40_build_writes_bitstream_and_report(ice40_build):
+    code, out, model = ice40_build
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    config = fit_config(model, lanes=1, taps=2)
+    assert report["config_hash"] == config.hash
+    assert report["config"] == config.as_dict()
+    assert report["bitstream"] == "top.bin"
+    assert (out / "top.bin").stat().st_size == UP5K_BITSTREAM_BYTES
+    assert report["clock"]["met"] and report["clock"]["pll"]["params"]["DIVF"] > 0
+    assert report["clock"]["target_mhz"] == pytest.approx(16, rel=0.005)
+    from shiftpool.sw.compile import compile_model
+    from shiftpool.sw.cycles import inference_cycles
+
+    cycles = inference_cycles(compile_model(model, config))
+    assert report["cycles_per_inference"] == cycles
+    assert report["inferences_per_s"]["at_fmax"] == pytest.approx(
+        report["clock"]["fmax_mhz"] * 1e6 / cycles)
+    for tool in ("yosys", "nextpnr-ice40", "icepack"):
+        assert report["tools"][tool]["command"]
+    assert report["tools"]["yosys"]["version"].startswith("Yosys 0.")
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_ice40_report_matches_nextpnr_and_yosys(ice40_build):
+    _, out, _ = ice40_build
+    report = json.loads((out / "report.json").read_text())
+    raw = json.loads((out / "nextpnr-report.json").read_text())
+    util = raw["utilization"]
+    res = report["resources"]
+    for column, bel in (("logic", "ICESTORM_LC"), ("bram", "ICESTORM_RAM"),
+                        ("spram", "ICESTORM_SPRAM"), ("dsp", "ICESTORM_DSP"), ("io", "SB_IO")):
+        assert res[column] == {"used": util[bel]["used"], "available": util[bel]["available"],
+                               "bel": bel}
+    assert res["logic"]["available"] == 5280 and res["bram"]["available"] == 30
+    assert res["spram"]["available"] == 4 and res["dsp"]["available"] == 8
+    # UART rx/tx, three LEDs; the clock pin feeds the PLL
+    assert res["io"]["used"] >= 5
+    (clock,) = raw["fmax"].values()
+    assert report["clock"]["fmax_mhz"] == clock["achieved"]
+    assert report["clock"]["target_mhz"] == pytest.approx(clock["constraint"], rel=1e-3)
+    text = (out / "build" / "stat.json").read_text()
+    cells = json.loads(text[text.index("{"):])["design"]["num_cells_by_type"]
+    assert res["ff"]["used"] == sum(int(n) for c, n in cells.items() if c.startswith("SB_DFF"))
+    assert res["lut"]["used"] == int(cells["SB_LUT4"])
+    assert 0 < res["lut"]["used"] <= res["logic"]["used"]
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_missed_clock_is_one_line_naming_the_clock(tmp_path):
+    """An absurd clock: the report is written, then the build fails naming the clock."""
+    with pytest.raises(BoardError) as info:
+        build(small_model(), "icebreaker", tmp_path, report_only=True, lanes=1, taps=2,
+              clock_mhz=200)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("timing: clock 'clk' of icebreaker reaches ")
+    # icepll's nearest to 200 MHz is 201 MHz
+    assert re.search(r"reaches \d+\.\d\d MHz, below its 20\d MHz target; build for a lower "
+                     r"clock", message)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert not report["clock"]["met"] and report["clock"]["fmax_mhz"] < 200
+    assert report["bitstream"] is None
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_design_that_does_not_fit_names_the_resource(tmp_path, capsys):
+    """Activation buffers of 16K words need about 64 block RAMs; the UP5K has 30."""
+    model = small_model()
+    save_model(model, tmp_path / "small.npz")
+    config = fit_config(model, lanes=1, taps=2, act_depth=1 << 14)
+    generate(tmp_path / "small.npz", tmp_path / "design", config=config)
+    code = run_cli(["build", "--board", "icebreaker", tmp_path / "design", "--report-only",
+                    "-o", tmp_path / "out"])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 2
+    assert line.startswith("error: the design does not fit the iCE40UP5K of icebreaker: ")
+    assert "block RAM (ICESTORM_RAM)" in line and "30 available" in line
+
+
+# -- programming ------------------------------------------------------------------------------
+
+def fake_tool(folder, name: str, output: str, code: int):
+    path = folder / name
+    path.write_text(f"#!/bin/sh\necho \"$@\" > {folder}/args\n"
+                    f"echo {shlex.quote(output)}\nexit {code}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture
+def only_path(tmp_path, monkeypatch):
+    """PATH holding only a folder of fake tools, no programmer overrides."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    monkeypatch.setenv("PATH", str(bindir))
+    for var in ("ICEPROG", "OPENFPGALOADER", "DFU_UTIL"):
+        monkeypatch.delenv(var, raising=False)
+    return bindir
+
+
+def test_program_without_a_tool_says_what_to_install(tmp_path, only_path, capsys):
+    (tmp_path / "top.bin").write_bytes(b"\0" * 16)
+    code = run_cli(["program", "--board", "icebreaker", tmp_path / "top.bin"])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 2
+    assert line == ("error: no programmer for icebreaker: install iceprog (apt-get install "
+                    "fpga-icestorm) or openFPGALoader (apt-get install openfpgaloader)")
+
+
+def test_program_without_the_board_says_so(tmp_path, only_path):
+    fake_tool(only_path, "iceprog", "Can't find iCE FTDI USB device (vendor_id 0x0403, "
+              "device_id 0x6010 or 0x6014).", 2)
+    (tmp_path / "top.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(BoardError, match=r"^iceprog found no iCEBreaker \(iCE40UP5K\): is it "
+                                         r"plugged in"):
+        program("icebreaker", tmp_path / "top.bin")
+
+
+def test_program_runs_the_boards_tool(tmp_path, only_path):
+    fake_tool(only_path, "openFPGALoader", "Done", 0)
+    bitstream = tmp_path / "top.bit"
+    bitstream.write_bytes(b"\0" * 16)
+    assert program("ulx3s-85f", bitstream) == "Done"
+    assert (only_path / "args").read_text().split() == ["-b", "ulx3s", str(bitstream)]
+
+
+def test_program_missing_bitstream(tmp_path):
+    with pytest.raises(BoardError, match=r"bitstream .*nope.bit does not exist; make it with "
+                                         r"'shiftpool build --board ulx3s-85f MODEL'"):
+        program("ulx3s-85f", tmp_path / "nope.bit")
+
+
+def test_tool_override_must_exist(tmp_path, monkeypatch):
+    from shiftpool.boards.tools import find_tool
+
+    monkeypatch.setenv("NEXTPNR_ICE40", str(tmp_path / "no-such-nextpnr"))
+    with pytest.raises(BoardError, match=r"\$NEXTPNR_ICE40 = .* is not an executable"):
+        find_tool("nextpnr-ice40")
+    monkeypatch.delenv("NEXTPNR_ICE40")
+    assert os.path.basename(find_tool("nextpnr-ice40")).endswith("nextpnr-ice40")
