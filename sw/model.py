@@ -12,11 +12,11 @@ import io
 import json
 import os
 import tempfile
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .npzfile import open_npz
 
 __all__ = [
     "FORMAT", "VERSION", "SCHEMES", "KINDS", "GROUP", "MAX_POOL_SIZE", "Layer", "QuantModel",
@@ -407,28 +407,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def load_model(path: str | os.PathLike) -> QuantModel:
     """Read and validate a model file; errors name the layer and the field."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such model file") from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the model file: {exc}") from None
-    # Parse from memory: np.load on a path leaks the open file when the zip is broken.
-    try:
-        npz = np.load(io.BytesIO(raw), allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"{path}: not a shiftpool model file (.npz), truncated or corrupt: "
-                         f"{exc}") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ModelError(f"{path}: not a shiftpool model file (.npz): it holds a single array")
-
-    def member(name):
-        try:
-            return npz[name]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            raise ModelError(f"{path}: field {name!r} cannot be read (truncated or corrupt "
-                             f"file): {exc}") from None
-
+    npz, member = open_npz(path, ModelError, "model file", "shiftpool model file")
     with npz:
         if "header" not in npz.files:
             raise ModelError(f"{path}: field 'header' is missing")

@@ -16,13 +16,13 @@ import io
 import json
 import os
 import tempfile
-import zipfile
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from .npzfile import open_npz
 
 __all__ = [
     "FLOAT_FORMAT", "FLOAT_VERSION", "FloatModelError",
@@ -552,28 +552,7 @@ def load_float_model(path: str | os.PathLike) -> FloatModel:
         Naming the file and the missing or malformed field.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise FloatModelError(f"{path}: no such float model file") from None
-    except OSError as exc:
-        raise FloatModelError(f"{path}: cannot read the float model file: {exc}") from None
-    # Parse from memory: np.load on a path leaks the open file when the zip is broken.
-    try:
-        npz = np.load(io.BytesIO(raw), allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise FloatModelError(f"{path}: not a float model file (.npz), truncated or corrupt: "
-                              f"{exc}") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise FloatModelError(f"{path}: not a float model file (.npz): it holds a single array")
-
-    def member(name):
-        try:
-            return npz[name]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            raise FloatModelError(f"{path}: field {name!r} cannot be read (truncated or "
-                                  f"corrupt file): {exc}") from None
-
+    npz, member = open_npz(path, FloatModelError, "float model file")
     with npz:
         if "header" not in npz.files:
             raise FloatModelError(f"{path}: field 'header' is missing")

@@ -1,0 +1,53 @@
+"""Reading ``.npz`` files so that every failure is one error naming the file and field.
+
+Shared by the model file (:mod:`shiftpool.sw.model`) and the float model file
+(:mod:`shiftpool.sw.nn`).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["open_npz"]
+
+_CORRUPT = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+
+def open_npz(path: Path, error: type[Exception], what: str, kind: str | None = None
+             ) -> tuple[np.lib.npyio.NpzFile, Callable[[str], np.ndarray]]:
+    """Open ``path`` as an ``.npz`` of ``what`` (e.g. "float model file"); ``kind``
+    names the format where it is not ``what`` (e.g. "shiftpool model file").
+
+    Returns the open archive (use it as a context manager) and ``member(name)``, which
+    reads one array. Every failure, now or in ``member``, raises ``error`` with a
+    message naming the file and, where there is one, the field.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what}: {exc}") from None
+    not_ours = f"{path}: not a {kind or what} (.npz)"
+    # Parse from memory: np.load on a path leaks the open file when the zip is broken.
+    try:
+        npz = np.load(io.BytesIO(raw), allow_pickle=False)
+    except _CORRUPT as exc:
+        raise error(f"{not_ours}, truncated or corrupt: {exc}") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise error(f"{not_ours}: it holds a single array")
+
+    def member(name: str) -> np.ndarray:
+        try:
+            return npz[name]
+        except (*_CORRUPT, zlib.error) as exc:
+            raise error(f"{path}: field {name!r} cannot be read (truncated or corrupt "
+                        f"file): {exc}") from None
+
+    return npz, member
