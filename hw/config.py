@@ -10,10 +10,16 @@ import dataclasses
 import hashlib
 import json
 
-__all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "ceil_log2"]
+__all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "POOL_GROUP", "ceil_log2"]
 
 #: Engines the accelerator can be generated with.
-ENGINES = ("shiftadd", "int8")
+ENGINES = ("shiftadd", "int8", "pool")
+
+#: Fields only the pool engine uses.
+POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth")
+
+#: Activations in one pool group (the pool vectors' length); the pool engine's taps.
+POOL_GROUP = 8
 
 
 class ConfigError(ValueError):
@@ -40,7 +46,9 @@ class AcceleratorConfig:
     Parameters
     ----------
     engine : str
-        ``"shiftadd"`` (FLightNN power-of-two terms) or ``"int8"`` (the baseline MAC).
+        ``"shiftadd"`` (FLightNN power-of-two terms), ``"int8"`` (the baseline MAC) or
+        ``"pool"`` (the bit-serial weight-pool lookup engine, with a bit-serial int8
+        path for layers that are not pooled).
     lanes : int
         Output channels computed in parallel.
     taps : int
@@ -69,6 +77,14 @@ class AcceleratorConfig:
         Largest feature-map height or width.
     cycle_bits : int
         Width of the cycle counter reported after each inference.
+    pool_size : int
+        Pool engine: vectors ``S`` in the weight pool, a power of two (2..256).
+    pool_bits : int
+        Pool engine: width of the signed pool values.
+    lut_bits : int
+        Pool engine: width of the signed lookup-table entries.
+    index_depth : int
+        Pool engine: rows (``lanes`` pool indices each) in the index memory.
     """
 
     engine: str = "shiftadd"
@@ -85,6 +101,10 @@ class AcceleratorConfig:
     out_depth: int = 16
     max_dim: int = 32
     cycle_bits: int = 32
+    pool_size: int = 64
+    pool_bits: int = 8
+    lut_bits: int = 16
+    index_depth: int = 512
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -104,22 +124,44 @@ class AcceleratorConfig:
         _check_range("out_depth", self.out_depth, 1)
         _check_range("max_dim", self.max_dim, 1, 4096)
         _check_range("cycle_bits", self.cycle_bits, 8, 64)
+        _check_range("pool_size", self.pool_size, 2, 256)
+        _check_range("pool_bits", self.pool_bits, 2, 16)
+        _check_range("lut_bits", self.lut_bits, 2, 32)
+        _check_range("index_depth", self.index_depth, 1)
+        if self.pool_size & (self.pool_size - 1):
+            raise ConfigError(f"config field 'pool_size' = {self.pool_size} must be a power "
+                              f"of two (it is the low part of a lookup-table address)")
+        if self.engine == "pool" and self.taps != POOL_GROUP:
+            raise ConfigError(f"config field 'taps' = {self.taps}: the pool engine takes one "
+                              f"group of {POOL_GROUP} activations per beat; set taps={POOL_GROUP}")
 
     # -- derived widths -------------------------------------------------------------
 
     @property
     def code_width(self) -> int:
-        """Bits of one weight code: ``exp + sign + nonzero`` or a signed byte."""
+        """Bits of one weight code: ``exp + sign + nonzero`` or a signed byte (the int8
+        engine, and the pool engine's int8 path)."""
         return self.exp_bits + 2 if self.engine == "shiftadd" else 8
+
+    @property
+    def index_bits(self) -> int:
+        """Bits of one pool index (pool engine)."""
+        return max(1, ceil_log2(self.pool_size))
 
     @property
     def weight_log2(self) -> int:
         """``log2`` of the largest weight magnitude: ``|w| <= 2**weight_log2``.
 
         A shift-add weight is at most two terms of ``2**(2**E - 1)``; an int8 weight
-        is in ``-127..127``.
+        is in ``-127..127``. A pool engine's lookup entry (the weight of a whole group
+        of 8 activations) is below ``2**(lut_bits - 1)`` in magnitude, and its int8
+        path takes int8 weights.
         """
-        return (1 << self.exp_bits) if self.engine == "shiftadd" else 7
+        if self.engine == "shiftadd":
+            return 1 << self.exp_bits
+        if self.engine == "pool":
+            return max(7, self.lut_bits - 1)
+        return 7
 
     @property
     def sum_log2(self) -> int:
@@ -137,7 +179,13 @@ class AcceleratorConfig:
         return self.acc_width
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields, without the pool engine's when the engine is another one (they
+        do not change its hardware, so they do not change its hash either)."""
+        fields = dataclasses.asdict(self)
+        if self.engine != "pool":
+            for name in POOL_FIELDS:
+                del fields[name]
+        return fields
 
     @property
     def hash(self) -> str:
