@@ -29,7 +29,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import AcceleratorConfig
+from .config import POOL_GROUP, AcceleratorConfig
 from .engines.common import engine_output_layout, make_engine
 from .program import (
     KIND_POOL,
@@ -38,6 +38,8 @@ from .program import (
     channel_limit,
     count_width,
     descriptor_fields,
+    pool_row_fields,
+    row_addr_width,
     struct_layout,
     tap_fields,
 )
@@ -64,12 +66,18 @@ def pool_phases(config: AcceleratorConfig) -> int:
     return -(-POOL_WINDOW // config.taps)
 
 
+def region_depths(config: AcceleratorConfig) -> dict:
+    """Rows of each load region; 0 for a region the engine does not have."""
+    from ..sw.compile import region_depths as depths
+
+    return depths(config)
+
+
 def load_layout(config: AcceleratorConfig) -> data.StructLayout:
     """Payload of the load stream: which region, which row, the row's bits."""
-    depths = (config.program_depth, config.tap_depth, config.weight_depth, config.bias_depth)
     return data.StructLayout({
         "region": unsigned(count_width(len(REGIONS) - 1)),
-        "addr": unsigned(addr_width(max(depths))),
+        "addr": unsigned(addr_width(max(region_depths(config).values()))),
         "data": unsigned(max(region_width(config, r) for r in REGIONS)),
     })
 
@@ -108,7 +116,7 @@ def beat_layout(cfg: AcceleratorConfig) -> data.StructLayout:
         "y": unsigned(count_width(cfg.max_dim)),
         "x": unsigned(count_width(cfg.max_dim)),
         "pos": unsigned(count_width(cfg.act_depth)),
-        "wrow": unsigned(addr_width(cfg.weight_depth)),
+        "wrow": unsigned(row_addr_width(cfg)),
         "group": group_layout(cfg),
     })
 
@@ -176,6 +184,7 @@ class Accelerator(wiring.Component):
         m = Module()
         m.submodules.engine = engine = make_engine(cfg)
         aw = addr_width(cfg.act_depth)
+        lookup = cfg.engine == "pool"
 
         # -- memories -----------------------------------------------------------------
         dlayout = struct_layout(descriptor_fields(cfg))
@@ -185,11 +194,15 @@ class Accelerator(wiring.Component):
             "program": dlayout, "taps": tlayout,
             "weights": unsigned(region_width(cfg, "weights")),
             "bias": data.ArrayLayout(signed(cfg.acc_width), cfg.lanes),
+            "indices": data.ArrayLayout(unsigned(cfg.index_bits), cfg.lanes),
+            "pool": struct_layout(pool_row_fields(cfg),
+                                  signed=tuple(f"v{j}" for j in range(POOL_GROUP))),
         }
-        depths = {"program": cfg.program_depth, "taps": cfg.tap_depth,
-                  "weights": cfg.weight_depth, "bias": cfg.bias_depth}
+        depths = region_depths(cfg)
+        # The regions this engine has, with their codes.
+        regions = [(code, name) for code, name in enumerate(REGIONS) if depths[name]]
         rd = {}
-        for code, name in enumerate(REGIONS):
+        for code, name in regions:
             mem = memory.Memory(shape=shapes[name], depth=depths[name], init=[])
             m.submodules[f"{name}_mem"] = mem
             wp = mem.write_port()
@@ -273,6 +286,8 @@ class Accelerator(wiring.Component):
             rd["taps"].addr.eq(d.tap_base + step), rd["taps"].en.eq(advance),
             rd["weights"].addr.eq(s1.wrow), rd["weights"].en.eq(advance),
         ]
+        if lookup:
+            m.d.comb += [rd["indices"].addr.eq(s1.wrow), rd["indices"].en.eq(advance)]
         tap_ok = []
         for j in range(cfg.taps):
             entry = rd["taps"].data[j]
@@ -292,8 +307,18 @@ class Accelerator(wiring.Component):
             engine.i.valid.eq(s2.valid),
             engine.i.payload.first.eq(s2.first),
             engine.i.payload.last.eq(s2.last),
-            engine.i.payload.codes.eq(rd["weights"].data),
         ]
+        if lookup:
+            # A layer reads int8 weights or pool indices (the descriptor's `lookup`); both
+            # memories are read at the beat's row and the engine takes the one it uses.
+            m.d.comb += [
+                engine.i.payload.weights.eq(rd["weights"].data),
+                engine.i.payload.index.eq(rd["indices"].data),
+                engine.i.payload.lookup.eq(d.lookup),
+                engine.i.payload.plane_lo.eq(d.plane_lo),
+            ]
+        else:
+            m.d.comb += engine.i.payload.codes.eq(rd["weights"].data)
         for j in range(cfg.taps):
             m.d.comb += engine.i.payload.acts[j].eq(Mux(s2_tap_ok[j], act_rdata[j], 0))
 
@@ -302,8 +327,13 @@ class Accelerator(wiring.Component):
         # when the write-back unit takes the result (in the same cycle at the latest
         # as the next group end can be accepted).
         result_group = Signal(group_layout(cfg))
+        # A result is pending from the acceptance of its last beat until the write-back
+        # unit takes it (the pool engine presents it a cycle later than the others).
+        result_pending = Signal()
+        with m.If(engine.o.valid & engine.o.ready):
+            m.d.sync += result_pending.eq(0)
         with m.If(engine.i.valid & engine.i.ready & s2.last):
-            m.d.sync += result_group.eq(s2.group)
+            m.d.sync += [result_group.eq(s2.group), result_pending.eq(1)]
 
         # -- write-back unit -------------------------------------------------------------
         wb_busy = Signal()
@@ -396,9 +426,9 @@ class Accelerator(wiring.Component):
         m.d.sync += p1.valid.eq(0)
 
         # Everything the layer started is done after this cycle: no beat in flight, no
-        # result in the engine, the write-back unit idle or writing its last lane (a
+        # result in (or on its way out of) the engine, the write-back unit idle or writing its last lane (a
         # max-pool write in stage 1 also happens in this cycle).
-        drained = ~s1.valid & ~s2.valid & ~engine.o.valid & wb_free
+        drained = ~s1.valid & ~s2.valid & ~result_pending & wb_free
 
         # -- readback ----------------------------------------------------------------------
         # While idle the four read ports are free: a request addresses all of them, the
@@ -411,7 +441,7 @@ class Accelerator(wiring.Component):
         rb_region = Signal.like(rb_req.payload.region)
         m.d.comb += rb_resp.valid.eq(rb_pending)
         with m.Switch(rb_region):
-            for code, name in enumerate(REGIONS):
+            for code, name in regions:
                 with m.Case(code):
                     m.d.comb += rb_resp.payload.eq(Value.cast(rd[name].data))
         with m.If(rb_resp.valid & rb_resp.ready):
@@ -421,12 +451,26 @@ class Accelerator(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += [self.load.ready.eq(1), self.inp.ready.eq(~rb_pending),
                              rd["program"].addr.eq(0)]
+                if lookup:
+                    # Writing pool row p builds the lookup table's column p: the row
+                    # waits until the engine takes it.
+                    pool_row = self.load.payload.region == REGIONS.index("pool")
+                    row = Signal(shapes["pool"])
+                    m.d.comb += [
+                        row.eq(self.load.payload.data),
+                        engine.build.valid.eq(self.load.valid & pool_row),
+                        engine.build.payload.index.eq(self.load.payload.addr),
+                        engine.build.payload.shift.eq(row.shift),
+                        self.load.ready.eq(~pool_row | engine.build.ready),
+                    ]
+                    m.d.comb += [engine.build.payload.values[j].eq(row[f"v{j}"])
+                                 for j in range(POOL_GROUP)]
                 m.d.comb += rb_req.ready.eq(~rb_pending & ~self.inp.valid)
                 with m.If(rb_pending):
-                    m.d.comb += [rd[name].en.eq(0) for name in REGIONS]
+                    m.d.comb += [rd[name].en.eq(0) for name in rd]
                 with m.Elif(rb_req.valid & ~self.inp.valid):
-                    m.d.comb += [rd[name].addr.eq(rb_req.payload.addr) for name in REGIONS]
-                    m.d.comb += [rd[name].en.eq(1) for name in REGIONS]
+                    m.d.comb += [rd[name].addr.eq(rb_req.payload.addr) for name in rd]
+                    m.d.comb += [rd[name].en.eq(1) for name in rd]
                     m.d.sync += [rb_pending.eq(1), rb_region.eq(rb_req.payload.region)]
                 m.d.comb += [wr_buf.eq(0), wr_en.eq(self.inp.valid & ~rb_pending),
                              wr_addr.eq(in_addr), wr_data.eq(self.inp.payload.data)]

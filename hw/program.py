@@ -9,19 +9,21 @@ cannot disagree. Fields are packed LSB first, in list order (as
 
 from __future__ import annotations
 
-from .config import AcceleratorConfig, ceil_log2
+from .config import POOL_GROUP, AcceleratorConfig, ceil_log2
 
 __all__ = [
     "KIND_MAC", "KIND_POOL", "REGIONS", "channel_limit", "descriptor_fields", "tap_fields",
-    "offset_width",
+    "offset_width", "row_addr_width", "pool_row_fields", "lut_shift_width",
     "addr_width", "pack", "unpack", "field_width", "struct_layout",
 ]
 
 KIND_MAC = 0
 KIND_POOL = 1
 
-#: Load regions of the accelerator, in the order of their numeric codes.
-REGIONS = ("program", "taps", "weights", "bias")
+#: Load regions of the accelerator, in the order of their numeric codes. ``indices``
+#: (pool indices) and ``pool`` (the weight pool) exist only in the pool engine's
+#: accelerator; the others have them with depth 0.
+REGIONS = ("program", "taps", "weights", "bias", "indices", "pool")
 
 
 def addr_width(depth: int) -> int:
@@ -45,8 +47,23 @@ def offset_width(cfg: AcceleratorConfig) -> int:
     return count_width(cfg.act_depth + cfg.max_dim + 1) + 1
 
 
+def row_addr_width(cfg: AcceleratorConfig) -> int:
+    """Address bits of a weight row: of the weight memory, or for the pool engine of
+    the larger of the weight and index memories (a layer reads one of them)."""
+    depth = cfg.weight_depth
+    if cfg.engine == "pool":
+        depth = max(depth, cfg.index_depth)
+    return addr_width(depth)
+
+
 def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
-    """Fields of one layer descriptor (see ``docs/model-format.md``, "layer program")."""
+    """Fields of one layer descriptor (see ``docs/model-format.md``, "layer program").
+
+    The pool engine's descriptors end with two more: ``lookup`` (the layer's rows are
+    pool indices read from the index memory, else int8 weights from the weight
+    memory) and ``plane_lo`` (the lowest activation bit-plane processed: the run-time
+    precision is ``act_bits - plane_lo`` bits).
+    """
     dim = count_width(cfg.max_dim)
     addr = count_width(cfg.act_depth)
     # Channel and group counts: a hidden layer's are bounded by act_depth, the output
@@ -63,16 +80,32 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
         ("area", addr),         # MAC: height*width positions
         ("steps", count_width(cfg.tap_depth)),      # tap rows per pass
         ("tap_base", addr_width(cfg.tap_depth)),
-        ("weight_base", addr_width(cfg.weight_depth)),
+        ("weight_base", row_addr_width(cfg)),
         ("bias_base", addr_width(cfg.bias_depth)),
         ("groups1", chans),     # lane groups taking one pass
         ("groups2", chans),     # lane groups taking two passes (after the one-pass ones)
         ("n1", chans),          # channels in one-pass groups
         ("channels", chans),    # MAC: output channels; pool: channels
-        ("n1_addr", addr),      # n1*area: first address of the two-pass channels
+        ("n1_addr", chans),     # n1*area: first address of the two-pass channels
         ("row_skip", addr),     # pool: input words skipped at the end of an output row
         ("chan_skip", addr),    # pool: input words skipped at the end of a channel
-    ]
+    ] + ([
+        ("lookup", 1),
+        ("plane_lo", addr_width(cfg.act_bits)),
+    ] if cfg.engine == "pool" else [])
+
+
+def lut_shift_width(cfg: AcceleratorConfig) -> int:
+    """Bits of a lookup table's narrowing shift, ``0 .. pool_bits + 3`` (a shift of
+    ``pool_bits + 3`` already turns every entry of 8 pool values into 0 or -1)."""
+    return count_width(cfg.pool_bits + 3)
+
+
+def pool_row_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
+    """Fields of one row of the pool region: the pool vector's 8 signed values ``v0``
+    .. ``v7`` (``v0`` goes with pattern bit 0) and the lookup table's narrowing shift."""
+    return [(f"v{j}", cfg.pool_bits) for j in range(POOL_GROUP)] + [
+        ("shift", lut_shift_width(cfg))]
 
 
 def tap_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:

@@ -98,7 +98,7 @@ def cmd_generate(args) -> int:
     config = _config_from_args(args, model)
     _step(f"generating the {config.engine} accelerator ({config.lanes} lanes x "
           f"{config.taps} taps)")
-    info = generate(args.model, args.output, config=config, force=args.force)
+    info = generate(args.model, args.output, config=config, force=args.force, bits=args.bits)
     _say(f"wrote {args.output}/: shiftpool_top.v, manifest.json, image.json")
     _say(f"  config hash          {info['config_hash']}")
     _say(f"  cycles per inference {info['cycles']['per_inference']} (cycle model)")
@@ -132,7 +132,7 @@ def cmd_sim(args) -> int:
     _step(f"simulating {len(x)} inputs on {args.simulator}")
     t0 = time.monotonic()
     result = simulate(model, x, config, simulator=args.simulator, build_dir=args.build_dir,
-                      progress=True, seed=args.seed)
+                      progress=True, seed=args.seed, bits=args.bits)
     wall = time.monotonic() - t0
     if args.outputs:
         _save_npy(args.outputs, result.rtl)
@@ -157,8 +157,114 @@ def _save_npy(path, array) -> None:
     os.replace(tmp, path)
 
 
+def _parse_ints(option: str, text: str, lo: int, hi: int) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not a comma-separated list of integers") \
+            from None
+    bad = [v for v in values if not lo <= v <= hi]
+    if bad:
+        raise UsageError(f"{option}: {bad[0]} is out of range {lo}..{hi}")
+    return values
+
+
+def _demo_run(args, qm, config, x, bits=None):
+    """One RTL run of the demo: the simulation result, its wall time, and whether it
+    agrees with the golden model and the cycle model (complaints printed)."""
+    from .flow import first_mismatch, simulate
+
+    t0 = time.monotonic()
+    result = simulate(qm, x, config, simulator=args.simulator, build_dir=args.build_dir,
+                      progress=True, seed=args.seed, bits=bits)
+    wall = time.monotonic() - t0
+    ok = True
+    mismatch = first_mismatch(qm, x, result)
+    if mismatch:
+        _step(f"RTL differs from the golden model: {mismatch}")
+        ok = False
+    if not result.cycles_match:
+        _step(f"RTL cycles {sorted(set(result.cycles.tolist()))} differ from the cycle "
+              f"model's {result.predicted_cycles}")
+        ok = False
+    return result, wall, ok
+
+
+def cmd_demo_pool(args, float_model, data, x_test, y_test, float_acc) -> int:
+    """``demo --scheme pool``: weight pools of several sizes at every run-time precision,
+    beside the int8 engine on the same lanes."""
+    from .flow import fit_config
+    from .hw.config import POOL_GROUP
+    from .sw import golden
+    from .sw.compile import compile_model
+    from .sw.pool import image_storage
+
+    sizes = _parse_ints("--pool-sizes", args.pool_sizes, 2, 256)
+    bits_list = _parse_ints("--bits", args.bits, 1, args.act_bits)
+    _step("int8 baseline: compress")
+    q8 = _compress(args, float_model, data, "int8")
+    cfg8 = fit_config(q8, lanes=args.lanes, taps=POOL_GROUP)
+    x = q8.quantize_input(x_test)
+    _step(f"int8 baseline: RTL simulation of {len(x)} test images on {args.simulator}")
+    r8, wall8, ok8 = _demo_run(args, q8, cfg8, x)
+    failed = not ok8
+    base = int(r8.cycles.max())
+    weights8 = sum(len(layer.bias) * layer.fan_in for layer in q8.layers if layer.is_mac)
+    img8 = compile_model(q8, cfg8)
+    rows = [{
+        "scheme": "int8", "pool_size": None, "bits": args.act_bits,
+        "golden_acc": float(np.mean(r8.golden.argmax(1) == y_test)),
+        "equal": int(r8.equal.sum()), "n": len(x), "cycles": base,
+        "streamed_bpw": len(img8.regions["weights"]) * img8.region_width("weights") / weights8,
+        "onchip_bpw": None, "wall": wall8,
+    }]
+    for size in sizes:
+        _step(f"pool S={size}: compress")
+        args.pool_size = size
+        qm = _compress(args, float_model, data, "pool")
+        config = fit_config(qm, lanes=args.lanes)
+        store = image_storage(compile_model(qm, config))
+        xq = qm.quantize_input(x_test)
+        for bits in bits_list:
+            _step(f"pool S={size}, {bits}-bit activations: RTL simulation of {len(xq)} "
+                  f"test images on {args.simulator}")
+            result, wall, ok = _demo_run(args, qm, config, xq, bits=bits)
+            failed |= not ok
+            rows.append({
+                "scheme": "pool", "pool_size": size, "bits": bits,
+                "golden_acc": float(np.mean(
+                    golden.run(qm, xq, bits=bits).argmax(1) == y_test)),
+                "equal": int(result.equal.sum()), "n": len(xq),
+                "cycles": int(result.cycles.max()),
+                "streamed_bpw": store.streamed_per_weight,
+                "onchip_bpw": store.onchip_per_weight, "wall": wall,
+            })
+    _say()
+    _say(f"digits test split: {len(x_test)} images; {args.lanes} lanes x {POOL_GROUP} taps; "
+         f"simulator {args.simulator}; float model accuracy {float_acc:.4f}")
+    head = (f"{'scheme':<6} {'S':>4} {'bits':>4} {'golden acc':>10} {'RTL==golden':>12} "
+            f"{'cycles/inf':>10} {'vs int8':>8} {'streamed b/w':>12} {'on-chip b/w':>11} "
+            f"{'sim s':>6}")
+    _say(head)
+    _say("-" * len(head))
+    for r in rows:
+        size = "-" if r["pool_size"] is None else str(r["pool_size"])
+        onchip = "-" if r["onchip_bpw"] is None else f"{r['onchip_bpw']:.1f}"
+        _say(f"{r['scheme']:<6} {size:>4} {r['bits']:>4} {r['golden_acc']:>10.4f} "
+             f"{str(r['equal']) + '/' + str(r['n']):>12} {r['cycles']:>10} "
+             f"{base / r['cycles']:>7.2f}x {r['streamed_bpw']:>12.2f} {onchip:>11} "
+             f"{r['wall']:>6.1f}")
+    _say()
+    _say("b/w: weight bits per weight, counted from the packed image (streamed: indices, "
+         "pool and the int8 layers' weights; on-chip: the lookup tables instead of the pool)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"float_acc": float_acc, "rows": rows},
+                                              indent=2) + "\n")
+    return 1 if failed else 0
+
+
 def cmd_demo(args) -> int:
-    from .flow import first_mismatch, fit_config, simulate
+    from .flow import fit_config
     from .sw.compile import compile_model
     from .sw.cycles import inference_cycles
 
@@ -167,6 +273,8 @@ def cmd_demo(args) -> int:
     if args.samples:
         x_test, y_test = x_test[:args.samples], y_test[:args.samples]
     float_acc = float_model.accuracy(x_test, y_test)
+    if args.scheme == "pool":
+        return cmd_demo_pool(args, float_model, data, x_test, y_test, float_acc)
     rows = []
     failed = False
     for scheme in DEMO_VARIANTS:
@@ -176,18 +284,8 @@ def cmd_demo(args) -> int:
         image = compile_model(qm, config)
         x = qm.quantize_input(x_test)
         _step(f"{scheme}: RTL simulation of {len(x)} test images on {args.simulator}")
-        t0 = time.monotonic()
-        result = simulate(qm, x, config, simulator=args.simulator, build_dir=args.build_dir,
-                          progress=True, seed=args.seed)
-        wall = time.monotonic() - t0
-        mismatch = first_mismatch(qm, x, result)
-        if mismatch:
-            _step(f"{scheme}: RTL differs from the golden model: {mismatch}")
-            failed = True
-        if not result.cycles_match:
-            _step(f"{scheme}: RTL cycles {sorted(set(result.cycles.tolist()))} differ from "
-                  f"the cycle model's {result.predicted_cycles}")
-            failed = True
+        result, wall, ok = _demo_run(args, qm, config, x)
+        failed |= not ok
         rows.append({
             "scheme": scheme, "engine": config.engine,
             "golden_acc": float(np.mean(result.golden.argmax(1) == y_test)),
@@ -285,6 +383,12 @@ def _add_engine(p, design: bool = True) -> None:
                        "design (its folder or manifest.json) instead of --lanes/--taps")
 
 
+def _add_bits(p) -> None:
+    p.add_argument("--bits", type=int, default=None,
+                   help="pool models: run-time activation precision, the bit-planes each "
+                   "pool layer processes (1..act_bits; default all)")
+
+
 def _add_sim(p, default: str) -> None:
     from .sim.runner import SIMULATORS
 
@@ -310,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=0,
                    help="use only the first N test images (default: all 360)")
     p.add_argument("--json", type=Path, help="also write the table as JSON here")
+    p.add_argument("--scheme", choices=("flightnn", "pool"), default="flightnn",
+                   help="flightnn: FLightNN vs LightNN-2 vs int8 (default); pool: weight "
+                   "pools of --pool-sizes at every --bits precision vs int8")
+    p.add_argument("--pool-sizes", default="16,32,64,128",
+                   help="pool demo: pool sizes S, comma-separated (default 16,32,64,128)")
+    p.add_argument("--bits", default="8,7,6,5,4,3,2,1",
+                   help="pool demo: run-time activation precisions (default 8,...,1)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="measure accuracy, cycles and bits per weight of "
@@ -337,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     _add_engine(p)
+    _add_bits(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("sim", help="run inputs through the RTL and compare with the "
@@ -349,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", type=Path, help="write the RTL outputs here (.npy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bench's stream timing")
     _add_engine(p)
+    _add_bits(p)
     _add_sim(p, "icarus")
     p.set_defaults(func=cmd_sim)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .hw.config import AcceleratorConfig, ConfigError
+from .hw.config import POOL_GROUP, AcceleratorConfig, ConfigError, ceil_log2
 from .sw import golden
 from .sw.compile import ENGINE_FOR_SCHEME, Image, compile_model
 from .sw.cycles import inference_cycles, layer_cycles
@@ -40,6 +40,9 @@ _ROOMY = dict(act_depth=1 << 16, weight_depth=1 << 16, tap_depth=1 << 12, bias_d
 def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, **fields) -> AcceleratorConfig:
     """The smallest configuration with ``lanes`` x ``taps`` that runs ``model``.
 
+    A pool model gets the pool engine, whose ``taps`` is always 8 (one group), so
+    ``taps`` is ignored for it unless given in ``fields``.
+
     Memory depths, ``max_fan_in`` and ``max_dim`` are taken from the model; any
     :class:`AcceleratorConfig` field given in ``fields`` overrides the fitted value
     (and is then checked against the model).
@@ -57,6 +60,12 @@ def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, **fields) -> Ac
     sides += list(model.input_shape[1:])
     base = dict(engine=engine, lanes=lanes, taps=taps, act_bits=model.act_bits,
                 exp_bits=max(model.exp_bits, 1), max_fan_in=fan_in, **_ROOMY)
+    if engine == "pool":
+        # The pool engine takes groups of 8; its table is sized for the model's pool.
+        base.update(taps=POOL_GROUP, pool_size=1 << ceil_log2(max(2, len(model.pool))),
+                    pool_bits=model.pool_bits, lut_bits=model.lut_bits,
+                    index_depth=1 << 16)
+        base.update({k: v for k, v in fields.items() if k == "taps"})
     roomy = AcceleratorConfig(**base)
     used = {name: max(1, info["used"]) for name, info in
             compile_model(model, roomy).memory_map().items()}
@@ -66,6 +75,8 @@ def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, **fields) -> Ac
                   tap_depth=used["taps"], bias_depth=used["bias"],
                   program_depth=used["program"], out_depth=model.classes,
                   max_dim=max(sides, default=1))
+    if engine == "pool":
+        fitted.update(index_depth=used["indices"])
     fitted.update(fields)
     config = AcceleratorConfig.from_dict(fitted)
     compile_model(model, config)    # raises ConfigError naming what does not fit
@@ -79,7 +90,8 @@ def _sha256(path: Path) -> str:
 def manifest(image: Image, model_path: Path | None = None) -> dict:
     """What :func:`generate` records about a design: enough to rebuild and drive it."""
     per_layer = layer_cycles(image)
-    return {
+    extra = {"bits": {str(i): b for i, b in image.planes.items()}} if image.planes else {}
+    return {**extra,
         "format": MANIFEST_FORMAT, "version": 1, "shiftpool": __version__,
         "toplevel": "shiftpool_top", "verilog": "shiftpool_top.v",
         "config": image.config.as_dict(), "config_hash": image.config.hash,
@@ -95,9 +107,10 @@ def manifest(image: Image, model_path: Path | None = None) -> dict:
 
 
 def generate(model_path: Path, out_dir: Path, config: AcceleratorConfig | None = None,
-             force: bool = False, **fit) -> dict:
+             force: bool = False, bits: int | None = None, **fit) -> dict:
     """Write ``shiftpool_top.v``, ``manifest.json`` and ``image.json`` (the memory
-    images to load) for ``model_path`` into ``out_dir``.
+    images to load) for ``model_path`` into ``out_dir``; ``bits`` is a pool model's
+    run-time precision, written into the layer program.
 
     The folder is filled in a temporary sibling and renamed into place, so it is
     either complete or absent. An existing ``out_dir`` is replaced only with ``force``.
@@ -111,7 +124,7 @@ def generate(model_path: Path, out_dir: Path, config: AcceleratorConfig | None =
         raise FileExistsError(f"output folder {out_dir} exists; pass --force to replace it")
     model = load_model(model_path)
     config = config or fit_config(model, **fit)
-    image = compile_model(model, config)
+    image = compile_model(model, config, bits=bits)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
@@ -183,13 +196,14 @@ def first_mismatch(model: QuantModel, inputs: np.ndarray, result: SimResult) -> 
 def simulate(model: QuantModel, inputs: np.ndarray, config: AcceleratorConfig,
              simulator: str = "verilator", build_dir: Path | None = None,
              progress: bool = False, seed: int = 0, idle_gap: float = 0.0,
-             back_pressure: float = 0.0) -> SimResult:
-    """Run integer ``inputs`` through the RTL and the golden model."""
+             back_pressure: float = 0.0, bits: int | None = None) -> SimResult:
+    """Run integer ``inputs`` through the RTL and the golden model (a pool model's
+    pool layers at run-time precision ``bits``; all planes by default)."""
     from .sim.runner import run_image
 
     inputs = golden.check_inputs(model, inputs)
-    image = compile_model(model, config)
-    expected = golden.run(model, inputs)
+    image = compile_model(model, config, bits=bits)
+    expected = golden.run(model, inputs, bits=bits)
     rtl, cycles = run_image(image, inputs, simulator=simulator, build_dir=build_dir,
                             seed=seed, idle_gap=idle_gap, back_pressure=back_pressure,
                             progress=progress)

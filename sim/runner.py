@@ -19,7 +19,7 @@ import numpy as np
 
 from ..hw.config import AcceleratorConfig
 from ..hw.program import REGIONS, addr_width, count_width
-from ..sw.compile import Image
+from ..sw.compile import Image, region_depths
 from ..sw.cycles import inference_cycles
 
 __all__ = [
@@ -237,7 +237,7 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
     build_dir = Path(build_dir or Path(tempfile.gettempdir()) / "shiftpool-sim")
     where = build(cfg, simulator, build_dir)
     inputs = np.asarray(inputs, dtype=np.int64).reshape(len(inputs), -1)
-    depths = (cfg.program_depth, cfg.tap_depth, cfg.weight_depth, cfg.bias_depth)
+    depths = region_depths(cfg).values()
     with tempfile.TemporaryDirectory(prefix="shiftpool-job-") as tmp:
         job_path = Path(tmp) / "job.json"
         results = Path(tmp) / "results.json"

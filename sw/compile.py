@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from ..hw.config import AcceleratorConfig, ConfigError
+from ..hw.config import POOL_GROUP, AcceleratorConfig, ConfigError
 from ..hw.program import (
     KIND_MAC,
     KIND_POOL,
@@ -26,14 +26,16 @@ from ..hw.program import (
     descriptor_fields,
     field_width,
     pack,
+    pool_row_fields,
     tap_fields,
 )
+from . import golden, pool_golden
 from .model import QuantModel
 
 __all__ = ["Image", "MacPlan", "compile_model", "ENGINE_FOR_SCHEME", "encode_code"]
 
 #: Which engine runs which scheme.
-ENGINE_FOR_SCHEME = {"flightnn": "shiftadd", "int8": "int8"}
+ENGINE_FOR_SCHEME = {"flightnn": "shiftadd", "int8": "int8", "pool": "pool"}
 
 
 @dataclasses.dataclass
@@ -64,6 +66,7 @@ class Image:
     model: QuantModel
     regions: dict           # region name -> list of int rows
     plans: list             # per layer: MacPlan or None (pool)
+    planes: dict = dataclasses.field(default_factory=dict)  # pool layer -> bit-planes run
 
     @property
     def input_words(self) -> int:
@@ -87,22 +90,31 @@ class Image:
 
 
 def region_widths(cfg: AcceleratorConfig) -> dict:
+    """Bits in one row of each region (0 for a region the engine does not have)."""
+    pool = cfg.engine == "pool"
     return {
         "program": field_width(descriptor_fields(cfg)),
         "taps": cfg.taps * field_width(tap_fields(cfg)),
         "weights": cfg.lanes * cfg.taps * cfg.code_width,
         "bias": cfg.lanes * cfg.acc_width,
+        "indices": cfg.lanes * cfg.index_bits if pool else 0,
+        "pool": field_width(pool_row_fields(cfg)) if pool else 0,
     }
 
 
 def region_depths(cfg: AcceleratorConfig) -> dict:
+    """Rows of each region (0 for a region the engine does not have)."""
+    pool = cfg.engine == "pool"
     return {"program": cfg.program_depth, "taps": cfg.tap_depth,
-            "weights": cfg.weight_depth, "bias": cfg.bias_depth}
+            "weights": cfg.weight_depth, "bias": cfg.bias_depth,
+            "indices": cfg.index_depth if pool else 0,
+            "pool": cfg.pool_size if pool else 0}
 
 
 def encode_code(cfg: AcceleratorConfig, value: int) -> int:
-    """Packed engine code of one weight term (shiftadd) or weight (int8)."""
-    if cfg.engine == "int8":
+    """Packed engine code of one weight term (shiftadd) or weight (int8, and the pool
+    engine's int8 path)."""
+    if cfg.engine in ("int8", "pool"):
         return int(value) & 0xFF
     value = int(value)
     if value == 0:
@@ -132,6 +144,8 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
     if engine == "shiftadd" and cfg.exp_bits < model.exp_bits:
         raise ConfigError(f"config field 'exp_bits' = {cfg.exp_bits} is too small for the "
                           f"model's {model.exp_bits}-bit exponents")
+    if engine == "pool":
+        _check_pool_fit(model, cfg)
     sizes = [int(np.prod(model.input_shape))]
     for d in model.input_shape[1:]:
         if d > cfg.max_dim:
@@ -163,6 +177,20 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
     if len(model.layers) > cfg.program_depth:
         raise ConfigError(f"config field 'program_depth' = {cfg.program_depth} is too small "
                           f"for {len(model.layers)} layers")
+
+
+def _check_pool_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
+    pool = np.asarray(model.pool)
+    if len(pool) > cfg.pool_size:
+        raise ConfigError(f"config field 'pool_size' = {cfg.pool_size} is too small for the "
+                          f"model's pool of {len(pool)} vectors")
+    if model.pool_bits > cfg.pool_bits:
+        raise ConfigError(f"config field 'pool_bits' = {cfg.pool_bits} is too small for the "
+                          f"model's {model.pool_bits}-bit pool values")
+    if model.lut_bits > cfg.lut_bits:
+        raise ConfigError(f"config field 'lut_bits' = {cfg.lut_bits} is too small for the "
+                          f"model's {model.lut_bits}-bit lookup-table entries")
+    # Index shapes and ranges against the pool: model.validate().
 
 
 def _plan(cfg: AcceleratorConfig, model: QuantModel, i: int) -> MacPlan:
@@ -208,13 +236,14 @@ def _terms(layer, order, in_perm):
 #: The config field that bounds each descriptor field.
 _DESCRIPTOR_BOUND = {
     "tap_base": "tap_depth", "steps": "tap_depth", "weight_base": "weight_depth",
-    "bias_base": "bias_depth", "height": "max_dim", "width": "max_dim", "in_width": "max_dim",
+    "bias_base": "bias_depth", "plane_lo": "act_bits", "height": "max_dim",
+    "width": "max_dim", "in_width": "max_dim",
     "shift": "max_fan_in", "area": "act_depth", "n1_addr": "act_depth",
     "row_skip": "act_depth", "chan_skip": "act_depth", "groups1": "act_depth",
     "groups2": "act_depth", "n1": "act_depth", "channels": "act_depth",
 }
 _DEPTH_FIELD = {"program": "program_depth", "taps": "tap_depth", "weights": "weight_depth",
-                "bias": "bias_depth"}
+                "bias": "bias_depth", "indices": "index_depth", "pool": "pool_size"}
 
 
 def _check_depths(cfg: AcceleratorConfig, regions: dict) -> None:
@@ -242,13 +271,76 @@ def _pack_descriptor(cfg: AcceleratorConfig, index: int, regions: dict, values: 
         raise
 
 
-def compile_model(model: QuantModel, cfg: AcceleratorConfig) -> Image:
-    """Lay ``model`` out for ``cfg``; raises :class:`ConfigError` naming what does not fit."""
+def _tap_row(cfg: AcceleratorConfig, entries) -> int:
+    """One tap-table row from ``taps`` entries (dicts; an empty one is an unused tap)."""
+    fields = tap_fields(cfg)
+    width = field_width(fields)
+    row = 0
+    for j, entry in enumerate(entries):
+        row |= pack(fields, entry) << (j * width)
+    return row
+
+
+def _mac_taps(cfg: AcceleratorConfig, layer, plan: MacPlan, shape: tuple, fan_in: int):
+    """Tap rows of an int8/shift-add layer: entry ``t = s*taps + j`` of the dot product
+    (input channel major, then ky, kx) reads activation ``pos + offset``."""
+    for s in range(plan.steps):
+        entries = []
+        for j in range(cfg.taps):
+            t = s * cfg.taps + j
+            if t >= fan_in:
+                entries.append({})
+            elif layer.kind == "conv3x3":
+                c, r = divmod(t, 9)
+                dy, dx = r // 3 - 1, r % 3 - 1
+                entries.append(dict(offset=c * plan.area + dy * shape[2] + dx, dy=dy, dx=dx,
+                                    valid=1))
+            else:
+                entries.append(dict(offset=t, valid=1))
+        yield _tap_row(cfg, entries)
+
+
+def _lookup_taps(cfg: AcceleratorConfig, layer, plan: MacPlan, shape: tuple):
+    """Tap rows of a pool layer: step ``s`` is one group of 8 inputs, conv3x3 ``s = g*9
+    + ky*3 + kx`` (channels ``8g .. 8g+7`` at ``(ky, kx)``), dense ``s = g`` (inputs
+    ``8g .. 8g+7``); tap ``j`` is the group's input ``j``, the pattern's bit ``j``."""
+    for s in range(plan.steps):
+        if layer.kind == "conv3x3":
+            g, r = divmod(s, 9)
+            dy, dx = r // 3 - 1, r % 3 - 1
+            yield _tap_row(cfg, [dict(offset=(POOL_GROUP * g + j) * plan.area
+                                      + dy * shape[2] + dx, dy=dy, dx=dx, valid=1)
+                                 for j in range(POOL_GROUP)])
+        else:
+            yield _tap_row(cfg, [dict(offset=POOL_GROUP * s + j, valid=1)
+                                 for j in range(POOL_GROUP)])
+
+
+def _pool_rows(cfg: AcceleratorConfig, model: QuantModel) -> list[int]:
+    """The pool region: row ``p`` holds pool vector ``p`` and the table's narrowing
+    shift (the engine builds ``LUT[pattern][p]`` from it as the row is written)."""
+    shift = pool_golden.lut_shift(pool_golden.build_lut(model.pool), model.lut_bits)
+    rows = []
+    for vector in np.asarray(model.pool, dtype=np.int64):
+        values = {f"v{j}": int(v) for j, v in enumerate(vector)}
+        rows.append(pack(pool_row_fields(cfg), dict(values, shift=shift)))
+    return rows
+
+
+def compile_model(model: QuantModel, cfg: AcceleratorConfig,
+                  bits: int | dict | None = None) -> Image:
+    """Lay ``model`` out for ``cfg``; raises :class:`ConfigError` naming what does not fit.
+
+    ``bits`` is a pool model's run-time precision (as :func:`shiftpool.sw.golden.run`
+    takes it): it sets each pool layer's ``plane_lo`` in the program, so changing it
+    rewrites the program region only.
+    """
     model.validate()
     _check_fit(model, cfg)
-    tfields = tap_fields(cfg)
-    twidth = field_width(tfields)
+    planes = golden.layer_bits(model, bits)
     regions = {name: [] for name in REGIONS}
+    if cfg.engine == "pool":
+        regions["pool"] = _pool_rows(cfg, model)
     plans = []
     in_perm = None          # permutation of the current feature map's channels
     shape = tuple(model.input_shape)
@@ -267,28 +359,22 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig) -> Image:
         plan = _plan(cfg, model, i)
         plans.append(plan)
         co = layer.out_shape[0]
-        vals = _terms(layer, plan.order, in_perm)
-        fan_in = vals.shape[2]
-        # Tap table: entry t of the dot product reads activation pos + offset.
         tap_base = len(regions["taps"])
-        for s in range(plan.steps):
-            row = 0
-            for j in range(cfg.taps):
-                t = s * cfg.taps + j
-                if t >= fan_in:
-                    entry = {}
-                elif layer.kind == "conv3x3":
-                    c, r = divmod(t, 9)
-                    dy, dx = r // 3 - 1, r % 3 - 1
-                    entry = dict(offset=c * plan.area + dy * shape[2] + dx, dy=dy, dx=dx, valid=1)
-                else:
-                    entry = dict(offset=t, valid=1)
-                row |= pack(tfields, entry) << (j * twidth)
-            regions["taps"].append(row)
-        # Weight rows: group by group, pass by pass, step by step.
-        weight_base = len(regions["weights"])
         bias_base = len(regions["bias"])
         bias = np.asarray(layer.bias, dtype=np.int64)[plan.order]
+        if layer.is_pool:
+            # Pool layers keep their channel order (no k to sort by), and so do the
+            # int8 layers of a pool model.
+            regions["taps"].extend(_lookup_taps(cfg, layer, plan, shape))
+            row_region = "indices"
+            index = np.asarray(layer.index, dtype=np.int64).reshape(co, plan.steps)
+        else:
+            vals = _terms(layer, plan.order, in_perm)
+            fan_in = vals.shape[2]
+            regions["taps"].extend(_mac_taps(cfg, layer, plan, shape, fan_in))
+            row_region = "weights"
+        # Weight rows: group by group, pass by pass, step by step.
+        weight_base = len(regions[row_region])
         for g in range(plan.groups):
             one_pass = g < plan.groups1
             first = g * cfg.lanes if one_pass else plan.n1 + (g - plan.groups1) * cfg.lanes
@@ -298,6 +384,11 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig) -> Image:
                 [bias[ch] if ch < limit else 0 for ch in chans], cfg.acc_width))
             for p in range(1 if one_pass else 2):
                 for s in range(plan.steps):
+                    if layer.is_pool:
+                        regions["indices"].append(_pack_array(
+                            [index[ch, s] if ch < limit else 0 for ch in chans],
+                            cfg.index_bits))
+                        continue
                     codes = []
                     for ch in chans:
                         for j in range(cfg.taps):
@@ -306,12 +397,16 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig) -> Image:
                             codes.append(encode_code(cfg, vals[p, ch, t]) if ok else 0)
                     regions["weights"].append(_pack_array(codes, cfg.code_width))
         h, w = (shape[1], shape[2]) if layer.kind == "conv3x3" else (1, 1)
-        regions["program"].append(_pack_descriptor(cfg, i, regions, dict(
+        fields = dict(
             kind=KIND_MAC, last=int(last), src=src, shift=int(layer.shift),
             height=h, width=w, area=plan.area, steps=plan.steps, tap_base=tap_base,
             weight_base=weight_base, bias_base=bias_base, groups1=plan.groups1,
-            groups2=plan.groups2, n1=plan.n1, channels=co, n1_addr=plan.n1 * plan.area)))
+            groups2=plan.groups2, n1=plan.n1, channels=co, n1_addr=plan.n1 * plan.area)
+        if cfg.engine == "pool":
+            fields.update(lookup=int(layer.is_pool),
+                          plane_lo=model.act_bits - planes[i] if layer.is_pool else 0)
+        regions["program"].append(_pack_descriptor(cfg, i, regions, fields))
         in_perm = None if last else plan.order
         shape = tuple(layer.out_shape)
     _check_depths(cfg, regions)
-    return Image(config=cfg, model=model, regions=regions, plans=plans)
+    return Image(config=cfg, model=model, regions=regions, plans=plans, planes=planes)

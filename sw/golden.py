@@ -16,7 +16,8 @@ import numpy as np
 from . import pool_golden
 from .model import ModelError, QuantModel
 
-__all__ = ["requantize", "run", "check_inputs", "conv3x3", "maxpool2"]
+__all__ = ["requantize", "run", "check_inputs", "conv3x3", "maxpool2", "per_pool_layer",
+           "layer_bits"]
 
 
 def requantize(v: np.ndarray, shift: int, act_bits: int) -> np.ndarray:
@@ -69,7 +70,7 @@ def check_inputs(model: QuantModel, x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
-def _per_pool_layer(model: QuantModel, value, name: str, default, check) -> dict:
+def per_pool_layer(model: QuantModel, value, name: str, default, check) -> dict:
     """``{layer index: setting}`` for every pool layer from one value or a mapping."""
     pool_layers = [i for i, layer in enumerate(model.layers) if layer.is_pool]
     if value is None:
@@ -86,6 +87,14 @@ def _per_pool_layer(model: QuantModel, value, name: str, default, check) -> dict
                              f"setting (pool layers: {pool_layers})")
         out[i] = check(setting, f"layer {i}")
     return out
+
+
+def layer_bits(model: QuantModel, bits: int | Mapping[int, int] | None) -> dict:
+    """``{pool layer index: bit-planes it processes}`` for a run-time precision given
+    as :func:`run` takes it; checked (1..``act_bits``)."""
+    act_bits = model.act_bits
+    return per_pool_layer(model, bits, "bits", act_bits,
+                          lambda b, where: pool_golden.check_bits(b, act_bits, where))
 
 
 def _check_mode(mode, where: str) -> str:
@@ -121,18 +130,17 @@ def run(model: QuantModel, x: np.ndarray, trace: bool = False,
     """
     a = check_inputs(model, x)
     act_bits = model.act_bits
-    layer_bits = _per_pool_layer(model, bits, "bits", act_bits,
-                                 lambda b, where: pool_golden.check_bits(b, act_bits, where))
-    layer_mode = _per_pool_layer(model, None if mode == "direct" else mode, "mode", "direct",
+    planes = layer_bits(model, bits)
+    layer_mode = per_pool_layer(model, None if mode == "direct" else mode, "mode", "direct",
                                  _check_mode)
-    lut = pool_golden.model_lut(model)[0] if layer_bits else None
+    lut = pool_golden.model_lut(model)[0] if planes else None
     outputs = [a]
     for i, layer in enumerate(model.layers):
         if layer.kind == "maxpool2":
             a = maxpool2(a)
         else:
             if layer.is_pool:
-                v = pool_golden.pool_mac(layer, a, lut, act_bits, layer_bits[i], layer_mode[i])
+                v = pool_golden.pool_mac(layer, a, lut, act_bits, planes[i], layer_mode[i])
             elif layer.kind == "conv3x3":
                 v = conv3x3(a, layer.int_weight)
             else:

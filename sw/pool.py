@@ -32,7 +32,8 @@ from .pool_golden import PATTERNS
 
 __all__ = ["poolable", "pool_layer_indices", "to_vectors", "index_shape", "cosine_assign",
            "assign", "fit_scale", "quantize_pool", "build_pool", "PoolTransform",
-           "PoolStorage", "storage", "paper_compression", "index_width"]
+           "PoolStorage", "storage", "paper_compression", "index_width", "ImageStorage",
+           "image_storage"]
 
 
 def poolable(kind: str, in_shape: tuple) -> bool:
@@ -357,3 +358,53 @@ def storage(model: QuantModel) -> PoolStorage:
         pooled_weights=pooled, index_storage=vectors * index_width(size),
         pool_storage=size * GROUP * model.pool_bits,
         lut_storage=PATTERNS * size * model.lut_bits, int8_storage=8 * int8)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageStorage:
+    """Weight bits of a compiled pool-engine image, counted from its packed rows.
+
+    ``streamed`` is every row of the regions that carry weights (``indices``,
+    ``pool``, and ``weights`` for the int8 layers), at the width the link sends them
+    (padding lanes of partial groups included); ``onchip`` replaces the pool rows by
+    the lookup tables the engine builds from them (one per lane).
+    """
+
+    weights: int
+    index_bits: int
+    pool_bits: int
+    int8_bits: int
+    lut_bits: int
+
+    @property
+    def streamed(self) -> int:
+        return self.index_bits + self.pool_bits + self.int8_bits
+
+    @property
+    def onchip(self) -> int:
+        return self.index_bits + self.lut_bits + self.int8_bits
+
+    @property
+    def streamed_per_weight(self) -> float:
+        return self.streamed / self.weights
+
+    @property
+    def onchip_per_weight(self) -> float:
+        return self.onchip / self.weights
+
+
+def image_storage(image) -> ImageStorage:
+    """:class:`ImageStorage` of a :class:`~shiftpool.sw.compile.Image` for the pool
+    engine (``image.config.engine == "pool"``)."""
+    cfg = image.config
+    if cfg.engine != "pool":
+        raise ValueError(f"image_storage: engine {cfg.engine!r} is not 'pool'")
+    weights = sum(len(layer.bias) * layer.fan_in for layer in image.model.layers
+                  if layer.is_mac)
+
+    def bits(region: str) -> int:
+        return len(image.regions[region]) * image.region_width(region)
+
+    return ImageStorage(weights=weights, index_bits=bits("indices"), pool_bits=bits("pool"),
+                        int8_bits=bits("weights"),
+                        lut_bits=cfg.lanes * PATTERNS * cfg.pool_size * cfg.lut_bits)

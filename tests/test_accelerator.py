@@ -47,11 +47,15 @@ class Case:
     x: np.ndarray
     idle_gap: float
     back_pressure: float
+    bits: int | None = None     # pool models: run-time precision
+
 
     def describe(self) -> str:
         layers = [(layer.kind, layer.out_shape) for layer in self.model.layers]
+        pool = (f", S {self.config.pool_size}, lut_bits {self.config.lut_bits}, bits "
+                f"{self.bits}" if self.model.scheme == "pool" else "")
         return (f"seed {self.seed}: {self.model.scheme}, lanes {self.config.lanes}, taps "
-                f"{self.config.taps}, act_bits {self.model.act_bits}, layers {layers}")
+                f"{self.config.taps}, act_bits {self.model.act_bits}{pool}, layers {layers}")
 
 
 def _width(rng: np.random.Generator, lanes: int, taps: int, lo: int, hi: int) -> int:
@@ -88,6 +92,29 @@ def random_case(seed: int) -> Case:
                 back_pressure=float(rng.choice([0.0, 0.3, 0.6])))
 
 
+def random_pool_case(seed: int) -> Case:
+    """A random pool model: int8 first layer (1..3 input channels), pooled layers where
+    the inputs group by 8, random pool size, value and entry widths, lanes, precision."""
+    rng = np.random.default_rng(seed)
+    lanes = int(rng.integers(1, 5))
+    act_bits = int(rng.integers(2, 9))
+    pool = bool(rng.integers(0, 2))
+    side = (2, 7) if pool else (1, 6)
+    input_shape = (int(rng.integers(1, 4)), int(rng.integers(*side)), int(rng.integers(*side)))
+    convs = tuple(int(rng.choice([8, 16, 5])) for _ in range(int(rng.integers(1, 3))))
+    dense = tuple(int(rng.integers(2, 12)) for _ in range(int(rng.integers(0, 2))))
+    dense += (int(rng.integers(2, 11)),)
+    model = random_model(rng, scheme="pool", act_bits=act_bits, input_shape=input_shape,
+                         convs=convs, pool=pool, dense=dense,
+                         pool_size=int(rng.choice([2, 4, 8, 16])),
+                         pool_bits=int(rng.integers(3, 9)), lut_bits=int(rng.integers(6, 17)))
+    config = fit_config(model, lanes=lanes)
+    x = rng.integers(0, 1 << act_bits, size=(2,) + input_shape)
+    bits = None if rng.random() < 0.25 else int(rng.integers(1, act_bits + 1))
+    return Case(seed, model, config, x, idle_gap=float(rng.choice([0.0, 0.3])),
+                back_pressure=float(rng.choice([0.0, 0.3])), bits=bits)
+
+
 def run_rtl(image: Image, x: np.ndarray, seed: int, idle_gap: float,
             back_pressure: float) -> tuple[np.ndarray, list[int]]:
     """Load ``image``, run every input of ``x`` through the accelerator in Amaranth's
@@ -98,8 +125,9 @@ def run_rtl(image: Image, x: np.ndarray, seed: int, idle_gap: float,
     inputs = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
     classes = image.output_words
     outputs, cycles = [], []
-    # No handshake can wait longer than a whole inference, with slack for the gaps.
-    limit = 8 * (inference_cycles(image) + inputs.shape[1] + classes) + 100
+    # No handshake can wait longer than a whole inference, with slack for the gaps, or
+    # than the pool engine's build of one lookup-table column (256 cycles) on a load.
+    limit = 8 * (inference_cycles(image) + inputs.shape[1] + classes) + 400
 
     async def send(ctx, stream, rng, fields):
         while rng.random() < idle_gap:
@@ -158,9 +186,10 @@ def run_rtl(image: Image, x: np.ndarray, seed: int, idle_gap: float,
 
 
 def check_case(case: Case) -> None:
-    image = compile_model(case.model, case.config)
+    bits = case.bits if any(layer.is_pool for layer in case.model.layers) else None
+    image = compile_model(case.model, case.config, bits=bits)
     out, cycles = run_rtl(image, case.x, case.seed, case.idle_gap, case.back_pressure)
-    expected = golden.run(case.model, case.x)
+    expected = golden.run(case.model, case.x, bits=bits)
     for n in range(len(case.x)):
         bad = np.flatnonzero(out[n] != expected[n])
         assert len(bad) == 0, (f"{case.describe()}: input {n}, output {bad[0]}: RTL "
@@ -179,6 +208,26 @@ def test_random_model(seed):
 @pytest.mark.parametrize("seed", SLOW_SEEDS, ids=lambda seed: f"seed{seed}")
 def test_random_model_sweep(seed):
     check_case(random_case(seed))
+
+
+@pytest.mark.parametrize("seed", range(200, 230), ids=lambda seed: f"seed{seed}")
+def test_random_pool_model(seed):
+    case = random_pool_case(seed)
+    assert case.config.engine == "pool"
+    check_case(case)
+
+
+def test_pool_cases_cover_the_space():
+    """The random pool cases include pooled conv and dense layers, int8 layers, every
+    lane count, several pool sizes, full and reduced precision."""
+    cases = [random_pool_case(s) for s in range(200, 230)]
+    layers = [layer for c in cases for layer in c.model.layers if layer.is_mac]
+    assert any(layer.is_pool and layer.kind == "conv3x3" for layer in layers)
+    assert any(layer.is_pool and layer.kind == "dense" for layer in layers)
+    assert any(not layer.is_pool for layer in layers)
+    assert {c.config.lanes for c in cases} == {1, 2, 3, 4}
+    assert len({c.config.pool_size for c in cases}) >= 3
+    assert any(c.bits is None for c in cases) and any(c.bits == 1 for c in cases)
 
 
 def test_writeback_bound_layer():
