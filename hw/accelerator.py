@@ -456,12 +456,15 @@ class Accelerator(wiring.Component):
                     # waits until the engine takes it.
                     pool_row = self.load.payload.region == REGIONS.index("pool")
                     row = Signal(shapes["pool"])
+                    # Nothing else is taken until the column is built, so an inference
+                    # never starts (and counts cycles) behind a build.
                     m.d.comb += [
                         row.eq(self.load.payload.data),
                         engine.build.valid.eq(self.load.valid & pool_row),
                         engine.build.payload.index.eq(self.load.payload.addr),
                         engine.build.payload.shift.eq(row.shift),
-                        self.load.ready.eq(~pool_row | engine.build.ready),
+                        self.load.ready.eq(engine.build.ready),
+                        self.inp.ready.eq(~rb_pending & engine.build.ready),
                     ]
                     m.d.comb += [engine.build.payload.values[j].eq(row[f"v{j}"])
                                  for j in range(POOL_GROUP)]
@@ -472,9 +475,10 @@ class Accelerator(wiring.Component):
                     m.d.comb += [rd[name].addr.eq(rb_req.payload.addr) for name in rd]
                     m.d.comb += [rd[name].en.eq(1) for name in rd]
                     m.d.sync += [rb_pending.eq(1), rb_region.eq(rb_req.payload.region)]
-                m.d.comb += [wr_buf.eq(0), wr_en.eq(self.inp.valid & ~rb_pending),
+                take_input = self.inp.valid & self.inp.ready
+                m.d.comb += [wr_buf.eq(0), wr_en.eq(take_input),
                              wr_addr.eq(in_addr), wr_data.eq(self.inp.payload.data)]
-                with m.If(self.inp.valid & ~rb_pending):
+                with m.If(take_input):
                     m.d.sync += in_addr.eq(in_addr + 1)
                     with m.If(self.inp.payload.last):
                         m.d.sync += [in_addr.eq(0), layer.eq(0), cycles.eq(0)]

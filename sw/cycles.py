@@ -34,6 +34,19 @@ Max-pool layer
 
 The counter covers the program from the first DECODE to the final layer's last
 write, so an inference takes the sum of its layers' cycles.
+
+Pool engine (``hw/engines/pool.py``)
+    A beat takes ``P = act_bits - plane_lo`` cycles (one per bit-plane; ``P =
+    act_bits`` for the int8 layers of a pool model), a result is presented two cycles
+    after its last beat was accepted, and a beat waits in the engine rather than in
+    the issue pipeline, so the recurrence is kept per beat (:func:`_pool_mac_cycles`):
+    a beat's planes start at ``t`` (the first beat of a layer at cycle 3), its final
+    plane goes at ``f = t + P - 1``. While the previous result is on the engine's
+    output (until its capture ``c_prev``), a beat's final plane cannot complete: a
+    beat with ``last`` is accepted at ``a = max(f, c_prev)`` and the next beat starts
+    at ``a + 1``; another beat's final plane completes at ``max(f + 1, c_prev)``,
+    when the next one starts. Group ``j``'s result is captured at ``c_j = max(a_j + 2,
+    c_{j-1} + V_{j-1})``; the layer takes ``c_last + V_last + 1`` cycles.
 """
 
 from __future__ import annotations
@@ -67,14 +80,32 @@ def _mac_cycles(plan: MacPlan, channels: int, lanes: int) -> int:
     return last_capture + valid[-1] + 1
 
 
+def _pool_mac_cycles(plan: MacPlan, channels: int, lanes: int, planes: int) -> int:
+    shapes = group_shapes(plan, channels, lanes)
+    t = 1 + ISSUE_LATENCY               # the first beat's first plane
+    capture, free = 0, 0                # last capture, when the write-back can next capture
+    for _ in range(plan.area):
+        for rows, valid in shapes:
+            for _ in range(rows - 1):
+                t = max(t + planes, capture)
+            accept = max(t + planes - 1, capture)
+            capture = max(accept + 2, free)
+            free = capture + valid
+            t = accept + 1
+    return free + 1
+
+
 def layer_cycles(image: Image) -> list[int]:
     """Cycles of each layer of ``image``'s program, its DECODE included."""
     cfg = image.config
     out = []
-    for layer, plan in zip(image.model.layers, image.plans, strict=True):
+    for i, (layer, plan) in enumerate(zip(image.model.layers, image.plans, strict=True)):
         if plan is None:
             c, h, w = layer.out_shape
             out.append(1 + c * h * w * pool_phases(cfg) + 1)
+        elif cfg.engine == "pool":
+            planes = image.planes.get(i, cfg.act_bits) if layer.is_pool else cfg.act_bits
+            out.append(_pool_mac_cycles(plan, layer.out_shape[0], cfg.lanes, planes))
         else:
             out.append(_mac_cycles(plan, layer.out_shape[0], cfg.lanes))
     return out

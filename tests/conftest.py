@@ -41,3 +41,14 @@ def digits_models(digits_float, digits_data):
     return {scheme: compress(digits_float, scheme, x_train=x_train, y_train=y_train,
                              x_test=x_test, y_test=y_test, progress=False)
             for scheme in ("flightnn", "lightnn2", "int8")}
+
+
+@pytest.fixture(scope="session")
+def digits_pool_models(digits_float, digits_data):
+    """The digits model compressed to weight pools: pool size S -> QuantModel."""
+    from shiftpool.sw.compress import compress
+
+    x_train, y_train, x_test, y_test = digits_data
+    return {size: compress(digits_float, "pool", x_train=x_train, y_train=y_train,
+                           x_test=x_test, y_test=y_test, progress=False, pool_size=size)
+            for size in (16, 64, 128)}

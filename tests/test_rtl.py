@@ -73,3 +73,61 @@ def test_random_configurations_bit_exact(seed, simulator, sim_build_dir):
     result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir,
                       seed=seed, idle_gap=0.3, back_pressure=0.3)
     assert_bit_exact(model, x, result, what)
+
+
+# -- the weight-pool engine -------------------------------------------------------------
+
+#: (pool size, run-time precision, test images) per simulator: full and reduced
+#: precision, the smallest and largest pools.
+POOL_RUNS = {
+    "verilator": [(64, 8, 60), (64, 3, 60), (16, 1, 60), (128, 5, 60)],
+    "icarus": [(64, 3, 3), (16, 8, 2)],
+}
+
+
+@pytest.mark.parametrize("simulator,size,bits,images", [
+    pytest.param(sim, size, bits, images, marks=[getattr(pytest.mark, sim), pytest.mark.slow],
+                 id=f"{sim}-S{size}-bits{bits}")
+    for sim, runs in POOL_RUNS.items() for size, bits, images in runs
+])
+def test_digits_pool_models_bit_exact(simulator, size, bits, images, digits_pool_models,
+                                      digits_data, sim_build_dir):
+    model = digits_pool_models[size]
+    assert [layer.is_pool for layer in model.layers if layer.is_mac] == [False, True, True]
+    x = model.quantize_input(digits_data[2][:images])
+    config = fit_config(model, lanes=2)
+    assert (config.engine, config.pool_size) == ("pool", size)
+    result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir,
+                      bits=bits)
+    assert_bit_exact(model, x, result, f"pool S={size}, {bits} bits on {simulator}")
+
+
+def random_pool_case(seed: int):
+    """A random pool model (int8 first layer, pooled conv and dense layers), lanes,
+    pool size, entry width and precision; every choice comes from ``seed``."""
+    rng = np.random.default_rng(seed)
+    act_bits = int(rng.integers(3, 9))
+    model = random_model(
+        rng, scheme="pool", act_bits=act_bits,
+        input_shape=(int(rng.integers(1, 4)), int(rng.integers(3, 6)), int(rng.integers(3, 6))),
+        convs=(8, int(rng.choice([8, 16]))), pool=bool(rng.integers(0, 2)),
+        dense=(int(rng.integers(2, 9)),), pool_size=int(rng.choice([4, 8, 16, 32])),
+        pool_bits=int(rng.integers(3, 9)), lut_bits=int(rng.integers(6, 17)))
+    config = fit_config(model, lanes=int(rng.integers(1, 5)))
+    x = rng.integers(0, 1 << act_bits, size=(2,) + tuple(model.input_shape))
+    return model, config, x, int(rng.integers(1, act_bits + 1))
+
+
+@pytest.mark.parametrize("simulator", [
+    pytest.param("verilator", marks=[pytest.mark.verilator, pytest.mark.slow]),
+    pytest.param("icarus", marks=[pytest.mark.icarus, pytest.mark.slow]),
+])
+@pytest.mark.parametrize("seed", [404, 505])
+def test_random_pool_configurations_bit_exact(seed, simulator, sim_build_dir):
+    model, config, x, bits = random_pool_case(seed)
+    what = (f"seed {seed}, {simulator}, pool S {config.pool_size}, lut_bits "
+            f"{config.lut_bits}, lanes {config.lanes}, act_bits {config.act_bits}, bits {bits}, "
+            f"layers {[(layer.kind, layer.out_shape) for layer in model.layers]}")
+    result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir,
+                      seed=seed, idle_gap=0.3, back_pressure=0.3, bits=bits)
+    assert_bit_exact(model, x, result, what)
