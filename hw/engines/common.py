@@ -43,6 +43,9 @@ def code_shape(config: AcceleratorConfig):
 def engine_input_layout(config: AcceleratorConfig) -> data.StructLayout:
     """Payload of an engine's input stream (one beat).
 
+    For ``engine == "pool"`` it is :func:`~shiftpool.hw.engines.pool.pool_input_layout`;
+    for the other engines:
+
     Members
     -------
     acts : ArrayLayout(unsigned(act_bits), taps)
@@ -54,6 +57,10 @@ def engine_input_layout(config: AcceleratorConfig) -> data.StructLayout:
     last : 1
         The beat ends a dot product: present the accumulators on the output.
     """
+    if config.engine == "pool":
+        from .pool import pool_input_layout
+
+        return pool_input_layout(config)
     return data.StructLayout({
         "acts": data.ArrayLayout(unsigned(config.act_bits), config.taps),
         "codes": data.ArrayLayout(data.ArrayLayout(code_shape(config), config.taps),
@@ -170,11 +177,13 @@ class AccumulatingEngine(wiring.Component):
         return m
 
 
-def make_engine(config: AcceleratorConfig) -> AccumulatingEngine:
-    """The engine ``config.engine`` names: a :class:`ShiftAddEngine` or an
-    :class:`Int8MacEngine`."""
+def make_engine(config: AcceleratorConfig) -> wiring.Component:
+    """The engine ``config.engine`` names: a :class:`ShiftAddEngine`, an
+    :class:`Int8MacEngine` or a :class:`PoolLookupEngine` (which has a ``build`` stream
+    besides ``i`` and ``o``)."""
     from .int8mac import Int8MacEngine
+    from .pool import PoolLookupEngine
     from .shiftadd import ShiftAddEngine
 
-    engines = {"shiftadd": ShiftAddEngine, "int8": Int8MacEngine}
+    engines = {"shiftadd": ShiftAddEngine, "int8": Int8MacEngine, "pool": PoolLookupEngine}
     return engines[config.engine](config)

@@ -1,0 +1,437 @@
+"""The bit-serial weight-pool lookup engine (``docs/arithmetic.md`` §12).
+
+One beat is one group of 8 activations. The engine walks its bit-planes, one per
+cycle; in each, the 8 activation bits form a pattern, and every lane adds
+``2**b * LUT[pattern][index]`` (lookup path) or ``2**b * sum_j bit_j * weight_j`` (the
+bit-serial int8 path, for the layers of a pool model that are not pooled). The lookup
+table is filled on chip from the pool, one pool vector at a time, through the
+``build`` stream.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import POOL_GROUP, AcceleratorConfig, ceil_log2
+from .common import _adder_tree, engine_output_layout
+
+__all__ = [
+    "PATTERNS",
+    "PoolLookupEngine",
+    "pool_build_layout",
+    "pool_input_layout",
+    "pool_shift_bits",
+    "pool_signature",
+]
+
+#: Bit patterns of one group, i.e. lookup-table rows.
+PATTERNS = 1 << POOL_GROUP
+
+#: Geometry and count of the iCE40 UltraPlus single-port RAMs (SB_SPRAM256KA).
+SPRAM_DEPTH, SPRAM_WIDTH, SPRAM_COUNT = 16384, 16, 4
+
+
+def pool_shift_bits(config: AcceleratorConfig) -> int:
+    """Width of the build stream's ``shift``: it holds ``0 .. pool_bits + 3``."""
+    return ceil_log2(config.pool_bits + 4)
+
+
+def _int8_term_shape(config: AcceleratorConfig):
+    """Shape of one plane's int8 term ``sum_j bit_j * weight_j`` (8 signed bytes)."""
+    return signed(config.code_width + ceil_log2(POOL_GROUP))
+
+
+def pool_input_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Payload of the pool engine's input stream (one beat: one group of 8 inputs).
+
+    Members
+    -------
+    acts : ArrayLayout(unsigned(act_bits), 8)
+        Activations, shared by every lane; ``acts[0]`` is the patterns' LSB.
+    weights : ArrayLayout(ArrayLayout(signed(8), 8), lanes)
+        int8 path: ``weights[l][j]`` multiplies ``acts[j]`` in lane ``l``.
+    index : ArrayLayout(unsigned(index_bits), lanes)
+        Lookup path: lane ``l``'s pool vector.
+    lookup : 1
+        1: lookup path, 0: int8 path.
+    plane_lo : unsigned(max(1, ceil_log2(act_bits)))
+        The lowest bit-plane processed: planes ``plane_lo .. act_bits - 1`` (run-time
+        precision ``act_bits - plane_lo``); must be below ``act_bits``.
+    first : 1
+        The beat starts a dot product: accumulate from zero.
+    last : 1
+        The beat ends a dot product: present the accumulators on the output.
+    """
+    return data.StructLayout({
+        "acts": data.ArrayLayout(unsigned(config.act_bits), POOL_GROUP),
+        "weights": data.ArrayLayout(data.ArrayLayout(signed(config.code_width), POOL_GROUP),
+                                    config.lanes),
+        "index": data.ArrayLayout(unsigned(config.index_bits), config.lanes),
+        "lookup": 1,
+        "plane_lo": unsigned(max(1, ceil_log2(config.act_bits))),
+        "first": 1,
+        "last": 1,
+    })
+
+
+def pool_build_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Payload of the pool engine's build stream: one pool vector.
+
+    Members
+    -------
+    index : unsigned(index_bits)
+        The pool vector ``p`` (the table column to fill).
+    values : ArrayLayout(signed(pool_bits), 8)
+        ``pool[p]``.
+    shift : unsigned(pool_shift_bits(config))
+        The table's narrowing shift ``k`` (``sw.pool_golden.lut_shift``).
+    """
+    return data.StructLayout({
+        "index": unsigned(config.index_bits),
+        "values": data.ArrayLayout(signed(config.pool_bits), POOL_GROUP),
+        "shift": unsigned(pool_shift_bits(config)),
+    })
+
+
+def pool_signature(config: AcceleratorConfig) -> wiring.Signature:
+    """Signature of :class:`PoolLookupEngine`.
+
+    Members
+    -------
+    i : In(stream.Signature(pool_input_layout(config)))
+    o : Out(stream.Signature(engine_output_layout(config)))
+    build : In(stream.Signature(pool_build_layout(config)))
+    """
+    return wiring.Signature({
+        "i": In(stream.Signature(pool_input_layout(config))),
+        "o": Out(stream.Signature(engine_output_layout(config))),
+        "build": In(stream.Signature(pool_build_layout(config))),
+    })
+
+
+class PoolLookupEngine(wiring.Component):
+    """Bit-serial weight-pool engine: a table lookup per lane, group and bit-plane.
+
+    **Arithmetic.** Per accepted beat, with ``planes = plane_lo .. act_bits - 1`` and
+    ``pattern_b`` the byte whose bit ``j`` is bit ``b`` of ``acts[j]``, lane ``l`` computes
+    ``acc[l] = (0 if first else acc[l]) + sum_{b in planes} 2**b * term_b[l]`` with
+    ``term_b[l] = LUT[pattern_b][index[l]]`` (``lookup``) or
+    ``sum_j bit_b(acts[j]) * weights[l][j]`` (int8 path). On a beat with ``last`` the
+    accumulators are presented on ``o``, held until ``o.ready``. Results are exact while
+    every accumulator value fits ``signed(acc_width)`` (``config.max_fan_in`` bounds it).
+
+    **Building the table.** A transfer on ``build`` (pool vector ``p``, its values and
+    the table's shift ``k``) writes ``LUT[q][p] = (E + 2**(k-1)) >> k`` (``E`` for
+    ``k = 0``), ``E = sum_j bit_j(q) * values[j]``, for all 256 patterns ``q``, one per
+    cycle (in Gray-code order, so each exact ``E`` is the previous one plus or minus one
+    value), truncated to ``signed(lut_bits)``: ``sw.pool_golden.narrow_lut(build_lut(pool),
+    k)``. A vector offered while a beat is in flight is taken once that beat's planes
+    are all read (no new beat starts while it waits); ``build.ready`` and ``i.ready``
+    stay low for the 256 cycles that follow.
+
+    **Memory organisation.** The table is replicated per lane: lane ``l`` owns a memory of
+    ``256 * pool_size`` entries of ``signed(lut_bits)`` at address
+    ``Cat(index, pattern)``. All lanes see the same pattern in a cycle but different
+    indices, so each reads its own copy, once per cycle; all copies are written together.
+    Each copy is addressed by one signal shared by writes and reads (build address while
+    building, lookup address otherwise), and reads and writes never share a cycle: it is
+    a single-ported RAM. On the iCE40 UP5K a 64-vector table of 16-bit entries (256 Kbit)
+    is exactly one SB_SPRAM256KA (16K x 16) per lane, whereas a row-wide organisation
+    (all vectors of one pattern per read) would need a 1024-bit read port that the
+    device does not have (and its 120 Kbit of block RAM would not hold even one copy).
+    When elaborated for an iCE40 UltraPlus platform, the copies are SB_SPRAM256KA
+    instances if all of them fit the device's four; otherwise each copy is an
+    :class:`amaranth.lib.memory.Memory` with one address signal for its two ports.
+
+    **Pipeline.** Planes are issued LSB first (stage 0: pattern, table address, int8
+    term); the table read is synchronous, and the next cycle (stage 1) folds the term
+    into a per-beat partial ``h = (h >> 1) + (term << (act_bits - 1))``, which after the
+    top plane equals ``sum_b 2**b * term_b`` exactly whatever ``plane_lo`` is (every
+    right shift drops only zero bits), then adds ``h`` to the accumulator. No variable
+    shifter is needed. The accumulators double as the output register, so a beat's
+    final plane waits in stage 1 (read data held) while an earlier result is held on
+    ``o``.
+
+    **Timing.**
+
+    1. A beat with ``P = act_bits - plane_lo`` planes offered from cycle ``t0`` while the
+       engine is free is accepted (``i.valid & i.ready``) in cycle ``t0 + P - 1``; the
+       payload must stay stable until then (stream rules). Beats offered back to back
+       are processed with no bubble. Free means: no table build running or offered,
+       and not held by 3, nor by a result held on ``o`` when the previous beat's last
+       plane must update the accumulators.
+    2. The result of a beat with ``last`` accepted in cycle ``t`` is on ``o`` (``o.valid``)
+       from cycle ``t + 2`` until ``o.ready``.
+    3. A beat with ``last`` is not accepted between the acceptance of an earlier beat with
+       ``last`` and the cycle that earlier result is taken (``o.valid & o.ready``); it may
+       be accepted in that very cycle.
+    4. Idle cycles on ``i`` and back-pressure on ``o`` only delay; nothing is lost.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        With ``engine == "pool"`` (and so ``taps == 8``).
+
+    Members
+    -------
+    i : In(stream.Signature(pool_input_layout(config)))
+        Beats: one group of activations and each lane's pool index or int8 weights.
+    o : Out(stream.Signature(engine_output_layout(config)))
+        One result per beat with ``last``: the dot products of all lanes.
+    build : In(stream.Signature(pool_build_layout(config)))
+        Pool vectors to fill the table with.
+    """
+
+    #: The ``config.engine`` this engine implements.
+    engine = "pool"
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        if config.engine != self.engine:
+            raise ValueError(f"{type(self).__name__} implements engine {self.engine!r}; "
+                             f"config field 'engine' is {config.engine!r}")
+        self._config = config
+        super().__init__(pool_signature(config))
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        """The configuration the engine was built for."""
+        return self._config
+
+    @property
+    def lut_depth(self) -> int:
+        """Entries in each lane's copy of the table: ``256 * pool_size``."""
+        return PATTERNS * self._config.pool_size
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        top_plane = config.act_bits - 1
+        beat = self.i.payload
+        new = self.build.payload
+
+        # -- table build: one pattern per cycle, in Gray-code order ------------------
+        building = Signal()
+        build_index = Signal.like(new.index)
+        build_values = Signal.like(new.values)
+        build_shift = Signal.like(new.shift)
+        count = Signal(POOL_GROUP)
+        exact = Signal(signed(config.pool_bits + 3))    # |E| <= 8 * 2**(pool_bits - 1)
+
+        count_next = Signal(POOL_GROUP + 1)
+        gray = Signal(POOL_GROUP)
+        flip = Signal(POOL_GROUP)                      # the one bit the next pattern flips
+        step = Signal(signed(config.pool_bits))
+        entry = Signal(signed(config.pool_bits + 4))
+        m.d.comb += [
+            count_next.eq(count + 1),
+            gray.eq(count ^ (count >> 1)),
+            flip.eq(gray ^ (count_next ^ (count_next >> 1))),
+            step.eq(_or_tree(Mux(flip[j], build_values[j], 0) for j in range(POOL_GROUP))),
+            # (E + 2**(k-1)) >> k, which is ((2E >> k) + 1) >> 1 for every k >= 0.
+            entry.eq((((exact << 1) >> build_shift) + 1) >> 1),
+        ]
+
+        # -- stage 0: issue one plane of the beat on i -------------------------------
+        mid = Signal()                                  # the beat has planes issued
+        plane_next = Signal(range(config.act_bits))
+        plane = Mux(mid, plane_next, beat.plane_lo)
+        final = plane == top_plane
+        pattern = Cat(beat.acts[j].bit_select(plane, 1) for j in range(POOL_GROUP))
+
+        # -- stage 1: fold the read term in ------------------------------------------
+        s1_valid = Signal()
+        s1_start = Signal()                             # the beat's first plane
+        s1_final = Signal()                             # the beat's last plane
+        s1_first = Signal()
+        s1_last = Signal()
+        s1_lookup = Signal()
+
+        held = self.o.valid & ~self.o.ready
+        # The accumulators are the output register: no commit under a held result.
+        stall = s1_valid & s1_final & held
+        # At most one result pending, from a last beat's acceptance until it is taken.
+        last_blocked = beat.last & (held | (s1_valid & s1_final & s1_last))
+        build_start = Signal()
+        m.d.comb += [
+            self.build.ready.eq(~building & ~mid & ~s1_valid),
+            build_start.eq(self.build.valid & self.build.ready),
+        ]
+        # A pool vector on build waits for the beat in flight, then beats wait for it.
+        can_issue = ~building & ~(self.build.valid & ~mid) & ~stall
+        issue = Signal()
+        m.d.comb += [
+            self.i.ready.eq(can_issue & final & ~last_blocked),
+            issue.eq(self.i.valid & can_issue & ~(final & last_blocked)),
+        ]
+
+        with m.If(build_start):
+            m.d.sync += [
+                building.eq(1),
+                build_index.eq(new.index),
+                build_values.eq(new.values),
+                build_shift.eq(new.shift),
+                count.eq(0),
+                exact.eq(0),
+            ]
+        with m.Elif(building):
+            rising = (flip & ~gray).any()
+            m.d.sync += [
+                count.eq(count_next),
+                exact.eq(Mux(rising, exact + step, exact - step)),
+            ]
+            with m.If(count == PATTERNS - 1):
+                m.d.sync += building.eq(0)
+
+        with m.If(~stall):
+            m.d.sync += s1_valid.eq(issue)
+        with m.If(issue):
+            m.d.sync += [
+                s1_start.eq(~mid),
+                s1_final.eq(final),
+                s1_first.eq(beat.first),
+                s1_last.eq(beat.last),
+                s1_lookup.eq(beat.lookup),
+                mid.eq(~final),
+                plane_next.eq(plane + 1),
+            ]
+
+        commit = s1_valid & s1_final & ~stall
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(commit & s1_last):
+            m.d.sync += self.o.valid.eq(1)
+
+        acc = Signal(engine_output_layout(config))
+        m.d.comb += self.o.payload.eq(acc)
+        use_spram = (_has_spram(platform) and
+                     config.lanes * _spram_tiles(config.lut_bits, self.lut_depth) <= SPRAM_COUNT)
+        term_shape = signed(max(config.lut_bits, _int8_term_shape(config).width))
+        for lane in range(config.lanes):
+            table = _TableCopy(signed(config.lut_bits), self.lut_depth, use_spram)
+            m.submodules[f"lut{lane}"] = table
+            m.d.comb += [
+                # One address for writes and reads: a single-ported RAM holds the copy.
+                table.addr.eq(Mux(building, Cat(build_index, gray),
+                                  Cat(beat.index[lane], pattern))),
+                table.write_data.eq(entry),
+                table.write_en.eq(building),
+                # Low while stalled, so the read data of the waiting plane is held.
+                table.read_en.eq(issue),
+            ]
+
+            int8_term = Signal(_int8_term_shape(config), name=f"int8_term{lane}")
+            with m.If(issue):
+                weights = beat.weights[lane]
+                m.d.sync += int8_term.eq(_adder_tree(Mux(pattern[j], weights[j], 0)
+                                                     for j in range(POOL_GROUP)))
+
+            term = Mux(s1_lookup, table.read_data, int8_term)
+            partial = Signal(signed(term_shape.width + config.act_bits), name=f"partial{lane}")
+            prev = Mux(s1_start, 0, partial)
+            # (prev >> 1) + (term << top_plane): the low top_plane bits need no adder.
+            folded = Cat(prev[1:config.act_bits],
+                         prev[config.act_bits:].as_signed() + term).as_signed()
+            with m.If(s1_valid & ~stall):
+                m.d.sync += partial.eq(folded)
+            with m.If(commit):
+                m.d.sync += acc[lane].eq(Mux(s1_first, 0, acc[lane]) + folded)
+        return m
+
+
+def _or_tree(values):
+    """Bitwise OR of ``values`` (at most one of them non-zero: a one-hot selection)."""
+    values = list(values)
+    while len(values) > 1:
+        pairs = [a | b for a, b in zip(values[0::2], values[1::2], strict=False)]
+        values = pairs + values[len(pairs) * 2:]
+    return values[0]
+
+
+def _has_spram(platform) -> bool:
+    """Whether ``platform`` is an iCE40 UltraPlus (which has SB_SPRAM256KA)."""
+    return str(getattr(platform, "device", "")).startswith("iCE40UP")
+
+
+def _spram_tiles(width: int, depth: int) -> int:
+    """SPRAMs a ``depth x width`` memory takes."""
+    return -(-depth // SPRAM_DEPTH) * -(-width // SPRAM_WIDTH)
+
+
+class _TableCopy(wiring.Component):
+    """One lane's copy of the lookup table: a single-ported RAM.
+
+    ``addr`` serves writes and reads; a read (``read_en``) gives ``read_data`` on the
+    next cycle, held while ``read_en`` is low; ``read_data`` is undefined after a
+    write. On an iCE40 UltraPlus (``use_spram``) it is built from SB_SPRAM256KA
+    instances, because yosys does not infer SPRAM for an Amaranth memory: Amaranth
+    always gives a memory an initial value (zeros) and SPRAM has none. Elsewhere it is
+    a :class:`amaranth.lib.memory.Memory` with one address for both ports.
+    """
+
+    def __init__(self, shape, depth: int, use_spram: bool):
+        self._shape = shape
+        self._depth = depth
+        self._use_spram = use_spram
+        super().__init__({
+            "addr": In(ceil_log2(depth)),
+            "write_en": In(1),
+            "write_data": In(shape),
+            "read_en": In(1),
+            "read_data": Out(shape),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if not self._use_spram:
+            m.submodules.memory = mem = memory.Memory(shape=self._shape, depth=self._depth,
+                                                      init=[])
+            write, read = mem.write_port(), mem.read_port()
+            m.d.comb += [
+                write.addr.eq(self.addr),
+                write.data.eq(self.write_data),
+                write.en.eq(self.write_en),
+                read.addr.eq(self.addr),
+                read.en.eq(self.read_en),
+                self.read_data.eq(read.data),
+            ]
+            return m
+
+        width = len(self.write_data)
+        addr_bits = ceil_log2(SPRAM_DEPTH)
+        low = self.addr[:addr_bits]
+        high = self.addr[addr_bits:]
+        blocks = -(-self._depth // SPRAM_DEPTH)
+        read_block = Signal(range(blocks))             # the block the held data came from
+        with m.If(self.read_en):
+            m.d.sync += read_block.eq(high)
+        outputs = []
+        for block in range(blocks):
+            enable = (self.read_en | self.write_en) & (high == block)
+            slices = []
+            for lo in range(0, width, SPRAM_WIDTH):
+                part = self.write_data[lo:lo + SPRAM_WIDTH]
+                out = Signal(SPRAM_WIDTH, name=f"spram{block}_{lo // SPRAM_WIDTH}_data")
+                m.submodules[f"spram{block}_{lo // SPRAM_WIDTH}"] = Instance(
+                    "SB_SPRAM256KA",
+                    i_ADDRESS=Cat(low, Const(0, addr_bits - len(low))),
+                    i_DATAIN=Cat(part, Const(0, SPRAM_WIDTH - len(part))),
+                    i_MASKWREN=Const(0b1111, 4),
+                    i_WREN=self.write_en,
+                    i_CHIPSELECT=enable,
+                    i_CLOCK=ClockSignal("sync"),
+                    i_STANDBY=Const(0, 1),
+                    i_SLEEP=Const(0, 1),
+                    i_POWEROFF=Const(1, 1),
+                    o_DATAOUT=out,
+                )
+                slices.append(out)
+            outputs.append(Cat(*slices)[:width])
+        data_out = outputs[0]
+        for block in range(1, blocks):
+            data_out = Mux(read_block == block, outputs[block], data_out)
+        m.d.comb += self.read_data.eq(data_out)
+        return m
