@@ -109,7 +109,7 @@ def beat_layout(cfg: AcceleratorConfig) -> data.StructLayout:
     """One beat in the issue pipeline: the engine flags, the output position the beat
     belongs to (for the padding test and the activation addresses), its weight row,
     and its group's write-back data (meaningful on the beat with ``last``)."""
-    return data.StructLayout({
+    fields = {
         "valid": 1,
         "first": 1,
         "last": 1,
@@ -118,7 +118,12 @@ def beat_layout(cfg: AcceleratorConfig) -> data.StructLayout:
         "pos": unsigned(count_width(cfg.act_depth)),
         "wrow": unsigned(row_addr_width(cfg)),
         "group": group_layout(cfg),
-    })
+    }
+    if cfg.precompute:
+        # A fill beat (precompute mode) and where its values go: step, row of lanes.
+        fields.update(fill=1, step=unsigned(count_width(cfg.tap_depth)),
+                      fill_row=unsigned(addr_width(cfg.fill_rows)))
+    return data.StructLayout(fields)
 
 
 def _max(a, b):
@@ -270,7 +275,12 @@ class Accelerator(wiring.Component):
         second = Signal()                            # issuing a group's second pass
         is_two = group >= d.groups1
         pass_end = step + 1 == d.steps
-        group_end = pass_end & (second | ~is_two)
+        # Precompute mode: each position starts with fill_groups fill groups of `steps`
+        # beats that store the pool's dot products for the step's 8 inputs; they
+        # produce no result, read no weight row and are not counted in `group`.
+        filling = Signal()
+        fill_row = Signal(range(max(2, cfg.fill_rows))) if cfg.precompute else None
+        group_end = pass_end & (second | ~is_two) & ~filling
         pos_end = group_end & (group + 1 == d.groups1 + d.groups2)
         row_end = pos_end & (x + 1 == d.width)
         layer_end = row_end & (y + 1 == d.height)
@@ -281,6 +291,9 @@ class Accelerator(wiring.Component):
             issue.group.chan.eq(chan), issue.group.two.eq(is_two),
             issue.group.bias.eq(brow), issue.group.addr.eq(gaddr + pos),
         ]
+        if cfg.precompute:
+            m.d.comb += [issue.fill.eq(filling), issue.step.eq(step),
+                         issue.fill_row.eq(fill_row)]
 
         m.d.comb += [
             rd["taps"].addr.eq(d.tap_base + step), rd["taps"].en.eq(advance),
@@ -317,6 +330,13 @@ class Accelerator(wiring.Component):
                 engine.i.payload.lookup.eq(d.lookup),
                 engine.i.payload.plane_lo.eq(d.plane_lo),
             ]
+            if cfg.precompute:
+                m.d.comb += [
+                    engine.i.payload.fill.eq(s2.fill),
+                    engine.i.payload.gather.eq((d.fill_groups != 0) & ~s2.fill),
+                    engine.i.payload.step.eq(s2.step),
+                    engine.i.payload.fill_row.eq(s2.fill_row),
+                ]
         else:
             m.d.comb += engine.i.payload.codes.eq(rd["weights"].data)
         for j in range(cfg.taps):
@@ -426,8 +446,8 @@ class Accelerator(wiring.Component):
         m.d.sync += p1.valid.eq(0)
 
         # Everything the layer started is done after this cycle: no beat in flight, no
-        # result in (or on its way out of) the engine, the write-back unit idle or writing its last lane (a
-        # max-pool write in stage 1 also happens in this cycle).
+        # result in (or on its way out of) the engine, the write-back unit idle or
+        # writing its last lane (a max-pool write in stage 1 also happens in this cycle).
         drained = ~s1.valid & ~s2.valid & ~result_pending & wb_free
 
         # -- readback ----------------------------------------------------------------------
@@ -490,6 +510,8 @@ class Accelerator(wiring.Component):
                              second.eq(0), chan.eq(0), gaddr.eq(0),
                              wrow.eq(desc.weight_base), brow.eq(desc.bias_base),
                              in_base.eq(0), pool_out.eq(0), pool_chan.eq(0), phase.eq(0)]
+                if cfg.precompute:
+                    m.d.sync += [filling.eq(desc.fill_groups != 0), fill_row.eq(0)]
                 with m.If(desc.kind == KIND_POOL):
                     m.next = "POOL"
                 with m.Else():
@@ -497,9 +519,18 @@ class Accelerator(wiring.Component):
             with m.State("ISSUE"):
                 m.d.comb += [counting.eq(1), self.busy.eq(1), issuing.eq(1)]
                 with m.If(advance):
-                    m.d.sync += [step.eq(step + 1), wrow.eq(wrow + 1)]
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(~filling):
+                        m.d.sync += wrow.eq(wrow + 1)
                     with m.If(pass_end):
-                        m.d.sync += [step.eq(0), second.eq(is_two & ~second)]
+                        m.d.sync += step.eq(0)
+                        with m.If(~filling):
+                            m.d.sync += second.eq(is_two & ~second)
+                    if cfg.precompute:
+                        with m.If(filling & pass_end):
+                            m.d.sync += fill_row.eq(fill_row + 1)
+                            with m.If(fill_row + 1 == d.fill_groups):
+                                m.d.sync += filling.eq(0)
                     with m.If(group_end):
                         m.d.sync += [group.eq(group + 1), brow.eq(brow + 1),
                                      chan.eq(chan + cfg.lanes),
@@ -511,6 +542,8 @@ class Accelerator(wiring.Component):
                         m.d.sync += [group.eq(0), chan.eq(0), gaddr.eq(0), pos.eq(pos + 1),
                                      wrow.eq(d.weight_base), brow.eq(d.bias_base),
                                      x.eq(x + 1)]
+                        if cfg.precompute:
+                            m.d.sync += [filling.eq(d.fill_groups != 0), fill_row.eq(0)]
                         with m.If(x + 1 == d.width):
                             m.d.sync += [x.eq(0), y.eq(y + 1)]
                     with m.If(layer_end):

@@ -16,7 +16,7 @@ __all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "POOL_GROUP", "ceil_lo
 ENGINES = ("shiftadd", "int8", "pool")
 
 #: Fields only the pool engine uses.
-POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth")
+POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth", "precompute_steps")
 
 #: Activations in one pool group (the pool vectors' length); the pool engine's taps.
 POOL_GROUP = 8
@@ -85,6 +85,10 @@ class AcceleratorConfig:
         Pool engine: width of the signed lookup-table entries.
     index_depth : int
         Pool engine: rows (``lanes`` pool indices each) in the index memory.
+    precompute_steps : int
+        Pool engine: most steps (8-vectors per output) of a layer run in precompute
+        mode; 0 builds no precompute store. Needs ``lanes`` a power of two
+        (``pool_size`` is one).
     """
 
     engine: str = "shiftadd"
@@ -105,6 +109,7 @@ class AcceleratorConfig:
     pool_bits: int = 8
     lut_bits: int = 16
     index_depth: int = 512
+    precompute_steps: int = 0
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -128,6 +133,12 @@ class AcceleratorConfig:
         _check_range("pool_bits", self.pool_bits, 2, 16)
         _check_range("lut_bits", self.lut_bits, 2, 32)
         _check_range("index_depth", self.index_depth, 1)
+        _check_range("precompute_steps", self.precompute_steps, 0)
+        if self.precompute_steps and (self.lanes & (self.lanes - 1)
+                                      or self.lanes > self.pool_size):
+            raise ConfigError(f"config field 'lanes' = {self.lanes}: precompute mode "
+                              f"(precompute_steps > 0) needs a power of two no larger than "
+                              f"pool_size = {self.pool_size}")
         if self.pool_size & (self.pool_size - 1):
             raise ConfigError(f"config field 'pool_size' = {self.pool_size} must be a power "
                               f"of two (it is the low part of a lookup-table address)")
@@ -142,6 +153,16 @@ class AcceleratorConfig:
         """Bits of one weight code: ``exp + sign + nonzero`` or a signed byte (the int8
         engine, and the pool engine's int8 path)."""
         return self.exp_bits + 2 if self.engine == "shiftadd" else 8
+
+    @property
+    def precompute(self) -> bool:
+        """The pool engine has a precompute store."""
+        return self.engine == "pool" and self.precompute_steps > 0
+
+    @property
+    def fill_rows(self) -> int:
+        """Precompute mode: rows of ``lanes`` values per step, ``pool_size / lanes``."""
+        return self.pool_size // self.lanes
 
     @property
     def index_bits(self) -> int:

@@ -62,7 +62,8 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     The pool engine's descriptors end with two more: ``lookup`` (the layer's rows are
     pool indices read from the index memory, else int8 weights from the weight
     memory) and ``plane_lo`` (the lowest activation bit-plane processed: the run-time
-    precision is ``act_bits - plane_lo`` bits).
+    precision is ``act_bits - plane_lo`` bits); with a precompute store, a third:
+    ``fill_groups`` (``pool_size / lanes`` for a layer in precompute mode, else 0).
     """
     dim = count_width(cfg.max_dim)
     addr = count_width(cfg.act_depth)
@@ -92,7 +93,9 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     ] + ([
         ("lookup", 1),
         ("plane_lo", addr_width(cfg.act_bits)),
-    ] if cfg.engine == "pool" else [])
+    ] if cfg.engine == "pool" else []) + ([
+        ("fill_groups", count_width(cfg.fill_rows)),
+    ] if cfg.precompute else [])
 
 
 def lut_shift_width(cfg: AcceleratorConfig) -> int:

@@ -88,7 +88,7 @@ def _config_from_args(args, model):
 
     if getattr(args, "design", None):
         return load_manifest(args.design)
-    return fit_config(model, lanes=args.lanes, taps=args.taps)
+    return fit_config(model, lanes=args.lanes, taps=args.taps, mode=args.mode)
 
 
 def cmd_generate(args) -> int:
@@ -98,7 +98,8 @@ def cmd_generate(args) -> int:
     config = _config_from_args(args, model)
     _step(f"generating the {config.engine} accelerator ({config.lanes} lanes x "
           f"{config.taps} taps)")
-    info = generate(args.model, args.output, config=config, force=args.force, bits=args.bits)
+    info = generate(args.model, args.output, config=config, force=args.force, bits=args.bits,
+                    mode=args.mode)
     _say(f"wrote {args.output}/: shiftpool_top.v, manifest.json, image.json")
     _say(f"  config hash          {info['config_hash']}")
     _say(f"  cycles per inference {info['cycles']['per_inference']} (cycle model)")
@@ -132,7 +133,7 @@ def cmd_sim(args) -> int:
     _step(f"simulating {len(x)} inputs on {args.simulator}")
     t0 = time.monotonic()
     result = simulate(model, x, config, simulator=args.simulator, build_dir=args.build_dir,
-                      progress=True, seed=args.seed, bits=args.bits)
+                      progress=True, seed=args.seed, bits=args.bits, mode=args.mode)
     wall = time.monotonic() - t0
     if args.outputs:
         _save_npy(args.outputs, result.rtl)
@@ -387,6 +388,10 @@ def _add_bits(p) -> None:
     p.add_argument("--bits", type=int, default=None,
                    help="pool models: run-time activation precision, the bit-planes each "
                    "pool layer processes (1..act_bits; default all)")
+    p.add_argument("--mode", choices=("direct", "precompute"), default="direct",
+                   help="pool models: evaluation order of the pool layers; precompute "
+                   "first sums each step's table entries for every pool vector, which pays "
+                   "off for layers with more filters than pool vectors (default direct)")
 
 
 def _add_sim(p, default: str) -> None:

@@ -37,11 +37,13 @@ _ROOMY = dict(act_depth=1 << 16, weight_depth=1 << 16, tap_depth=1 << 12, bias_d
               program_depth=256, out_depth=1 << 12, max_dim=4096)
 
 
-def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, **fields) -> AcceleratorConfig:
+def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, mode="direct",
+               **fields) -> AcceleratorConfig:
     """The smallest configuration with ``lanes`` x ``taps`` that runs ``model``.
 
     A pool model gets the pool engine, whose ``taps`` is always 8 (one group), so
-    ``taps`` is ignored for it unless given in ``fields``.
+    ``taps`` is ignored for it; ``mode`` (as :func:`shiftpool.sw.golden.run` takes it)
+    sizes its precompute store for the layers run in precompute mode.
 
     Memory depths, ``max_fan_in`` and ``max_dim`` are taken from the model; any
     :class:`AcceleratorConfig` field given in ``fields`` overrides the fitted value
@@ -65,10 +67,12 @@ def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, **fields) -> Ac
         base.update(taps=POOL_GROUP, pool_size=1 << ceil_log2(max(2, len(model.pool))),
                     pool_bits=model.pool_bits, lut_bits=model.lut_bits,
                     index_depth=1 << 16)
-        base.update({k: v for k, v in fields.items() if k == "taps"})
+        steps = [model.layers[i].fan_in // POOL_GROUP
+                 for i, m in golden.layer_modes(model, mode).items() if m == "precompute"]
+        base.update(precompute_steps=max(steps, default=0))
     roomy = AcceleratorConfig(**base)
     used = {name: max(1, info["used"]) for name, info in
-            compile_model(model, roomy).memory_map().items()}
+            compile_model(model, roomy, mode=mode).memory_map().items()}
     sizes = [int(np.prod(model.input_shape))]
     sizes += [int(np.prod(layer.out_shape)) for layer in model.layers[:-1]]
     fitted = dict(base, act_depth=max(sizes), weight_depth=used["weights"],
@@ -79,7 +83,7 @@ def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, **fields) -> Ac
         fitted.update(index_depth=used["indices"])
     fitted.update(fields)
     config = AcceleratorConfig.from_dict(fitted)
-    compile_model(model, config)    # raises ConfigError naming what does not fit
+    compile_model(model, config, mode=mode)     # raises ConfigError naming what does not fit
     return config
 
 
@@ -90,7 +94,8 @@ def _sha256(path: Path) -> str:
 def manifest(image: Image, model_path: Path | None = None) -> dict:
     """What :func:`generate` records about a design: enough to rebuild and drive it."""
     per_layer = layer_cycles(image)
-    extra = {"bits": {str(i): b for i, b in image.planes.items()}} if image.planes else {}
+    extra = {"bits": {str(i): b for i, b in image.planes.items()},
+             "modes": {str(i): m for i, m in image.modes.items()}} if image.planes else {}
     return {**extra,
         "format": MANIFEST_FORMAT, "version": 1, "shiftpool": __version__,
         "toplevel": "shiftpool_top", "verilog": "shiftpool_top.v",
@@ -107,10 +112,11 @@ def manifest(image: Image, model_path: Path | None = None) -> dict:
 
 
 def generate(model_path: Path, out_dir: Path, config: AcceleratorConfig | None = None,
-             force: bool = False, bits: int | None = None, **fit) -> dict:
+             force: bool = False, bits: int | None = None, mode="direct", **fit) -> dict:
     """Write ``shiftpool_top.v``, ``manifest.json`` and ``image.json`` (the memory
-    images to load) for ``model_path`` into ``out_dir``; ``bits`` is a pool model's
-    run-time precision, written into the layer program.
+    images to load) for ``model_path`` into ``out_dir``; ``bits`` and ``mode`` are a
+    pool model's run-time precision and evaluation order, written into the layer
+    program.
 
     The folder is filled in a temporary sibling and renamed into place, so it is
     either complete or absent. An existing ``out_dir`` is replaced only with ``force``.
@@ -123,8 +129,8 @@ def generate(model_path: Path, out_dir: Path, config: AcceleratorConfig | None =
     if out_dir.exists() and not force:
         raise FileExistsError(f"output folder {out_dir} exists; pass --force to replace it")
     model = load_model(model_path)
-    config = config or fit_config(model, **fit)
-    image = compile_model(model, config, bits=bits)
+    config = config or fit_config(model, mode=mode, **fit)
+    image = compile_model(model, config, bits=bits, mode=mode)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
@@ -196,14 +202,15 @@ def first_mismatch(model: QuantModel, inputs: np.ndarray, result: SimResult) -> 
 def simulate(model: QuantModel, inputs: np.ndarray, config: AcceleratorConfig,
              simulator: str = "verilator", build_dir: Path | None = None,
              progress: bool = False, seed: int = 0, idle_gap: float = 0.0,
-             back_pressure: float = 0.0, bits: int | None = None) -> SimResult:
+             back_pressure: float = 0.0, bits: int | None = None,
+             mode="direct") -> SimResult:
     """Run integer ``inputs`` through the RTL and the golden model (a pool model's
-    pool layers at run-time precision ``bits``; all planes by default)."""
+    pool layers at run-time precision ``bits``, all planes by default, in ``mode``)."""
     from .sim.runner import run_image
 
     inputs = golden.check_inputs(model, inputs)
-    image = compile_model(model, config, bits=bits)
-    expected = golden.run(model, inputs, bits=bits)
+    image = compile_model(model, config, bits=bits, mode=mode)
+    expected = golden.run(model, inputs, bits=bits, mode=mode)
     rtl, cycles = run_image(image, inputs, simulator=simulator, build_dir=build_dir,
                             seed=seed, idle_gap=idle_gap, back_pressure=back_pressure,
                             progress=progress)

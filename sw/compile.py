@@ -67,6 +67,7 @@ class Image:
     regions: dict           # region name -> list of int rows
     plans: list             # per layer: MacPlan or None (pool)
     planes: dict = dataclasses.field(default_factory=dict)  # pool layer -> bit-planes run
+    modes: dict = dataclasses.field(default_factory=dict)   # pool layer -> direct/precompute
 
     @property
     def input_words(self) -> int:
@@ -328,16 +329,19 @@ def _pool_rows(cfg: AcceleratorConfig, model: QuantModel) -> list[int]:
 
 
 def compile_model(model: QuantModel, cfg: AcceleratorConfig,
-                  bits: int | dict | None = None) -> Image:
+                  bits: int | dict | None = None, mode: str | dict = "direct") -> Image:
     """Lay ``model`` out for ``cfg``; raises :class:`ConfigError` naming what does not fit.
 
     ``bits`` is a pool model's run-time precision (as :func:`shiftpool.sw.golden.run`
     takes it): it sets each pool layer's ``plane_lo`` in the program, so changing it
-    rewrites the program region only.
+    rewrites the program region only. ``mode`` picks direct or precompute evaluation
+    per pool layer (as ``golden.run`` takes it); precompute needs a configuration with
+    ``precompute_steps`` covering the layer's steps.
     """
     model.validate()
     _check_fit(model, cfg)
     planes = golden.layer_bits(model, bits)
+    modes = golden.layer_modes(model, mode)
     regions = {name: [] for name in REGIONS}
     if cfg.engine == "pool":
         regions["pool"] = _pool_rows(cfg, model)
@@ -405,8 +409,18 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
         if cfg.engine == "pool":
             fields.update(lookup=int(layer.is_pool),
                           plane_lo=model.act_bits - planes[i] if layer.is_pool else 0)
+        if modes.get(i) == "precompute":
+            if not cfg.precompute:
+                raise ConfigError(f"layer {i}: precompute mode needs a precompute store; set "
+                                  f"config field 'precompute_steps' to at least {plan.steps}")
+            if plan.steps > cfg.precompute_steps:
+                raise ConfigError(f"config field 'precompute_steps' = "
+                                  f"{cfg.precompute_steps} is too small: layer {i} in "
+                                  f"precompute mode has {plan.steps} steps")
+            fields.update(fill_groups=cfg.fill_rows)
         regions["program"].append(_pack_descriptor(cfg, i, regions, fields))
         in_perm = None if last else plan.order
         shape = tuple(layer.out_shape)
     _check_depths(cfg, regions)
-    return Image(config=cfg, model=model, regions=regions, plans=plans, planes=planes)
+    return Image(config=cfg, model=model, regions=regions, plans=plans, planes=planes,
+                 modes=modes)

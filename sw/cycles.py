@@ -47,6 +47,11 @@ Pool engine (``hw/engines/pool.py``)
     at ``a + 1``; another beat's final plane completes at ``max(f + 1, c_prev)``,
     when the next one starts. Group ``j``'s result is captured at ``c_j = max(a_j + 2,
     c_{j-1} + V_{j-1})``; the layer takes ``c_last + V_last + 1`` cycles.
+
+    Precompute mode: each position starts with ``(pool_size / lanes) * steps`` fill
+    beats of ``P`` cycles (they store values, produce no result and wait for none),
+    and the groups' beats then take one cycle each (a store read instead of ``P``
+    table reads).
 """
 
 from __future__ import annotations
@@ -80,15 +85,21 @@ def _mac_cycles(plan: MacPlan, channels: int, lanes: int) -> int:
     return last_capture + valid[-1] + 1
 
 
-def _pool_mac_cycles(plan: MacPlan, channels: int, lanes: int, planes: int) -> int:
+def _pool_mac_cycles(plan: MacPlan, channels: int, lanes: int, planes: int,
+                     fill_beats: int = 0) -> int:
+    """A pool-engine MAC layer; ``fill_beats`` per position in precompute mode, whose
+    gather beats then take one cycle each."""
     shapes = group_shapes(plan, channels, lanes)
+    beat = 1 if fill_beats else planes
     t = 1 + ISSUE_LATENCY               # the first beat's first plane
     capture, free = 0, 0                # last capture, when the write-back can next capture
     for _ in range(plan.area):
+        # Fill beats store values instead of accumulating: they never wait for a result.
+        t += fill_beats * planes
         for rows, valid in shapes:
             for _ in range(rows - 1):
-                t = max(t + planes, capture)
-            accept = max(t + planes - 1, capture)
+                t = max(t + beat, capture)
+            accept = max(t + beat - 1, capture)
             capture = max(accept + 2, free)
             free = capture + valid
             t = accept + 1
@@ -105,7 +116,8 @@ def layer_cycles(image: Image) -> list[int]:
             out.append(1 + c * h * w * pool_phases(cfg) + 1)
         elif cfg.engine == "pool":
             planes = image.planes.get(i, cfg.act_bits) if layer.is_pool else cfg.act_bits
-            out.append(_pool_mac_cycles(plan, layer.out_shape[0], cfg.lanes, planes))
+            fill = cfg.fill_rows * plan.steps if image.modes.get(i) == "precompute" else 0
+            out.append(_pool_mac_cycles(plan, layer.out_shape[0], cfg.lanes, planes, fill))
         else:
             out.append(_mac_cycles(plan, layer.out_shape[0], cfg.lanes))
     return out

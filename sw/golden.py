@@ -17,7 +17,7 @@ from . import pool_golden
 from .model import ModelError, QuantModel
 
 __all__ = ["requantize", "run", "check_inputs", "conv3x3", "maxpool2", "per_pool_layer",
-           "layer_bits"]
+           "layer_bits", "layer_modes"]
 
 
 def requantize(v: np.ndarray, shift: int, act_bits: int) -> np.ndarray:
@@ -97,6 +97,13 @@ def layer_bits(model: QuantModel, bits: int | Mapping[int, int] | None) -> dict:
                           lambda b, where: pool_golden.check_bits(b, act_bits, where))
 
 
+def layer_modes(model: QuantModel, mode: str | Mapping[int, str] = "direct") -> dict:
+    """``{pool layer index: "direct" or "precompute"}`` for a mode given as :func:`run`
+    takes it; checked."""
+    return per_pool_layer(model, None if mode == "direct" else mode, "mode", "direct",
+                          _check_mode)
+
+
 def _check_mode(mode, where: str) -> str:
     if mode not in pool_golden.MODES:
         raise ModelError(f"{where}: field 'mode': {mode!r} is unknown; allowed: "
@@ -131,8 +138,7 @@ def run(model: QuantModel, x: np.ndarray, trace: bool = False,
     a = check_inputs(model, x)
     act_bits = model.act_bits
     planes = layer_bits(model, bits)
-    layer_mode = per_pool_layer(model, None if mode == "direct" else mode, "mode", "direct",
-                                 _check_mode)
+    layer_mode = layer_modes(model, mode)
     lut = pool_golden.model_lut(model)[0] if planes else None
     outputs = [a]
     for i, layer in enumerate(model.layers):

@@ -48,12 +48,13 @@ class Case:
     idle_gap: float
     back_pressure: float
     bits: int | None = None     # pool models: run-time precision
+    mode: str = "direct"        # pool models: direct or precompute
 
 
     def describe(self) -> str:
         layers = [(layer.kind, layer.out_shape) for layer in self.model.layers]
         pool = (f", S {self.config.pool_size}, lut_bits {self.config.lut_bits}, bits "
-                f"{self.bits}" if self.model.scheme == "pool" else "")
+                f"{self.bits}, {self.mode}" if self.model.scheme == "pool" else "")
         return (f"seed {self.seed}: {self.model.scheme}, lanes {self.config.lanes}, taps "
                 f"{self.config.taps}, act_bits {self.model.act_bits}{pool}, layers {layers}")
 
@@ -108,11 +109,15 @@ def random_pool_case(seed: int) -> Case:
                          convs=convs, pool=pool, dense=dense,
                          pool_size=int(rng.choice([2, 4, 8, 16])),
                          pool_bits=int(rng.integers(3, 9)), lut_bits=int(rng.integers(6, 17)))
-    config = fit_config(model, lanes=lanes)
+    # Precompute mode needs a power-of-two lane count no larger than the pool.
+    pooled = any(layer.is_pool for layer in model.layers)
+    mode = ("precompute" if pooled and lanes in (1, 2, 4) and lanes <= len(model.pool)
+            and rng.random() < 0.5 else "direct")
+    config = fit_config(model, lanes=lanes, mode=mode)
     x = rng.integers(0, 1 << act_bits, size=(2,) + input_shape)
     bits = None if rng.random() < 0.25 else int(rng.integers(1, act_bits + 1))
     return Case(seed, model, config, x, idle_gap=float(rng.choice([0.0, 0.3])),
-                back_pressure=float(rng.choice([0.0, 0.3])), bits=bits)
+                back_pressure=float(rng.choice([0.0, 0.3])), bits=bits, mode=mode)
 
 
 def run_rtl(image: Image, x: np.ndarray, seed: int, idle_gap: float,
@@ -186,10 +191,11 @@ def run_rtl(image: Image, x: np.ndarray, seed: int, idle_gap: float,
 
 
 def check_case(case: Case) -> None:
-    bits = case.bits if any(layer.is_pool for layer in case.model.layers) else None
-    image = compile_model(case.model, case.config, bits=bits)
+    pooled = any(layer.is_pool for layer in case.model.layers)
+    bits = case.bits if pooled else None
+    image = compile_model(case.model, case.config, bits=bits, mode=case.mode)
     out, cycles = run_rtl(image, case.x, case.seed, case.idle_gap, case.back_pressure)
-    expected = golden.run(case.model, case.x, bits=bits)
+    expected = golden.run(case.model, case.x, bits=bits, mode=case.mode)
     for n in range(len(case.x)):
         bad = np.flatnonzero(out[n] != expected[n])
         assert len(bad) == 0, (f"{case.describe()}: input {n}, output {bad[0]}: RTL "
@@ -228,6 +234,7 @@ def test_pool_cases_cover_the_space():
     assert {c.config.lanes for c in cases} == {1, 2, 3, 4}
     assert len({c.config.pool_size for c in cases}) >= 3
     assert any(c.bits is None for c in cases) and any(c.bits == 1 for c in cases)
+    assert {c.mode for c in cases} == {"direct", "precompute"}
 
 
 def test_writeback_bound_layer():
