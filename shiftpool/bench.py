@@ -20,24 +20,35 @@ import numpy as np
 
 from . import __version__
 from .flow import first_mismatch, fit_config, simulate
+from .sw import golden
 from .sw.compile import compile_model
 from .sw.model import QuantModel
 
 __all__ = ["BenchRow", "weight_bits", "run_bench", "write_report"]
 
 SCHEMES = ("flightnn", "lightnn2", "int8")
+#: Weight-pool variants measured on the sizes with 8 taps (the pool engine's group):
+#: (pool size, run-time activation bits).
+POOL_VARIANTS = ((64, 8), (64, 4))
 
 
 def weight_bits(model: QuantModel, code_width: int) -> tuple[int, int]:
     """``(weights, bits)``: the MAC layers' weight count and the bits their codes
-    need without any padding (FLightNN: ``k`` codes per weight, int8: one byte)."""
+    need without any padding (FLightNN: ``k`` codes per weight, int8: one byte; pool:
+    an index per 8-vector plus the pool, int8 layers a byte per weight)."""
+    from .sw.pool import index_width
+
     weights = bits = 0
+    if model.scheme == "pool":
+        bits += int(np.size(model.pool)) * model.pool_bits
     for layer in model.layers:
         if not layer.is_mac:
             continue
         fan_in = layer.fan_in
         weights += len(layer.bias) * fan_in
-        if layer.terms is not None:
+        if layer.is_pool:
+            bits += int(np.size(layer.index)) * index_width(len(model.pool))
+        elif layer.terms is not None:
             bits += int(np.sum(layer.k)) * fan_in * code_width
         else:
             bits += len(layer.bias) * fan_in * 8
@@ -84,27 +95,41 @@ def run_bench(float_model, data, sizes, simulator: str = "verilator", samples: i
         models[scheme] = compress(float_model, scheme, x_train=x_train, y_train=y_train,
                                   x_test=x_test, y_test=y_test, progress=False,
                                   **(compress_options or {}))
+    for size in sorted({size for size, _ in POOL_VARIANTS}):
+        if any(taps == 8 for _, taps in sizes):
+            progress(f"compress pool S={size}")
+            models[f"pool{size}"] = compress(
+                float_model, "pool", x_train=x_train, y_train=y_train, x_test=x_test,
+                y_test=y_test, progress=False, pool_size=size, **(compress_options or {}))
     rows = []
     for lanes, taps in sizes:
+        variants = [(scheme, models[scheme], None) for scheme in SCHEMES]
+        if taps == 8:
+            variants += [(f"pool S={size} {bits}b", models[f"pool{size}"], bits)
+                         for size, bits in POOL_VARIANTS]
         size_rows = []
-        for scheme in SCHEMES:
-            model = models[scheme]
+        for scheme, model, bits in variants:
             config = fit_config(model, lanes=lanes, taps=taps)
-            image = compile_model(model, config)
+            image = compile_model(model, config, bits=bits)
             x = model.quantize_input(x_test[:samples])
             progress(f"{lanes}x{taps} {scheme}: RTL on {simulator}, {len(x)} images")
-            result = simulate(model, x, config, simulator=simulator, build_dir=build_dir)
+            result = simulate(model, x, config, simulator=simulator, build_dir=build_dir,
+                              bits=bits)
             mismatch = first_mismatch(model, x, result)
             if mismatch or not result.cycles_match:
                 raise RuntimeError(f"{lanes}x{taps} {scheme}: RTL disagrees: "
                                    f"{mismatch or 'cycle count'}")
             weights, code_bits = weight_bits(model, config.code_width)
+            accuracy = (float(model.meta["accuracy"]) if bits is None else float(np.mean(
+                golden.run(model, model.quantize_input(x_test), bits=bits).argmax(1)
+                == y_test)))
+            loaded = ("weights", "indices", "pool") if model.scheme == "pool" else ("weights",)
             size_rows.append(BenchRow(
                 scheme=scheme, engine=config.engine, lanes=lanes, taps=taps,
-                accuracy=float(model.meta["accuracy"]), k1_share=model.meta.get("k1_share"),
+                accuracy=accuracy, k1_share=model.meta.get("k1_share"),
                 cycles=int(result.cycles.max()), rtl_inputs=len(x),
                 rtl_equal=int(result.equal.sum()), weights=weights, code_bits=code_bits,
-                image_bits=len(image.regions["weights"]) * image.region_width("weights")))
+                image_bits=sum(len(image.regions[r]) * image.region_width(r) for r in loaded)))
         base = next(r for r in size_rows if r.scheme == "int8")
         for r in size_rows:
             r.speedup_vs_int8 = base.cycles / r.cycles
@@ -137,6 +162,7 @@ def _plot(rows: list[BenchRow], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     width = 0.8 / len(SCHEMES)
     for i, scheme in enumerate(SCHEMES):
+        # The pool rows (8-tap sizes only) are in the table, not the plot.
         cycles = [next(r.cycles for r in rows if (r.lanes, r.taps) == s and r.scheme == scheme)
                   for s in sizes]
         ax.bar(np.arange(len(sizes)) + i * width, cycles, width, label=scheme)
@@ -172,8 +198,12 @@ def write_report(rows: list[BenchRow], out_dir: Path, command: str, float_accura
         "split, equal to the cycle model; *speed vs int8*: int8 cycles / these cycles on the "
         "same engine size;",
         "- *bits/weight (codes)*: the weight codes without padding (FLightNN: k codes of "
-        "exp_bits + 2 bits); *(image)*: the weight memory image as loaded, padding to "
-        "lanes x taps included; *storage vs int8*: codes bits / int8 codes bits.", "",
+        "exp_bits + 2 bits; pool: an index per 8-vector, the pool, and the int8 first "
+        "layer); *(image)*: the weight memory image as loaded, padding to "
+        "lanes x taps included (pool: indices, pool and int8 rows; the lookup tables are "
+        "built on chip); *storage vs int8*: codes bits / int8 codes bits.",
+        "- *pool S=64 Nb*: the weight-pool engine (8 taps, so on the 8-tap sizes only) "
+        "with N-bit run-time activation precision; its accuracy is at that precision.", "",
         *_table(rows), "", "![cycles per inference](cycles.png)", "",
     ]
     tmp = out_dir / "results.md.tmp"

@@ -133,3 +133,53 @@ def test_sim_rejects_a_design_made_for_another_engine(cli, tmp_path, digits_mode
     code, _, err = cli("sim", model_file, "--inputs", tmp_path / "x.npy", "--design", design)
     assert code == 2
     assert "'engine'" in one_line_error(err)
+
+
+# -- weight pools -------------------------------------------------------------------------
+
+@pytest.mark.icarus
+def test_pool_model_generate_and_sim_at_reduced_precision(cli, tmp_path, digits_pool_models,
+                                                          digits_data, sim_build_dir):
+    """A pool model goes through generate and sim like any other; --bits rewrites the
+    program (the manifest records it) and the RTL follows the golden model at it."""
+    model = digits_pool_models[16]
+    path = tmp_path / "pool.npz"
+    save_model(model, path)
+    x = model.quantize_input(digits_data[2][:2])
+    np.save(tmp_path / "x.npy", x)
+    design = tmp_path / "design"
+    code, stdout, _ = cli("generate", path, "-o", design, "--bits", "2")
+    assert code == 0, stdout
+    manifest = json.loads((design / "manifest.json").read_text())
+    assert manifest["config"]["engine"] == "pool" and manifest["config"]["taps"] == 8
+    assert set(manifest["bits"].values()) == {2}
+    assert manifest["memory_map"]["pool"]["used"] == 16
+    code, stdout, _ = cli("sim", path, "--inputs", tmp_path / "x.npy", "--outputs",
+                          tmp_path / "y.npy", "--design", design, "--bits", "2",
+                          "--build-dir", sim_build_dir)
+    assert code == 0, stdout
+    assert "2 / 2" in stdout
+    assert np.array_equal(np.load(tmp_path / "y.npy"), golden.run(model, x, bits=2))
+    # A precision the activations do not have is refused, naming the field.
+    code, _, err = cli("sim", path, "--inputs", tmp_path / "x.npy", "--design", design,
+                       "--bits", "9")
+    assert code == 2 and "'bits'" in one_line_error(err)
+
+
+@pytest.mark.verilator
+def test_pool_demo_prints_the_table(cli, tmp_path, digits_cache, sim_build_dir):
+    """``demo --scheme pool`` on one pool size and two precisions: rows for int8 and
+    both precisions, every RTL run equal to the golden model, fewer cycles at fewer
+    bits."""
+    out = tmp_path / "demo.json"
+    code, stdout, err = cli("demo", "--scheme", "pool", "--pool-sizes", "16", "--bits", "8,2",
+                            "--rtl-samples", "3", "--cache-dir", digits_cache, "--build-dir",
+                            sim_build_dir, "--json", out)
+    assert code == 0, err
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["scheme"], r["pool_size"], r["bits"]) for r in rows] == [
+        ("int8", None, 8), ("pool", 16, 8), ("pool", 16, 2)]
+    assert all(r["equal"] == r["n"] for r in rows)
+    assert rows[2]["cycles"] < rows[1]["cycles"]
+    assert rows[1]["streamed_bpw"] < rows[0]["streamed_bpw"]
+    assert "pool" in stdout and "16" in stdout
