@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """The bit-serial weight-pool lookup engine (``shiftpool.hw.engines.pool``) against the
 pool golden model (``shiftpool.sw.pool_golden``): table built through the build
-port, random beats of both paths, idle source, stalling sink, and its timing contract."""
+port, random beats of both paths and of precompute mode (fill and gather beats, shaped
+as the controller issues them), idle source, stalling sink, and its timing contract."""
 
 from __future__ import annotations
 
@@ -20,12 +21,16 @@ from shiftpool.hw.engines.pool import (
     pool_build_layout,
     pool_input_layout,
     pool_shift_bits,
+    precompute_shape,
 )
+from shiftpool.hw.program import addr_width, count_width
 from shiftpool.sw.pool_golden import build_lut, lut_dot, lut_shift, narrow_lut
 
 CLOCK_PERIOD = 1e-6
 MAX_GROUP_BEATS = 4
 POOL_SIZES = (2, 4, 8, 16, 32)
+#: Precompute configs: most steps of a layer; a lane group has 1 or 2 passes of them.
+MAX_STEPS = 6
 
 
 # -- stimulus ------------------------------------------------------------------------
@@ -51,28 +56,78 @@ def random_pool(rng: np.random.Generator, config: AcceleratorConfig) -> np.ndarr
     return np.where(rng.random(pool.shape) < 0.2, extreme, pool)
 
 
+def random_precompute_config(rng: np.random.Generator, pool_size: int) -> AcceleratorConfig:
+    """A small random pool engine with a precompute store (``lanes`` a power of two)."""
+    return AcceleratorConfig(
+        engine="pool",
+        lanes=int(rng.choice([lanes for lanes in (1, 2, 4) if lanes <= pool_size])),
+        act_bits=int(rng.integers(2, 9)),
+        pool_size=pool_size,
+        pool_bits=int(rng.integers(2, 9)),
+        lut_bits=int(rng.integers(2, 17)),
+        precompute_steps=int(rng.integers(1, MAX_STEPS + 1)),
+        max_fan_in=POOL_GROUP * max(MAX_GROUP_BEATS, 2 * MAX_STEPS),
+    )
+
+
+def random_acts(rng: np.random.Generator, config: AcceleratorConfig) -> np.ndarray:
+    """One group of activations, a fifth of them all ones."""
+    act_max = (1 << config.act_bits) - 1
+    acts = rng.integers(0, act_max + 1, size=POOL_GROUP)
+    return np.where(rng.random(POOL_GROUP) < 0.2, act_max, acts)
+
+
+def random_beat(rng: np.random.Generator, config: AcceleratorConfig, **fields) -> dict:
+    """A beat of random path, activations, weights, indices and lowest plane, with
+    ``fields`` overriding them."""
+    acts = random_acts(rng, config)
+    weights = rng.integers(-128, 128, size=(config.lanes, POOL_GROUP))
+    weights = np.where(rng.random(weights.shape) < 0.2,
+                       rng.choice([-128, 127], size=weights.shape), weights)
+    beat = {
+        "acts": acts,
+        "weights": weights,
+        "index": rng.integers(0, config.pool_size, size=config.lanes),
+        "lookup": int(rng.random() < 0.6),
+        "plane_lo": int(rng.integers(0, config.act_bits)),
+        "first": 0,
+        "last": 0,
+    }
+    beat.update(fields)
+    return beat
+
+
 def random_beats(rng: np.random.Generator, config: AcceleratorConfig, groups: int) -> list:
     """``groups`` dot products of 1..MAX_GROUP_BEATS beats; every beat picks its path
     and its lowest plane at random."""
-    act_max = (1 << config.act_bits) - 1
     beats = []
     for _ in range(groups):
         length = int(rng.integers(1, MAX_GROUP_BEATS + 1))
-        for n in range(length):
-            acts = rng.integers(0, act_max + 1, size=POOL_GROUP)
-            acts = np.where(rng.random(POOL_GROUP) < 0.2, act_max, acts)
-            weights = rng.integers(-128, 128, size=(config.lanes, POOL_GROUP))
-            weights = np.where(rng.random(weights.shape) < 0.2,
-                               rng.choice([-128, 127], size=weights.shape), weights)
-            beats.append({
-                "acts": acts,
-                "weights": weights,
-                "index": rng.integers(0, config.pool_size, size=config.lanes),
-                "lookup": int(rng.random() < 0.6),
-                "plane_lo": int(rng.integers(0, config.act_bits)),
-                "first": int(n == 0),
-                "last": int(n == length - 1),
-            })
+        beats += [random_beat(rng, config, first=int(n == 0), last=int(n == length - 1))
+                  for n in range(length)]
+    return beats
+
+
+def precompute_beats(rng: np.random.Generator, config: AcceleratorConfig, positions: int,
+                     steps: int, plane_lo: int, max_groups: int = 3) -> list:
+    """A precompute layer's beats for ``positions`` output positions, as the controller
+    issues them: per position ``fill_rows * steps`` fill beats (fill row outer, step
+    inner; their ``first``, ``last`` and indices are noise), then ``1 .. max_groups``
+    lane groups (none if 0) of one or two passes of gather beats over the steps (random
+    indices; the position's activations, which a gather beat does not read)."""
+    beats = []
+    for _ in range(positions):
+        acts = [random_acts(rng, config) for _ in range(steps)]
+        beats += [random_beat(rng, config, acts=acts[s], lookup=1, plane_lo=plane_lo,
+                              first=int(rng.integers(2)), last=int(rng.integers(2)),
+                              fill=1, step=s, fill_row=k)
+                  for k in range(config.fill_rows) for s in range(steps)]
+        for _ in range(int(rng.integers(1, max_groups + 1)) if max_groups else 0):
+            length = steps * int(rng.integers(1, 3))
+            beats += [random_beat(rng, config, acts=acts[n % steps], lookup=1,
+                                  plane_lo=plane_lo, first=int(n == 0),
+                                  last=int(n == length - 1), gather=1, step=n % steps)
+                      for n in range(length)]
     return beats
 
 
@@ -83,13 +138,15 @@ def table_shift(config: AcceleratorConfig, pool: np.ndarray) -> int:
 # -- reference -----------------------------------------------------------------------
 
 def beat_reference(config: AcceleratorConfig, beat: dict, lut: np.ndarray) -> np.ndarray:
-    """Lane values of one beat: ``lut_dot`` for the lookup path, a plain dot product with
-    the dropped planes masked off for the int8 path."""
+    """Lane values of one beat: ``lut_dot`` for the lookup path (``mode="precompute"``
+    for a gather beat: the layer's precision, the position's activations of the step),
+    a plain dot product with the dropped planes masked off for the int8 path."""
     bits = config.act_bits - beat["plane_lo"]
     acts = np.asarray(beat["acts"], dtype=np.int64)
     if beat["lookup"]:
+        mode = "precompute" if beat.get("gather") else "direct"
         return lut_dot(acts[None, :], np.asarray(beat["index"])[:, None], lut,
-                       config.act_bits, bits)[0]
+                       config.act_bits, bits, mode=mode)[0]
     kept = acts & -(1 << beat["plane_lo"])
     return np.asarray(beat["weights"], dtype=np.int64) @ kept
 
@@ -97,7 +154,7 @@ def beat_reference(config: AcceleratorConfig, beat: dict, lut: np.ndarray) -> np
 def reference(config: AcceleratorConfig, steps: list) -> list:
     """Results of ``steps``: ``("build", (pool, rows))`` makes the table that of
     ``pool`` (``rows``, the vectors sent, are the ones that changed), ``("beat", beat)``
-    accumulates."""
+    accumulates (a fill beat does not)."""
     lut = None
     acc = np.zeros(config.lanes, dtype=np.int64)
     results = []
@@ -105,6 +162,8 @@ def reference(config: AcceleratorConfig, steps: list) -> list:
         if kind == "build":
             pool = item[0]
             lut = narrow_lut(build_lut(pool), table_shift(config, pool))
+            continue
+        if item.get("fill"):
             continue
         acc = (0 if item["first"] else acc) + beat_reference(config, item, lut)
         if item["last"]:
@@ -115,7 +174,7 @@ def reference(config: AcceleratorConfig, steps: list) -> list:
 # -- harness -------------------------------------------------------------------------
 
 def beat_payload(config: AcceleratorConfig, beat: dict):
-    return pool_input_layout(config).const({
+    fields = {
         "acts": [int(a) for a in beat["acts"]],
         "weights": [[int(w) for w in row] for row in beat["weights"]],
         "index": [int(i) for i in beat["index"]],
@@ -123,7 +182,11 @@ def beat_payload(config: AcceleratorConfig, beat: dict):
         "plane_lo": beat["plane_lo"],
         "first": beat["first"],
         "last": beat["last"],
-    })
+    }
+    if config.precompute:
+        fields.update({name: beat.get(name, 0)
+                       for name in ("fill", "gather", "step", "fill_row")})
+    return pool_input_layout(config).const(fields)
 
 
 def build_payloads(config: AcceleratorConfig, pool: np.ndarray, order) -> list:
@@ -145,7 +208,8 @@ def simulate(config: AcceleratorConfig, steps: list, seed: int, idle: float, sta
     monitor checks the timing contract's points 2 and 3 and that a held result does not
     change."""
     dut = PoolLookupEngine(config)
-    expected_count = sum(item["last"] for kind, item in steps if kind == "beat")
+    expected_count = sum(item["last"] and not item.get("fill")
+                         for kind, item in steps if kind == "beat")
     beats = [item for kind, item in steps if kind == "beat"]
     results = []
 
@@ -193,8 +257,12 @@ def simulate(config: AcceleratorConfig, steps: list, seed: int, idle: float, sta
         due = {}               # cycle -> what o.valid must be then
         held = None
         cycle = 0
+        # A fill beat's last is noise: it produces no result.
+        result_beat = dut.i.payload.last
+        if config.precompute:
+            result_beat = result_beat & ~dut.i.payload.fill
         async for _, _, i_take, last, o_valid, o_ready, out in ctx.tick().sample(
-                dut.i.valid & dut.i.ready, dut.i.payload.last, dut.o.valid, dut.o.ready,
+                dut.i.valid & dut.i.ready, result_beat, dut.o.valid, dut.o.ready,
                 dut.o.payload):
             if cycle in due:
                 assert o_valid == due.pop(cycle), (
@@ -257,6 +325,39 @@ def test_random_streams(seed):
         f"seed {seed}, {config}, idle {idle}, stall {stall}")
 
 
+@pytest.mark.parametrize("seed", range(100, 110))
+def test_random_precompute_streams(seed):
+    """Precompute layers (per position: fill beats, then lane groups of gather beats)
+    of random steps and precision, direct lookup and int8 groups between them, and a few
+    pool vectors rebuilt between two of these segments."""
+    rng = np.random.default_rng(seed)
+    config = random_precompute_config(rng, POOL_SIZES[seed % len(POOL_SIZES)])
+    pool = random_pool(rng, config)
+
+    def layer():
+        return precompute_beats(rng, config, positions=int(rng.integers(1, 3)),
+                                steps=int(rng.integers(1, config.precompute_steps + 1)),
+                                plane_lo=int(rng.integers(0, config.act_bits)))
+
+    segments = [layer(), random_beats(rng, config, groups=int(rng.integers(1, 4))), layer()]
+    if rng.random() < 0.5:
+        segments += [random_beats(rng, config, groups=2), layer()]
+    cut = int(rng.integers(1, len(segments)))
+    rebuilt = pool.copy()
+    changed = rng.choice(config.pool_size, size=min(2, config.pool_size), replace=False)
+    rebuilt[changed] = random_pool(rng, config)[changed]
+    if table_shift(config, rebuilt) != table_shift(config, pool):
+        changed = np.arange(config.pool_size)
+    idle, stall = rng.choice([0.0, 0.3, 0.7], size=2)
+    steps = ([("build", (pool, np.arange(config.pool_size)))] +
+             [("beat", b) for segment in segments[:cut] for b in segment] +
+             [("build", (rebuilt, changed))] +
+             [("beat", b) for segment in segments[cut:] for b in segment])
+    got = simulate(config, steps, seed, idle, stall)
+    assert got == reference(config, steps), (
+        f"seed {seed}, {config}, idle {idle}, stall {stall}")
+
+
 @pytest.mark.parametrize("sign", [-1, 1])
 def test_extreme_values_do_not_overflow(sign):
     """Largest-magnitude pool values of either sign (16-bit pool, 16-bit entries, so the
@@ -291,17 +392,59 @@ def test_extreme_values_do_not_overflow(sign):
         assert simulate(config, steps, seed, idle, stall) == expected, f"seed {seed}"
 
 
+@pytest.mark.parametrize("pool_bits, lut_bits", [(16, 16), (4, 16)])
+def test_precompute_extreme_values(pool_bits, lut_bits):
+    """Precomputed values at the bound of ``precompute_shape``: the extreme entries of
+    a narrowed 16-bit table (``-2**15``, ``2**15 - 1``), or of an exact table of a
+    4-bit pool (``8 * -8 = -2**6``, ``8 * 7``), times all-ones 8-bit activations, and
+    ``max_fan_in`` inputs per dot product."""
+    config = AcceleratorConfig(engine="pool", lanes=2, act_bits=8, pool_size=4,
+                               pool_bits=pool_bits, lut_bits=lut_bits, max_fan_in=32,
+                               precompute_steps=4)
+    top = 1 << (config.pool_bits - 1)
+    pool = np.zeros((config.pool_size, POOL_GROUP), dtype=np.int64)
+    pool[0], pool[1] = -top, top - 1
+    pool[2, ::2], pool[2, 1::2] = top - 1, -top
+    steps_ = config.precompute_steps
+    act_max = (1 << config.act_bits) - 1
+    rng = np.random.default_rng(5)
+    beats = precompute_beats(rng, config, positions=1, steps=steps_, plane_lo=0,
+                             max_groups=0)
+    for b in beats:
+        b["acts"] = np.full(POOL_GROUP, act_max)
+    for index in ([0, 1], [1, 0], [2, 3]):
+        beats += [random_beat(rng, config, acts=np.full(POOL_GROUP, act_max), lookup=1,
+                              plane_lo=0, index=np.array(index), first=int(n == 0),
+                              last=int(n == steps_ - 1), gather=1, step=n)
+                  for n in range(steps_)]
+    steps = [("build", (pool, np.arange(config.pool_size)))] + [("beat", b) for b in beats]
+    expected = reference(config, steps)
+    lut = narrow_lut(build_lut(pool), table_shift(config, pool))
+    low, high = int(lut[255, 0]), int(lut[255, 1])
+    width = precompute_shape(config).width
+    assert low == -(1 << (width - config.act_bits - 1))     # the most negative entry
+    # R = act_max * low would not fit one bit fewer.
+    assert act_max * low < -(1 << (width - 2))
+    assert expected[0] == [steps_ * act_max * low, steps_ * act_max * high]
+    assert expected[1] == [steps_ * act_max * high, steps_ * act_max * low]
+    for seed, (idle, stall) in enumerate([(0.0, 0.0), (0.5, 0.5)]):
+        assert simulate(config, steps, seed, idle, stall) == expected, f"seed {seed}"
+
+
 def _offer(ctx, dut, config, beat):
     ctx.set(dut.i.payload, beat_payload(config, beat))
     ctx.set(dut.i.valid, 1)
 
 
-def test_timing_contract():
+@pytest.mark.parametrize("precompute_steps", [0, 3])
+def test_timing_contract(precompute_steps):
     """No stalls: a beat of P planes offered in cycle t0 is accepted in t0 + P - 1,
     back-to-back beats leave no bubble, a result is on ``o`` 2 cycles after its last
-    beat, and the next beat with ``last`` is accepted the cycle the result is taken."""
+    beat, and the next beat with ``last`` is accepted the cycle the result is taken;
+    the same with a precompute store (beats neither fill nor gather)."""
     config = AcceleratorConfig(engine="pool", lanes=2, act_bits=8, pool_size=4,
-                               pool_bits=8, lut_bits=16, max_fan_in=64)
+                               pool_bits=8, lut_bits=16, max_fan_in=64,
+                               precompute_steps=precompute_steps)
     rng = np.random.default_rng(7)
     pool = random_pool(rng, config)
     dut = PoolLookupEngine(config)
@@ -363,6 +506,120 @@ def test_timing_contract():
     assert log["accepted"] == group_accepts + single_accepts
     assert log["valid"] == [(t + 2, value) for t, value in
                             zip([16] + single_accepts, expected, strict=True)]
+
+
+def run_timed(config: AcceleratorConfig, pool: np.ndarray, beats: list,
+              ready=lambda cycle: True, limit: int = 1000) -> dict:
+    """Build the table of ``pool``, then offer ``beats`` back to back from cycle 0 with
+    ``o.ready = ready(cycle)``; log each beat's acceptance cycle and each result as
+    ``(first cycle on o, cycle taken, lanes)``."""
+    dut = PoolLookupEngine(config)
+    log = {"accepted": [], "results": []}
+    expected_count = sum(b["last"] and not b.get("fill") for b in beats)
+
+    async def bench(ctx):
+        for payload in build_payloads(config, pool, range(config.pool_size)):
+            ctx.set(dut.build.payload, payload)
+            ctx.set(dut.build.valid, 1)
+            await ctx.tick().until(dut.build.ready)
+        ctx.set(dut.build.valid, 0)
+        await ctx.tick().until(dut.build.ready)      # the last vector is written
+        waiting, shown = list(beats), None
+        for cycle in range(limit):
+            if waiting:
+                ctx.set(dut.i.payload, beat_payload(config, waiting[0]))
+            ctx.set(dut.i.valid, bool(waiting))
+            ctx.set(dut.o.ready, ready(cycle))
+            if waiting and ctx.get(dut.i.ready):
+                log["accepted"].append(cycle)
+                waiting.pop(0)
+            if ctx.get(dut.o.valid):
+                shown = cycle if shown is None else shown
+                if ctx.get(dut.o.ready):
+                    log["results"].append(
+                        (shown, cycle, lanes_of(ctx.get(dut.o.payload), config)))
+                    shown = None
+            if not waiting and len(log["results"]) == expected_count:
+                return
+            await ctx.tick()
+        raise AssertionError(f"timeout: {log}")
+
+    sim = Simulator(dut)
+    sim.add_clock(CLOCK_PERIOD)
+    sim.add_testbench(bench)
+    sim.run()
+    return log
+
+
+def gather_group(rng, config, acts, plane_lo, indices) -> list:
+    """One lane group of gather beats, step ``s`` reading ``indices[s]``."""
+    return [random_beat(rng, config, acts=acts[s], lookup=1, plane_lo=plane_lo,
+                        index=np.array(index), first=int(s == 0),
+                        last=int(s == len(indices) - 1), gather=1, step=s)
+            for s, index in enumerate(indices)]
+
+
+def test_precompute_timing():
+    """Fill beats take ``P`` cycles each and wait for no result; gather beats take one
+    cycle whatever ``plane_lo`` is, their results are on ``o`` 2 cycles after the last
+    one, a gather beat's commit waits under a held result like any accumulating beat's,
+    and a gather beat right after the last fill beat reads the row it is writing."""
+    config = AcceleratorConfig(engine="pool", lanes=2, act_bits=8, pool_size=4,
+                               pool_bits=8, lut_bits=16, max_fan_in=64, precompute_steps=2)
+    rng = np.random.default_rng(9)
+    pool = random_pool(rng, config)
+    acts = [[random_acts(rng, config) for _ in range(2)] for _ in range(3)]
+
+    def fills(position, steps, plane_lo):
+        return [random_beat(rng, config, acts=acts[position][s], lookup=1, first=1, last=1,
+                            plane_lo=plane_lo, fill=1, step=s, fill_row=k)
+                for k in range(config.fill_rows) for s in range(steps)]
+
+    # Positions A and B: 2 steps, P = 3; position C: 1 step, P = 8, its first gather
+    # group reads fill row 1 (vectors 2 and 3) in the cycle the last fill beat writes it.
+    beats = (fills(0, 2, 5) + gather_group(rng, config, acts[0], 5, [[0, 3], [2, 1]]) +
+             fills(1, 2, 5) + gather_group(rng, config, acts[1], 5, [[1, 1], [3, 0]]) +
+             fills(2, 1, 0) + gather_group(rng, config, acts[2], 0, [[3, 2]]) +
+             gather_group(rng, config, acts[2], 0, [[1, 0]]))
+    log = run_timed(config, pool, beats, ready=lambda cycle: cycle >= 30)
+    expected = reference(config, [("build", (pool, range(4)))] + [("beat", b) for b in beats])
+    # A: fills from cycle 0 at 2, 5, 8, 11, gathers 12, 13 (result on o from 15, held
+    # until 30). B: fills 16 .. 25 under the held result; its first gather goes in 26 and
+    # commits in 30, its last is accepted in 30 as A's result is taken. C: fills from 31
+    # (P = 8) at 38, 46; a gather in 47; the next waits for that result, taken in 49.
+    assert log["accepted"] == [2, 5, 8, 11, 12, 13, 16, 19, 22, 25, 26, 30, 38, 46, 47, 49]
+    assert log["results"] == [(shown, taken, value) for (shown, taken), value in
+                              zip([(15, 30), (32, 32), (49, 49), (51, 51)], expected,
+                                  strict=True)]
+
+
+def test_gather_reads_row_being_written():
+    """One step (the case of the read during the write): at every position each lane's
+    first gather reads the store row the last fill beat writes in that very cycle, and
+    a stale row (the previous position's) would give another result."""
+    config = AcceleratorConfig(engine="pool", lanes=4, act_bits=4, pool_size=8,
+                               pool_bits=6, lut_bits=10, max_fan_in=16, precompute_steps=1)
+    rng = np.random.default_rng(13)
+    pool = random_pool(rng, config)
+    lut = narrow_lut(build_lut(pool), table_shift(config, pool))
+    beats, stale = [], []
+    previous = None
+    for _ in range(4):
+        acts = random_acts(rng, config)
+        for k in range(config.fill_rows):
+            beats.append(random_beat(rng, config, acts=acts, lookup=1, plane_lo=1,
+                                     fill=1, step=0, fill_row=k))
+        index = rng.permutation(np.arange(4, 8))      # all in row 1, the last one filled
+        beats += gather_group(rng, config, [acts], 1, [index])
+        if previous is not None:
+            stale.append(lut_dot(previous[None], index[:, None], lut, config.act_bits, 3)[0])
+        previous = acts
+    log = run_timed(config, pool, beats)
+    expected = reference(config, [("build", (pool, range(8)))] + [("beat", b) for b in beats])
+    gathers = [n for n, b in enumerate(beats) if b.get("gather")]
+    assert all(log["accepted"][n] == log["accepted"][n - 1] + 1 for n in gathers)
+    assert [value for _, _, value in log["results"]] == expected
+    assert all(list(s) != e for s, e in zip(stale, expected[1:], strict=True))
 
 
 def test_build_waits_for_beats_in_flight():
@@ -445,6 +702,22 @@ def test_make_engine_and_layouts():
     assert 1 << pool_shift_bits(config) > config.pool_bits + 3 >= 1 << (
         pool_shift_bits(config) - 1)
     assert dut.lut_depth == 256 * config.pool_size
+    assert not {"fill", "gather", "step", "fill_row"} & {name for name, _ in layout}
+
+
+def test_precompute_layout_and_store():
+    """With ``precompute_steps`` the beat has fill, gather, step and fill_row, and the
+    engine has a store copy (one more memory read port) per lane."""
+    config = AcceleratorConfig(engine="pool", lanes=4, act_bits=6, pool_size=16,
+                               pool_bits=5, lut_bits=12, tap_depth=40, precompute_steps=5)
+    layout = pool_input_layout(config)
+    assert layout["fill"].width == layout["gather"].width == 1
+    assert layout["step"].width == count_width(40) == 6
+    assert layout["fill_row"].width == addr_width(config.fill_rows) == 2
+    assert precompute_shape(config).width == 6 + min(12, 5 + 3)
+    # Without a store there is one per lane (test_table_copies_are_spram_on_ultraplus).
+    text = rtlil.convert(PoolLookupEngine(config))
+    assert text.count("cell $memrd_v2 ") == 2 * config.lanes
 
 
 def test_other_engines_refused():

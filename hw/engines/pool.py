@@ -5,7 +5,8 @@ cycle; in each, the 8 activation bits form a pattern, and every lane adds
 ``2**b * LUT[pattern][index]`` (lookup path) or ``2**b * sum_j bit_j * weight_j`` (the
 bit-serial int8 path, for the layers of a pool model that are not pooled). The lookup
 table is filled on chip from the pool, one pool vector at a time, through the
-``build`` stream.
+``build`` stream. In precompute mode (§12.6) fill beats store the group's dot product
+with every pool vector, and gather beats add stored values, one cycle each.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import POOL_GROUP, AcceleratorConfig, ceil_log2
+from ..program import addr_width, count_width
 from .common import _adder_tree, engine_output_layout
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "pool_input_layout",
     "pool_shift_bits",
     "pool_signature",
+    "precompute_shape",
 ]
 
 #: Bit patterns of one group, i.e. lookup-table rows.
@@ -41,6 +44,18 @@ def pool_shift_bits(config: AcceleratorConfig) -> int:
 def _int8_term_shape(config: AcceleratorConfig):
     """Shape of one plane's int8 term ``sum_j bit_j * weight_j`` (8 signed bytes)."""
     return signed(config.code_width + ceil_log2(POOL_GROUP))
+
+
+def precompute_shape(config: AcceleratorConfig):
+    """Shape of one precomputed value ``R = sum_{b in planes} 2**b * LUT[pattern_b][p]``.
+
+    A table entry built on chip is at most ``2**(L-1)`` in magnitude, ``L =
+    min(lut_bits, pool_bits + 3)`` (a narrowed entry is a ``signed(lut_bits)``; an exact
+    one is a sum of 8 ``signed(pool_bits)`` values, ``-2**(pool_bits+2) .. 2**(pool_bits+2)
+    - 8``), so ``|R| <= (2**act_bits - 1) * 2**(L-1) < 2**(act_bits + L - 1)``:
+    ``signed(act_bits + L)`` (``docs/arithmetic.md`` §12.7).
+    """
+    return signed(config.act_bits + min(config.lut_bits, config.pool_bits + 3))
 
 
 def pool_input_layout(config: AcceleratorConfig) -> data.StructLayout:
@@ -63,8 +78,22 @@ def pool_input_layout(config: AcceleratorConfig) -> data.StructLayout:
         The beat starts a dot product: accumulate from zero.
     last : 1
         The beat ends a dot product: present the accumulators on the output.
+
+    Only with ``config.precompute`` (``precompute_steps > 0``):
+
+    fill : 1
+        A fill beat (precompute mode; ``lookup`` set, ``first``/``last`` ignored): store
+        ``R[step][p]`` for the pool vectors ``p = fill_row * lanes + l``.
+    gather : 1
+        A gather beat (precompute mode; ``lookup`` set, never with ``fill``): lane ``l``
+        adds ``R[step][index[l]]``.
+    step : unsigned(count_width(tap_depth))
+        The step (group of 8 inputs) ``s`` of a fill or gather beat, below
+        ``precompute_steps``.
+    fill_row : unsigned(addr_width(fill_rows))
+        The fill group ``k`` of a fill beat, below ``fill_rows = pool_size / lanes``.
     """
-    return data.StructLayout({
+    fields = {
         "acts": data.ArrayLayout(unsigned(config.act_bits), POOL_GROUP),
         "weights": data.ArrayLayout(data.ArrayLayout(signed(config.code_width), POOL_GROUP),
                                     config.lanes),
@@ -73,7 +102,11 @@ def pool_input_layout(config: AcceleratorConfig) -> data.StructLayout:
         "plane_lo": unsigned(max(1, ceil_log2(config.act_bits))),
         "first": 1,
         "last": 1,
-    })
+    }
+    if config.precompute:
+        fields.update(fill=1, gather=1, step=unsigned(count_width(config.tap_depth)),
+                      fill_row=unsigned(addr_width(config.fill_rows)))
+    return data.StructLayout(fields)
 
 
 def pool_build_layout(config: AcceleratorConfig) -> data.StructLayout:
@@ -121,6 +154,7 @@ class PoolLookupEngine(wiring.Component):
     ``sum_j bit_b(acts[j]) * weights[l][j]`` (int8 path). On a beat with ``last`` the
     accumulators are presented on ``o``, held until ``o.ready``. Results are exact while
     every accumulator value fits ``signed(acc_width)`` (``config.max_fan_in`` bounds it).
+    Fill and gather beats (precompute mode) are described below.
 
     **Building the table.** A transfer on ``build`` (pool vector ``p``, its values and
     the table's shift ``k``) writes ``LUT[q][p] = (E + 2**(k-1)) >> k`` (``E`` for
@@ -154,19 +188,44 @@ class PoolLookupEngine(wiring.Component):
     final plane waits in stage 1 (read data held) while an earlier result is held on
     ``o``.
 
+    **Precompute mode** (``config.precompute``, ``docs/arithmetic.md`` §12.6). For a
+    layer with more filters than pool vectors, the controller sends per output position
+    first ``fill_rows * steps`` fill beats (fill row ``k = 0 .. fill_rows - 1`` outer,
+    step ``s = 0 .. steps - 1`` inner), then the lane groups as gather beats.
+
+    - A fill beat (``fill``) walks its planes like a lookup beat, but lane ``l`` looks up
+      pool vector ``p = fill_row * lanes + l`` instead of ``index[l]``. After its top
+      plane the partials ``h`` of all lanes, ``R[step][p] = sum_{b in planes} 2**b *
+      LUT[pattern_b][p]`` exactly, are written as one row at ``(step, fill_row)``. It
+      leaves the accumulators alone, so it ignores ``first`` and ``last``, produces no
+      result and never waits for one (only, like any beat, for an earlier beat that
+      does and is still in stage 1).
+    - A gather beat (``gather``) is one cycle whatever ``plane_lo`` is: lane ``l`` reads
+      row ``(step, index[l] >> log2(lanes))`` of its own copy of the store and adds slot
+      ``index[l] % lanes`` of it to its accumulator, as a one-plane lookup beat would
+      add its term (``first``, ``last``, waiting under a held result).
+
+    The store is ``lanes`` copies (each lane reads a different row, all are written the
+    same row) of ``precompute_steps * fill_rows`` rows of ``lanes`` values of
+    :func:`precompute_shape`, simple dual-port memories whose read port is transparent
+    to the write port: a gather beat reads (stage 0) in the cycle the fill beat before
+    it writes (stage 1), which for one step is the row it needs. The results are
+    bit-identical to direct mode (``sw.pool_golden.lut_dot(..., mode="precompute")``).
+
     **Timing.**
 
-    1. A beat with ``P = act_bits - plane_lo`` planes offered from cycle ``t0`` while the
-       engine is free is accepted (``i.valid & i.ready``) in cycle ``t0 + P - 1``; the
-       payload must stay stable until then (stream rules). Beats offered back to back
-       are processed with no bubble. Free means: no table build running or offered,
-       and not held by 3, nor by a result held on ``o`` when the previous beat's last
-       plane must update the accumulators.
-    2. The result of a beat with ``last`` accepted in cycle ``t`` is on ``o`` (``o.valid``)
-       from cycle ``t + 2`` until ``o.ready``.
-    3. A beat with ``last`` is not accepted between the acceptance of an earlier beat with
-       ``last`` and the cycle that earlier result is taken (``o.valid & o.ready``); it may
-       be accepted in that very cycle.
+    1. A beat with ``P`` planes offered from cycle ``t0`` while the engine is free is
+       accepted (``i.valid & i.ready``) in cycle ``t0 + P - 1``; the payload must stay
+       stable until then (stream rules). ``P = act_bits - plane_lo``, or ``P = 1`` for a
+       gather beat. Beats offered back to back are processed with no bubble. Free
+       means: no table build running or offered, and not held by 3, nor by a result
+       held on ``o`` while the previous beat (not a fill beat) has its last plane to
+       add to the accumulators.
+    2. The result of a beat with ``last`` (not a fill beat) accepted in cycle ``t`` is
+       on ``o`` (``o.valid``) from cycle ``t + 2`` until ``o.ready``.
+    3. A beat with ``last`` (not a fill beat) is not accepted between the acceptance of
+       an earlier beat with ``last`` and the cycle that earlier result is taken
+       (``o.valid & o.ready``); it may be accepted in that very cycle.
     4. Idle cycles on ``i`` and back-pressure on ``o`` only delay; nothing is lost.
 
     Parameters
@@ -236,11 +295,16 @@ class PoolLookupEngine(wiring.Component):
         ]
 
         # -- stage 0: issue one plane of the beat on i -------------------------------
+        precompute = config.precompute
+        fill = beat.fill if precompute else Const(0, 1)
+        gather = beat.gather if precompute else Const(0, 1)
         mid = Signal()                                  # the beat has planes issued
         plane_next = Signal(range(config.act_bits))
         plane = Mux(mid, plane_next, beat.plane_lo)
-        final = plane == top_plane
+        # A gather beat is one store read: its only plane is its final one.
+        final = (plane == top_plane) | gather
         pattern = Cat(beat.acts[j].bit_select(plane, 1) for j in range(POOL_GROUP))
+        result_beat = beat.last & ~fill                 # fill beats produce no result
 
         # -- stage 1: fold the read term in ------------------------------------------
         s1_valid = Signal()
@@ -249,12 +313,15 @@ class PoolLookupEngine(wiring.Component):
         s1_first = Signal()
         s1_last = Signal()
         s1_lookup = Signal()
+        s1_fill = Signal()
+        s1_gather = Signal()
 
         held = self.o.valid & ~self.o.ready
-        # The accumulators are the output register: no commit under a held result.
-        stall = s1_valid & s1_final & held
+        # The accumulators are the output register: no commit under a held result. A
+        # fill beat writes the store instead, so it never waits.
+        stall = s1_valid & s1_final & ~s1_fill & held
         # At most one result pending, from a last beat's acceptance until it is taken.
-        last_blocked = beat.last & (held | (s1_valid & s1_final & s1_last))
+        last_blocked = result_beat & (held | (s1_valid & s1_final & s1_last))
         build_start = Signal()
         m.d.comb += [
             self.build.ready.eq(~building & ~mid & ~s1_valid),
@@ -293,17 +360,31 @@ class PoolLookupEngine(wiring.Component):
                 s1_start.eq(~mid),
                 s1_final.eq(final),
                 s1_first.eq(beat.first),
-                s1_last.eq(beat.last),
+                s1_last.eq(result_beat),
                 s1_lookup.eq(beat.lookup),
+                s1_fill.eq(fill),
+                s1_gather.eq(gather),
                 mid.eq(~final),
                 plane_next.eq(plane + 1),
             ]
 
-        commit = s1_valid & s1_final & ~stall
+        commit = s1_valid & s1_final & ~s1_fill & ~stall
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(commit & s1_last):
             m.d.sync += self.o.valid.eq(1)
+
+        # -- precompute store: lanes copies of R rows, written by fill beats ---------
+        lanes_log2 = ceil_log2(config.lanes)
+        rows_log2 = ceil_log2(config.fill_rows)
+        if precompute:
+            row_layout = data.ArrayLayout(precompute_shape(config), config.lanes)
+            store_row = Signal(row_layout)              # R[step][fill_row * lanes + l]
+            s1_step = Signal.like(beat.step)
+            s1_fill_row = Signal(rows_log2)
+            with m.If(issue):
+                m.d.sync += [s1_step.eq(beat.step), s1_fill_row.eq(beat.fill_row[:rows_log2])]
+            store_write = s1_valid & s1_final & s1_fill
 
         acc = Signal(engine_output_layout(config))
         m.d.comb += self.o.payload.eq(acc)
@@ -313,14 +394,18 @@ class PoolLookupEngine(wiring.Component):
         for lane in range(config.lanes):
             table = _TableCopy(signed(config.lut_bits), self.lut_depth, use_spram)
             m.submodules[f"lut{lane}"] = table
+            index = beat.index[lane]
+            if precompute:
+                # A fill beat's lane l computes R for pool vector fill_row * lanes + l.
+                index = Mux(fill, Cat(Const(lane, lanes_log2), beat.fill_row[:rows_log2]),
+                            index)
             m.d.comb += [
                 # One address for writes and reads: a single-ported RAM holds the copy.
-                table.addr.eq(Mux(building, Cat(build_index, gray),
-                                  Cat(beat.index[lane], pattern))),
+                table.addr.eq(Mux(building, Cat(build_index, gray), Cat(index, pattern))),
                 table.write_data.eq(entry),
                 table.write_en.eq(building),
                 # Low while stalled, so the read data of the waiting plane is held.
-                table.read_en.eq(issue),
+                table.read_en.eq(issue & ~gather),
             ]
 
             int8_term = Signal(_int8_term_shape(config), name=f"int8_term{lane}")
@@ -337,8 +422,29 @@ class PoolLookupEngine(wiring.Component):
                          prev[config.act_bits:].as_signed() + term).as_signed()
             with m.If(s1_valid & ~stall):
                 m.d.sync += partial.eq(folded)
+            value = folded
+            if precompute:
+                store = _StoreCopy(row_layout, config.precompute_steps * config.fill_rows)
+                m.submodules[f"store{lane}"] = store
+                gather_en = issue & gather
+                m.d.comb += [
+                    store_row[lane].eq(folded),
+                    store.write_addr.eq(Cat(s1_fill_row, s1_step)),
+                    store.write_data.eq(store_row),
+                    store.write_en.eq(store_write),
+                    # Row index[l] / lanes of the step; slot index[l] % lanes of it.
+                    store.read_addr.eq(Cat(beat.index[lane][lanes_log2:], beat.step)),
+                    store.read_en.eq(gather_en),
+                ]
+                gathered = store.read_data[0]
+                if lanes_log2:
+                    slot = Signal(lanes_log2, name=f"store_slot{lane}")
+                    with m.If(gather_en):
+                        m.d.sync += slot.eq(beat.index[lane][:lanes_log2])
+                    gathered = store.read_data[slot]
+                value = Mux(s1_gather, gathered, folded)
             with m.If(commit):
-                m.d.sync += acc[lane].eq(Mux(s1_first, 0, acc[lane]) + folded)
+                m.d.sync += acc[lane].eq(Mux(s1_first, 0, acc[lane]) + value)
         return m
 
 
@@ -359,6 +465,45 @@ def _has_spram(platform) -> bool:
 def _spram_tiles(width: int, depth: int) -> int:
     """SPRAMs a ``depth x width`` memory takes."""
     return -(-depth // SPRAM_DEPTH) * -(-width // SPRAM_WIDTH)
+
+
+class _StoreCopy(wiring.Component):
+    """One lane's copy of the precompute store: ``depth`` rows of ``row_layout``.
+
+    A simple dual-port RAM: ``write_data`` goes to ``write_addr`` on ``write_en``; a read
+    (``read_en``) gives ``read_data`` on the next cycle, held while ``read_en`` is low,
+    and transparent to a write of the same row in the same cycle (it gives the new row).
+    """
+
+    def __init__(self, row_layout, depth: int):
+        self._row_layout = row_layout
+        self._depth = depth
+        super().__init__({
+            "write_addr": In(addr_width(depth)),
+            "write_data": In(row_layout),
+            "write_en": In(1),
+            "read_addr": In(addr_width(depth)),
+            "read_en": In(1),
+            "read_data": Out(row_layout),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = mem = memory.Memory(shape=self._row_layout, depth=self._depth,
+                                                  init=[])
+        write = mem.write_port()
+        # A gather beat may read, in stage 0, the row the fill beat before it writes from
+        # stage 1 in the same cycle.
+        read = mem.read_port(transparent_for=(write,))
+        m.d.comb += [
+            write.addr.eq(self.write_addr),
+            write.data.eq(self.write_data),
+            write.en.eq(self.write_en),
+            read.addr.eq(self.read_addr),
+            read.en.eq(self.read_en),
+            self.read_data.eq(read.data),
+        ]
+        return m
 
 
 class _TableCopy(wiring.Component):
