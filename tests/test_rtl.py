@@ -113,9 +113,12 @@ def random_pool_case(seed: int):
         convs=(8, int(rng.choice([8, 16]))), pool=bool(rng.integers(0, 2)),
         dense=(int(rng.integers(2, 9)),), pool_size=int(rng.choice([4, 8, 16, 32])),
         pool_bits=int(rng.integers(3, 9)), lut_bits=int(rng.integers(6, 17)))
-    config = fit_config(model, lanes=int(rng.integers(1, 5)))
+    # Every other seed runs the pooled layers in precompute mode (lanes: a power of two).
+    mode = "precompute" if seed % 2 else "direct"
+    lanes = int(rng.choice([1, 2, 4])) if mode == "precompute" else int(rng.integers(1, 5))
+    config = fit_config(model, lanes=min(lanes, len(model.pool)), mode=mode)
     x = rng.integers(0, 1 << act_bits, size=(2,) + tuple(model.input_shape))
-    return model, config, x, int(rng.integers(1, act_bits + 1))
+    return model, config, x, int(rng.integers(1, act_bits + 1)), mode
 
 
 @pytest.mark.parametrize("simulator", [
@@ -124,10 +127,11 @@ def random_pool_case(seed: int):
 ])
 @pytest.mark.parametrize("seed", [404, 505])
 def test_random_pool_configurations_bit_exact(seed, simulator, sim_build_dir):
-    model, config, x, bits = random_pool_case(seed)
+    model, config, x, bits, mode = random_pool_case(seed)
     what = (f"seed {seed}, {simulator}, pool S {config.pool_size}, lut_bits "
             f"{config.lut_bits}, lanes {config.lanes}, act_bits {config.act_bits}, bits {bits}, "
-            f"layers {[(layer.kind, layer.out_shape) for layer in model.layers]}")
+            f"{mode}, layers {[(layer.kind, layer.out_shape) for layer in model.layers]}")
+    assert config.precompute == (mode == "precompute")
     result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir,
-                      seed=seed, idle_gap=0.3, back_pressure=0.3, bits=bits)
+                      seed=seed, idle_gap=0.3, back_pressure=0.3, bits=bits, mode=mode)
     assert_bit_exact(model, x, result, what)
