@@ -198,7 +198,7 @@ def cmd_demo_pool(args, float_model, data, x_test, y_test, float_acc) -> int:
     from .hw.config import POOL_GROUP
     from .sw import golden
     from .sw.compile import compile_model
-    from .sw.pool import image_storage
+    from .sw.pool import image_storage, storage
 
     sizes = _parse_ints("--pool-sizes", args.pool_sizes, 2, 256)
     bits_list = _parse_ints("--bits", args.bits, 1, args.act_bits)
@@ -217,7 +217,7 @@ def cmd_demo_pool(args, float_model, data, x_test, y_test, float_acc) -> int:
         "golden_acc": float(np.mean(r8.golden.argmax(1) == y_test)),
         "equal": int(r8.equal.sum()), "n": len(x), "cycles": base,
         "streamed_bpw": len(img8.regions["weights"]) * img8.region_width("weights") / weights8,
-        "onchip_bpw": None, "wall": wall8,
+        "onchip_bpw": None, "paper_cr": None, "wall": wall8,
     }]
     for size in sizes:
         _step(f"pool S={size}: compress")
@@ -225,6 +225,7 @@ def cmd_demo_pool(args, float_model, data, x_test, y_test, float_acc) -> int:
         qm = _compress(args, float_model, data, "pool")
         config = fit_config(qm, lanes=args.lanes)
         store = image_storage(compile_model(qm, config))
+        paper_cr = storage(qm).paper_cr
         xq = qm.quantize_input(x_test)
         x_rtl = xq[:args.rtl_samples] if args.rtl_samples else xq
         for bits in bits_list:
@@ -239,28 +240,31 @@ def cmd_demo_pool(args, float_model, data, x_test, y_test, float_acc) -> int:
                 "equal": int(result.equal.sum()), "n": len(x_rtl),
                 "cycles": int(result.cycles.max()),
                 "streamed_bpw": store.streamed_per_weight,
-                "onchip_bpw": store.onchip_per_weight, "wall": wall,
+                "onchip_bpw": store.onchip_per_weight, "paper_cr": paper_cr, "wall": wall,
             })
     _say()
     _say(f"digits test split: {len(x_test)} images; {args.lanes} lanes x {POOL_GROUP} taps; "
          f"simulator {args.simulator}; float model accuracy {float_acc:.4f}")
     head = (f"{'scheme':<6} {'S':>4} {'bits':>4} {'golden acc':>10} {'RTL==golden':>12} "
             f"{'cycles/inf':>10} {'vs int8':>8} {'streamed b/w':>12} {'on-chip b/w':>11} "
-            f"{'sim s':>6}")
+            f"{'paper CR':>8} {'sim s':>6}")
     _say(head)
     _say("-" * len(head))
     for r in rows:
         size = "-" if r["pool_size"] is None else str(r["pool_size"])
         onchip = "-" if r["onchip_bpw"] is None else f"{r['onchip_bpw']:.1f}"
+        paper = "-" if r["paper_cr"] is None else f"{r['paper_cr']:.3f}"
         _say(f"{r['scheme']:<6} {size:>4} {r['bits']:>4} {r['golden_acc']:>10.4f} "
              f"{str(r['equal']) + '/' + str(r['n']):>12} {r['cycles']:>10} "
              f"{base / r['cycles']:>7.2f}x {r['streamed_bpw']:>12.2f} {onchip:>11} "
-             f"{r['wall']:>6.1f}")
+             f"{paper:>8} {r['wall']:>6.1f}")
     _say()
     _say(f"golden acc: all {len(x_test)} images; RTL==golden: the first {rows[-1]['n']} "
          f"(--rtl-samples), outputs compared word for word, cycles against the cycle model")
     _say("b/w: weight bits per weight, counted from the packed image (streamed: indices, "
          "pool and the int8 layers' weights; on-chip: the lookup tables instead of the pool)")
+    _say("paper CR: the paper's W*8 / (W/8*log2 S + 256*S*lut_bits) over the pooled "
+         "layers' W weights (it counts the lookup table; > 1 only for large networks)")
     if args.json:
         Path(args.json).write_text(json.dumps({"float_acc": float_acc, "rows": rows},
                                               indent=2) + "\n")
