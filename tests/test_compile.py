@@ -374,3 +374,35 @@ def test_config_from_dict():
     assert "allowed: " in str(info.value) and "lanes" in str(info.value), str(info.value)
     with pytest.raises(ConfigError, match="'lanes'"):
         AcceleratorConfig.from_dict({"lanes": 0})
+
+
+def test_pool_model_misfits_name_the_config_field():
+    """A pool model against configurations that cannot run it: each error names the
+    field to change."""
+    from shiftpool.flow import fit_config
+
+    rng = np.random.default_rng(5)
+    model = random_model(rng, scheme="pool", input_shape=(8, 3, 3), convs=(8,), pool=False,
+                         dense=(3,), pool_size=16, pool_bits=6, lut_bits=12)
+    good = fit_config(model, lanes=2)
+    fields = good.as_dict()
+    cases = {
+        "pool_size": dict(fields, pool_size=8),
+        "pool_bits": dict(fields, pool_bits=5),
+        "lut_bits": dict(fields, lut_bits=10),
+        "index_depth": dict(fields, index_depth=1),
+    }
+    for field, bad in cases.items():
+        with pytest.raises(ConfigError, match=f"'{field}'"):
+            compile_model(model, AcceleratorConfig(**bad))
+    with pytest.raises(ConfigError, match="'precompute_steps'"):
+        compile_model(model, good, mode="precompute")
+    with pytest.raises(ConfigError, match="'precompute_steps'"):
+        compile_model(model, AcceleratorConfig(**dict(fields, precompute_steps=2)),
+                      mode="precompute")
+    with pytest.raises(ConfigError, match="'taps'"):
+        AcceleratorConfig(**dict(fields, taps=4))
+    with pytest.raises(ConfigError, match="'lanes'"):
+        AcceleratorConfig(**dict(fields, lanes=3, precompute_steps=9))
+    with pytest.raises(ConfigError, match="'engine'"):
+        compile_model(model, AcceleratorConfig(**dict(fields, engine="int8")))
