@@ -31,13 +31,14 @@ from pathlib import Path
 
 from ..hw.config import AcceleratorConfig
 from ..hw.link import LinkConfig
+from ..hw.memories import DROP_INIT
 from .board import Board, BoardError
 from .clocks import pll_for
 from .registry import get_board
 from .tools import find_tool, run_tool, tool_version
 
 __all__ = ["REPORT_FORMAT", "RESOURCES", "DEFAULT_BAUD", "Design", "build", "program",
-           "parse_nextpnr_report", "resolve_design"]
+           "parse_nextpnr_report", "resolve_design", "synth_options"]
 
 REPORT_FORMAT = "shiftpool-build-report"
 DEFAULT_BAUD = 115200
@@ -60,6 +61,20 @@ _FLOW = {
     "ecp5": ("nextpnr-ecp5", "ecppack", ""),
     "gowin": ("nextpnr-himbaechel-gowin", "gowin_pack", ""),
 }
+#: Extra synthesis options of the iCE40 UltraPlus: map the single-port memories to
+#: SPRAM (``hw/memories.py``) and let ABC optimize for the UltraPlus' (slower) timing
+#: rather than the HX's, yosys' default.
+ICE40UP_SYNTH_OPTS = "-spram -device u"
+
+
+def synth_options(board: Board) -> tuple[str, str]:
+    """``synth_<family>`` options for ``board`` and the yosys commands to run after
+    reading the design: the iCE40 UltraPlus maps single-port memories to SPRAM, and
+    an SPRAM cannot have initial contents."""
+    opts = _FLOW[board.family][2]
+    if board.family == "ice40" and board.device.startswith("iCE40UP"):
+        return f"{opts} {ICE40UP_SYNTH_OPTS}", DROP_INIT
+    return opts, ""
 
 
 # -- the design -----------------------------------------------------------------------
@@ -260,10 +275,10 @@ def build(design, board: str | Board, out_dir: Path, report_only: bool = False, 
     except ValueError as exc:
         raise BoardError(f"host link on {board.name}: {exc}") from None
     platform = board.make_platform()
-    synth_opts = _FLOW[board.family][2]
+    synth_opts, after_read = synth_options(board)
     plan = platform.prepare(
         BoardTop(board, config, link, clock_hz, pll), name="top", synth_opts=synth_opts,
-        script_after_synth="tee -q -o stat.json stat -json")
+        script_after_read=after_read, script_after_synth="tee -q -o stat.json stat -json")
     plan.extract(str(where))
 
     say(f"synthesis (yosys) of the {config.engine} engine, {config.lanes} lanes x "

@@ -1,6 +1,6 @@
 """Integer requantization: accumulator -> unsigned activation (``docs/arithmetic.md``)."""
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,15 +12,26 @@ __all__ = ["Requantizer", "requantize"]
 
 def requantize(m: Module, value, shift, act_bits: int):
     """Add the comb logic of ``clip((value + 2**(shift-1)) >> shift, 0, 2**act_bits - 1)``
-    (no rounding term when ``shift = 0``) to ``m`` and return the result signal."""
-    width = len(value) + 1     # room for the rounding term
-    half = Signal(signed(width))
-    m.d.comb += half.eq(Mux(shift == 0, 0, Const(1, unsigned(width)) << (shift - 1).as_unsigned()))
-    rounded = Signal(signed(width))
-    m.d.comb += rounded.eq((value + half) >> shift)
+    (no rounding term when ``shift = 0``) to ``m`` and return the result signal.
+
+    Computed as ``x = (2 * value) >> shift`` (one arithmetic shift), then
+    ``(x + 1) >> 1``, which is the same number for every shift, 0 included. The clip
+    needs only the low ``act_bits + 1`` bits of ``x`` and whether any bit above them
+    is set, so the rounding increment is ``act_bits + 1`` bits wide instead of the
+    accumulator's width: this sits on the write-back path, the longest of the design.
+    """
+    x = Signal(signed(len(value) + 1))
+    m.d.comb += x.eq((value << 1) >> shift)
+    low = x[:act_bits + 1]
+    high = x[act_bits + 1:-1]           # between the low bits and the sign bit
     top = (1 << act_bits) - 1
+    saturate = (low == (1 << (act_bits + 1)) - 1)
+    if len(high):
+        saturate = saturate | high.any()
+    rounded = Signal(unsigned(act_bits + 1))
+    m.d.comb += rounded.eq((low + 1) >> 1)
     result = Signal(unsigned(act_bits))
-    m.d.comb += result.eq(Mux(rounded < 0, 0, Mux(rounded > top, top, rounded)))
+    m.d.comb += result.eq(Mux(x[-1], 0, Mux(saturate, top, rounded)))
     return result
 
 

@@ -1,7 +1,7 @@
 """The whole host link: a UART (or any byte stream), frames and the command handler,
 and how an accelerator is attached to it."""
 
-from amaranth.hdl import Module, ResetInserter
+from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -132,13 +132,20 @@ class UARTLink(wiring.Component):
 
 def attach_accelerator(m: Module, link, accelerator, name: str = "accelerator"):
     """Add ``accelerator`` to ``m`` under ``name``, reset by the link's
-    ``accel_reset``, and connect its ports to ``link`` (a :class:`UARTLink`,
-    :class:`LinkCore` or :class:`~shiftpool.hw.link.handler.CommandHandler`).
+    ``accel_reset`` (through a register: one cycle after the pulse), and connect its
+    ports to ``link`` (a :class:`UARTLink`, :class:`LinkCore` or
+    :class:`~shiftpool.hw.link.handler.CommandHandler`).
 
     The accelerator needs the ports ``load``, ``inp``, ``out``, ``cycles``, ``busy``
     and ``readback`` (see :func:`~shiftpool.hw.link.handler.readback_signature`).
     """
-    m.submodules[name] = ResetInserter({"sync": link.accel_reset})(accelerator)
+    # Registered: the handler's pulse is decoded from its state and its watchdog, and
+    # would otherwise reach every flip-flop of the accelerator in the same cycle (the
+    # longest path of small designs). The handler does not touch the accelerator's
+    # ports in the cycle after a pulse, so a reset one cycle later changes nothing.
+    reset = Signal(name=f"{name}_reset")
+    m.d.sync += reset.eq(link.accel_reset)
+    m.submodules[name] = ResetInserter({"sync": reset})(accelerator)
     for port in _STREAM_PORTS:
         wiring.connect(m, getattr(link, port), getattr(accelerator, port))
     for port in _SIGNAL_PORTS:
