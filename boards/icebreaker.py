@@ -29,6 +29,7 @@ BOARD = Board(
     programmers=(("iceprog", "{bitstream}"), ("openFPGALoader", "-b", "ice40_generic",
                                                  "{bitstream}")),
     bitstream="top.bin",
-    # 512 bytes fill one 512x8 block RAM; the 1024 default would take two.
-    link_fields={"max_payload": 512},
+    # 512 bytes fill one 512x8 block RAM; the 1024 default would take two. 8-bit
+    # STATUS counters (saturating at 255) leave logic cells to the accelerator.
+    link_fields={"max_payload": 512, "counter_bits": 8},
 )

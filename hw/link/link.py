@@ -123,7 +123,19 @@ class UARTLink(wiring.Component):
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
         wiring.connect(m, rx.o, rx_fifo.w_stream)
         wiring.connect(m, rx_fifo.r_stream, core.i)
-        wiring.connect(m, core.o, tx.i)
+        # One byte register between the frame encoder and the transmitter: a reply byte
+        # is picked by the handler's wide multiplexers and runs through the encoder's
+        # CRC, and without it that path would end in the transmitter's shift register.
+        # It takes a byte whenever it is empty, and the transmitter takes it in the
+        # last cycle of a stop bit, so the line stays full.
+        tx_byte = Signal(8)
+        tx_full = Signal()
+        m.d.comb += [core.o.ready.eq(~tx_full), tx.i.valid.eq(tx_full),
+                     tx.i.payload.eq(tx_byte)]
+        with m.If(tx.i.ready):
+            m.d.sync += tx_full.eq(0)
+        with m.If(core.o.valid & ~tx_full):
+            m.d.sync += [tx_byte.eq(core.o.payload), tx_full.eq(1)]
         m.d.comb += [core.rx_framing_error.eq(rx.framing_error),
                      core.rx_overrun.eq(rx.overrun)]
         _forward(m, self, core)
