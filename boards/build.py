@@ -220,7 +220,7 @@ def _pack(board: Board, where: Path) -> str:
 
 
 def build(design, board: str | Board, out_dir: Path, report_only: bool = False, *,
-          lanes: int = 2, taps: int = 4, clock_mhz: float | None = None,
+          lanes: int | None = None, taps: int | None = None, clock_mhz: float | None = None,
           baud: int = DEFAULT_BAUD, check_timing: bool = True,
           progress: Callable[[str], None] | None = None) -> dict:
     """Synthesize, place and route ``design`` for ``board``; write ``report.json`` and
@@ -229,8 +229,9 @@ def build(design, board: str | Board, out_dir: Path, report_only: bool = False, 
     Parameters
     ----------
     design
-        A model (object or file; fitted with ``lanes`` x ``taps``), an
-        ``AcceleratorConfig``, or a generated design (folder or manifest).
+        A model (object or file; fitted with ``lanes`` x ``taps``, by default the
+        board's ``engine_size``), an ``AcceleratorConfig``, or a generated design
+        (folder or manifest).
     board : str or Board
         A name from :data:`~shiftpool.boards.registry.BOARDS`.
     report_only : bool
@@ -254,6 +255,8 @@ def build(design, board: str | Board, out_dir: Path, report_only: bool = False, 
     t0 = time.monotonic()
     say = progress or (lambda text: None)
     board = get_board(board)
+    lanes = board.engine_size[0] if lanes is None else lanes
+    taps = board.engine_size[1] if taps is None else taps
     design = resolve_design(design, lanes=lanes, taps=taps)
     config = design.config
     out_dir = Path(out_dir)

@@ -1,9 +1,10 @@
 """The board figures of the demo model, measured in one command:
 
     python -m shiftpool.boards.report [-o board-figures] [--boards icebreaker,ulx3s-85f]
-                                      [--sizes 2x4,4x8]
+                                      [--sizes 2x2,4x8]
 
-For each board and engine size it places and routes (``report_only``) the device
+For each board and engine size (by default the board's own ``engine_size``, the one
+``shiftpool build`` uses) it places and routes (``report_only``) the device
 for the digits demo's FLightNN model and its int8 baseline, and tabulates
 utilization, Fmax, inferences per second (Fmax / cycles of the cycle model) and
 inferences per second per 1000 logic cells (LUTs on ECP5), each also as a ratio to
@@ -42,10 +43,13 @@ def demo_models(cache_dir: Path | None = None) -> dict:
 
 def measure(models: dict, boards, sizes, out_dir: Path, log=print) -> list[dict]:
     """One row per (board, size, scheme): the build report's figures, or why it
-    does not fit."""
+    does not fit. ``sizes``: ``(lanes, taps)`` pairs, or ``None`` for each board's
+    ``engine_size``."""
+    from .registry import get_board
+
     rows = []
     for board in boards:
-        for lanes, taps in sizes:
+        for lanes, taps in sizes or [get_board(board).engine_size]:
             for scheme in SCHEMES:
                 where = Path(out_dir) / f"{board}-{lanes}x{taps}-{scheme}"
                 t0 = time.monotonic()
@@ -110,11 +114,18 @@ def figures_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _sizes(text: str) -> list[tuple[int, int]]:
-    try:
-        return [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",")]
-    except ValueError:
-        raise SystemExit(f"error: --sizes {text!r} is not LANESxTAPS,...") from None
+def _sizes(text: str) -> list[tuple[int, int]] | None:
+    """``"board"`` -> None (each board's size); ``"2x2,4x8"`` -> ``[(2, 2), (4, 8)]``."""
+    if text == "board":
+        return None
+    sizes = []
+    for item in text.split(","):
+        parts = item.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"--sizes {text!r}: {item!r} is not LANESxTAPS (e.g. 2x4); "
+                             f"give LANESxTAPS,... or 'board'")
+        sizes.append((int(parts[0]), int(parts[1])))
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,15 +133,26 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("board-figures"))
     parser.add_argument("--boards", default="icebreaker,ulx3s-85f")
-    parser.add_argument("--sizes", default="2x4,4x8")
+    parser.add_argument("--sizes", default="board",
+                        help="LANESxTAPS,... (default: each board's engine size)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where the trained float model is cached")
     args = parser.parse_args(argv)
+    from .registry import get_board
+
+    boards = args.boards.split(",")
+    try:
+        for board in boards:
+            get_board(board)
+        sizes = _sizes(args.sizes)
+    except (BoardError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     t0 = time.monotonic()
     print("[shiftpool] digits demo models (float model trained once, then cached)",
           file=sys.stderr, flush=True)
     models = demo_models(args.cache_dir)
-    rows = measure(models, args.boards.split(","), _sizes(args.sizes), args.output,
+    rows = measure(models, boards, sizes, args.output,
                    log=lambda s: print(s, file=sys.stderr, flush=True))
     table = figures_table(rows)
     args.output.mkdir(parents=True, exist_ok=True)
