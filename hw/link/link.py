@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import AcceleratorConfig
 from .config import LinkConfig
-from .framing import FrameDecoder, FrameEncoder
+from .framing import FrameDecoder, FrameEncoder, reply_payload_layout
 from .handler import CommandHandler, accelerator_ports
 from .uart import UARTReceiver, UARTTransmitter
 
@@ -17,6 +17,19 @@ __all__ = ["LinkCore", "UARTLink", "attach_accelerator"]
 _STREAM_PORTS = ("load", "inp", "out", "readback")
 #: Plain signals from the accelerator to the link.
 _SIGNAL_PORTS = ("cycles", "busy")
+
+
+def _register_stream(m, source, sink, shape):
+    """Connect stream ``source`` to stream ``sink`` through a one-entry register that
+    takes a beat only when empty: no combinational path between them, in either
+    direction, at half the full rate (the UART is far slower than that)."""
+    beat = Signal(shape)
+    full = Signal()
+    m.d.comb += [source.ready.eq(~full), sink.valid.eq(full), sink.payload.eq(beat)]
+    with m.If(sink.ready):
+        m.d.sync += full.eq(0)
+    with m.If(source.valid & ~full):
+        m.d.sync += [beat.eq(source.payload), full.eq(1)]
 
 
 def _forward(m, outer, inner):
@@ -75,7 +88,10 @@ class LinkCore(wiring.Component):
         wiring.connect(m, decoder.event, handler.event)
         wiring.connect(m, decoder.payload, handler.payload)
         wiring.connect(m, handler.reply_header, encoder.header)
-        wiring.connect(m, handler.reply_payload, encoder.payload)
+        # Registered: a reply byte is picked by the handler's wide multiplexers (a
+        # readback row, the IDENTIFY and STATUS words), and the encoder runs it
+        # through its CRC in the same cycle otherwise.
+        _register_stream(m, handler.reply_payload, encoder.payload, reply_payload_layout())
         wiring.connect(m, encoder.o, wiring.flipped(self.o))
         m.d.comb += [handler.rx_framing_error.eq(self.rx_framing_error),
                      handler.rx_overrun.eq(self.rx_overrun)]
@@ -123,19 +139,10 @@ class UARTLink(wiring.Component):
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
         wiring.connect(m, rx.o, rx_fifo.w_stream)
         wiring.connect(m, rx_fifo.r_stream, core.i)
-        # One byte register between the frame encoder and the transmitter: a reply byte
-        # is picked by the handler's wide multiplexers and runs through the encoder's
-        # CRC, and without it that path would end in the transmitter's shift register.
-        # It takes a byte whenever it is empty, and the transmitter takes it in the
+        # Registered, so that the encoder's output multiplexer does not end in the
+        # transmitter's shift register; the transmitter takes the next byte in the
         # last cycle of a stop bit, so the line stays full.
-        tx_byte = Signal(8)
-        tx_full = Signal()
-        m.d.comb += [core.o.ready.eq(~tx_full), tx.i.valid.eq(tx_full),
-                     tx.i.payload.eq(tx_byte)]
-        with m.If(tx.i.ready):
-            m.d.sync += tx_full.eq(0)
-        with m.If(core.o.valid & ~tx_full):
-            m.d.sync += [tx_byte.eq(core.o.payload), tx_full.eq(1)]
+        _register_stream(m, core.o, tx.i, 8)
         m.d.comb += [core.rx_framing_error.eq(rx.framing_error),
                      core.rx_overrun.eq(rx.overrun)]
         _forward(m, self, core)
