@@ -3,19 +3,19 @@
 LEDs: red (on the board) shows an error, green (on the board) a running inference,
 and the middle green LED of the snap-off LED/button PMOD (in PMOD2) a loaded model.
 
-Engine size and clock, measured on the digits demo (``python -m
-shiftpool.boards.report --boards icebreaker --sizes 1x2,2x2,1x4,2x4``), with the
-weights in SPRAM:
+Engine size and clock, measured on the digits demo with the weights in SPRAM
+(``python -m shiftpool.boards.report --boards icebreaker --sizes 2x2,2x4``):
 
-* 2 lanes x 4 taps does not fit: FLightNN needs about 5370 of the 5280 logic cells
-  (int8 fits, 4650 cells, 29 of 30 block RAMs, all 4 SPRAMs and 8 DSPs);
-* 2 lanes x 2 taps fits both with room: FLightNN 4690 logic cells, 24 block RAMs,
-  2 SPRAMs; int8 4360 cells, 23 block RAMs, 2 SPRAMs, 4 DSPs. It is the default.
-* Fmax at 2x2: FLightNN 22.8 MHz, int8 21.0 MHz (1x2: 21.8 and 25.3), limited by
-  the accelerator's controller (write-back ready into the issue pipeline, the
-  group-end compare chain) and the shift-add engine, not by the link or the
-  memories. Hence 19.5 MHz (an exact PLL setting, 7% below the slower of the two)
-  until those paths are shortened; 24 MHz is the goal.
+* 2 lanes x 4 taps does not fit: FLightNN needs 5397 of the 5280 logic cells (int8
+  fits: 4662 cells, 29 of 30 block RAMs, all 4 SPRAMs, all 8 DSPs);
+* 2 lanes x 2 taps fits both with room, so it is the default: FLightNN 4675 logic
+  cells, 24 block RAMs, 2 SPRAMs; int8 4375 cells, 23 block RAMs, 2 SPRAMs, 4 DSPs.
+* Fmax at 2x2 is 21.8 MHz (FLightNN) and 21.5 MHz (int8); 1x2 reaches 21.8 and 25.3.
+  The longest paths are in the accelerator's controller (the write-back unit's ready
+  into the issue pipeline, the group-end compare chain) and the shift-add engine,
+  no longer in the link, the requantizer or the memories. Hence 19.5 MHz (an exact
+  PLL setting, about 10% below both) until those paths are shortened; 24 MHz is
+  the goal.
 """
 
 from amaranth_boards.icebreaker import ICEBreakerPlatform

@@ -90,7 +90,7 @@ def measure(models: dict, boards, sizes, out_dir: Path, log=print) -> list[dict]
 
 def figures_table(rows: list[dict]) -> str:
     """The rows as a markdown table."""
-    head = ("| board | lanes x taps | engine | logic used / avail | FFs | BRAM | DSP | "
+    head = ("| board | lanes x taps | engine | logic used / avail | FFs | BRAM | SPRAM | DSP | "
             "Fmax MHz (target) | cycles/inf | inf/s at Fmax | inf/s per 1k logic | "
             "logic vs int8 | Fmax vs int8 | inf/s vs int8 | inf/s per 1k vs int8 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -98,7 +98,7 @@ def figures_table(rows: list[dict]) -> str:
         size = f"{r['lanes']}x{r['taps']}"
         if "error" in r:
             lines.append(f"| {r['board']} | {size} | {r['scheme']} | does not fit: "
-                         f"{r['error'].split(': ', 1)[-1]} |" + " |" * 11)
+                         f"{r['error'].split(': ', 1)[-1]} |" + " |" * 12)
             continue
 
         def ratio(key, row=r):
@@ -108,7 +108,8 @@ def figures_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['board']} | {size} | {r['scheme']} | {r['logic']} / {r['logic_available']} "
             f"({r['logic_bel']}) | {r['ff']} | {r['bram']} / {r['bram_available']} | "
-            f"{r['dsp']} | {r['fmax_mhz']:.1f} ({r['target_mhz']:g}) | {r['cycles']} | "
+            f"{'-' if r.get('spram') is None else r['spram']} | {r['dsp']} | "
+            f"{r['fmax_mhz']:.1f} ({r['target_mhz']:g}) | {r['cycles']} | "
             f"{r['inf_per_s']:.0f} | {r['inf_per_s_per_klut']:.1f} | {ratio('logic')} | "
             f"{ratio('fmax_mhz')} | {ratio('inf_per_s')} | {ratio('inf_per_s_per_klut')} |")
     return "\n".join(lines)

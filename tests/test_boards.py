@@ -203,6 +203,14 @@ def test_ice40_report_matches_nextpnr_and_yosys(ice40_build):
                                "bel": bel}
     assert res["logic"]["available"] == 5280 and res["bram"]["available"] == 30
     assert res["spram"]["available"] == 4 and res["dsp"]["available"] == 8
+    # The weights are in SPRAM (hw/memories.py), one block per 16 bits of a row.
+    from shiftpool.hw.accelerator import region_width
+    from shiftpool.hw.config import AcceleratorConfig
+    from shiftpool.hw.memories import spram_blocks
+
+    config = AcceleratorConfig.from_dict(report["config"])
+    assert res["spram"]["used"] == spram_blocks(region_width(config, "weights"),
+                                                config.weight_depth) >= 1
     # UART rx/tx, three LEDs; the clock pin feeds the PLL
     assert res["io"]["used"] >= 5
     (clock,) = raw["fmax"].values()
