@@ -56,6 +56,10 @@ class Board:
     link_fields : dict
         :class:`~shiftpool.hw.link.LinkConfig` fields this board sets (e.g. a smaller
         ``max_payload`` where block RAM is scarce).
+    engine_size : tuple of int
+        ``(lanes, taps)`` a model is built with on this board unless the build says
+        otherwise: the largest the demo's FLightNN and int8 designs both fit at
+        ``clock_hz`` (see the board's module).
     programmers : tuple of tuple
         Commands that can program the board, tried in order; ``{bitstream}`` stands for
         the file. The first element of each is the tool (and the name of the
@@ -77,6 +81,7 @@ class Board:
     bitstream: str
     extra_resources: Callable | None = None
     link_fields: dict = dataclasses.field(default_factory=dict)
+    engine_size: tuple = (2, 4)
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -85,6 +90,10 @@ class Board:
         missing = [role for role in LED_ROLES if role not in self.leds]
         if missing:
             raise BoardError(f"board {self.name!r}: no LED for {', '.join(missing)}")
+        if (len(self.engine_size) != 2
+                or not all(isinstance(n, int) and n >= 1 for n in self.engine_size)):
+            raise BoardError(f"board {self.name!r}: engine_size = {self.engine_size!r} must "
+                             f"be (lanes, taps), positive integers")
         if self.clock_hz <= 0:
             raise BoardError(f"board {self.name!r}: clock_hz = {self.clock_hz} must be > 0")
 

@@ -31,13 +31,14 @@ from pathlib import Path
 
 from ..hw.config import AcceleratorConfig
 from ..hw.link import LinkConfig
+from ..hw.memories import DROP_INIT
 from .board import Board, BoardError
 from .clocks import pll_for
 from .registry import get_board
 from .tools import find_tool, run_tool, tool_version
 
 __all__ = ["REPORT_FORMAT", "RESOURCES", "DEFAULT_BAUD", "Design", "build", "program",
-           "parse_nextpnr_report", "resolve_design"]
+           "parse_nextpnr_report", "resolve_design", "synth_options"]
 
 REPORT_FORMAT = "shiftpool-build-report"
 DEFAULT_BAUD = 115200
@@ -60,6 +61,20 @@ _FLOW = {
     "ecp5": ("nextpnr-ecp5", "ecppack", ""),
     "gowin": ("nextpnr-himbaechel-gowin", "gowin_pack", ""),
 }
+#: Extra synthesis options of the iCE40 UltraPlus: map the single-port memories to
+#: SPRAM (``hw/memories.py``) and let ABC optimize for the UltraPlus' (slower) timing
+#: rather than the HX's, yosys' default.
+ICE40UP_SYNTH_OPTS = "-spram -device u"
+
+
+def synth_options(board: Board) -> tuple[str, str]:
+    """``synth_<family>`` options for ``board`` and the yosys commands to run after
+    reading the design: the iCE40 UltraPlus maps single-port memories to SPRAM, and
+    an SPRAM cannot have initial contents."""
+    opts = _FLOW[board.family][2]
+    if board.family == "ice40" and board.device.startswith("iCE40UP"):
+        return f"{opts} {ICE40UP_SYNTH_OPTS}", DROP_INIT
+    return opts, ""
 
 
 # -- the design -----------------------------------------------------------------------
@@ -205,7 +220,7 @@ def _pack(board: Board, where: Path) -> str:
 
 
 def build(design, board: str | Board, out_dir: Path, report_only: bool = False, *,
-          lanes: int = 2, taps: int = 4, clock_mhz: float | None = None,
+          lanes: int | None = None, taps: int | None = None, clock_mhz: float | None = None,
           baud: int = DEFAULT_BAUD, check_timing: bool = True,
           progress: Callable[[str], None] | None = None) -> dict:
     """Synthesize, place and route ``design`` for ``board``; write ``report.json`` and
@@ -214,8 +229,9 @@ def build(design, board: str | Board, out_dir: Path, report_only: bool = False, 
     Parameters
     ----------
     design
-        A model (object or file; fitted with ``lanes`` x ``taps``), an
-        ``AcceleratorConfig``, or a generated design (folder or manifest).
+        A model (object or file; fitted with ``lanes`` x ``taps``, by default the
+        board's ``engine_size``), an ``AcceleratorConfig``, or a generated design
+        (folder or manifest).
     board : str or Board
         A name from :data:`~shiftpool.boards.registry.BOARDS`.
     report_only : bool
@@ -239,6 +255,8 @@ def build(design, board: str | Board, out_dir: Path, report_only: bool = False, 
     t0 = time.monotonic()
     say = progress or (lambda text: None)
     board = get_board(board)
+    lanes = board.engine_size[0] if lanes is None else lanes
+    taps = board.engine_size[1] if taps is None else taps
     design = resolve_design(design, lanes=lanes, taps=taps)
     config = design.config
     out_dir = Path(out_dir)
@@ -260,10 +278,10 @@ def build(design, board: str | Board, out_dir: Path, report_only: bool = False, 
     except ValueError as exc:
         raise BoardError(f"host link on {board.name}: {exc}") from None
     platform = board.make_platform()
-    synth_opts = _FLOW[board.family][2]
+    synth_opts, after_read = synth_options(board)
     plan = platform.prepare(
         BoardTop(board, config, link, clock_hz, pll), name="top", synth_opts=synth_opts,
-        script_after_synth="tee -q -o stat.json stat -json")
+        script_after_read=after_read, script_after_synth="tee -q -o stat.json stat -json")
     plan.extract(str(where))
 
     say(f"synthesis (yosys) of the {config.engine} engine, {config.lanes} lanes x "

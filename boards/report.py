@@ -1,9 +1,10 @@
 """The board figures of the demo model, measured in one command:
 
     python -m shiftpool.boards.report [-o board-figures] [--boards icebreaker,ulx3s-85f]
-                                      [--sizes 2x4,4x8]
+                                      [--sizes 2x2,4x8]
 
-For each board and engine size it places and routes (``report_only``) the device
+For each board and engine size (by default the board's own ``engine_size``, the one
+``shiftpool build`` uses) it places and routes (``report_only``) the device
 for the digits demo's FLightNN model and its int8 baseline, and tabulates
 utilization, Fmax, inferences per second (Fmax / cycles of the cycle model) and
 inferences per second per 1000 logic cells (LUTs on ECP5), each also as a ratio to
@@ -42,10 +43,13 @@ def demo_models(cache_dir: Path | None = None) -> dict:
 
 def measure(models: dict, boards, sizes, out_dir: Path, log=print) -> list[dict]:
     """One row per (board, size, scheme): the build report's figures, or why it
-    does not fit."""
+    does not fit. ``sizes``: ``(lanes, taps)`` pairs, or ``None`` for each board's
+    ``engine_size``."""
+    from .registry import get_board
+
     rows = []
     for board in boards:
-        for lanes, taps in sizes:
+        for lanes, taps in sizes or [get_board(board).engine_size]:
             for scheme in SCHEMES:
                 where = Path(out_dir) / f"{board}-{lanes}x{taps}-{scheme}"
                 t0 = time.monotonic()
@@ -86,7 +90,7 @@ def measure(models: dict, boards, sizes, out_dir: Path, log=print) -> list[dict]
 
 def figures_table(rows: list[dict]) -> str:
     """The rows as a markdown table."""
-    head = ("| board | lanes x taps | engine | logic used / avail | FFs | BRAM | DSP | "
+    head = ("| board | lanes x taps | engine | logic used / avail | FFs | BRAM | SPRAM | DSP | "
             "Fmax MHz (target) | cycles/inf | inf/s at Fmax | inf/s per 1k logic | "
             "logic vs int8 | Fmax vs int8 | inf/s vs int8 | inf/s per 1k vs int8 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -94,7 +98,7 @@ def figures_table(rows: list[dict]) -> str:
         size = f"{r['lanes']}x{r['taps']}"
         if "error" in r:
             lines.append(f"| {r['board']} | {size} | {r['scheme']} | does not fit: "
-                         f"{r['error'].split(': ', 1)[-1]} |" + " |" * 11)
+                         f"{r['error'].split(': ', 1)[-1]} |" + " |" * 12)
             continue
 
         def ratio(key, row=r):
@@ -104,17 +108,25 @@ def figures_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['board']} | {size} | {r['scheme']} | {r['logic']} / {r['logic_available']} "
             f"({r['logic_bel']}) | {r['ff']} | {r['bram']} / {r['bram_available']} | "
-            f"{r['dsp']} | {r['fmax_mhz']:.1f} ({r['target_mhz']:g}) | {r['cycles']} | "
+            f"{'-' if r.get('spram') is None else r['spram']} | {r['dsp']} | "
+            f"{r['fmax_mhz']:.1f} ({r['target_mhz']:g}) | {r['cycles']} | "
             f"{r['inf_per_s']:.0f} | {r['inf_per_s_per_klut']:.1f} | {ratio('logic')} | "
             f"{ratio('fmax_mhz')} | {ratio('inf_per_s')} | {ratio('inf_per_s_per_klut')} |")
     return "\n".join(lines)
 
 
-def _sizes(text: str) -> list[tuple[int, int]]:
-    try:
-        return [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",")]
-    except ValueError:
-        raise SystemExit(f"error: --sizes {text!r} is not LANESxTAPS,...") from None
+def _sizes(text: str) -> list[tuple[int, int]] | None:
+    """``"board"`` -> None (each board's size); ``"2x2,4x8"`` -> ``[(2, 2), (4, 8)]``."""
+    if text == "board":
+        return None
+    sizes = []
+    for item in text.split(","):
+        parts = item.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"--sizes {text!r}: {item!r} is not LANESxTAPS (e.g. 2x4); "
+                             f"give LANESxTAPS,... or 'board'")
+        sizes.append((int(parts[0]), int(parts[1])))
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,15 +134,26 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("board-figures"))
     parser.add_argument("--boards", default="icebreaker,ulx3s-85f")
-    parser.add_argument("--sizes", default="2x4,4x8")
+    parser.add_argument("--sizes", default="board",
+                        help="LANESxTAPS,... (default: each board's engine size)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where the trained float model is cached")
     args = parser.parse_args(argv)
+    from .registry import get_board
+
+    boards = args.boards.split(",")
+    try:
+        for board in boards:
+            get_board(board)
+        sizes = _sizes(args.sizes)
+    except (BoardError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     t0 = time.monotonic()
     print("[shiftpool] digits demo models (float model trained once, then cached)",
           file=sys.stderr, flush=True)
     models = demo_models(args.cache_dir)
-    rows = measure(models, args.boards.split(","), _sizes(args.sizes), args.output,
+    rows = measure(models, boards, sizes, args.output,
                    log=lambda s: print(s, file=sys.stderr, flush=True))
     table = figures_table(rows)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import POOL_GROUP, AcceleratorConfig
 from .engines.common import engine_output_layout, make_engine
+from .memories import load_region_port
 from .program import (
     KIND_POOL,
     REGIONS,
@@ -208,6 +209,12 @@ class Accelerator(wiring.Component):
         regions = [(code, name) for code, name in enumerate(REGIONS) if depths[name]]
         rd = {}
         for code, name in regions:
+            if name == "weights":
+                # Written only while idle, read only while running or reading back: one
+                # address serves both, so it can go to SPRAM (hw/memories.py).
+                rd[name] = load_region_port(m, f"{name}_mem", self.load, code,
+                                            shape=shapes[name], depth=depths[name])
+                continue
             mem = memory.Memory(shape=shapes[name], depth=depths[name], init=[])
             m.submodules[f"{name}_mem"] = mem
             wp = mem.write_port()

@@ -1,6 +1,6 @@
 """Integer requantization: accumulator -> unsigned activation (``docs/arithmetic.md``)."""
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,15 +12,28 @@ __all__ = ["Requantizer", "requantize"]
 
 def requantize(m: Module, value, shift, act_bits: int):
     """Add the comb logic of ``clip((value + 2**(shift-1)) >> shift, 0, 2**act_bits - 1)``
-    (no rounding term when ``shift = 0``) to ``m`` and return the result signal."""
-    width = len(value) + 1     # room for the rounding term
-    half = Signal(signed(width))
-    m.d.comb += half.eq(Mux(shift == 0, 0, Const(1, unsigned(width)) << (shift - 1).as_unsigned()))
-    rounded = Signal(signed(width))
-    m.d.comb += rounded.eq((value + half) >> shift)
+    (no rounding term when ``shift = 0``) to ``m`` and return the result signal.
+
+    This sits on the write-back path, the longest of the accelerator, so it is built
+    for depth: with ``x = (2 * value) >> shift``, the result is ``(x + 1) >> 1`` (the
+    same number for every shift, 0 included), which needs only the low ``act_bits +
+    1`` bits of ``x`` (a narrow shifter and a narrow increment), and it saturates when
+    ``x >= 2**(act_bits + 1) - 1``: those low bits all ones, or ``value >=
+    2**(act_bits + shift)``, some bit ``i >= act_bits + shift`` of ``value`` set, which
+    is tested on ``value`` itself, beside the shifter rather than after it.
+    """
+    x = Signal(signed(len(value) + 1))
+    m.d.comb += x.eq((value << 1) >> shift)
+    low = x[:act_bits + 1]
+    above = [value[i] & (shift <= i - act_bits) for i in range(act_bits, len(value) - 1)]
+    saturate = low == (1 << (act_bits + 1)) - 1
+    if above:
+        saturate = saturate | Cat(*above).any()
+    rounded = Signal(unsigned(act_bits + 1))
+    m.d.comb += rounded.eq((low + 1) >> 1)
     top = (1 << act_bits) - 1
     result = Signal(unsigned(act_bits))
-    m.d.comb += result.eq(Mux(rounded < 0, 0, Mux(rounded > top, top, rounded)))
+    m.d.comb += result.eq(Mux(value[-1], 0, Mux(saturate, top, rounded)))
     return result
 
 

@@ -106,10 +106,10 @@ def add_build_parser(sub) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="synthesis and place-and-route only: utilization and Fmax, no "
                    "bitstream")
-    p.add_argument("--lanes", type=int, default=2, help="output channels in parallel "
-                   "(default 2)")
-    p.add_argument("--taps", type=int, default=4, help="inputs per lane per cycle "
-                   "(default 4)")
+    p.add_argument("--lanes", type=int, default=None, help="output channels in parallel "
+                   "(default: the board's, e.g. 2 on the iCEBreaker)")
+    p.add_argument("--taps", type=int, default=None, help="inputs per lane per cycle "
+                   "(default: the board's)")
     p.add_argument("--clock-mhz", type=float, default=None,
                    help="clock to build for (default: the board's)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,

@@ -2,25 +2,21 @@
 run in cocotb on Icarus with yosys' cell models, under the same bench as the RTL
 (:mod:`shiftpool.sim.bench`).
 
-The netlist comes from ``synth_ice40 -dsp`` (as for the iCEBreaker) and
-``write_verilog -noattr``; the cell models are ``share/ice40/cells_sim.v`` of the
+The netlist is made as for the iCEBreaker: the accelerator is elaborated for its
+platform (so single-port memories carry the SPRAM style, ``hw/memories.py``), their
+initialization is dropped, and ``synth_ice40`` runs with the board build's options
+(:func:`shiftpool.boards.build.synth_options`: ``-dsp -spram -device u``), then
+``write_verilog -noattr``. The cell models are ``share/ice40/cells_sim.v`` of the
 yosys that made it. Icarus 11 rejects that file's default port assignments, hence
 ``NO_ICE40_DEFAULT_ASSIGNMENTS``.
-
-The bench leaves the accelerator's ``readback`` inputs undriven. The RTL shrugs that
-off (an ``if`` on X takes its ``else``), but gates propagate the X into ``inp.ready``;
-so this module is also the cocotb test module of the gate-level runs: it ties those
-inputs low and then runs the bench's job.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
-import cocotb
 import numpy as np
 
 from ..hw.config import AcceleratorConfig
@@ -32,9 +28,12 @@ from .runner import TOPLEVEL, SimulatorError, _check_simulator, _failure_lines
 __all__ = ["SYNTH_SCRIPT", "cell_models", "synthesize", "build", "make_job", "run_image",
            "simulate"]
 
-#: What yosys does to the accelerator's RTLIL (``{top}`` is the top module).
-SYNTH_SCRIPT = "read_rtlil accelerator.il\nsynth_ice40 -dsp -top {top}\n" \
+#: What yosys does to the accelerator's RTLIL (``{top}``: the top module, ``{opts}``:
+#: synthesis options, ``{after_read}``: commands before synthesis).
+SYNTH_SCRIPT = "read_rtlil accelerator.il\n{after_read}\nsynth_ice40 {opts} -top {top}\n" \
                "write_verilog -noattr netlist.v\n"
+#: The board whose synthesis the netlist reproduces.
+BOARD = "icebreaker"
 
 
 def cell_models() -> Path:
@@ -56,12 +55,18 @@ def synthesize(config: AcceleratorConfig, where: Path) -> Path:
     ``where``; returns its path."""
     from amaranth.back import rtlil
 
+    from ..boards.build import synth_options
+    from ..boards.registry import get_board
     from ..boards.tools import run_tool
     from ..hw.accelerator import Accelerator
 
+    board = get_board(BOARD)
+    opts, after_read = synth_options(board)
     where.mkdir(parents=True, exist_ok=True)
-    (where / "accelerator.il").write_text(rtlil.convert(Accelerator(config), name=TOPLEVEL))
-    (where / "synth.ys").write_text(SYNTH_SCRIPT.format(top=TOPLEVEL))
+    (where / "accelerator.il").write_text(rtlil.convert(
+        Accelerator(config), name=TOPLEVEL, platform=board.make_platform()))
+    (where / "synth.ys").write_text(SYNTH_SCRIPT.format(top=TOPLEVEL, opts=opts,
+                                                        after_read=after_read))
     proc = run_tool("yosys", ["-q", "-l", "synth.log", "synth.ys"], where)
     netlist = where / "netlist.v"
     if proc.returncode != 0 or not netlist.exists():
@@ -136,7 +141,7 @@ def run_image(image: Image, inputs: np.ndarray, build_dir: Path | None = None,
         log = where / "run.log"
         try:
             get_runner("icarus").test(
-                test_module="shiftpool.sim.gatelevel", hdl_toplevel=TOPLEVEL,
+                test_module="shiftpool.sim.bench", hdl_toplevel=TOPLEVEL,
                 hdl_toplevel_lang="verilog", build_dir=where, test_dir=tmp,
                 extra_env={"SHIFTPOOL_JOB": str(job_path)}, log_file=log,
                 results_xml=str(Path(tmp) / "results.xml"))
@@ -164,26 +169,3 @@ def simulate(model, inputs: np.ndarray, config: AcceleratorConfig,
     return SimResult(rtl=gates, golden=golden.run(model, inputs), cycles=cycles,
                      predicted_cycles=inference_cycles(image))
 
-
-
-
-#: Inputs of the accelerator the bench does not drive; tied low at gate level.
-IDLE_INPUTS = ("readback__req__valid", "readback__req__payload", "readback__resp__ready")
-
-
-@cocotb.test()
-async def gate_level_job(dut):
-    """The bench's job (``SHIFTPOOL_JOB``) on the netlist, with :data:`IDLE_INPUTS`
-    tied low; writes the results file as the bench does."""
-    from .bench import run_job
-
-    for name in IDLE_INPUTS:
-        if hasattr(dut, name):
-            getattr(dut, name).value = 0
-    with open(os.environ["SHIFTPOOL_JOB"]) as f:
-        job = json.load(f)
-    outputs, cycles = await run_job(dut, job)
-    tmp = job["results"] + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"outputs": outputs, "cycles": cycles}, f)
-    os.replace(tmp, job["results"])

@@ -83,6 +83,22 @@ def test_nextpnr_device_matches_the_platform(name, part, args):
     assert board.nextpnr_args == args
 
 
+def test_board_engine_size_is_checked():
+    import dataclasses
+
+    with pytest.raises(BoardError, match=r"engine_size = \(2, 0\) must be \(lanes, taps\)"):
+        dataclasses.replace(get_board("icebreaker"), engine_size=(2, 0))
+
+
+def test_figures_command_refuses_bad_arguments(capsys):
+    from shiftpool.boards.report import main
+
+    assert main(["--boards", "icestick"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown board 'icestick'")
+    assert main(["--sizes", "2x4,3"]) == 2
+    assert "'3' is not LANESxTAPS" in capsys.readouterr().err
+
+
 def test_unknown_board_is_named():
     with pytest.raises(BoardError, match=r"unknown board 'icestick'; choose one of .*icebreaker"):
         get_board("icestick")
@@ -187,6 +203,14 @@ def test_ice40_report_matches_nextpnr_and_yosys(ice40_build):
                                "bel": bel}
     assert res["logic"]["available"] == 5280 and res["bram"]["available"] == 30
     assert res["spram"]["available"] == 4 and res["dsp"]["available"] == 8
+    # The weights are in SPRAM (hw/memories.py), one block per 16 bits of a row.
+    from shiftpool.hw.accelerator import region_width
+    from shiftpool.hw.config import AcceleratorConfig
+    from shiftpool.hw.memories import spram_blocks
+
+    config = AcceleratorConfig.from_dict(report["config"])
+    assert res["spram"]["used"] == spram_blocks(region_width(config, "weights"),
+                                                config.weight_depth) >= 1
     # UART rx/tx, three LEDs; the clock pin feeds the PLL
     assert res["io"]["used"] >= 5
     (clock,) = raw["fmax"].values()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shiftpool.hw.accelerator import region_width
+from shiftpool.hw.memories import spram_blocks
 from shiftpool.sim.gatelevel import simulate
 from shiftpool.sw.randmodel import random_model
 
@@ -37,6 +39,10 @@ def test_random_model_netlist_bit_exact(seed, scheme, sim_build_dir):
     result = simulate(model, x, config, build_dir=sim_build_dir, seed=seed, idle_gap=0.3,
                       back_pressure=0.3)
     assert_bit_exact(model, x, result, f"seed {seed}, {scheme}, 2 lanes x 4 taps")
+    # The weights are in SPRAM, as on the iCEBreaker: one block per 16 bits of a row.
+    netlist = (sim_build_dir / f"{config.hash}-gates" / "netlist.v").read_text()
+    assert netlist.count("SB_SPRAM256KA ") == spram_blocks(
+        region_width(config, "weights"), config.weight_depth)
 
 
 @pytest.mark.parametrize("scheme", ["flightnn", "int8"])

@@ -7,6 +7,8 @@ and replies parsed with the host-side functions of ``shiftpool.hw.link.protocol`
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module, Mux, Signal, signed, unsigned
@@ -433,6 +435,25 @@ def test_accelerator_faults():
     assert seen["status"].counters == dict.fromkeys(seen["status"].counters, 0) | {"frames": 1}
 
 
+def test_status_counters_saturate_at_their_width():
+    """With 2-bit counters, eight good frames and two NAKs count as 3 and 2 (sent as u16)."""
+    link = dataclasses.replace(LINK, counter_bits=2)
+    seen = {}
+
+    async def scenario(ctx, host):
+        for seq in range(5):
+            ack(await host.request(ctx, Command.IDENTIFY, seq), Command.IDENTIFY, seq)
+        for seq in (5, 6):
+            nak(await host.request(ctx, 0x55, seq), seq, Reason.UNKNOWN_COMMAND, 0x55)
+        r = await host.request(ctx, Command.STATUS, 7)
+        seen["status"] = parse_status(ack(r, Command.STATUS, 7), CONFIG.cycle_bits)
+
+    simulate(Bench(CONFIG, link, 2), scenario, 3)
+    counters = seen["status"].counters
+    assert counters["frames"] == 3 and counters["naks"] == 2
+    assert sum(counters.values()) == 5
+
+
 def test_reply_after_garbage_and_back_to_back_frames():
     """Garbage between frames is skipped; two frames sent back to back are both
     answered, in order."""
@@ -586,7 +607,8 @@ def test_identify_reports_the_given_hash():
 
 @pytest.mark.parametrize("field, value", [("divisor", 3), ("max_payload", 63),
                                           ("byte_timeout", 10), ("run_timeout", 0),
-                                          ("rx_fifo_depth", 1), ("divisor", 4.5)])
+                                          ("rx_fifo_depth", 1), ("divisor", 4.5),
+                                          ("counter_bits", 0), ("counter_bits", 17)])
 def test_link_config_is_checked(field, value):
     with pytest.raises(ValueError, match=field):
         LinkConfig(**{field: value})

@@ -48,6 +48,10 @@ class LinkConfig:
     rx_fifo_depth : int
         Bytes buffered between the UART receiver and the frame decoder, which does
         not take bytes while the handler has not yet read the previous frame.
+    counter_bits : int
+        Width of each STATUS counter (1 to 16): they saturate at ``2**counter_bits -
+        1`` and are sent as 16 bits whatever their width. Narrower counters save
+        logic where it is scarce (8 bits on the iCEBreaker save about 150 cells).
     """
 
     divisor: int = 104
@@ -55,6 +59,7 @@ class LinkConfig:
     byte_timeout: int = 240_000
     run_timeout: int = 1 << 24
     rx_fifo_depth: int = 32
+    counter_bits: int = 16
 
     def __post_init__(self):
         _check("divisor", self.divisor, 4, 1 << 24)
@@ -62,6 +67,7 @@ class LinkConfig:
         _check("byte_timeout", self.byte_timeout, 2 * BITS_PER_BYTE * self.divisor, _U32)
         _check("run_timeout", self.run_timeout, 1, _U32)
         _check("rx_fifo_depth", self.rx_fifo_depth, 2, 1 << 16)
+        _check("counter_bits", self.counter_bits, 1, 16)
 
     @classmethod
     def for_baud(cls, clock_hz: float, baud: float, *, timeout_s: float = 0.02,

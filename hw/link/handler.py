@@ -42,10 +42,6 @@ __all__ = [
     "readback_request_layout", "readback_signature",
 ]
 
-#: Bits of the STATUS counters.
-COUNTER_BITS = 16
-
-
 def input_layout(config: AcceleratorConfig) -> data.StructLayout:
     """Payload of the accelerator's ``inp`` stream (as in ``hw/accelerator.py``)."""
     return data.StructLayout({"data": unsigned(config.act_bits), "last": 1})
@@ -221,7 +217,13 @@ class CommandHandler(wiring.Component):
                 with m.Case(code):
                     m.d.comb += [region_ok.eq(1), rb_sel.eq(rbytes[name]),
                                  depth_sel.eq(self._depths[name])]
-        addr = start + row_idx
+        # Row addresses and the overflow check need only the bits of the deepest
+        # region's address, plus two: a start or count with a higher bit set overflows
+        # any region, and below that the sum is exact (not 33-bit arithmetic).
+        aw = len(self.load.payload.addr)
+        addr = (start[:aw] + row_idx[:aw])[:aw]
+        overflow = ((start[aw + 1:] != 0) | (count[aw + 1:] != 0)
+                    | (start[:aw + 1] + count[:aw + 1] > depth_sel))
         # Bytes of `count` rows, added up one row per cycle (no multiplier); the sum
         # stops once it exceeds max_payload, so this takes at most a frame's bytes.
         total = Signal(range(link.max_payload + max_rb + 1))
@@ -246,7 +248,8 @@ class CommandHandler(wiring.Component):
             m.d.sync += watchdog.eq(0)
 
         # -- STATUS counters -----------------------------------------------------------------
-        counters = {name: Signal(COUNTER_BITS, name=f"n_{name}") for name in STATUS_COUNTERS}
+        bits = link.counter_bits
+        counters = {name: Signal(bits, name=f"n_{name}") for name in STATUS_COUNTERS}
         bump = {name: Signal(name=f"bump_{name}") for name in STATUS_COUNTERS}
         clear = Signal()
         m.d.comb += [bump["rx_framing_errors"].eq(self.rx_framing_error),
@@ -254,9 +257,10 @@ class CommandHandler(wiring.Component):
         for name, counter in counters.items():
             with m.If(clear):
                 m.d.sync += counter.eq(0)
-            with m.Elif(bump[name] & (counter != (1 << COUNTER_BITS) - 1)):
+            with m.Elif(bump[name] & (counter != (1 << bits) - 1)):
                 m.d.sync += counter.eq(counter + 1)
-        status = Cat(self.busy, Const(0, 7), last_cycles, *counters.values())
+        status = Cat(self.busy, Const(0, 7), last_cycles,
+                     *(Cat(c, Const(0, 16 - bits)) for c in counters.values()))
 
         def fail(reason):
             """Refuse the frame: take the rest of its payload, then NAK."""
@@ -356,7 +360,7 @@ class CommandHandler(wiring.Component):
                 with m.If(Mux(is_write, length != ARGS_BYTES + total,
                               total > link.max_payload)):
                     fail(Reason.BAD_LENGTH)
-                with m.Elif(start + count > depth_sel):
+                with m.Elif(overflow):
                     fail(Reason.REGION_OVERFLOW)
                 with m.Elif(self.busy):
                     fail(Reason.BUSY)

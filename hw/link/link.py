@@ -1,13 +1,13 @@
 """The whole host link: a UART (or any byte stream), frames and the command handler,
 and how an accelerator is attached to it."""
 
-from amaranth.hdl import Module, ResetInserter
+from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import AcceleratorConfig
 from .config import LinkConfig
-from .framing import FrameDecoder, FrameEncoder
+from .framing import FrameDecoder, FrameEncoder, reply_payload_layout
 from .handler import CommandHandler, accelerator_ports
 from .uart import UARTReceiver, UARTTransmitter
 
@@ -17,6 +17,19 @@ __all__ = ["LinkCore", "UARTLink", "attach_accelerator"]
 _STREAM_PORTS = ("load", "inp", "out", "readback")
 #: Plain signals from the accelerator to the link.
 _SIGNAL_PORTS = ("cycles", "busy")
+
+
+def _register_stream(m, source, sink, shape):
+    """Connect stream ``source`` to stream ``sink`` through a one-entry register that
+    takes a beat only when empty: no combinational path between them, in either
+    direction, at half the full rate (the UART is far slower than that)."""
+    beat = Signal(shape)
+    full = Signal()
+    m.d.comb += [source.ready.eq(~full), sink.valid.eq(full), sink.payload.eq(beat)]
+    with m.If(sink.ready):
+        m.d.sync += full.eq(0)
+    with m.If(source.valid & ~full):
+        m.d.sync += [beat.eq(source.payload), full.eq(1)]
 
 
 def _forward(m, outer, inner):
@@ -75,7 +88,10 @@ class LinkCore(wiring.Component):
         wiring.connect(m, decoder.event, handler.event)
         wiring.connect(m, decoder.payload, handler.payload)
         wiring.connect(m, handler.reply_header, encoder.header)
-        wiring.connect(m, handler.reply_payload, encoder.payload)
+        # Registered: a reply byte is picked by the handler's wide multiplexers (a
+        # readback row, the IDENTIFY and STATUS words), and the encoder runs it
+        # through its CRC in the same cycle otherwise.
+        _register_stream(m, handler.reply_payload, encoder.payload, reply_payload_layout())
         wiring.connect(m, encoder.o, wiring.flipped(self.o))
         m.d.comb += [handler.rx_framing_error.eq(self.rx_framing_error),
                      handler.rx_overrun.eq(self.rx_overrun)]
@@ -123,7 +139,10 @@ class UARTLink(wiring.Component):
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
         wiring.connect(m, rx.o, rx_fifo.w_stream)
         wiring.connect(m, rx_fifo.r_stream, core.i)
-        wiring.connect(m, core.o, tx.i)
+        # Registered, so that the encoder's output multiplexer does not end in the
+        # transmitter's shift register; the transmitter takes the next byte in the
+        # last cycle of a stop bit, so the line stays full.
+        _register_stream(m, core.o, tx.i, 8)
         m.d.comb += [core.rx_framing_error.eq(rx.framing_error),
                      core.rx_overrun.eq(rx.overrun)]
         _forward(m, self, core)
@@ -132,13 +151,20 @@ class UARTLink(wiring.Component):
 
 def attach_accelerator(m: Module, link, accelerator, name: str = "accelerator"):
     """Add ``accelerator`` to ``m`` under ``name``, reset by the link's
-    ``accel_reset``, and connect its ports to ``link`` (a :class:`UARTLink`,
-    :class:`LinkCore` or :class:`~shiftpool.hw.link.handler.CommandHandler`).
+    ``accel_reset`` (through a register: one cycle after the pulse), and connect its
+    ports to ``link`` (a :class:`UARTLink`, :class:`LinkCore` or
+    :class:`~shiftpool.hw.link.handler.CommandHandler`).
 
     The accelerator needs the ports ``load``, ``inp``, ``out``, ``cycles``, ``busy``
     and ``readback`` (see :func:`~shiftpool.hw.link.handler.readback_signature`).
     """
-    m.submodules[name] = ResetInserter({"sync": link.accel_reset})(accelerator)
+    # Registered: the handler's pulse is decoded from its state and its watchdog, and
+    # would otherwise reach every flip-flop of the accelerator in the same cycle (the
+    # longest path of small designs). The handler does not touch the accelerator's
+    # ports in the cycle after a pulse, so a reset one cycle later changes nothing.
+    reset = Signal(name=f"{name}_reset")
+    m.d.sync += reset.eq(link.accel_reset)
+    m.submodules[name] = ResetInserter({"sync": reset})(accelerator)
     for port in _STREAM_PORTS:
         wiring.connect(m, getattr(link, port), getattr(accelerator, port))
     for port in _SIGNAL_PORTS:
