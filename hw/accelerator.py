@@ -7,16 +7,17 @@ drains, or while the last input word is accepted). Timing, which
 
 * **MAC layer.** From cycle 1 the issue stage offers one beat (one weight row) per
   cycle, in the order position, lane group, pass, step, with no gap between groups
-  or positions. A beat reads its tap and weight rows (stage 1), then its activations
-  (stage 2), and enters the engine two cycles after it was issued. When the engine
-  presents a group's result, the write-back unit captures all lanes in one cycle and
-  then writes the group's valid lanes one per cycle, while the engine goes on with the
-  next group. A result the write-back unit cannot take yet stays in the engine,
-  whose input then stalls, and the whole issue pipeline freezes with it. So group
-  ``j`` of the layer (counted over all positions), with ``R_j`` beats and ``V_j``
-  valid lanes, is captured at ``c_0 = 3 + R_0``,
-  ``c_j = c_{j-1} + max(R_j, V_{j-1})``, and its lanes are written in cycles
-  ``c_j + 1 .. c_j + V_j``.
+  or positions. A beat reads its tap row (stage 1), then its activations and weight
+  row (stage 2); stage 3 registers the activations, and the beat enters the engine
+  three cycles after it was issued. When the engine presents a group's result, the
+  write-back unit captures all lanes in one cycle and then writes the group's valid
+  lanes one per cycle, while the engine goes on with the next group. A result the
+  write-back unit cannot take yet stays in the engine, whose input then stalls, and
+  the whole issue pipeline freezes with it. So group ``j`` of the layer (counted
+  over all positions), with ``R_j`` beats and ``V_j`` valid lanes, is captured at
+  ``c_0 = 4 + R_0``, ``c_j = c_{j-1} + max(R_j, V_{j-1})``, and its lanes are
+  written in cycles ``c_j + 3 .. c_j + V_j + 2`` (selected two cycles earlier,
+  written from registers; the pool engine: ``sw/cycles.py``).
 * **Max-pool layer.** From cycle 1, one output per ``ceil(4 / taps)`` cycles: the
   ``taps`` read ports of the source buffer read the 2x2 window (all four words at
   once when ``taps >= 4``), and the maximum is written one cycle after the last read.
@@ -165,9 +166,9 @@ class Accelerator(wiring.Component):
     readback : In(readback_signature(config))
         Reads rows of the load regions back (``docs/protocol.md`` §6): a request
         (``region``, ``addr``) is taken while idle and no input word is offered; its
-        row, zero-extended to the widest region, is offered on ``resp`` from the next
-        cycle and held until taken. One request is answered at a time; input words
-        wait while a response is pending.
+        row, zero-extended to the widest region, is offered on ``resp`` from the second
+        cycle after and held until taken. One request is answered at a time; input
+        words wait while one is in progress.
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -265,8 +266,10 @@ class Accelerator(wiring.Component):
         s1 = Signal(blayout)
         s2 = Signal(blayout)
         s2_tap_ok = Signal(cfg.taps)
+        s3 = Signal(blayout)
+        s3_acts = Signal(data.ArrayLayout(unsigned(cfg.act_bits), cfg.taps))
         advance = Signal()
-        m.d.comb += advance.eq(~s2.valid | engine.i.ready)
+        m.d.comb += advance.eq(~s3.valid | engine.i.ready)
 
         y = Signal.like(issue.y)
         x = Signal.like(issue.x)
@@ -281,16 +284,24 @@ class Accelerator(wiring.Component):
         step = Signal(count_width(cfg.tap_depth))
         second = Signal()                            # issuing a group's second pass
         is_two = group >= d.groups1
-        pass_end = step + 1 == d.steps
+        # The last value of each loop counter, registered at DECODE, so that the loop
+        # ends are plain compares (they fan out to every counter's enable). -1 when
+        # the loop is empty: an unsigned counter never equals it.
+        steps_last = Signal(signed(len(d.steps) + 1))
+        groups_last = Signal(signed(len(d.groups1) + 2))
+        groups1_last = Signal(signed(len(d.groups1) + 1))
+        width_last = Signal(signed(len(d.width) + 1))
+        height_last = Signal(signed(len(d.height) + 1))
+        pass_end = step == steps_last
         # Precompute mode: each position starts with fill_groups fill groups of `steps`
         # beats that store the pool's dot products for the step's 8 inputs; they
         # produce no result, read no weight row and are not counted in `group`.
         filling = Signal()
         fill_row = Signal(range(max(2, cfg.fill_rows))) if cfg.precompute else None
         group_end = pass_end & (second | ~is_two) & ~filling
-        pos_end = group_end & (group + 1 == d.groups1 + d.groups2)
-        row_end = pos_end & (x + 1 == d.width)
-        layer_end = row_end & (y + 1 == d.height)
+        pos_end = group_end & (group == groups_last)
+        row_end = pos_end & (x == width_last)
+        layer_end = row_end & (y == height_last)
         m.d.comb += [
             issue.first.eq((step == 0) & ~second),
             issue.last.eq(group_end),
@@ -304,10 +315,10 @@ class Accelerator(wiring.Component):
 
         m.d.comb += [
             rd["taps"].addr.eq(d.tap_base + step), rd["taps"].en.eq(advance),
-            rd["weights"].addr.eq(s1.wrow), rd["weights"].en.eq(advance),
+            rd["weights"].addr.eq(s2.wrow), rd["weights"].en.eq(advance),
         ]
         if lookup:
-            m.d.comb += [rd["indices"].addr.eq(s1.wrow), rd["indices"].en.eq(advance)]
+            m.d.comb += [rd["indices"].addr.eq(s2.wrow), rd["indices"].en.eq(advance)]
         tap_ok = []
         for j in range(cfg.taps):
             entry = rd["taps"].data[j]
@@ -321,12 +332,17 @@ class Accelerator(wiring.Component):
                              act_rp[b][j].en.eq(advance)]
         with m.If(advance):
             m.d.sync += [s1.eq(issue), s1.valid.eq(issuing), s2.eq(s1),
-                         s2_tap_ok.eq(Cat(*tap_ok))]
+                         s2_tap_ok.eq(Cat(*tap_ok)), s3.eq(s2)]
+            # Stage 3 registers the gathered activations: the block RAM read, the
+            # buffer select and the padding mask end here, not in the engine's adders.
+            m.d.sync += [s3_acts[j].eq(Mux(s2_tap_ok[j], act_rdata[j], 0))
+                         for j in range(cfg.taps)]
 
         m.d.comb += [
-            engine.i.valid.eq(s2.valid),
-            engine.i.payload.first.eq(s2.first),
-            engine.i.payload.last.eq(s2.last),
+            engine.i.valid.eq(s3.valid),
+            engine.i.payload.first.eq(s3.first),
+            engine.i.payload.last.eq(s3.last),
+            engine.i.payload.acts.eq(s3_acts),
         ]
         if lookup:
             # A layer reads int8 weights or pool indices (the descriptor's `lookup`); both
@@ -339,15 +355,13 @@ class Accelerator(wiring.Component):
             ]
             if cfg.precompute:
                 m.d.comb += [
-                    engine.i.payload.fill.eq(s2.fill),
-                    engine.i.payload.gather.eq((d.fill_groups != 0) & ~s2.fill),
-                    engine.i.payload.step.eq(s2.step),
-                    engine.i.payload.fill_row.eq(s2.fill_row),
+                    engine.i.payload.fill.eq(s3.fill),
+                    engine.i.payload.gather.eq((d.fill_groups != 0) & ~s3.fill),
+                    engine.i.payload.step.eq(s3.step),
+                    engine.i.payload.fill_row.eq(s3.fill_row),
                 ]
         else:
             m.d.comb += engine.i.payload.codes.eq(rd["weights"].data)
-        for j in range(cfg.taps):
-            m.d.comb += engine.i.payload.acts[j].eq(Mux(s2_tap_ok[j], act_rdata[j], 0))
 
         # The engine holds at most one result, so one register beside it holds the
         # group data of that result: loaded with the beat that ends the group, read
@@ -359,8 +373,8 @@ class Accelerator(wiring.Component):
         result_pending = Signal()
         with m.If(engine.o.valid & engine.o.ready):
             m.d.sync += result_pending.eq(0)
-        with m.If(engine.i.valid & engine.i.ready & s2.last):
-            m.d.sync += [result_group.eq(s2.group), result_pending.eq(1)]
+        with m.If(engine.i.valid & engine.i.ready & s3.last):
+            m.d.sync += [result_group.eq(s3.group), result_pending.eq(1)]
 
         # -- write-back unit -------------------------------------------------------------
         wb_busy = Signal()
@@ -370,7 +384,10 @@ class Accelerator(wiring.Component):
         wb_addr = Signal(aw)
         wb_chan = wb_group.chan + wb_lane
         wb_limit = Mux(wb_group.two, d.channels, d.n1)
-        wb_lane_last = (wb_lane == cfg.lanes - 1) | (wb_chan + 1 >= wb_limit)
+        # Whether the lane being written is the group's last, a register computed a
+        # cycle ahead: it gates the engine's output ready, which reaches the whole
+        # issue pipeline (advance) in the same cycle.
+        wb_lane_last = Signal()
         wb_free = ~wb_busy | wb_lane_last            # free, or writing its last lane now
         capture = Signal()
         m.d.comb += [
@@ -381,16 +398,37 @@ class Accelerator(wiring.Component):
             rd["bias"].en.eq(capture),
         ]
         with m.If(wb_busy):
-            m.d.sync += [wb_lane.eq(wb_lane + 1), wb_addr.eq(wb_addr + d.area)]
+            m.d.sync += [wb_lane.eq(wb_lane + 1), wb_addr.eq(wb_addr + d.area),
+                         wb_lane_last.eq((wb_lane + 1 == cfg.lanes - 1)
+                                         | (wb_chan + 2 >= wb_limit))]
             with m.If(wb_lane_last):
                 m.d.sync += wb_busy.eq(0)
         with m.If(capture):
+            m.d.sync += wb_lane_last.eq(
+                (cfg.lanes == 1) | (result_group.chan + 1 >= Mux(result_group.two, d.channels,
+                                                                 d.n1)))
             m.d.sync += [wb_busy.eq(1), wb_lane.eq(0), wb_acc.eq(engine.o.payload),
                          wb_group.eq(result_group), wb_addr.eq(result_group.addr)]
         value = Signal(signed(cfg.acc_width))
         m.d.comb += value.eq(wb_acc[wb_lane] + rd["bias"].data[wb_lane])
-        act_value = requantize(m, value, d.shift, cfg.act_bits)
-        m.d.comb += [out_wp.addr.eq(wb_chan), out_wp.data.eq(value)]
+        # Two register stages follow: the bias add ends in the first, the requantizer
+        # in the second, and the memories are written from that one, two cycles after
+        # the lane was selected.
+        vq_valid = Signal()
+        vq_addr = Signal(aw)
+        vq_chan = Signal.like(wb_chan)
+        vq_value = Signal(signed(cfg.acc_width))
+        m.d.sync += [vq_valid.eq(wb_busy), vq_addr.eq(wb_addr), vq_chan.eq(wb_chan),
+                     vq_value.eq(value)]
+        act_value = requantize(m, vq_value, d.shift, cfg.act_bits)
+        wq_valid = Signal()
+        wq_addr = Signal(aw)
+        wq_chan = Signal.like(wb_chan)
+        wq_act = Signal(unsigned(cfg.act_bits))
+        wq_value = Signal(signed(cfg.acc_width))
+        m.d.sync += [wq_valid.eq(vq_valid), wq_addr.eq(vq_addr), wq_chan.eq(vq_chan),
+                     wq_act.eq(act_value), wq_value.eq(vq_value)]
+        m.d.comb += [out_wp.addr.eq(wq_chan), out_wp.data.eq(wq_value)]
 
         # -- max-pool pipeline -------------------------------------------------------------
         # Stage 0 addresses up to `taps` words of the window at in_base (phase p reads
@@ -447,25 +485,32 @@ class Accelerator(wiring.Component):
             m.d.comb += [wr_en.eq(p1.valid & (p1.phase == phases - 1)),
                          wr_addr.eq(p1.addr), wr_data.eq(pool_value)]
         with m.Elif(d.last):
-            m.d.comb += out_wp.en.eq(wb_busy)
+            m.d.comb += out_wp.en.eq(wq_valid)
         with m.Else():
-            m.d.comb += [wr_en.eq(wb_busy), wr_addr.eq(wb_addr), wr_data.eq(act_value)]
+            m.d.comb += [wr_en.eq(wq_valid), wr_addr.eq(wq_addr), wr_data.eq(wq_act)]
         m.d.sync += p1.valid.eq(0)
 
         # Everything the layer started is done after this cycle: no beat in flight, no
-        # result in (or on its way out of) the engine, the write-back unit idle or
-        # writing its last lane (a max-pool write in stage 1 also happens in this cycle).
-        drained = ~s1.valid & ~s2.valid & ~result_pending & wb_free
+        # result in (or on its way out of) the engine, the write-back unit idle and its
+        # first register stage empty (the last write, or a max-pool write in stage 1,
+        # happens in this cycle).
+        drained = ~s1.valid & ~s2.valid & ~s3.valid & ~result_pending & ~wb_busy & ~vq_valid
 
         # -- readback ----------------------------------------------------------------------
-        # While idle the four read ports are free: a request addresses all of them, the
-        # next cycle the addressed region's row is offered, and the ports are held
-        # (en low) until the row is taken. An input word has priority over a request,
-        # and waits while a response is pending, so the program port reads row 0 when
-        # the last input word arrives, as above.
+        # While idle the read ports are free: a request is taken into a register (so the
+        # link's request logic does not reach the memories' addresses in the same
+        # cycle), the next cycle it addresses all ports, the cycle after the addressed
+        # region's row is offered, and the ports are held (en low) until the row is
+        # taken. An input word has priority over a request, and waits while one is
+        # latched or its response pending, so the program port reads row 0 when the
+        # last input word arrives, as above; loads wait in the addressing cycle, when a
+        # single-port memory could not also be written.
         rb_req, rb_resp = self.readback.req, self.readback.resp
+        rb_latched = Signal()
         rb_pending = Signal()
+        rb_busy = rb_latched | rb_pending
         rb_region = Signal.like(rb_req.payload.region)
+        rb_addr = Signal.like(rb_req.payload.addr)
         m.d.comb += rb_resp.valid.eq(rb_pending)
         with m.Switch(rb_region):
             for code, name in regions:
@@ -476,7 +521,7 @@ class Accelerator(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.load.ready.eq(1), self.inp.ready.eq(~rb_pending),
+                m.d.comb += [self.load.ready.eq(~rb_latched), self.inp.ready.eq(~rb_busy),
                              rd["program"].addr.eq(0)]
                 if lookup:
                     # Writing pool row p builds the lookup table's column p: the row
@@ -490,18 +535,21 @@ class Accelerator(wiring.Component):
                         engine.build.valid.eq(self.load.valid & pool_row),
                         engine.build.payload.index.eq(self.load.payload.addr),
                         engine.build.payload.shift.eq(row.shift),
-                        self.load.ready.eq(engine.build.ready),
-                        self.inp.ready.eq(~rb_pending & engine.build.ready),
+                        self.load.ready.eq(~rb_latched & engine.build.ready),
+                        self.inp.ready.eq(~rb_busy & engine.build.ready),
                     ]
                     m.d.comb += [engine.build.payload.values[j].eq(row[f"v{j}"])
                                  for j in range(POOL_GROUP)]
-                m.d.comb += rb_req.ready.eq(~rb_pending & ~self.inp.valid)
+                m.d.comb += rb_req.ready.eq(~rb_busy & ~self.inp.valid)
+                with m.If(rb_req.valid & rb_req.ready):
+                    m.d.sync += [rb_latched.eq(1), rb_addr.eq(rb_req.payload.addr),
+                                 rb_region.eq(rb_req.payload.region)]
                 with m.If(rb_pending):
                     m.d.comb += [rd[name].en.eq(0) for name in rd]
-                with m.Elif(rb_req.valid & ~self.inp.valid):
-                    m.d.comb += [rd[name].addr.eq(rb_req.payload.addr) for name in rd]
+                with m.Elif(rb_latched):
+                    m.d.comb += [rd[name].addr.eq(rb_addr) for name in rd]
                     m.d.comb += [rd[name].en.eq(1) for name in rd]
-                    m.d.sync += [rb_pending.eq(1), rb_region.eq(rb_req.payload.region)]
+                    m.d.sync += [rb_latched.eq(0), rb_pending.eq(1)]
                 take_input = self.inp.valid & self.inp.ready
                 m.d.comb += [wr_buf.eq(0), wr_en.eq(take_input),
                              wr_addr.eq(in_addr), wr_data.eq(self.inp.payload.data)]
@@ -517,6 +565,10 @@ class Accelerator(wiring.Component):
                              second.eq(0), chan.eq(0), gaddr.eq(0),
                              wrow.eq(desc.weight_base), brow.eq(desc.bias_base),
                              in_base.eq(0), pool_out.eq(0), pool_chan.eq(0), phase.eq(0)]
+                m.d.sync += [steps_last.eq(desc.steps - 1),
+                             groups_last.eq(desc.groups1 + desc.groups2 - 1),
+                             groups1_last.eq(desc.groups1 - 1),
+                             width_last.eq(desc.width - 1), height_last.eq(desc.height - 1)]
                 if cfg.precompute:
                     m.d.sync += [filling.eq(desc.fill_groups != 0), fill_row.eq(0)]
                 with m.If(desc.kind == KIND_POOL):
@@ -542,7 +594,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += [group.eq(group + 1), brow.eq(brow + 1),
                                      chan.eq(chan + cfg.lanes),
                                      gaddr.eq(gaddr + d.area * cfg.lanes)]
-                        with m.If(group + 1 == d.groups1):
+                        with m.If(group == groups1_last):
                             m.d.sync += [chan.eq(d.n1), gaddr.eq(d.n1_addr)]
                     with m.If(pos_end):
                         # The same weight and bias rows serve every position.
@@ -551,7 +603,7 @@ class Accelerator(wiring.Component):
                                      x.eq(x + 1)]
                         if cfg.precompute:
                             m.d.sync += [filling.eq(d.fill_groups != 0), fill_row.eq(0)]
-                        with m.If(x + 1 == d.width):
+                        with m.If(x == width_last):
                             m.d.sync += [x.eq(0), y.eq(y + 1)]
                     with m.If(layer_end):
                         m.next = "DRAIN"
@@ -561,10 +613,10 @@ class Accelerator(wiring.Component):
                 with m.If(phase == phases - 1):
                     m.d.sync += [phase.eq(0), pool_out.eq(pool_out + 1),
                                  in_base.eq(in_base + 2), x.eq(x + 1)]
-                    with m.If(x + 1 == d.width):
+                    with m.If(x == width_last):
                         m.d.sync += [x.eq(0), y.eq(y + 1),
                                      in_base.eq(in_base + 2 + d.row_skip)]
-                        with m.If(y + 1 == d.height):
+                        with m.If(y == height_last):
                             m.d.sync += [y.eq(0), pool_chan.eq(pool_chan + 1),
                                          in_base.eq(in_base + 2 + d.row_skip + d.chan_skip)]
                             with m.If(pool_chan + 1 == d.channels):

@@ -9,13 +9,15 @@ previous layer drained, or in the cycle the last input word arrived):
 MAC layer
     From cycle 1 the issue stage offers one beat (one weight row) per cycle, position
     by position, group by group, pass by pass, step by step, with no gap in between.
-    A beat enters the engine :data:`ISSUE_LATENCY` = 2 cycles after it is issued
-    (tap and weight rows are read, then the activations). Number the lane groups of
+    A beat enters the engine :data:`ISSUE_LATENCY` = 3 cycles after it is issued
+    (tap rows are read, then the activations and weight rows, then the activations
+    are registered). Number the lane groups of
     the whole layer ``j = 0 .. area*groups - 1``; group ``j`` has ``R_j`` beats
     (``steps`` or ``2*steps``) and ``V_j`` valid lanes (channels below its limit).
-    The write-back unit captures group ``j``'s result at cycle ``c_j`` and writes its
-    valid lanes at ``c_j + 1 .. c_j + V_j``; it can capture the next result while
-    writing its last lane, at ``c_j + V_j``. Until then the result waits in the engine
+    The write-back unit captures group ``j``'s result at cycle ``c_j`` and selects its
+    valid lanes at ``c_j + 1 .. c_j + V_j`` (each is written two cycles later, after a
+    bias-add and a requantize register); it can capture the next result while
+    selecting its last lane, at ``c_j + V_j``. Until then the result waits in the engine
     and the issue pipeline is frozen, so the first beat of group ``j + 1`` enters the
     engine exactly at ``c_j``, its last at ``c_j + R_{j+1} - 1``, and its result is
     presented one cycle later::
@@ -23,8 +25,8 @@ MAC layer
         c_0 = 1 + ISSUE_LATENCY + R_0
         c_j = max(c_{j-1} + R_j, c_{j-1} + V_{j-1}) = c_{j-1} + max(R_j, V_{j-1})
 
-    The layer ends with its last write at ``c_last + V_last`` and takes
-    ``c_last + V_last + 1`` cycles. Groups repeat identically at every position, so
+    The layer ends with its last write at ``c_last + V_last + 2`` and takes
+    ``c_last + V_last + 3`` cycles. Groups repeat identically at every position, so
     the sum over ``j`` is ``area`` times the sum over one position's groups, with the
     last group of the previous position before the first.
 Max-pool layer
@@ -40,13 +42,13 @@ Pool engine (``hw/engines/pool.py``)
     act_bits`` for the int8 layers of a pool model), a result is presented two cycles
     after its last beat was accepted, and a beat waits in the engine rather than in
     the issue pipeline, so the recurrence is kept per beat (:func:`_pool_mac_cycles`):
-    a beat's planes start at ``t`` (the first beat of a layer at cycle 3), its final
+    a beat's planes start at ``t`` (the first beat of a layer at cycle 4), its final
     plane goes at ``f = t + P - 1``. While the previous result is on the engine's
     output (until its capture ``c_prev``), a beat's final plane cannot complete: a
     beat with ``last`` is accepted at ``a = max(f, c_prev)`` and the next beat starts
     at ``a + 1``; another beat's final plane completes at ``max(f + 1, c_prev)``,
     when the next one starts. Group ``j``'s result is captured at ``c_j = max(a_j + 2,
-    c_{j-1} + V_{j-1})``; the layer takes ``c_last + V_last + 1`` cycles.
+    c_{j-1} + V_{j-1})``; the layer takes ``c_last + V_last + 3`` cycles.
 
     Precompute mode: each position starts with ``(pool_size / lanes) * steps`` fill
     beats of ``P`` cycles (they store values, produce no result and wait for none),
@@ -62,7 +64,7 @@ from .compile import Image, MacPlan
 __all__ = ["ISSUE_LATENCY", "group_shapes", "layer_cycles", "inference_cycles"]
 
 #: Cycles from a beat's issue until it enters the engine.
-ISSUE_LATENCY = 2
+ISSUE_LATENCY = 3
 
 
 def group_shapes(plan: MacPlan, channels: int, lanes: int) -> list[tuple[int, int]]:
@@ -82,7 +84,7 @@ def _mac_cycles(plan: MacPlan, channels: int, lanes: int) -> int:
     per_position = sum(max(r, v) for r, v in zip(rows, valid[-1:] + valid[:-1], strict=True))
     last_capture = (1 + ISSUE_LATENCY + rows[0]
                     + plan.area * per_position - max(rows[0], valid[-1]))
-    return last_capture + valid[-1] + 1
+    return last_capture + valid[-1] + 3
 
 
 def _pool_mac_cycles(plan: MacPlan, channels: int, lanes: int, planes: int,
@@ -103,7 +105,7 @@ def _pool_mac_cycles(plan: MacPlan, channels: int, lanes: int, planes: int,
             capture = max(accept + 2, free)
             free = capture + valid
             t = accept + 1
-    return free + 1
+    return free + 3
 
 
 def layer_cycles(image: Image) -> list[int]:
