@@ -454,7 +454,8 @@ class Device:
             raise ConfigMismatchError(f"the image is for configuration {image.config.hash}, "
                                       f"the device has {ident.config_hash}")
         for name, info in image.memory_map().items():
-            if ident.regions.get(name) != (info["depth"], info["width"]):
+            # A region the device does not list has depth 0 (IDENTIFY leaves it out).
+            if ident.regions.get(name, (0, 0)) != (info["depth"], info["width"]):
                 raise ConfigMismatchError(
                     f"region {name}: the device reports {ident.regions.get(name)} (depth, "
                     f"width), the configuration {(info['depth'], info['width'])}")
@@ -462,6 +463,8 @@ class Device:
 
     def _write_requests(self, region, rows: list[int], start: int) -> list[_Request]:
         name = REGIONS[region_code(region)]
+        if not rows:
+            return []
         per = (self.identity.max_payload - ARGS_BYTES) // row_bytes(self.identity.regions[name][1])
         return [self._write_request(name, start + first, rows[first:first + per])
                 for first in range(0, len(rows), per)]

@@ -206,10 +206,11 @@ def test_load_and_run_against_the_fake():
     assert cycles.tolist() == [inference_cycles(image)] * 4
     widths = region_widths(image.config)
     assert report.row_bytes == sum(len(image.regions[n]) * row_bytes(widths[n]) for n in REGIONS)
-    assert report.verified and report.frames > len(REGIONS)   # 128-byte frames: several
+    loaded = [n for n in REGIONS if image.regions[n]]     # the int8 engine has 4 regions
+    assert report.verified and report.frames > len(loaded)   # 128-byte frames: several
     assert dev.stats.retries == 0 and dev.stats.nak_count == 0
     commands = collections.Counter(f.cmd for f in fake.requests)
-    assert commands[Command.WRITE] == report.frames and commands[Command.READ] >= len(REGIONS)
+    assert commands[Command.WRITE] == report.frames and commands[Command.READ] >= len(loaded)
 
 
 def test_a_model_for_another_configuration_is_refused():

@@ -123,7 +123,12 @@ def _region_table(config: AcceleratorConfig) -> list[tuple[str, int, int]]:
     from ...sw.compile import region_depths, region_widths
 
     widths, depths = region_widths(config), region_depths(config)
-    return [(name, depths[name], widths[name]) for name in REGIONS]
+    table = [(name, depths[name], widths[name]) for name in REGIONS]
+    # Regions the engine does not have at the end of the list are left out (the
+    # pool engine's indices and pool), so the other engines' reply keeps its size.
+    while table and table[-1][1] == 0:
+        table.pop()
+    return table
 
 
 # -- IDENTIFY ----------------------------------------------------------------------------
