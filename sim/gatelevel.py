@@ -23,7 +23,13 @@ from ..hw.config import AcceleratorConfig
 from ..hw.program import REGIONS, addr_width, count_width
 from ..sw.compile import Image
 from ..sw.cycles import inference_cycles
-from .runner import TOPLEVEL, SimulatorError, _check_simulator, _failure_lines
+from .runner import (
+    TOPLEVEL,
+    SimulatorError,
+    _check_simulator,
+    _failure_lines,
+    gateware_digest,
+)
 
 __all__ = ["SYNTH_SCRIPT", "cell_models", "synthesize", "build", "make_job", "run_image",
            "simulate"]
@@ -81,7 +87,7 @@ def build(config: AcceleratorConfig, build_dir: Path) -> Path:
     from cocotb_tools.runner import get_runner
 
     _check_simulator("icarus")
-    where = Path(build_dir) / f"{config.hash}-gates"
+    where = Path(build_dir) / f"{config.hash}-{gateware_digest()}-gates"
     stamp = where / "built.stamp"
     if stamp.exists():
         return where

@@ -24,7 +24,7 @@ from ..sw.cycles import inference_cycles
 
 __all__ = [
     "SIMULATORS", "SimulatorError", "TOPLEVEL", "build", "build_design", "component_verilog",
-    "run_image", "write_verilog",
+    "gateware_digest", "run_image", "write_verilog",
 ]
 
 SIMULATORS = ("icarus", "verilator")
@@ -145,13 +145,34 @@ def _check_simulator(simulator: str) -> None:
         os.environ["PATH"] = bindir + os.pathsep + os.environ["PATH"]
 
 
+def gateware_digest() -> str:
+    """Short hash of the gateware's source code (every ``.py`` file of
+    ``shiftpool.hw``): part of a cached build's key, so that a changed or upgraded
+    shiftpool never reuses a simulator build of other gateware with the same config."""
+    import hashlib
+
+    from .. import hw
+
+    global _GATEWARE_DIGEST
+    if _GATEWARE_DIGEST is None:
+        root = Path(hw.__file__).parent
+        digest = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+        _GATEWARE_DIGEST = digest.hexdigest()[:12]
+    return _GATEWARE_DIGEST
+
+
+_GATEWARE_DIGEST = None
+
+
 def build(config: AcceleratorConfig, simulator: str, build_dir: Path) -> Path:
     """Build (or reuse) the simulation of ``config``'s accelerator; returns its build
-    folder."""
+    folder (keyed by the config hash and :func:`gateware_digest`)."""
     from ..hw.accelerator import Accelerator
 
-    return build_design(lambda: Accelerator(config), f"{config.hash}", TOPLEVEL, simulator,
-                        build_dir)
+    return build_design(lambda: Accelerator(config), f"{config.hash}-{gateware_digest()}",
+                        TOPLEVEL, simulator, build_dir)
 
 
 def build_design(make_component, key: str, toplevel: str, simulator: str, build_dir: Path,

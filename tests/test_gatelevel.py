@@ -9,6 +9,7 @@ import pytest
 from shiftpool.hw.accelerator import region_width
 from shiftpool.hw.memories import spram_blocks
 from shiftpool.sim.gatelevel import simulate
+from shiftpool.sim.runner import gateware_digest
 from shiftpool.sw.randmodel import random_model
 
 from shiftpool.flow import first_mismatch, fit_config
@@ -40,7 +41,8 @@ def test_random_model_netlist_bit_exact(seed, scheme, sim_build_dir):
                       back_pressure=0.3)
     assert_bit_exact(model, x, result, f"seed {seed}, {scheme}, 2 lanes x 4 taps")
     # The weights are in SPRAM, as on the iCEBreaker: one block per 16 bits of a row.
-    netlist = (sim_build_dir / f"{config.hash}-gates" / "netlist.v").read_text()
+    netlist = (sim_build_dir / f"{config.hash}-{gateware_digest()}-gates" / "netlist.v"
+               ).read_text()
     assert netlist.count("SB_SPRAM256KA ") == spram_blocks(
         region_width(config, "weights"), config.weight_depth)
 
