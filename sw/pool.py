@@ -32,7 +32,7 @@ from .pool_golden import PATTERNS
 
 __all__ = ["poolable", "pool_layer_indices", "to_vectors", "index_shape", "cosine_assign",
            "assign", "fit_scale", "quantize_pool", "build_pool", "PoolTransform",
-           "PoolStorage", "storage", "paper_compression", "index_width", "ImageStorage",
+           "PoolStorage", "storage", "paper_compression", "index_width", "WeightStorage",
            "image_storage"]
 
 
@@ -273,20 +273,16 @@ def paper_compression(weights: int, pool_size: int, lut_bits: int, weight_bits: 
 
 
 @dataclasses.dataclass(frozen=True)
-class PoolStorage:
-    """Weight storage of a pool model, in bits (biases not counted).
+class WeightStorage:
+    """Weight bits of a pool model (biases not counted), by kind, and their totals.
 
     ``streamed`` is what crosses the link when the LUT is built on chip from the
     pool at load time (indices + pool + the int8 layers' weights); ``onchip`` is
     what the accelerator holds while running (indices + LUT + int8 weights; the
-    pool is not kept). ``paper_cr`` is the paper's formula over the pooled weights.
+    pool is not kept).
     """
 
-    pool_size: int
-    pool_bits: int
-    lut_bits: int
     weights: int
-    pooled_weights: int
     index_storage: int
     pool_storage: int
     lut_storage: int
@@ -308,6 +304,19 @@ class PoolStorage:
     @property
     def onchip_per_weight(self) -> float:
         return self.onchip / self.weights
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolStorage(WeightStorage):
+    """:class:`WeightStorage` of a pool model counted from the model itself (packed
+    widths, no padding), with the pool's shape; ``paper_cr`` is the paper's formula
+    over the pooled weights.
+    """
+
+    pool_size: int
+    pool_bits: int
+    lut_bits: int
+    pooled_weights: int
 
     @property
     def pooled_streamed_per_weight(self) -> float:
@@ -360,42 +369,13 @@ def storage(model: QuantModel) -> PoolStorage:
         lut_storage=PATTERNS * size * model.lut_bits, int8_storage=8 * int8)
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageStorage:
-    """Weight bits of a compiled pool-engine image, counted from its packed rows.
-
-    ``streamed`` is every row of the regions that carry weights (``indices``,
-    ``pool``, and ``weights`` for the int8 layers), at the width the link sends them
-    (padding lanes of partial groups included); ``onchip`` replaces the pool rows by
-    the lookup tables the engine builds from them (one per lane).
-    """
-
-    weights: int
-    index_bits: int
-    pool_bits: int
-    int8_bits: int
-    lut_bits: int
-
-    @property
-    def streamed(self) -> int:
-        return self.index_bits + self.pool_bits + self.int8_bits
-
-    @property
-    def onchip(self) -> int:
-        return self.index_bits + self.lut_bits + self.int8_bits
-
-    @property
-    def streamed_per_weight(self) -> float:
-        return self.streamed / self.weights
-
-    @property
-    def onchip_per_weight(self) -> float:
-        return self.onchip / self.weights
-
-
-def image_storage(image) -> ImageStorage:
-    """:class:`ImageStorage` of a :class:`~shiftpool.sw.compile.Image` for the pool
-    engine (``image.config.engine == "pool"``)."""
+def image_storage(image) -> WeightStorage:
+    """:class:`WeightStorage` of a :class:`~shiftpool.sw.compile.Image` for the pool
+    engine (``image.config.engine == "pool"``), counted from its packed rows: every row
+    of the regions that carry weights (``indices``, ``pool``, and ``weights`` for the
+    int8 layers) at the width the link sends them (padding lanes of partial groups
+    included); the on-chip count has the engine's lookup tables (one per lane) in
+    place of the pool rows."""
     cfg = image.config
     if cfg.engine != "pool":
         raise ValueError(f"image_storage: engine {cfg.engine!r} is not 'pool'")
@@ -405,6 +385,6 @@ def image_storage(image) -> ImageStorage:
     def bits(region: str) -> int:
         return len(image.regions[region]) * image.region_width(region)
 
-    return ImageStorage(weights=weights, index_bits=bits("indices"), pool_bits=bits("pool"),
-                        int8_bits=bits("weights"),
-                        lut_bits=cfg.lanes * PATTERNS * cfg.pool_size * cfg.lut_bits)
+    return WeightStorage(weights=weights, index_storage=bits("indices"),
+                         pool_storage=bits("pool"), int8_storage=bits("weights"),
+                         lut_storage=cfg.lanes * PATTERNS * cfg.pool_size * cfg.lut_bits)

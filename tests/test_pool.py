@@ -368,3 +368,22 @@ def test_cli_compress_pool(tmp_path, digits_cache, digits_float, capsys):
     code = main(["compress", "--scheme", "pool", "--pool-size", "1", "--epochs", "0",
                  "--cache-dir", str(digits_cache), "-o", str(tmp_path / "bad.npz")])
     assert code == 2 and "pool_size" in capsys.readouterr().err
+
+
+def test_image_storage_counts_the_packed_rows(digits_pool64):
+    """The pool engine's image: streamed bits are its index, pool and int8 rows at their
+    packed widths, on-chip bits put one lookup table per lane in place of the pool."""
+    from shiftpool.sw.compile import compile_model
+    from shiftpool.sw.pool import image_storage
+
+    from shiftpool.flow import fit_config
+
+    image = compile_model(digits_pool64, fit_config(digits_pool64, lanes=2))
+    store = image_storage(image)
+    rows = {name: len(image.regions[name]) * image.region_width(name)
+            for name in ("indices", "pool", "weights")}
+    assert store.streamed == sum(rows.values())
+    assert store.onchip == rows["indices"] + rows["weights"] + 2 * 256 * 64 * 16
+    assert store.weights == pool.storage(digits_pool64).weights
+    # Padding lanes and the shift field make the image no smaller than the model count.
+    assert store.streamed >= pool.storage(digits_pool64).streamed

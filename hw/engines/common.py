@@ -18,6 +18,7 @@ from ..config import AcceleratorConfig
 
 __all__ = [
     "AccumulatingEngine",
+    "check_engine_config",
     "code_shape",
     "engine_input_layout",
     "engine_output_layout",
@@ -100,6 +101,16 @@ def _adder_tree(values):
     return values[0]
 
 
+def check_engine_config(engine, config) -> None:
+    """Refuse a ``config`` that is not an :class:`AcceleratorConfig` for the engine
+    ``engine`` implements (its class attribute ``engine``)."""
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+    if config.engine != engine.engine:
+        raise ValueError(f"{type(engine).__name__} implements engine {engine.engine!r}; "
+                         f"config field 'engine' is {config.engine!r}")
+
+
 class AccumulatingEngine(wiring.Component):
     """Base of the compute engines: accumulation, output register and handshake.
 
@@ -128,11 +139,7 @@ class AccumulatingEngine(wiring.Component):
     engine: str | None = None
 
     def __init__(self, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        if config.engine != self.engine:
-            raise ValueError(f"{type(self).__name__} implements engine {self.engine!r}; "
-                             f"config field 'engine' is {config.engine!r}")
+        check_engine_config(self, config)
         self._config = config
         super().__init__(engine_signature(config))
 

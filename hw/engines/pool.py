@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import POOL_GROUP, AcceleratorConfig, ceil_log2
 from ..program import addr_width, count_width
-from .common import _adder_tree, engine_output_layout
+from .common import _adder_tree, check_engine_config, engine_output_layout
 
 __all__ = [
     "PATTERNS",
@@ -247,11 +247,7 @@ class PoolLookupEngine(wiring.Component):
     engine = "pool"
 
     def __init__(self, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        if config.engine != self.engine:
-            raise ValueError(f"{type(self).__name__} implements engine {self.engine!r}; "
-                             f"config field 'engine' is {config.engine!r}")
+        check_engine_config(self, config)
         self._config = config
         super().__init__(pool_signature(config))
 
