@@ -35,7 +35,7 @@ from ..hw.memories import DROP_INIT
 from .board import Board, BoardError
 from .clocks import pll_for
 from .registry import get_board
-from .tools import find_tool, run_tool, tool_version
+from .tools import find_executable, find_tool, run_tool, tool_version
 
 __all__ = ["REPORT_FORMAT", "RESOURCES", "DEFAULT_BAUD", "Design", "build", "program",
            "parse_nextpnr_report", "resolve_design", "synth_options"]
@@ -377,8 +377,8 @@ def program(board: str | Board, bitstream: Path, timeout_s: float = 300) -> str:
         raise BoardError(f"bitstream {bitstream} does not exist; make it with "
                          f"'shiftpool build --board {board.name} MODEL'")
     for tool, *args in board.programmers:
-        command = os.environ.get(tool.upper().replace("-", "_")) or tool
-        if shutil.which(command) is None:
+        command = find_executable(os.environ.get(tool.upper().replace("-", "_")) or tool)
+        if command is None:
             continue
         argv = [command, *(a.format(bitstream=str(bitstream)) for a in args)]
         try:

@@ -3,6 +3,10 @@ system's when the usual environment variable names one (``YOSYS=/usr/bin/yosys``
 
 YoWASP tools run in a WebAssembly sandbox that sees only the working directory, so
 every tool is run inside its build folder with relative file names.
+
+Commands are looked up in the running interpreter's scripts folder before ``PATH``
+(:func:`find_executable`): the README runs ``.venv/bin/shiftpool`` without activating
+the venv, so the tools pip installed beside it are not on ``PATH``.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 from .board import BoardError
 
-__all__ = ["TOOLS", "find_tool", "run_tool", "tool_version"]
+__all__ = ["TOOLS", "find_executable", "find_tool", "run_tool", "tool_version"]
 
 #: Tool -> (environment variable, YoWASP command, pip package that provides it).
 TOOLS = {
@@ -32,9 +38,25 @@ TOOLS = {
 }
 
 
+def find_executable(command: str) -> str | None:
+    """The full path of ``command``: from the running interpreter's scripts folder (a
+    venv's ``bin/``, used with or without activation) if it is there, else from
+    ``PATH``; ``None`` if neither has it. A ``command`` holding a folder is checked as
+    it is."""
+    if os.path.dirname(command):
+        return shutil.which(command)
+    folders = dict.fromkeys([sysconfig.get_path("scripts"), os.path.dirname(sys.executable)])
+    for folder in folders:
+        found = shutil.which(command, path=folder)
+        if found:
+            return found
+    return shutil.which(command)
+
+
 def find_tool(name: str) -> str:
-    """The command that runs tool ``name``: ``$VAR`` if set, else the YoWASP build,
-    else a system tool of that name.
+    """The full path of the command that runs tool ``name``: ``$VAR`` if set, else
+    the YoWASP build, else a system tool of that name (each looked up with
+    :func:`find_executable`).
 
     Raises
     ------
@@ -44,12 +66,14 @@ def find_tool(name: str) -> str:
     var, yowasp, package = TOOLS[name]
     override = os.environ.get(var)
     if override:
-        if shutil.which(override) is None:
+        found = find_executable(override)
+        if found is None:
             raise BoardError(f"${var} = {override!r} is not an executable on PATH")
-        return override
+        return found
     for candidate in (yowasp, name):
-        if shutil.which(candidate):
-            return candidate
+        found = find_executable(candidate)
+        if found:
+            return found
     raise BoardError(f"{name} not found: install it with 'pip install {package}' or set "
                      f"${var} to a {name} binary")
 
@@ -92,4 +116,5 @@ def tool_version(name: str) -> str:
     for line in (proc.stdout + proc.stderr).splitlines():
         if re.search(r"\d+\.\d+", line) and "Preparing to run" not in line:
             return line.strip()
-    return package_version() if command.startswith("yowasp-") else "unknown"
+    yowasp = os.path.basename(command).startswith("yowasp-")
+    return package_version() if yowasp else "unknown"

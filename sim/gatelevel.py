@@ -28,6 +28,7 @@ from .runner import (
     SimulatorError,
     _check_simulator,
     _failure_lines,
+    build_lock,
     gateware_digest,
 )
 
@@ -84,10 +85,15 @@ def synthesize(config: AcceleratorConfig, where: Path) -> Path:
 def build(config: AcceleratorConfig, build_dir: Path) -> Path:
     """Synthesize and build (or reuse) the gate-level simulation of ``config`` on
     Icarus; returns its build folder."""
-    from cocotb_tools.runner import get_runner
-
     _check_simulator("icarus")
     where = Path(build_dir) / f"{config.hash}-{gateware_digest()}-gates"
+    with build_lock(where):
+        return _build(config, where)
+
+
+def _build(config: AcceleratorConfig, where: Path) -> Path:
+    from cocotb_tools.runner import get_runner
+
     stamp = where / "built.stamp"
     if stamp.exists():
         return where

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import threading
@@ -17,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..boards.tools import find_executable
 from ..hw.config import AcceleratorConfig
 from ..hw.program import REGIONS, addr_width, count_width
 from ..sw.compile import Image, region_depths
 from ..sw.cycles import inference_cycles
 
 __all__ = [
-    "SIMULATORS", "SimulatorError", "TOPLEVEL", "build", "build_design", "component_verilog",
+    "SIMULATORS", "SimulatorError", "TOPLEVEL", "build", "build_design", "build_lock",
+    "component_verilog",
     "gateware_digest", "run_image", "write_verilog",
 ]
 
@@ -136,7 +137,7 @@ def _check_simulator(simulator: str) -> None:
                              f"{', '.join(SIMULATORS)}")
     if simulator == "verilator":
         _setup_verilator()
-    elif shutil.which("iverilog") is None:
+    elif find_executable("iverilog") is None:
         raise SimulatorError("Icarus Verilog (iverilog) is not on PATH; install it with "
                              "'apt-get install iverilog'")
     # cocotb's runner starts the simulator with the Python it finds on PATH first.
@@ -184,12 +185,28 @@ def build_design(make_component, key: str, toplevel: str, simulator: str, build_
     Verilog is generated every time and the build is reused only if the text is the
     same (the key need not cover the gateware's source code then).
     """
+    _check_simulator(simulator)
+    where = Path(build_dir) / f"{key}-{simulator}"
+    with build_lock(where):
+        return _build_design(make_component, toplevel, simulator, where, check_source)
+
+
+def build_lock(where: Path):
+    """A lock held while the build folder ``where`` is made or checked, so that
+    processes sharing a build folder (pytest-xdist workers, two shiftpool commands)
+    build each design once and never use a half-built one."""
+    from filelock import FileLock
+
+    where.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(where) + ".lock")
+
+
+def _build_design(make_component, toplevel: str, simulator: str, where: Path,
+                  check_source: bool) -> Path:
     import hashlib
 
     from cocotb_tools.runner import get_runner
 
-    _check_simulator(simulator)
-    where = Path(build_dir) / f"{key}-{simulator}"
     stamp = where / "built.stamp"
     if stamp.exists() and not check_source:
         return where

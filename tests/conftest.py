@@ -1,15 +1,24 @@
 """Shared fixtures: the built-in digits models (trained once per session) and one
-simulator build folder per session, so each configuration is compiled once."""
+simulator build folder per test run, so each configuration is compiled once."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 
 @pytest.fixture(scope="session")
 def sim_build_dir(tmp_path_factory):
-    """Where cocotb builds are cached for the whole test session."""
-    return tmp_path_factory.mktemp("sim-build")
+    """Where cocotb builds are cached for the whole test run. pytest-xdist's workers
+    share it (each has its own temporary folder below the run's): builds are locked
+    (``shiftpool.sim.runner.build_lock``), so each design is compiled once."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    where = root / "sim-build"
+    where.mkdir(exist_ok=True)
+    return where
 
 
 @pytest.fixture(scope="session")
