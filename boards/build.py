@@ -92,19 +92,20 @@ class Design:
         """Cycles per inference of the model (the cycle model's exact count)."""
         if self.model is None:
             return None
-        from ..sw.compile import compile_model
-        from ..sw.cycles import inference_cycles
+        from ..sw.compile.cycles import inference_cycles
+        from ..sw.compile.image import compile_model
 
         return inference_cycles(compile_model(self.model, self.config))
 
 
 def resolve_design(design, lanes: int = 2, taps: int = 4) -> Design:
-    """``design`` as a :class:`Design`: a :class:`~shiftpool.sw.model.QuantModel` or a
+    """``design`` as a :class:`Design`: a :class:`~shiftpool.sw.model.file.QuantModel` or a
     model file (fitted with ``lanes`` x ``taps``), an
     :class:`~shiftpool.hw.config.AcceleratorConfig`, or a generated design's folder
     or ``manifest.json``."""
-    from ..flow import fit_config, load_manifest, read_model
-    from ..sw.model import QuantModel
+    from ..sw.compile.fit import fit_config
+    from ..sw.compile.manifest import load_manifest
+    from ..sw.model.file import QuantModel, read_model
 
     if isinstance(design, Design):
         return design

@@ -31,9 +31,9 @@ SCHEMES = ("flightnn", "int8")
 
 def demo_models(cache_dir: Path | None = None) -> dict:
     """The digits demo's models (as ``shiftpool demo`` makes them): scheme -> model."""
-    from ..sw.compress import compress
-    from ..sw.datasets import load_digits_split
-    from ..sw.digits import digits_float_model
+    from ..sw.schemes.compress import compress
+    from ..sw.train.datasets import load_digits_split
+    from ..sw.train.digits import digits_float_model
 
     x_train, y_train, x_test, y_test = load_digits_split()
     float_model = digits_float_model(cache_dir=cache_dir, progress=False)

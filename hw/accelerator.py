@@ -1,9 +1,9 @@
 """The accelerator: memories, the layer-program controller and one engine.
 
-The controller runs the layer program that :mod:`shiftpool.sw.compile` produces.
+The controller runs the layer program that :mod:`shiftpool.sw.compile.image` produces.
 Cycle 0 of a layer is its DECODE (the descriptor is read while the previous layer
 drains, or while the last input word is accepted). Timing, which
-:mod:`shiftpool.sw.cycles` predicts exactly:
+:mod:`shiftpool.sw.compile.cycles` predicts exactly:
 
 * **MAC layer.** From cycle 1 the issue stage offers one beat (one weight row) per
   cycle, in the order position, lane group, pass, step, with no gap between groups
@@ -57,7 +57,7 @@ POOL_WINDOW = 4
 
 def region_width(config: AcceleratorConfig, region: str) -> int:
     """Bits in one row of a load region."""
-    from ..sw.compile import region_widths
+    from ..sw.compile.image import region_widths
 
     return region_widths(config)[region]
 
@@ -70,7 +70,7 @@ def pool_phases(config: AcceleratorConfig) -> int:
 
 def region_depths(config: AcceleratorConfig) -> dict:
     """Rows of each load region; 0 for a region the engine does not have."""
-    from ..sw.compile import region_depths as depths
+    from ..sw.compile.image import region_depths as depths
 
     return depths(config)
 
@@ -160,7 +160,7 @@ class Accelerator(wiring.Component):
     cycles : Out(cycle_bits)
         Cycles the last inference's program took, from its first layer's DECODE to
         the final layer's last write (the schedule is in the module docstring and
-        :mod:`shiftpool.sw.cycles`); valid while ``busy`` is low.
+        :mod:`shiftpool.sw.compile.cycles`); valid while ``busy`` is low.
     busy : Out(1)
         An inference is running or its outputs are being sent.
     readback : In(readback_signature(config))

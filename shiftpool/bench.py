@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .flow import first_mismatch, fit_config, simulate
-from .sw import golden
-from .sw.compile import compile_model
-from .sw.model import QuantModel
+from .sim.flow import first_mismatch, simulate
+from .sw.compile.fit import fit_config
+from .sw.compile.image import compile_model
+from .sw.model.file import QuantModel
+from .sw.schemes import golden
 
 __all__ = ["BenchRow", "weight_bits", "run_bench", "write_report"]
 
@@ -36,7 +37,7 @@ def weight_bits(model: QuantModel, code_width: int) -> tuple[int, int]:
     """``(weights, bits)``: the MAC layers' weight count and the bits their codes
     need without any padding (FLightNN: ``k`` codes per weight, int8: one byte; pool:
     an index per 8-vector plus the pool, int8 layers a byte per weight)."""
-    from .sw.pool import index_width
+    from .sw.schemes.pool import index_width
 
     weights = bits = 0
     if model.scheme == "pool":
@@ -86,7 +87,7 @@ class BenchRow:
 def run_bench(float_model, data, sizes, simulator: str = "verilator", samples: int = 20,
               build_dir=None, progress=print, compress_options=None) -> list[BenchRow]:
     """Measure every scheme on every ``(lanes, taps)`` in ``sizes``."""
-    from .sw.compress import compress
+    from .sw.schemes.compress import compress
 
     x_train, y_train, x_test, y_test = data
     models = {}

@@ -18,7 +18,6 @@ import numpy as np
 
 from . import __version__
 
-SCHEME_CHOICES = ("flightnn", "lightnn2", "int8", "pool")
 #: The variants the demo compares, in table order.
 DEMO_VARIANTS = ("flightnn", "lightnn2", "int8")
 
@@ -36,9 +35,9 @@ def _step(text: str) -> None:
 
 
 def _float_model_and_data(args):
-    from .sw.datasets import load_digits_split
-    from .sw.digits import digits_float_model
-    from .sw.nn import load_float_model
+    from .sw.train.datasets import load_digits_split
+    from .sw.train.digits import digits_float_model
+    from .sw.train.nn import load_float_model
 
     data = load_digits_split()
     if getattr(args, "float_model", None):
@@ -54,22 +53,44 @@ def _float_model_and_data(args):
     return model, data
 
 
+def _compression_options():
+    """Every compression option once (the common ones, then each scheme's), with the
+    schemes that take it."""
+    from .sw.schemes.registry import COMMON_OPTIONS, schemes
+
+    options = {o.name: (o, None) for o in COMMON_OPTIONS}
+    for scheme in schemes().values():
+        for o in scheme.options:
+            _, users = options.get(o.name, (o, ()))
+            options[o.name] = (o, (*users, scheme.name))
+    return options
+
+
 def _compress(args, float_model, data, scheme: str):
-    from .sw.compress import compress
+    from .sw.schemes.compress import compress
 
     x_train, y_train, x_test, y_test = data
+    options = {name: getattr(args, name) for name in _compression_options()}
     return compress(float_model, scheme, x_train=x_train, y_train=y_train, x_test=x_test,
-                    y_test=y_test, act_bits=args.act_bits, exp_bits=args.exp_bits,
-                    k1_target=args.k1_target, lam=args.lam, epochs=args.epochs,
-                    seed=args.seed, progress=True, pool_size=args.pool_size,
-                    pool_bits=args.pool_bits, lut_bits=args.lut_bits)
+                    y_test=y_test, seed=args.seed, progress=True, **options)
+
+
+def _check_scheme_options(args) -> None:
+    """An option set away from its default that the chosen scheme does not take is a
+    mistake worth naming (``--pool-size 32 --scheme flightnn``)."""
+    for name, (option, users) in _compression_options().items():
+        if users is not None and args.scheme not in users and \
+                getattr(args, name) != option.default:
+            raise UsageError(f"{option.flag} is an option of scheme {' / '.join(users)}, not "
+                             f"of {args.scheme}; drop it or choose --scheme {users[0]}")
 
 
 # -- commands ------------------------------------------------------------------------
 
 def cmd_compress(args) -> int:
-    from .sw.model import save_model
+    from .sw.model.file import save_model
 
+    _check_scheme_options(args)
     float_model, data = _float_model_and_data(args)
     _step(f"compressing to {args.scheme} (quantization-aware fine-tuning)")
     qm = _compress(args, float_model, data, args.scheme)
@@ -84,7 +105,8 @@ def cmd_compress(args) -> int:
 
 
 def _config_from_args(args, model):
-    from .flow import fit_config, load_manifest
+    from .sw.compile.fit import fit_config
+    from .sw.compile.manifest import load_manifest
 
     if getattr(args, "design", None):
         return load_manifest(args.design)
@@ -92,7 +114,8 @@ def _config_from_args(args, model):
 
 
 def cmd_generate(args) -> int:
-    from .flow import generate, read_model
+    from .sim.flow import generate
+    from .sw.model.file import read_model
 
     model = read_model(args.model)
     config = _config_from_args(args, model)
@@ -110,7 +133,7 @@ def cmd_generate(args) -> int:
 
 
 def _load_inputs(path: Path, model, quantize: bool) -> np.ndarray:
-    from .sw import golden
+    from .sw.schemes import golden
 
     try:
         x = np.load(path, allow_pickle=False)
@@ -125,7 +148,8 @@ def _load_inputs(path: Path, model, quantize: bool) -> np.ndarray:
 
 
 def cmd_sim(args) -> int:
-    from .flow import first_mismatch, read_model, simulate
+    from .sim.flow import first_mismatch, simulate
+    from .sw.model.file import read_model
 
     model = read_model(args.model)
     x = _load_inputs(args.inputs, model, args.quantize)
@@ -173,7 +197,7 @@ def _parse_ints(option: str, text: str, lo: int, hi: int) -> list[int]:
 def _demo_run(args, qm, config, x, bits=None):
     """One RTL run of the demo: the simulation result, its wall time, and whether it
     agrees with the golden model and the cycle model (complaints printed)."""
-    from .flow import first_mismatch, simulate
+    from .sim.flow import first_mismatch, simulate
 
     t0 = time.monotonic()
     result = simulate(qm, x, config, simulator=args.simulator, build_dir=args.build_dir,
@@ -194,11 +218,11 @@ def _demo_run(args, qm, config, x, bits=None):
 def cmd_demo_pool(args, float_model, data, x_test, y_test, float_acc) -> int:
     """``demo --scheme pool``: weight pools of several sizes at every run-time precision,
     beside the int8 engine on the same lanes."""
-    from .flow import fit_config
     from .hw.config import POOL_GROUP
-    from .sw import golden
-    from .sw.compile import compile_model
-    from .sw.pool import image_storage, storage
+    from .sw.compile.fit import fit_config
+    from .sw.compile.image import compile_model
+    from .sw.schemes import golden
+    from .sw.schemes.pool import image_storage, storage
 
     sizes = _parse_ints("--pool-sizes", args.pool_sizes, 2, 256)
     bits_list = _parse_ints("--bits", args.bits, 1, args.act_bits)
@@ -272,9 +296,9 @@ def cmd_demo_pool(args, float_model, data, x_test, y_test, float_acc) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .flow import fit_config
-    from .sw.compile import compile_model
-    from .sw.cycles import inference_cycles
+    from .sw.compile.cycles import inference_cycles
+    from .sw.compile.fit import fit_config
+    from .sw.compile.image import compile_model
 
     float_model, data = _float_model_and_data(args)
     x_test, y_test = data[2], data[3]
@@ -359,20 +383,12 @@ def cmd_bench(args) -> int:
 def _add_compress_options(p) -> None:
     p.add_argument("--float-model", type=Path, help="float model .npz (default: the "
                    "built-in digits model)")
-    p.add_argument("--act-bits", type=int, default=8, help="activation bits (default 8)")
-    p.add_argument("--exp-bits", type=int, default=3,
-                   help="FLightNN exponent window: 2**E exponents per layer (default 3)")
-    p.add_argument("--k1-target", type=float, default=0.75,
-                   help="FLightNN: initial share of k=1 filters (default 0.75)")
-    p.add_argument("--lam", type=float, default=1e-2,
-                   help="FLightNN: penalty weight pushing filters to k=1 (default 1e-2)")
-    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
-    p.add_argument("--pool-size", type=int, default=64,
-                   help="weight pools: vectors S in the shared pool, 2..256 (default 64)")
-    p.add_argument("--pool-bits", type=int, default=8,
-                   help="weight pools: bits of a pool value, 2..16 (default 8)")
-    p.add_argument("--lut-bits", type=int, default=16,
-                   help="weight pools: bits of a lookup-table entry, 2..32 (default 16)")
+    # Declared once, by the schemes' registrations (shiftpool.sw.schemes.registry).
+    for option, users in _compression_options().values():
+        where = f"; schemes {', '.join(users)}" if users else ""
+        p.add_argument(option.flag, type=option.kind, default=option.default,
+                       help=f"{option.help} ({option.allowed}, default {option.default:g}"
+                       f"{where})")
 
 
 def _add_common(p) -> None:
@@ -451,8 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compress", help="float model -> compressed integer model file")
-    p.add_argument("--scheme", choices=SCHEME_CHOICES, default="flightnn",
-                   help="flightnn (k per filter), lightnn2 (k=2 everywhere) or int8")
+    from .sw.schemes.registry import schemes
+
+    p.add_argument("--scheme", choices=tuple(schemes()), default="flightnn",
+                   help="; ".join(f"{s.name}: {s.summary}" for s in schemes().values())
+                   + " (default flightnn)")
     p.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
     _add_common(p)
     _add_compress_options(p)
@@ -493,8 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .hw.config import ConfigError
     from .sim.runner import SimulatorError
-    from .sw.model import ModelError
-    from .sw.nn import FloatModelError
+    from .sw.model.file import ModelError
+    from .sw.train.nn import FloatModelError
 
     args = build_parser().parse_args(argv)
     expected = (UsageError, ConfigError, ModelError, FloatModelError, SimulatorError,

@@ -54,7 +54,7 @@ def cmd_build(args) -> int:
     from .boards.board import BoardError
     from .boards.build import build
     from .hw.config import ConfigError
-    from .sw.model import ModelError
+    from .sw.model.file import ModelError
 
     out = args.output or Path(f"build-{args.board}")
     _step(f"building {args.model} for {args.board} "

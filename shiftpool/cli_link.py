@@ -72,7 +72,7 @@ def cmd_serve_sim(args) -> int:
     from .hw.config import ConfigError
     from .sim.runner import SimulatorError
     from .sim.serve import serve_sim
-    from .sw.model import ModelError
+    from .sw.model.file import ModelError
 
     if not args.design.exists():
         return _fail(FileNotFoundError(f"{args.design} does not exist"),
@@ -144,10 +144,10 @@ def cmd_run(args) -> int:
     import serial
 
     from .cli import UsageError, _load_inputs
-    from .flow import load_manifest, read_model
     from .hw.config import ConfigError
-    from .sw.driver import Device, DriverError
-    from .sw.model import ModelError
+    from .sw.compile.manifest import load_manifest
+    from .sw.host.driver import Device, DriverError
+    from .sw.model.file import ModelError, read_model
 
     try:
         model = read_model(args.model)
@@ -198,8 +198,8 @@ def _cycles_text(cycles: np.ndarray) -> str:
 
 
 def _check(model, x, outputs, cycles, image) -> int:
-    from .sw import golden
-    from .sw.cycles import inference_cycles
+    from .sw.compile.cycles import inference_cycles
+    from .sw.schemes import golden
 
     expected = golden.run(model, x)
     equal = (outputs == expected).all(axis=1)

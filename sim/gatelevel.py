@@ -21,8 +21,8 @@ import numpy as np
 
 from ..hw.config import AcceleratorConfig
 from ..hw.program import REGIONS, addr_width, count_width
-from ..sw.compile import Image
-from ..sw.cycles import inference_cycles
+from ..sw.compile.cycles import inference_cycles
+from ..sw.compile.image import Image
 from .runner import (
     TOPLEVEL,
     SimulatorError,
@@ -169,11 +169,11 @@ def run_image(image: Image, inputs: np.ndarray, build_dir: Path | None = None,
 
 def simulate(model, inputs: np.ndarray, config: AcceleratorConfig,
              build_dir: Path | None = None, **bench):
-    """:func:`shiftpool.flow.simulate` for the gate-level netlist: outputs of the
+    """:func:`shiftpool.sim.flow.simulate` for the gate-level netlist: outputs of the
     netlist beside the golden model's, cycles beside the cycle model's."""
-    from ..flow import SimResult
-    from ..sw import golden
-    from ..sw.compile import compile_model
+    from ..sw.compile.image import compile_model
+    from ..sw.schemes import golden
+    from .flow import SimResult
 
     inputs = golden.check_inputs(model, inputs)
     image = compile_model(model, config)

@@ -19,8 +19,8 @@ import numpy as np
 from ..boards.tools import find_executable
 from ..hw.config import AcceleratorConfig
 from ..hw.program import REGIONS, addr_width, count_width
-from ..sw.compile import Image, region_depths
-from ..sw.cycles import inference_cycles
+from ..sw.compile.cycles import inference_cycles
+from ..sw.compile.image import Image, region_depths
 
 __all__ = [
     "SIMULATORS", "SimulatorError", "TOPLEVEL", "build", "build_design", "build_lock",

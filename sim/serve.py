@@ -1,6 +1,6 @@
 """The simulated device: the UART-linked accelerator (``hw/device.py``) in cocotb,
 its serial line bridged to a TCP port on 127.0.0.1 (or a pseudo-terminal), so that
-the host driver (:mod:`shiftpool.sw.driver`) talks to it exactly as to a board.
+the host driver (:mod:`shiftpool.sw.host.driver`) talks to it exactly as to a board.
 
 :func:`serve_sim` is the way in, from Python and from ``shiftpool serve-sim``: it
 builds the simulation (cached), starts the simulator in a subprocess of its own
@@ -48,8 +48,8 @@ START_TIMEOUT = 120.0
 
 def device_config(source, lanes: int = 2, taps: int = 4) -> AcceleratorConfig:
     """The configuration to simulate for ``source``: an :class:`AcceleratorConfig`, a
-    :class:`~shiftpool.sw.model.QuantModel` or a model file (fitted with ``lanes`` x
-    ``taps``, as :func:`shiftpool.flow.fit_config` does), or a generated design (its
+    :class:`~shiftpool.sw.model.file.QuantModel` or a model file (fitted with ``lanes`` x
+    ``taps``, as :func:`shiftpool.sim.flow.fit_config` does), or a generated design (its
     folder or its ``manifest.json``).
 
     Raises
@@ -57,8 +57,9 @@ def device_config(source, lanes: int = 2, taps: int = 4) -> AcceleratorConfig:
     ConfigError
         If the model does not fit or the manifest is unreadable.
     """
-    from ..flow import fit_config, load_manifest, read_model
-    from ..sw.model import QuantModel
+    from ..sw.compile.fit import fit_config
+    from ..sw.compile.manifest import load_manifest
+    from ..sw.model.file import QuantModel, read_model
 
     if isinstance(source, AcceleratorConfig):
         return source

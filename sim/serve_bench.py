@@ -34,7 +34,7 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, Event, FallingEdge, Timer
 
-from ..sw.frames import Frame, FrameDecoder
+from ..sw.host.frames import Frame, FrameDecoder
 
 __all__ = ["Endpoint", "FrameMonitor", "UARTSink", "UARTSource"]
 

@@ -29,14 +29,14 @@ def digits_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_data():
-    from shiftpool.sw.datasets import load_digits_split
+    from shiftpool.sw.train.datasets import load_digits_split
 
     return load_digits_split()
 
 
 @pytest.fixture(scope="session")
 def digits_float(digits_cache):
-    from shiftpool.sw.digits import digits_float_model
+    from shiftpool.sw.train.digits import digits_float_model
 
     return digits_float_model(cache_dir=digits_cache, progress=False)
 
@@ -44,7 +44,7 @@ def digits_float(digits_cache):
 @pytest.fixture(scope="session")
 def digits_models(digits_float, digits_data):
     """The demo's three compressed models: scheme name -> QuantModel."""
-    from shiftpool.sw.compress import compress
+    from shiftpool.sw.schemes.compress import compress
 
     x_train, y_train, x_test, y_test = digits_data
     return {scheme: compress(digits_float, scheme, x_train=x_train, y_train=y_train,
@@ -55,7 +55,7 @@ def digits_models(digits_float, digits_data):
 @pytest.fixture(scope="session")
 def digits_pool_models(digits_float, digits_data):
     """The digits model compressed to weight pools: pool size S -> QuantModel."""
-    from shiftpool.sw.compress import compress
+    from shiftpool.sw.schemes.compress import compress
 
     x_train, y_train, x_test, y_test = digits_data
     return {size: compress(digits_float, "pool", x_train=x_train, y_train=y_train,

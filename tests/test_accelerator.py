@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """The whole accelerator (``shiftpool.hw.accelerator``) in Amaranth's simulator against
-the golden model (``shiftpool.sw.golden``) and the cycle model
-(``shiftpool.sw.cycles``).
+the golden model (``shiftpool.sw.schemes.golden``) and the cycle model
+(``shiftpool.sw.compile.cycles``).
 
 Random models (flightnn with all-k=1, all-k=2 and mixed filters, and int8), random
 lane and tap counts, with and without max-pool, several inputs each; the load and
@@ -20,13 +20,12 @@ from amaranth.sim import Simulator
 from shiftpool.hw.accelerator import Accelerator
 from shiftpool.hw.config import AcceleratorConfig
 from shiftpool.hw.program import REGIONS
-from shiftpool.sw import golden
-from shiftpool.sw.compile import Image, compile_model
-from shiftpool.sw.cycles import group_shapes, inference_cycles
-from shiftpool.sw.model import QuantModel
-from shiftpool.sw.randmodel import random_model
-
-from shiftpool.flow import fit_config
+from shiftpool.sw.compile.cycles import group_shapes, inference_cycles
+from shiftpool.sw.compile.fit import fit_config
+from shiftpool.sw.compile.image import Image, compile_model
+from shiftpool.sw.model.file import QuantModel
+from shiftpool.sw.model.randmodel import random_model
+from shiftpool.sw.schemes import golden
 
 CLOCK_PERIOD = 1e-6
 #: (scheme, k_mode) the seeds take in turn.

@@ -22,11 +22,12 @@ from shiftpool.boards.build import RESOURCES, build, parse_nextpnr_report, progr
 from shiftpool.boards.clocks import ecp5_pll, ice40_pll, pll_for
 from shiftpool.boards.registry import BOARDS, get_board
 from shiftpool.boards.top import led_ports
-from shiftpool.sw.model import save_model
-from shiftpool.sw.randmodel import random_model
+from shiftpool.sim.flow import generate
+from shiftpool.sw.compile.fit import fit_config
+from shiftpool.sw.model.file import save_model
+from shiftpool.sw.model.randmodel import random_model
 
 from shiftpool.cli_boards import add_build_parser, add_program_parser
-from shiftpool.flow import fit_config, generate
 
 #: Bytes in an iCE40UP5K bitstream (icepack output, no comments).
 UP5K_BITSTREAM_BYTES = 104090
@@ -192,8 +193,8 @@ def test_ice40_build_writes_bitstream_and_report(ice40_build):
     assert (out / "top.bin").stat().st_size == UP5K_BITSTREAM_BYTES
     assert report["clock"]["met"] and report["clock"]["pll"]["params"]["DIVF"] > 0
     assert report["clock"]["target_mhz"] == pytest.approx(16, rel=0.005)
-    from shiftpool.sw.compile import compile_model
-    from shiftpool.sw.cycles import inference_cycles
+    from shiftpool.sw.compile.cycles import inference_cycles
+    from shiftpool.sw.compile.image import compile_model
 
     cycles = inference_cycles(compile_model(model, config))
     assert report["cycles_per_inference"] == cycles

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from shiftpool.sw import golden
-from shiftpool.sw.model import load_model, save_model
+from shiftpool.sw.compile.fit import fit_config
+from shiftpool.sw.model.file import load_model, save_model
+from shiftpool.sw.schemes import golden
 
 from shiftpool.cli import main
-from shiftpool.flow import fit_config
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The model compiler (``shiftpool.sw.compile``) and the accelerator configuration
+"""The model compiler (``shiftpool.sw.compile.image``) and the accelerator configuration
 (``shiftpool.hw.config``): random models on random engine shapes fit exactly the
 memory they need, the images decode back to the model, and every limit that is one
 too small raises a :class:`ConfigError` naming the config field."""
@@ -10,9 +10,10 @@ import dataclasses
 import numpy as np
 import pytest
 from shiftpool.hw.config import AcceleratorConfig, ConfigError
-from shiftpool.sw.compile import ENGINE_FOR_SCHEME, compile_model, region_widths
-from shiftpool.sw.model import Layer, ModelError, QuantModel
-from shiftpool.sw.randmodel import random_model
+from shiftpool.sw.compile.image import compile_model, region_widths
+from shiftpool.sw.model.file import Layer, ModelError, QuantModel
+from shiftpool.sw.model.randmodel import random_model
+from shiftpool.sw.schemes.registry import engine_for
 
 SEEDS = range(24)
 K_MODES = ("k1", "k2", "mixed")
@@ -95,7 +96,7 @@ def needs(case: Case) -> dict:
 
 
 def exact_config(case: Case, **override) -> AcceleratorConfig:
-    fields = dict(engine=ENGINE_FOR_SCHEME[case.model.scheme], lanes=case.lanes, taps=case.taps,
+    fields = dict(engine=engine_for(case.model.scheme), lanes=case.lanes, taps=case.taps,
                   act_bits=case.model.act_bits, exp_bits=max(case.model.exp_bits, 1))
     fields.update(needs(case))
     fields.update(override)
@@ -309,11 +310,11 @@ def test_engine_must_match_scheme(scheme):
     seed = 50
     case = random_case(seed + (scheme == "int8"))
     assert case.model.scheme == scheme
-    other = "int8" if ENGINE_FOR_SCHEME[scheme] == "shiftadd" else "shiftadd"
+    other = "int8" if engine_for(scheme) == "shiftadd" else "shiftadd"
     with pytest.raises(ConfigError) as info:
         compile_model(case.model, exact_config(case, engine=other))
     message = str(info.value)
-    assert "'engine'" in message and f"engine={ENGINE_FOR_SCHEME[scheme]!r}" in message, message
+    assert "'engine'" in message and f"engine={engine_for(scheme)!r}" in message, message
 
 
 def test_act_bits_and_exp_bits_must_fit():
@@ -379,7 +380,7 @@ def test_config_from_dict():
 def test_pool_model_misfits_name_the_config_field():
     """A pool model against configurations that cannot run it: each error names the
     field to change."""
-    from shiftpool.flow import fit_config
+    from shiftpool.sw.compile.fit import fit_config
 
     rng = np.random.default_rng(5)
     model = random_model(rng, scheme="pool", input_shape=(8, 3, 3), convs=(8,), pool=False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shiftpool.sw.compress import compress, evaluate
+from shiftpool.sw.schemes.compress import compress, evaluate
 
 
 def test_flightnn_within_one_point_of_float(digits_models, digits_float, digits_data):

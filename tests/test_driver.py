@@ -1,4 +1,4 @@
-"""The host driver (``shiftpool.sw.driver``).
+"""The host driver (``shiftpool.sw.host.driver``).
 
 Unit tests run it over ``loop://`` against :class:`FakeDevice`, a pure-Python device
 that answers frames and can be told to misbehave (NAK, stay silent, damage or
@@ -40,21 +40,20 @@ from shiftpool.hw.link.protocol import (
 )
 from shiftpool.hw.program import REGIONS
 from shiftpool.sim.faults import FaultProxy
-from shiftpool.sw import golden
-from shiftpool.sw.compile import compile_model, region_depths, region_widths
-from shiftpool.sw.cycles import inference_cycles
-from shiftpool.sw.driver import (
+from shiftpool.sw.compile.cycles import inference_cycles
+from shiftpool.sw.compile.fit import fit_config
+from shiftpool.sw.compile.image import compile_model, region_depths, region_widths
+from shiftpool.sw.host.driver import (
     ConfigMismatchError,
     Device,
     DeviceError,
     LinkError,
     VerifyError,
 )
-from shiftpool.sw.frames import Frame, FrameDecoder, FrameError, encode_frame
-from shiftpool.sw.model import save_model
-from shiftpool.sw.randmodel import random_model
-
-from shiftpool.flow import fit_config
+from shiftpool.sw.host.frames import Frame, FrameDecoder, FrameError, encode_frame
+from shiftpool.sw.model.file import save_model
+from shiftpool.sw.model.randmodel import random_model
+from shiftpool.sw.schemes import golden
 
 #: The fake's link: small frames, so that a region takes several of them.
 FAKE_LINK = LinkConfig(divisor=8, max_payload=128, byte_timeout=800)
@@ -390,10 +389,9 @@ def test_serve_sim_takes_a_generated_design(tmp_path):
     refuses a port that is taken."""
     import socket
 
+    from shiftpool.sim.flow import generate
     from shiftpool.sim.runner import SimulatorError
     from shiftpool.sim.serve import device_config, serve_sim
-
-    from shiftpool.flow import generate
 
     image = small_image()
     model_path = tmp_path / "m.npz"

@@ -1,6 +1,6 @@
 # amaranth: UnusedElaboratable=no
 """The compute engines (``shiftpool.hw.engines``) against their golden model
-(``shiftpool.sw.engine_model``): random configurations, idle source, stalling sink."""
+(``shiftpool.sw.compile.engine_model``): random configurations, idle source, stalling sink."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from shiftpool.hw.config import AcceleratorConfig
 from shiftpool.hw.engines.common import engine_input_layout, make_engine
 from shiftpool.hw.engines.int8mac import Int8MacEngine
 from shiftpool.hw.engines.shiftadd import ShiftAddEngine
-from shiftpool.sw.engine_model import code_value, engine_reference, pack_code
+from shiftpool.sw.compile.engine_model import code_value, engine_reference, pack_code
 
 ENGINES = ("shiftadd", "int8")
 CLOCK_PERIOD = 1e-6

@@ -1,11 +1,11 @@
-"""FLightNN quantizers (``shiftpool.sw.flightnn``): powers of two in the exponent
+"""FLightNN quantizers (``shiftpool.sw.schemes.flightnn``): powers of two in the exponent
 window, LightNN-1/2 errors, per-filter k by threshold, term codes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from shiftpool.sw.flightnn import (
+from shiftpool.sw.schemes.flightnn import (
     FLightNNTransform,
     LightNNTransform,
     exponent_window,
@@ -17,7 +17,7 @@ from shiftpool.sw.flightnn import (
     term_codes,
     thresholds_for_share,
 )
-from shiftpool.sw.nn import Conv3x3, Dense, FloatModel, MaxPool2, ReLU
+from shiftpool.sw.train.nn import Conv3x3, Dense, FloatModel, MaxPool2, ReLU
 
 SEEDS = range(6)
 SQRT2 = np.sqrt(2.0)

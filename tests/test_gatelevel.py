@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from shiftpool.hw.accelerator import region_width
 from shiftpool.hw.memories import spram_blocks
+from shiftpool.sim.flow import first_mismatch
 from shiftpool.sim.gatelevel import simulate
 from shiftpool.sim.runner import gateware_digest
-from shiftpool.sw.randmodel import random_model
-
-from shiftpool.flow import first_mismatch, fit_config
+from shiftpool.sw.compile.fit import fit_config
+from shiftpool.sw.model.randmodel import random_model
 
 pytestmark = [pytest.mark.icarus, pytest.mark.synth, pytest.mark.slow]
 

@@ -1,13 +1,13 @@
-"""The integer golden model (``shiftpool.sw.golden``) against naive references written
+"""The integer golden model (``shiftpool.sw.schemes.golden``) against naive references written
 here with plain Python integers and loops, plus hand-computed requantization cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from shiftpool.sw import golden
-from shiftpool.sw.model import Layer, ModelError, QuantModel
-from shiftpool.sw.randmodel import random_model
+from shiftpool.sw.model.file import Layer, ModelError, QuantModel
+from shiftpool.sw.model.randmodel import random_model
+from shiftpool.sw.schemes import golden
 
 # -- naive references (plain Python ints; nothing from shiftpool) -------------------------
 

@@ -1,6 +1,6 @@
 # amaranth: UnusedElaboratable=no
 """CRC-16 block, frame encoder and frame decoder (``shiftpool.hw.link``) against their
-Python references (``shiftpool.sw.crc``, ``shiftpool.sw.frames``) in Amaranth's
+Python references (``shiftpool.sw.host.crc``, ``shiftpool.sw.host.frames``) in Amaranth's
 simulator. The decoder is fuzzed with seeded random byte streams in which good frames
 sit between garbage, corrupted, truncated and oversized frames."""
 
@@ -22,9 +22,9 @@ from shiftpool.hw.link.protocol import (
     nak_payload,
     run_payload,
 )
-from shiftpool.sw.crc import CHECK, crc16
-from shiftpool.sw.frames import Frame, FrameError, encode_frame
-from shiftpool.sw.frames import FrameDecoder as RefDecoder
+from shiftpool.sw.host.crc import CHECK, crc16
+from shiftpool.sw.host.frames import Frame, FrameError, encode_frame
+from shiftpool.sw.host.frames import FrameDecoder as RefDecoder
 
 # -- CRC --------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 frame decoder and encoder, against a small behavioural stand-in for the accelerator
 (``tests/test_readback.py`` puts the real one behind the link). Requests are built
 and replies parsed with the host-side functions of ``shiftpool.hw.link.protocol`` and
-``shiftpool.sw.frames``; the last test runs the same requests through the UART."""
+``shiftpool.sw.host.frames``; the last test runs the same requests through the UART."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ from shiftpool.hw.link.protocol import (
     write_payload,
 )
 from shiftpool.hw.program import REGIONS
-from shiftpool.sw.compile import region_depths, region_widths
-from shiftpool.sw.frames import Frame, FrameDecoder, FrameError, encode_frame
+from shiftpool.sw.compile.image import region_depths, region_widths
+from shiftpool.sw.host.frames import Frame, FrameDecoder, FrameError, encode_frame
 
 CONFIG = AcceleratorConfig(lanes=2, taps=2, act_bits=8, exp_bits=3, max_fan_in=16,
                            act_depth=64, weight_depth=8, tap_depth=8, bias_depth=4,

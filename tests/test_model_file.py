@@ -1,4 +1,4 @@
-"""The model file (``shiftpool.sw.model``): round trips of random models, every kind of
+"""The model file (``shiftpool.sw.model.file``): round trips of random models, every kind of
 malformed file rejected with a message that names the layer and the field, atomic
 writes."""
 
@@ -12,10 +12,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from shiftpool.sw import golden
-from shiftpool.sw import model as model_mod
-from shiftpool.sw.model import Layer, ModelError, QuantModel, load_model, save_model
-from shiftpool.sw.randmodel import random_model
+from shiftpool.sw.model import file as model_mod
+from shiftpool.sw.model.file import Layer, ModelError, QuantModel, load_model, save_model
+from shiftpool.sw.model.randmodel import random_model
+from shiftpool.sw.schemes import golden
 
 ROUND_TRIP_CASES = [(scheme, k_mode, seed) for scheme, k_modes in
                     (("flightnn", ("k1", "k2", "mixed")), ("int8", ("mixed",)))

@@ -1,11 +1,11 @@
-"""The numpy trainer (``shiftpool.sw.nn``): analytic gradients against central finite
+"""The numpy trainer (``shiftpool.sw.train.nn``): analytic gradients against central finite
 differences in float64, the loss against its formula, and a tiny training run."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from shiftpool.sw.nn import (
+from shiftpool.sw.train.nn import (
     Conv3x3,
     Dense,
     FloatModel,

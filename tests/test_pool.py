@@ -1,4 +1,4 @@
-"""Weight-pool compression (``shiftpool.sw.pool``, ``compress(scheme="pool")``), pool
+"""Weight-pool compression (``shiftpool.sw.schemes.pool``, ``compress(scheme="pool")``), pool
 model files, storage accounting, and the accuracy of the digits model with a pool."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from shiftpool.sw import golden, pool
-from shiftpool.sw.compress import compress, evaluate
-from shiftpool.sw.model import Layer, ModelError, QuantModel, load_model, save_model
-from shiftpool.sw.nn import Conv3x3, Dense, FloatModel, MaxPool2, ReLU
-from shiftpool.sw.randmodel import random_model
+from shiftpool.sw.model.file import Layer, ModelError, QuantModel, load_model, save_model
+from shiftpool.sw.model.randmodel import random_model
+from shiftpool.sw.schemes import golden, pool
+from shiftpool.sw.schemes.compress import compress, evaluate
+from shiftpool.sw.train.nn import Conv3x3, Dense, FloatModel, MaxPool2, ReLU
 
 from shiftpool.cli import main
 
@@ -373,10 +373,9 @@ def test_cli_compress_pool(tmp_path, digits_cache, digits_float, capsys):
 def test_image_storage_counts_the_packed_rows(digits_pool64):
     """The pool engine's image: streamed bits are its index, pool and int8 rows at their
     packed widths, on-chip bits put one lookup table per lane in place of the pool."""
-    from shiftpool.sw.compile import compile_model
-    from shiftpool.sw.pool import image_storage
-
-    from shiftpool.flow import fit_config
+    from shiftpool.sw.compile.fit import fit_config
+    from shiftpool.sw.compile.image import compile_model
+    from shiftpool.sw.schemes.pool import image_storage
 
     image = compile_model(digits_pool64, fit_config(digits_pool64, lanes=2))
     store = image_storage(image)

@@ -1,6 +1,6 @@
 # amaranth: UnusedElaboratable=no
 """The bit-serial weight-pool lookup engine (``shiftpool.hw.engines.pool``) against the
-pool golden model (``shiftpool.sw.pool_golden``): table built through the build
+pool golden model (``shiftpool.sw.schemes.pool_golden``): table built through the build
 port, random beats of both paths and of precompute mode (fill and gather beats, shaped
 as the controller issues them), idle source, stalling sink, and its timing contract."""
 
@@ -24,7 +24,7 @@ from shiftpool.hw.engines.pool import (
     precompute_shape,
 )
 from shiftpool.hw.program import addr_width, count_width
-from shiftpool.sw.pool_golden import build_lut, lut_dot, lut_shift, narrow_lut
+from shiftpool.sw.schemes.pool_golden import build_lut, lut_dot, lut_shift, narrow_lut
 
 CLOCK_PERIOD = 1e-6
 MAX_GROUP_BEATS = 4

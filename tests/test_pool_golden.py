@@ -1,4 +1,4 @@
-"""The bit-serial weight-pool golden model (``shiftpool.sw.pool_golden``, and
+"""The bit-serial weight-pool golden model (``shiftpool.sw.schemes.pool_golden``, and
 ``golden.run`` on pool models) against references written here: the LUT by brute
 force, dot products with plain integer weights, truncated activations, and the
 worked example of docs/arithmetic.md §12.10."""
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shiftpool.sw import golden, pool_golden
-from shiftpool.sw.model import Layer, ModelError, QuantModel
-from shiftpool.sw.randmodel import random_model
+from shiftpool.sw.model.file import Layer, ModelError, QuantModel
+from shiftpool.sw.model.randmodel import random_model
+from shiftpool.sw.schemes import golden, pool_golden
 
 # -- references (plain Python ints and loops) ------------------------------------------
 

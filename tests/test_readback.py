@@ -27,13 +27,12 @@ from shiftpool.hw.link.protocol import (
     write_payload,
 )
 from shiftpool.hw.program import REGIONS
-from shiftpool.sw import golden
-from shiftpool.sw.compile import compile_model, region_depths, region_widths
-from shiftpool.sw.cycles import inference_cycles
-from shiftpool.sw.frames import Frame, FrameDecoder, encode_frame
-from shiftpool.sw.randmodel import random_model
-
-from shiftpool.flow import fit_config
+from shiftpool.sw.compile.cycles import inference_cycles
+from shiftpool.sw.compile.fit import fit_config
+from shiftpool.sw.compile.image import compile_model, region_depths, region_widths
+from shiftpool.sw.host.frames import Frame, FrameDecoder, encode_frame
+from shiftpool.sw.model.randmodel import random_model
+from shiftpool.sw.schemes import golden
 
 CLOCK_PERIOD = 1e-6
 

@@ -9,7 +9,7 @@ import pytest
 from amaranth.sim import Simulator
 from shiftpool.hw.config import AcceleratorConfig
 from shiftpool.hw.requantizer import Requantizer
-from shiftpool.sw.golden import requantize
+from shiftpool.sw.schemes.golden import requantize
 
 
 def random_cases(rng, config: AcceleratorConfig, n: int):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shiftpool.sw.randmodel import random_model
-
-from shiftpool.flow import first_mismatch, fit_config, simulate
+from shiftpool.sim.flow import first_mismatch, simulate
+from shiftpool.sw.compile.fit import fit_config
+from shiftpool.sw.model.randmodel import random_model
 
 #: Test images the Icarus runs of the digits models use.
 ICARUS_SLICE = 24

@@ -1,6 +1,6 @@
 """CRC-16/CCITT-FALSE in gateware, one byte per cycle.
 
-The variant and its constants are those of :mod:`shiftpool.sw.crc`, the reference
+The variant and its constants are those of :mod:`shiftpool.sw.host.crc`, the reference
 this block is tested against.
 """
 
@@ -8,7 +8,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ...sw.crc import INIT, POLY
+from ...sw.host.crc import INIT, POLY
 
 __all__ = ["CRC16", "crc16_next"]
 
@@ -20,7 +20,7 @@ def crc16_next(crc, byte) -> Value:
     """The CRC register after ``byte``, as a combinational expression.
 
     ``crc`` is a 16-bit value, ``byte`` an 8-bit one; the byte enters most
-    significant bit first, as :func:`shiftpool.sw.crc.crc16_update` does.
+    significant bit first, as :func:`shiftpool.sw.host.crc.crc16_update` does.
     """
     crc, byte = Value.cast(crc), Value.cast(byte)
     # The update is linear over GF(2): run it on sets of input bits ("c3" is bit 3 of

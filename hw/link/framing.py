@@ -4,7 +4,7 @@ encoder (reply header and payload in, bytes out).
 A frame is ``SYNC, command, sequence, length (2 bytes, little-endian), payload
 (length bytes), CRC (2 bytes, most significant first)``; the CRC is CRC-16/CCITT-FALSE
 over command, sequence, length and payload (``docs/protocol.md``). The Python
-reference of both blocks is :mod:`shiftpool.sw.frames`.
+reference of both blocks is :mod:`shiftpool.sw.host.frames`.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned

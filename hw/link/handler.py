@@ -139,7 +139,7 @@ class CommandHandler(wiring.Component):
         self.config = config
         self.link = link
         self.identity = identify_payload(config, link, config_hash)
-        from ...sw.compile import region_depths, region_widths
+        from ...sw.compile.image import region_depths, region_widths
         self._widths = region_widths(config)
         self._depths = region_depths(config)
         self._check_fits()

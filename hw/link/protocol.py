@@ -4,7 +4,7 @@
 once. The gateware imports the enums and builds its constant replies with the
 functions below; a host driver imports the same enums and uses the same functions to
 build requests and parse replies. Multi-byte fields are little-endian, except the
-CRC, which is sent most significant byte first (see :mod:`shiftpool.sw.crc`).
+CRC, which is sent most significant byte first (see :mod:`shiftpool.sw.host.crc`).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def region_code(region: int | str) -> int:
 
 
 def _region_table(config: AcceleratorConfig) -> list[tuple[str, int, int]]:
-    from ...sw.compile import region_depths, region_widths
+    from ...sw.compile.image import region_depths, region_widths
 
     widths, depths = region_widths(config), region_depths(config)
     table = [(name, depths[name], widths[name]) for name in REGIONS]

@@ -58,8 +58,8 @@ Pool engine (``hw/engines/pool.py``)
 
 from __future__ import annotations
 
-from ..hw.accelerator import pool_phases
-from .compile import Image, MacPlan
+from ...hw.accelerator import pool_phases
+from .image import Image, MacPlan
 
 __all__ = ["ISSUE_LATENCY", "group_shapes", "layer_cycles", "inference_cycles"]
 

@@ -1,10 +1,10 @@
 """The integer golden model: the specification the RTL must equal bit for bit.
 
 It implements ``docs/arithmetic.md`` and nothing else: int64 numpy throughout, no
-floats. :func:`run` evaluates a :class:`~shiftpool.sw.model.QuantModel` on integer
+floats. :func:`run` evaluates a :class:`~shiftpool.sw.model.file.QuantModel` on integer
 inputs; :func:`requantize` and :func:`dot_terms` are the per-block references the
 gateware unit tests compare against. Pool layers are evaluated bit-serially by
-:mod:`shiftpool.sw.pool_golden`.
+:mod:`shiftpool.sw.schemes.pool_golden`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..model.file import ModelError, QuantModel
 from . import pool_golden
-from .model import ModelError, QuantModel
 
-__all__ = ["requantize", "run", "check_inputs", "conv3x3", "maxpool2", "per_pool_layer",
+__all__ = ["mac", "requantize", "run", "check_inputs", "conv3x3", "maxpool2", "per_pool_layer",
            "layer_bits", "layer_modes"]
 
 
@@ -111,6 +111,16 @@ def _check_mode(mode, where: str) -> str:
     return mode
 
 
+def mac(layer, a: np.ndarray) -> np.ndarray:
+    """Dot products of a conv3x3 or dense layer's integer weights (``int_weight``)
+    with integer activations ``a``, without the bias (int64)."""
+    w = layer.int_weight
+    if layer.kind == "conv3x3":
+        return conv3x3(a, w)
+    # An explicit width: reshape(0, -1) fails on an empty batch.
+    return a.reshape(len(a), w.shape[1]) @ w.T
+
+
 def run(model: QuantModel, x: np.ndarray, trace: bool = False,
         bits: int | Mapping[int, int] | None = None,
         mode: str | Mapping[int, str] = "direct"):
@@ -147,12 +157,8 @@ def run(model: QuantModel, x: np.ndarray, trace: bool = False,
         else:
             if layer.is_pool:
                 v = pool_golden.pool_mac(layer, a, lut, act_bits, planes[i], layer_mode[i])
-            elif layer.kind == "conv3x3":
-                v = conv3x3(a, layer.int_weight)
             else:
-                w = layer.int_weight
-                # An explicit width: reshape(0, -1) fails on an empty batch.
-                v = a.reshape(len(a), w.shape[1]) @ w.T
+                v = mac(layer, a)
             v = v + (layer.bias.astype(np.int64)[None, :, None, None] if layer.kind == "conv3x3"
                      else layer.bias.astype(np.int64)[None, :])
             a = requantize(v, int(layer.shift), act_bits) if layer.relu else v

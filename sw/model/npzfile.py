@@ -1,7 +1,7 @@
 """Reading ``.npz`` files so that every failure is one error naming the file and field.
 
-Shared by the model file (:mod:`shiftpool.sw.model`) and the float model file
-(:mod:`shiftpool.sw.nn`).
+Shared by the model file (:mod:`shiftpool.sw.model.file`) and the float model file
+(:mod:`shiftpool.sw.train.nn`).
 """
 
 from __future__ import annotations

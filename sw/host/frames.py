@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..hw.link.protocol import HEADER_BYTES, LENGTH_BITS, SYNC, TRAILER_BYTES, Reason
+from ...hw.link.protocol import HEADER_BYTES, LENGTH_BITS, SYNC, TRAILER_BYTES, Reason
 from .crc import crc16
 
 __all__ = ["FRAME_OVERHEAD", "Frame", "FrameDecoder", "FrameError", "encode_frame"]

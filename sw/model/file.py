@@ -2,7 +2,7 @@
 
 The layout is specified in ``docs/model-format.md``; this module is its reference
 reader and writer. A :class:`QuantModel` holds only integers (weights as codes or
-pool indices, biases, shifts); :mod:`shiftpool.sw.golden` evaluates it.
+pool indices, biases, shifts); :mod:`shiftpool.sw.schemes.golden` evaluates it.
 """
 
 from __future__ import annotations
@@ -16,17 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..schemes.registry import stored_schemes
 from .npzfile import open_npz
 
 __all__ = [
-    "FORMAT", "VERSION", "SCHEMES", "KINDS", "GROUP", "MAX_POOL_SIZE", "Layer", "QuantModel",
-    "ModelError", "term_values", "group_axis", "pool_weight", "load_model", "save_model",
+    "FORMAT", "VERSION", "KINDS", "GROUP", "MAX_POOL_SIZE", "Layer", "QuantModel",
+    "ModelError", "term_values", "group_axis", "pool_weight", "load_model", "read_model",
+    "save_model",
 ]
 
 FORMAT = "shiftpool-model"
 VERSION = 1
 #: Compression schemes a model file may hold.
-SCHEMES = ("flightnn", "int8", "pool")
 #: Layer kinds: 3x3 convolution (stride 1, zero padding 1), dense, 2x2 max-pool.
 KINDS = ("conv3x3", "dense", "maxpool2")
 #: Weights per pool vector: input channels ``8g .. 8g+7`` (``docs/arithmetic.md`` §12).
@@ -180,8 +181,9 @@ def validate_model(m: QuantModel) -> None:
                   "lut_bits"):
         if not _is_int(getattr(m, field)):
             raise _err(None, field, f"{getattr(m, field)!r} must be an integer")
-    if m.scheme not in SCHEMES:
-        raise _err(None, "scheme", f"{m.scheme!r} is unknown; allowed: {', '.join(SCHEMES)}")
+    stored = stored_schemes()
+    if m.scheme not in stored:
+        raise _err(None, "scheme", f"{m.scheme!r} is unknown; allowed: {', '.join(stored)}")
     if not (2 <= m.act_bits <= 16):
         raise _err(None, "act_bits", f"{m.act_bits} is out of range 2..16")
     if m.scheme == "flightnn" and not (1 <= m.exp_bits <= 4):
@@ -455,3 +457,11 @@ def load_model(path: str | os.PathLike) -> QuantModel:
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from None
     return model
+
+
+def read_model(path: Path) -> QuantModel:
+    """:func:`load_model` with a friendlier error for a missing file."""
+    if not Path(path).exists():
+        raise ModelError(f"model file {path} does not exist; make one with "
+                         f"'shiftpool compress'")
+    return load_model(path)

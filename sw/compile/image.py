@@ -18,8 +18,8 @@ import dataclasses
 
 import numpy as np
 
-from ..hw.config import POOL_GROUP, AcceleratorConfig, ConfigError
-from ..hw.program import (
+from ...hw.config import POOL_GROUP, AcceleratorConfig, ConfigError
+from ...hw.program import (
     KIND_MAC,
     KIND_POOL,
     REGIONS,
@@ -29,13 +29,25 @@ from ..hw.program import (
     pool_row_fields,
     tap_fields,
 )
-from . import golden, pool_golden
-from .model import QuantModel
+from ..model.file import QuantModel
+from ..schemes import golden, pool_golden
 
-__all__ = ["Image", "MacPlan", "compile_model", "ENGINE_FOR_SCHEME", "encode_code"]
+__all__ = ["Image", "MacPlan", "compile_model", "encode_code", "engine_for_model"]
 
 #: Which engine runs which scheme.
-ENGINE_FOR_SCHEME = {"flightnn": "shiftadd", "int8": "int8", "pool": "pool"}
+
+
+def engine_for_model(model: QuantModel) -> str:
+    """The engine that runs ``model`` (its scheme's registration says which);
+    ConfigError if none does."""
+    from ..schemes.registry import engine_for, schemes
+
+    engine = engine_for(model.scheme)
+    if engine is None:
+        stored = sorted({s.stored_as for s in schemes().values()})
+        raise ConfigError(f"no engine runs scheme {model.scheme!r} yet (engines exist for "
+                          f"{', '.join(stored)}); the golden model runs it")
+    return engine
 
 
 @dataclasses.dataclass
@@ -132,10 +144,7 @@ def _pack_array(values, width: int) -> int:
 
 
 def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
-    engine = ENGINE_FOR_SCHEME.get(model.scheme)
-    if engine is None:
-        raise ConfigError(f"no engine runs scheme {model.scheme!r} yet (engines exist for "
-                          f"{', '.join(ENGINE_FOR_SCHEME)}); the golden model runs it")
+    engine = engine_for_model(model)
     if cfg.engine != engine:
         raise ConfigError(f"config field 'engine' = {cfg.engine!r} cannot run a {model.scheme} "
                           f"model; use engine={engine!r}")
@@ -332,7 +341,7 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
                   bits: int | dict | None = None, mode: str | dict = "direct") -> Image:
     """Lay ``model`` out for ``cfg``; raises :class:`ConfigError` naming what does not fit.
 
-    ``bits`` is a pool model's run-time precision (as :func:`shiftpool.sw.golden.run`
+    ``bits`` is a pool model's run-time precision (as :func:`shiftpool.sw.schemes.golden.run`
     takes it): it sets each pool layer's ``plane_lo`` in the program, so changing it
     rewrites the program region only. ``mode`` picks direct or precompute evaluation
     per pool layer (as ``golden.run`` takes it); precompute needs a configuration with

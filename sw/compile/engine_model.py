@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ..hw.config import AcceleratorConfig
+from ...hw.config import AcceleratorConfig
 
 __all__ = ["code_value", "engine_reference", "pack_code"]
 

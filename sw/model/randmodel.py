@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import GROUP, Layer, QuantModel, group_axis
-from .pool_golden import build_lut, lut_shift
+from ..schemes.pool_golden import build_lut, lut_shift
+from .file import GROUP, Layer, QuantModel, group_axis
 
 __all__ = ["random_model"]
 

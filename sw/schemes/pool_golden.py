@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import GROUP, Layer, ModelError, QuantModel
+from ..model.file import GROUP, Layer, ModelError, QuantModel
 
 __all__ = ["PATTERNS", "MODES", "pattern_bits", "build_lut", "lut_shift", "narrow_lut",
            "model_lut", "planes", "check_bits", "patterns", "lut_dot", "pool_mac"]

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nn import FloatModel, WeightTransform
+from ..train.nn import FloatModel, WeightTransform
+from .registry import Option, Quantizer, Scheme, register
 
 __all__ = [
+    "FLIGHTNN", "LIGHTNN2", "FLightNNQuantizer", "LightNN2Quantizer",
     "exponent_window", "layer_emax", "pow2_round", "lightnn", "residual_norms",
     "thresholds_for_share", "flightnn_quantize", "term_codes", "FLightNNTransform",
     "LightNNTransform",
@@ -281,3 +283,66 @@ class FLightNNTransform(WeightTransform):
 
     def penalty(self) -> float:
         return sum(c[2] for c in self._cache.values())
+
+
+# -- the schemes -----------------------------------------------------------------------
+
+_EXP_BITS = Option("exp_bits", int, 3, 1, 4, "FLightNN exponent window: 2**E exponents per "
+                   "layer")
+
+
+class FLightNNQuantizer(Quantizer):
+    """FLightNN: k per filter from the fine-tuned thresholds (:func:`flightnn_quantize`),
+    weights as term codes (:func:`term_codes`)."""
+
+    def __init__(self, model, options, seed):
+        super().__init__(model, options, seed)
+        self.exp_bits = self.options["exp_bits"]
+        self.transform = self.make_transform(model)
+        self.k1_layers: list[float] = []
+
+    def make_transform(self, model) -> WeightTransform:
+        return FLightNNTransform(model, self.exp_bits, self.options["k1_target"],
+                                 self.options["lam"])
+
+    def filter_terms(self, index: int, weight: np.ndarray) -> np.ndarray:
+        """k (1 or 2) of every filter of layer ``index``."""
+        return flightnn_quantize(weight, self.transform.thresholds(index), self.exp_bits)[1]
+
+    def model_fields(self):
+        return {"exp_bits": self.exp_bits}
+
+    def integerize(self, index, weight):
+        k = self.filter_terms(index, weight)
+        codes, emin = term_codes(weight, k, self.exp_bits)
+        self.k1_layers.append(float(np.mean(k == 1)))
+        return {"terms": codes, "k": k}, -emin
+
+    def meta(self, qm):
+        filters = [len(layer.k) for layer in qm.layers if layer.is_mac]
+        return {"k1_share_layers": self.k1_layers,
+                "k1_share": float(np.dot(self.k1_layers, filters) / np.sum(filters))}
+
+
+class LightNN2Quantizer(FLightNNQuantizer):
+    """LightNN-2: two terms in every filter, for comparison with FLightNN."""
+
+    def make_transform(self, model) -> WeightTransform:
+        return LightNNTransform(2, self.exp_bits)
+
+    def filter_terms(self, index, weight):
+        return np.full(len(weight), 2, dtype=np.uint8)
+
+
+FLIGHTNN = register(Scheme(
+    name="flightnn", summary="FLightNN: each weight 1 or 2 signed powers of two, k per filter",
+    stored_as="flightnn", engine="shiftadd", quantizer=FLightNNQuantizer, options=(
+        _EXP_BITS,
+        Option("k1_target", float, 0.75, 0.0, 1.0, "FLightNN: initial share of k=1 filters"),
+        Option("lam", float, 1e-2, 0.0, None, "FLightNN: penalty weight pushing filters to "
+               "k=1"),
+    )))
+
+LIGHTNN2 = register(Scheme(
+    name="lightnn2", summary="LightNN-2: FLightNN with k=2 in every filter (for comparison)",
+    stored_as="flightnn", engine="shiftadd", quantizer=LightNN2Quantizer, options=(_EXP_BITS,)))

@@ -26,12 +26,16 @@ import dataclasses
 import numpy as np
 from sklearn.cluster import KMeans
 
-from .model import GROUP, QuantModel, group_axis, pool_weight
-from .nn import FloatModel, WeightTransform
+from ..model.file import GROUP, QuantModel, group_axis, pool_weight
+from ..train.nn import FloatModel, WeightTransform
+from . import pool_golden
+from .int8 import Int8Quantizer, Int8Transform
 from .pool_golden import PATTERNS
+from .registry import Option, Scheme, register
 
-__all__ = ["poolable", "pool_layer_indices", "to_vectors", "index_shape", "cosine_assign",
-           "assign", "fit_scale", "quantize_pool", "build_pool", "PoolTransform",
+__all__ = ["POOL", "PoolQuantizer", "poolable", "pool_layer_indices", "to_vectors",
+           "index_shape", "cosine_assign", "assign", "fit_scale", "quantize_pool", "build_pool",
+           "PoolTransform",
            "PoolStorage", "storage", "paper_compression", "index_width", "WeightStorage",
            "image_storage"]
 
@@ -370,7 +374,7 @@ def storage(model: QuantModel) -> PoolStorage:
 
 
 def image_storage(image) -> WeightStorage:
-    """:class:`WeightStorage` of a :class:`~shiftpool.sw.compile.Image` for the pool
+    """:class:`WeightStorage` of a :class:`~shiftpool.sw.compile.image.Image` for the pool
     engine (``image.config.engine == "pool"``), counted from its packed rows: every row
     of the regions that carry weights (``indices``, ``pool``, and ``weights`` for the
     int8 layers) at the width the link sends them (padding lanes of partial groups
@@ -388,3 +392,64 @@ def image_storage(image) -> WeightStorage:
     return WeightStorage(weights=weights, index_storage=bits("indices"),
                          pool_storage=bits("pool"), int8_storage=bits("weights"),
                          lut_storage=cfg.lanes * PATTERNS * cfg.pool_size * cfg.lut_bits)
+
+
+# -- the scheme ------------------------------------------------------------------------
+
+#: Largest pool :func:`build_pool` is asked for: the lookup table has 256 x S entries.
+MAX_COMPRESS_POOL = 256
+
+
+class PoolQuantizer(Int8Quantizer):
+    """One network-wide pool of 8-vectors (:func:`build_pool`) for the layers whose
+    input channels come in multiples of 8 (:func:`pool_layer_indices`); the others
+    stay int8, as in the paper."""
+
+    def __init__(self, model, options, seed):
+        super().__init__(model, options, seed)
+        pooled = pool_layer_indices(model)
+        if not pooled:
+            raise ValueError("float_model: no conv3x3 or dense layer has input channels in "
+                             "multiples of 8, so there is nothing to pool")
+        pool_bits = self.options["pool_bits"]
+        pool = build_pool([model.layers[i].weight for i in pooled], self.options["pool_size"],
+                          pool_bits, seed)
+        self.transform = PoolTransform(pool, pool_bits, pooled, Int8Transform())
+
+    def model_fields(self):
+        return {"pool": self.transform.pool, "pool_bits": self.options["pool_bits"],
+                "lut_bits": self.options["lut_bits"]}
+
+    def begin(self, qm):
+        self.lut, self.lut_shift = pool_golden.model_lut(qm)
+
+    def integerize(self, index, weight):
+        if index not in self.transform.pool_layers:
+            return super().integerize(index, weight)
+        # A pool layer's accumulator is at 2**-(f_in + wf - lut_shift) (model_lut).
+        idx, wf = self.transform.quantize(weight)
+        return {"index": idx}, wf - self.lut_shift
+
+    def mac(self, layer, a):
+        if not layer.is_pool:
+            return super().mac(layer, a)
+        return pool_golden.pool_mac(layer, a, self.lut, self.options["act_bits"])
+
+    def meta(self, qm):
+        return {"pool_size": self.options["pool_size"], "pool_bits": self.options["pool_bits"],
+                "lut_bits": self.options["lut_bits"], "lut_shift": self.lut_shift,
+                "pool_layers": [i for i, layer in enumerate(qm.layers) if layer.is_pool],
+                "storage": storage(qm).as_dict()}
+
+
+POOL = register(Scheme(
+    name="pool", summary="bit-serial weight pools: one shared pool of 8-vectors, lookup "
+    "tables, activation precision chosen at run time", stored_as="pool", engine="pool",
+    quantizer=PoolQuantizer, options=(
+        Option("pool_size", int, 64, 2, MAX_COMPRESS_POOL, "weight pools: vectors S in the "
+               "shared pool"),
+        Option("pool_bits", int, 8, 2, 16, "weight pools: bits of a pool value"),
+        Option("lut_bits", int, 16, 2, 32, "weight pools: bits of a lookup-table entry "
+               "(entries are narrowed by a shift when lut_bits < pool_bits + 3)"),
+    )))
+

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import serial
 
-from ..hw.config import AcceleratorConfig
-from ..hw.link.protocol import (
+from ...hw.config import AcceleratorConfig
+from ...hw.link.protocol import (
     ARGS_BYTES,
     REPLY,
     STATUS_COUNTERS,
@@ -56,12 +56,12 @@ from ..hw.link.protocol import (
     run_payload,
     write_payload,
 )
-from ..hw.program import REGIONS
+from ...hw.program import REGIONS
+from ..model.file import QuantModel
 from .frames import FRAME_OVERHEAD, Frame, FrameDecoder, FrameError, encode_frame
-from .model import QuantModel
 
 if TYPE_CHECKING:
-    from .compile import Image
+    from ..compile.image import Image
 
 __all__ = [
     "ConfigMismatchError", "DEFAULT_BAUD", "Device", "DeviceError", "DriverError", "LinkError",
@@ -302,7 +302,7 @@ class Device:
 
     @property
     def image(self) -> Image | None:
-        """The :class:`~shiftpool.sw.compile.Image` this driver loaded last (or None)."""
+        """The :class:`~shiftpool.sw.compile.image.Image` this driver loaded last (or None)."""
         return self._image
 
     @property
@@ -351,9 +351,9 @@ class Device:
 
         Parameters
         ----------
-        model : QuantModel, model file path or :class:`~shiftpool.sw.compile.Image`
+        model : QuantModel, model file path or :class:`~shiftpool.sw.compile.image.Image`
             A model is compiled for ``config``, or for the configuration
-            :func:`shiftpool.flow.fit_config` fits to it with the device's lanes and
+            :func:`shiftpool.sim.flow.fit_config` fits to it with the device's lanes and
             taps; an image is loaded as it is.
         config : AcceleratorConfig, optional
             The device's configuration (e.g. from a generated design's manifest), when
@@ -395,7 +395,7 @@ class Device:
         Returns ``(outputs, cycles)``: int64 ``(N, classes)`` and int64 ``(N,)``, the
         cycles the accelerator counted for each inference.
         """
-        from . import golden
+        from ..schemes import golden
 
         if self._image is None:
             raise DeviceError("no model loaded by this driver; call load(model) first "
@@ -425,8 +425,9 @@ class Device:
     # -- what goes on the line ------------------------------------------------------------
 
     def _image_for(self, model, config):
-        from ..flow import fit_config, read_model
-        from .compile import Image, compile_model
+        from ...sw.compile.fit import fit_config
+        from ...sw.model.file import read_model
+        from ..compile.image import Image, compile_model
 
         ident = self.identity
         if isinstance(model, Image):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .npzfile import open_npz
+from ..model.npzfile import open_npz
 
 __all__ = [
     "FLOAT_FORMAT", "FLOAT_VERSION", "FloatModelError",

@@ -1,0 +1,1 @@
+"""Model -> accelerator: configuration fit, memory images, cycle model, manifest."""

@@ -1,0 +1,65 @@
+"""Fit an accelerator configuration to a model: the smallest memories that hold it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...hw.config import POOL_GROUP, AcceleratorConfig, ceil_log2
+from ..model.file import QuantModel
+from ..schemes import golden
+from .image import compile_model, engine_for_model
+
+__all__ = ["fit_config"]
+
+#: Depths big enough for any model the built-in flows make; :func:`fit_config`
+#: shrinks them to what the model uses.
+_ROOMY = dict(act_depth=1 << 16, weight_depth=1 << 16, tap_depth=1 << 12, bias_depth=1 << 12,
+              program_depth=256, out_depth=1 << 12, max_dim=4096)
+
+
+def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, mode="direct",
+               **fields) -> AcceleratorConfig:
+    """The smallest configuration with ``lanes`` x ``taps`` that runs ``model``.
+
+    A pool model gets the pool engine, whose ``taps`` is always 8 (one group), so
+    ``taps`` is ignored for it; ``mode`` (as :func:`shiftpool.sw.schemes.golden.run` takes it)
+    sizes its precompute store for the layers run in precompute mode.
+
+    Memory depths, ``max_fan_in`` and ``max_dim`` are taken from the model; any
+    :class:`AcceleratorConfig` field given in ``fields`` overrides the fitted value
+    (and is then checked against the model).
+
+    Raises
+    ------
+    ConfigError
+        If a field is invalid or an explicit one is too small for the model.
+    """
+    engine = engine_for_model(model)
+    fan_in = max(layer.fan_in for layer in model.layers if layer.is_mac)
+    sides = [d for layer in model.layers for d in layer.out_shape[1:]]
+    sides += list(model.input_shape[1:])
+    base = dict(engine=engine, lanes=lanes, taps=taps, act_bits=model.act_bits,
+                exp_bits=max(model.exp_bits, 1), max_fan_in=fan_in, **_ROOMY)
+    if engine == "pool":
+        # The pool engine takes groups of 8; its table is sized for the model's pool.
+        base.update(taps=POOL_GROUP, pool_size=1 << ceil_log2(max(2, len(model.pool))),
+                    pool_bits=model.pool_bits, lut_bits=model.lut_bits,
+                    index_depth=1 << 16)
+        steps = [model.layers[i].fan_in // POOL_GROUP
+                 for i, m in golden.layer_modes(model, mode).items() if m == "precompute"]
+        base.update(precompute_steps=max(steps, default=0))
+    roomy = AcceleratorConfig(**base)
+    used = {name: max(1, info["used"]) for name, info in
+            compile_model(model, roomy, mode=mode).memory_map().items()}
+    sizes = [int(np.prod(model.input_shape))]
+    sizes += [int(np.prod(layer.out_shape)) for layer in model.layers[:-1]]
+    fitted = dict(base, act_depth=max(sizes), weight_depth=used["weights"],
+                  tap_depth=used["taps"], bias_depth=used["bias"],
+                  program_depth=used["program"], out_depth=model.classes,
+                  max_dim=max(sides, default=1))
+    if engine == "pool":
+        fitted.update(index_depth=used["indices"])
+    fitted.update(fields)
+    config = AcceleratorConfig.from_dict(fitted)
+    compile_model(model, config, mode=mode)     # raises ConfigError naming what does not fit
+    return config

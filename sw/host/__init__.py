@@ -1,0 +1,1 @@
+"""The host side: frames, CRC, the driver (no amaranth)."""

@@ -1,0 +1,1 @@
+"""The integer model and its file (``.npz`` + JSON header)."""

@@ -1,0 +1,1 @@
+"""The compression schemes: quantizers and golden models."""

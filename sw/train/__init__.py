@@ -1,0 +1,1 @@
+"""The float models and their training (numpy), the data sets."""
