@@ -33,13 +33,16 @@ from amaranth.lib.wiring import In, Out
 from .config import POOL_GROUP, AcceleratorConfig
 from .engines.common import engine_output_layout, make_engine
 from .memories import load_region_port
+from .memory_map import load_addr_width, load_data_width, region_depths, region_width
 from .program import (
     KIND_POOL,
+    POOL_WINDOW,
     REGIONS,
     addr_width,
     channel_limit,
     count_width,
     descriptor_fields,
+    pool_phases,
     pool_row_fields,
     row_addr_width,
     struct_layout,
@@ -51,36 +54,13 @@ __all__ = [
     "Accelerator", "beat_layout", "group_layout", "load_layout", "pool_phases", "region_width",
 ]
 
-#: Words in a max-pool window.
-POOL_WINDOW = 4
-
-
-def region_width(config: AcceleratorConfig, region: str) -> int:
-    """Bits in one row of a load region."""
-    from ..sw.compile import region_widths
-
-    return region_widths(config)[region]
-
-
-def pool_phases(config: AcceleratorConfig) -> int:
-    """Read cycles per max-pool output: ``ceil(4 / taps)`` (the window's four words
-    through ``taps`` read ports)."""
-    return -(-POOL_WINDOW // config.taps)
-
-
-def region_depths(config: AcceleratorConfig) -> dict:
-    """Rows of each load region; 0 for a region the engine does not have."""
-    from ..sw.compile import region_depths as depths
-
-    return depths(config)
-
 
 def load_layout(config: AcceleratorConfig) -> data.StructLayout:
     """Payload of the load stream: which region, which row, the row's bits."""
     return data.StructLayout({
         "region": unsigned(count_width(len(REGIONS) - 1)),
-        "addr": unsigned(addr_width(max(region_depths(config).values()))),
-        "data": unsigned(max(region_width(config, r) for r in REGIONS)),
+        "addr": unsigned(load_addr_width(config)),
+        "data": unsigned(load_data_width(config)),
     })
 
 

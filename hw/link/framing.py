@@ -11,7 +11,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import crc, data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .protocol import LENGTH_BITS, SYNC, Reason
+from .protocol import CODE_BITS, LENGTH_BITS, SYNC, Reason
 
 __all__ = [
     "FrameDecoder", "FrameEncoder", "event_layout", "frame_crc", "payload_layout",
@@ -35,12 +35,13 @@ def event_layout() -> data.StructLayout:
 
     Members
     -------
-    reason : ``Reason.OK`` for a good frame, else why the frame was dropped
+    reason : a :class:`Reason`: ``OK`` for a good frame, else why the frame was dropped
     cmd, seq : the command and sequence bytes (0 if they had not arrived)
     length : the length field (as far as it had arrived)
     """
     return data.StructLayout({
-        "reason": Reason, "cmd": 8, "seq": 8, "length": unsigned(LENGTH_BITS),
+        "reason": unsigned(CODE_BITS), "cmd": unsigned(CODE_BITS), "seq": 8,
+        "length": unsigned(LENGTH_BITS),
     })
 
 

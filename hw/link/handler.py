@@ -22,12 +22,14 @@ from amaranth.lib.wiring import In, Out
 
 from ..accelerator import load_layout
 from ..config import AcceleratorConfig
+from ..memory_map import region_depths, region_widths
 from ..program import REGIONS
 from .config import LinkConfig
 from .framing import event_layout, payload_layout, reply_header_layout, reply_payload_layout
 from .protocol import (
     ARGS_BYTES,
     ARGS_FIELDS,
+    CODE_BITS,
     REPLY,
     STATUS_COUNTERS,
     Command,
@@ -139,7 +141,6 @@ class CommandHandler(wiring.Component):
         self.config = config
         self.link = link
         self.identity = identify_payload(config, link, config_hash)
-        from ...sw.compile import region_depths, region_widths
         self._widths = region_widths(config)
         self._depths = region_depths(config)
         self._check_fits()
@@ -190,7 +191,7 @@ class CommandHandler(wiring.Component):
         seq = Signal(8)
         length = Signal.like(ev.length)
         remaining = Signal(range(link.max_payload + 1))    # payload bytes not yet taken
-        nak_reason = Signal(Reason)
+        nak_reason = Signal(CODE_BITS)           # a Reason
         args = Signal(data.StructLayout({name: 8 * struct.calcsize("<" + code)
                                          for name, code in ARGS_FIELDS}))
         region, start, count = args.region, args.start, args.count
