@@ -27,13 +27,12 @@ drains, or while the last input word is accepted). Timing, which
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, memory, wiring
 
 from .config import POOL_GROUP, AcceleratorConfig
 from .engines.common import engine_output_layout, make_engine
 from .memories import load_region_port
-from .memory_map import load_addr_width, load_data_width, region_depths, region_width
+from .memory_map import region_depths, region_width
 from .program import (
     KIND_POOL,
     POOL_WINDOW,
@@ -49,19 +48,11 @@ from .program import (
     tap_fields,
 )
 from .requantizer import requantize
+from .signature import AcceleratorSignature, load_layout
 
 __all__ = [
     "Accelerator", "beat_layout", "group_layout", "load_layout", "pool_phases", "region_width",
 ]
-
-
-def load_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """Payload of the load stream: which region, which row, the row's bits."""
-    return data.StructLayout({
-        "region": unsigned(count_width(len(REGIONS) - 1)),
-        "addr": unsigned(load_addr_width(config)),
-        "data": unsigned(load_data_width(config)),
-    })
 
 
 def _chan_shape(cfg: AcceleratorConfig):
@@ -130,12 +121,14 @@ class Accelerator(wiring.Component):
 
     Members
     -------
+    The members of :class:`~shiftpool.hw.signature.AcceleratorSignature`:
+
     load : In(stream.Signature(load_layout(config)))
         Writes one row of a region (program, taps, weights, bias); accepted while idle.
-    inp : In(stream.Signature(StructLayout({"data": unsigned(act_bits), "last": 1})))
+    inp : In(stream.Signature(input_layout(config)))
         The input feature map, ``C*H*W`` words in CHW order; the word with ``last``
         starts the inference. Accepted while idle.
-    out : Out(stream.Signature(StructLayout({"data": signed(acc_width), "last": 1})))
+    out : Out(stream.Signature(output_layout(config)))
         The final layer's outputs (accumulator plus bias), in channel order.
     cycles : Out(cycle_bits)
         Cycles the last inference's program took, from its first layer's DECODE to
@@ -152,19 +145,8 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig):
-        from .link.handler import readback_signature
-
         self.config = config
-        super().__init__({
-            "load": In(stream.Signature(load_layout(config))),
-            "inp": In(stream.Signature(data.StructLayout({
-                "data": unsigned(config.act_bits), "last": 1}))),
-            "out": Out(stream.Signature(data.StructLayout({
-                "data": signed(config.acc_width), "last": 1}))),
-            "cycles": Out(config.cycle_bits),
-            "busy": Out(1),
-            "readback": In(readback_signature(config)),
-        })
+        super().__init__(AcceleratorSignature(config))
 
     def elaborate(self, platform):
         cfg = self.config
