@@ -19,7 +19,7 @@ from amaranth.utils import ceil_log2
 from ..config import POOL_GROUP, AcceleratorConfig
 from ..memories import SinglePortMemory, has_spram, spram_blocks
 from ..program import addr_width, count_width
-from .common import _adder_tree, check_engine_config, engine_output_layout
+from .common import _adder_tree, check_engine_config, engine_output_layout, register_engine
 
 __all__ = [
     "PATTERNS",
@@ -146,6 +146,7 @@ def pool_signature(config: AcceleratorConfig) -> wiring.Signature:
     })
 
 
+@register_engine
 class PoolLookupEngine(wiring.Component):
     """Bit-serial weight-pool engine: a table lookup per lane, group and bit-plane.
 
@@ -247,6 +248,16 @@ class PoolLookupEngine(wiring.Component):
 
     #: The ``config.engine`` this engine implements.
     engine = "pool"
+
+    @classmethod
+    def code_shape(cls, config: AcceleratorConfig):
+        """Shape of one weight of the int8 path."""
+        return signed(config.code_width)
+
+    @classmethod
+    def input_layout(cls, config: AcceleratorConfig) -> data.StructLayout:
+        """:func:`pool_input_layout`."""
+        return pool_input_layout(config)
 
     def __init__(self, config: AcceleratorConfig):
         check_engine_config(self, config)
