@@ -29,8 +29,9 @@ drains, or while the last input word is accepted). Timing, which
 from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, wiring
 
-from .config import POOL_GROUP, AcceleratorConfig
+from .config import AcceleratorConfig
 from .controller.layouts import beat_layout, descriptor_layout, group_layout
+from .controller.table_build import TableBuild, pool_row_layout
 from .controller.writeback import WriteBack
 from .engines.common import make_engine
 from .memories import load_region_port
@@ -43,7 +44,6 @@ from .program import (
     channel_limit,
     count_width,
     pool_phases,
-    pool_row_fields,
     struct_layout,
     tap_fields,
 )
@@ -119,8 +119,7 @@ class Accelerator(wiring.Component):
             "weights": unsigned(region_width(cfg, "weights")),
             "bias": data.ArrayLayout(signed(cfg.acc_width), cfg.lanes),
             "indices": data.ArrayLayout(unsigned(cfg.index_bits), cfg.lanes),
-            "pool": struct_layout(pool_row_fields(cfg),
-                                  signed=tuple(f"v{j}" for j in range(POOL_GROUP))),
+            "pool": pool_row_layout(cfg),
         }
         depths = region_depths(cfg)
         # The regions this engine has, with their codes.
@@ -396,27 +395,23 @@ class Accelerator(wiring.Component):
         with m.If(rb_resp.valid & rb_resp.ready):
             m.d.sync += rb_pending.eq(0)
 
+        if lookup:
+            # Writing pool row p builds the lookup table's column p (while idle).
+            m.submodules.table_build = table = TableBuild(cfg)
+            m.d.comb += table.row.payload.eq(self.load.payload)
+            wiring.connect(m, table.build, engine.build)
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.load.ready.eq(~rb_latched), self.inp.ready.eq(~rb_busy),
                              rd["program"].addr.eq(0)]
                 if lookup:
-                    # Writing pool row p builds the lookup table's column p: the row
-                    # waits until the engine takes it.
-                    pool_row = self.load.payload.region == REGIONS.index("pool")
-                    row = Signal(shapes["pool"])
-                    # Nothing else is taken until the column is built, so an inference
-                    # never starts (and counts cycles) behind a build.
+                    # Nothing else is taken while a pool row builds its table column.
                     m.d.comb += [
-                        row.eq(self.load.payload.data),
-                        engine.build.valid.eq(self.load.valid & pool_row),
-                        engine.build.payload.index.eq(self.load.payload.addr),
-                        engine.build.payload.shift.eq(row.shift),
-                        self.load.ready.eq(~rb_latched & engine.build.ready),
-                        self.inp.ready.eq(~rb_busy & engine.build.ready),
+                        table.row.valid.eq(self.load.valid),
+                        self.load.ready.eq(~rb_latched & table.row.ready),
+                        self.inp.ready.eq(~rb_busy & table.row.ready),
                     ]
-                    m.d.comb += [engine.build.payload.values[j].eq(row[f"v{j}"])
-                                 for j in range(POOL_GROUP)]
                 m.d.comb += rb_req.ready.eq(~rb_busy & ~self.inp.valid)
                 with m.If(rb_req.valid & rb_req.ready):
                     m.d.sync += [rb_latched.eq(1), rb_addr.eq(rb_req.payload.addr),
