@@ -44,12 +44,13 @@ class StatusDevice(Device):
     def elaborate(self, platform):
         m = super().elaborate(platform)
         link = m.submodules.link
-        m.d.comb += self.running.eq(link.busy)
-        with m.If(link.load.valid & link.load.ready):
+        ports = link.accelerator
+        m.d.comb += self.running.eq(ports.busy)
+        with m.If(ports.load.valid & ports.load.ready):
             m.d.sync += self.loaded.eq(1)
         with m.If(link.accel_reset):
             m.d.sync += self.error.eq(1)
-        with m.Elif(link.out.valid & link.out.ready & link.out.payload.last):
+        with m.Elif(ports.out.valid & ports.out.ready & ports.out.payload.last):
             m.d.sync += self.error.eq(0)
         return m
 

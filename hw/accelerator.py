@@ -17,7 +17,7 @@ drains, or while the last input word is accepted). Timing, which
   over all positions), with ``R_j`` beats and ``V_j`` valid lanes, is captured at
   ``c_0 = 4 + R_0``, ``c_j = c_{j-1} + max(R_j, V_{j-1})``, and its lanes are
   written in cycles ``c_j + 3 .. c_j + V_j + 2`` (selected two cycles earlier,
-  written from registers; the pool engine: ``sw/cycles.py``).
+  written from registers; the pool engine: ``sw/compile/cycles.py``).
 * **Max-pool layer.** From cycle 1, one output per ``ceil(4 / taps)`` cycles: the
   ``taps`` read ports of the source buffer read the 2x2 window (all four words at
   once when ``taps >= 4``), and the maximum is written one cycle after the last read.
@@ -27,105 +27,31 @@ drains, or while the last input word is accepted). Timing, which
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, memory, wiring
 
-from .config import POOL_GROUP, AcceleratorConfig
-from .engines.common import engine_output_layout, make_engine
+from .config import AcceleratorConfig
+from .controller.layouts import beat_layout, descriptor_layout, group_layout
+from .controller.table_build import TableBuild, pool_row_layout
+from .controller.writeback import WriteBack
+from .engines.common import make_engine
 from .memories import load_region_port
+from .memory_map import region_depths, region_width
 from .program import (
     KIND_POOL,
+    POOL_WINDOW,
     REGIONS,
     addr_width,
     channel_limit,
     count_width,
-    descriptor_fields,
-    pool_row_fields,
-    row_addr_width,
+    pool_phases,
     struct_layout,
     tap_fields,
 )
-from .requantizer import requantize
+from .signature import AcceleratorSignature, load_layout
 
 __all__ = [
     "Accelerator", "beat_layout", "group_layout", "load_layout", "pool_phases", "region_width",
 ]
-
-#: Words in a max-pool window.
-POOL_WINDOW = 4
-
-
-def region_width(config: AcceleratorConfig, region: str) -> int:
-    """Bits in one row of a load region."""
-    from ..sw.compile.image import region_widths
-
-    return region_widths(config)[region]
-
-
-def pool_phases(config: AcceleratorConfig) -> int:
-    """Read cycles per max-pool output: ``ceil(4 / taps)`` (the window's four words
-    through ``taps`` read ports)."""
-    return -(-POOL_WINDOW // config.taps)
-
-
-def region_depths(config: AcceleratorConfig) -> dict:
-    """Rows of each load region; 0 for a region the engine does not have."""
-    from ..sw.compile.image import region_depths as depths
-
-    return depths(config)
-
-
-def load_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """Payload of the load stream: which region, which row, the row's bits."""
-    return data.StructLayout({
-        "region": unsigned(count_width(len(REGIONS) - 1)),
-        "addr": unsigned(addr_width(max(region_depths(config).values()))),
-        "data": unsigned(max(region_width(config, r) for r in REGIONS)),
-    })
-
-
-def _chan_shape(cfg: AcceleratorConfig):
-    """A compiled channel index: below the descriptor's ``channels`` plus one group."""
-    return unsigned(count_width((1 << count_width(channel_limit(cfg))) + cfg.lanes))
-
-
-def group_layout(cfg: AcceleratorConfig) -> data.StructLayout:
-    """What the write-back unit needs about one lane group's result.
-
-    Members
-    -------
-    chan : compiled channel of lane 0
-    two : a two-pass group (its channels are valid below ``channels``, else ``n1``)
-    bias : the group's bias row
-    addr : activation address of lane 0's output, ``chan * area + pos`` (hidden layers)
-    """
-    return data.StructLayout({
-        "chan": _chan_shape(cfg),
-        "two": 1,
-        "bias": unsigned(addr_width(cfg.bias_depth)),
-        "addr": unsigned(addr_width(cfg.act_depth)),
-    })
-
-
-def beat_layout(cfg: AcceleratorConfig) -> data.StructLayout:
-    """One beat in the issue pipeline: the engine flags, the output position the beat
-    belongs to (for the padding test and the activation addresses), its weight row,
-    and its group's write-back data (meaningful on the beat with ``last``)."""
-    fields = {
-        "valid": 1,
-        "first": 1,
-        "last": 1,
-        "y": unsigned(count_width(cfg.max_dim)),
-        "x": unsigned(count_width(cfg.max_dim)),
-        "pos": unsigned(count_width(cfg.act_depth)),
-        "wrow": unsigned(row_addr_width(cfg)),
-        "group": group_layout(cfg),
-    }
-    if cfg.precompute:
-        # A fill beat (precompute mode) and where its values go: step, row of lanes.
-        fields.update(fill=1, step=unsigned(count_width(cfg.tap_depth)),
-                      fill_row=unsigned(addr_width(cfg.fill_rows)))
-    return data.StructLayout(fields)
 
 
 def _max(a, b):
@@ -150,12 +76,14 @@ class Accelerator(wiring.Component):
 
     Members
     -------
+    The members of :class:`~shiftpool.hw.signature.AcceleratorSignature`:
+
     load : In(stream.Signature(load_layout(config)))
         Writes one row of a region (program, taps, weights, bias); accepted while idle.
-    inp : In(stream.Signature(StructLayout({"data": unsigned(act_bits), "last": 1})))
+    inp : In(stream.Signature(input_layout(config)))
         The input feature map, ``C*H*W`` words in CHW order; the word with ``last``
         starts the inference. Accepted while idle.
-    out : Out(stream.Signature(StructLayout({"data": signed(acc_width), "last": 1})))
+    out : Out(stream.Signature(output_layout(config)))
         The final layer's outputs (accumulator plus bias), in channel order.
     cycles : Out(cycle_bits)
         Cycles the last inference's program took, from its first layer's DECODE to
@@ -172,19 +100,8 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig):
-        from .link.handler import readback_signature
-
         self.config = config
-        super().__init__({
-            "load": In(stream.Signature(load_layout(config))),
-            "inp": In(stream.Signature(data.StructLayout({
-                "data": unsigned(config.act_bits), "last": 1}))),
-            "out": Out(stream.Signature(data.StructLayout({
-                "data": signed(config.acc_width), "last": 1}))),
-            "cycles": Out(config.cycle_bits),
-            "busy": Out(1),
-            "readback": In(readback_signature(config)),
-        })
+        super().__init__(AcceleratorSignature(config))
 
     def elaborate(self, platform):
         cfg = self.config
@@ -194,7 +111,7 @@ class Accelerator(wiring.Component):
         lookup = cfg.engine == "pool"
 
         # -- memories -----------------------------------------------------------------
-        dlayout = struct_layout(descriptor_fields(cfg))
+        dlayout = descriptor_layout(cfg)
         tlayout = data.ArrayLayout(struct_layout(tap_fields(cfg), signed=("offset", "dy", "dx")),
                                    cfg.taps)
         shapes = {
@@ -202,8 +119,7 @@ class Accelerator(wiring.Component):
             "weights": unsigned(region_width(cfg, "weights")),
             "bias": data.ArrayLayout(signed(cfg.acc_width), cfg.lanes),
             "indices": data.ArrayLayout(unsigned(cfg.index_bits), cfg.lanes),
-            "pool": struct_layout(pool_row_fields(cfg),
-                                  signed=tuple(f"v{j}" for j in range(POOL_GROUP))),
+            "pool": pool_row_layout(cfg),
         }
         depths = region_depths(cfg)
         # The regions this engine has, with their codes.
@@ -377,58 +293,17 @@ class Accelerator(wiring.Component):
             m.d.sync += [result_group.eq(s3.group), result_pending.eq(1)]
 
         # -- write-back unit -------------------------------------------------------------
-        wb_busy = Signal()
-        wb_lane = Signal(range(cfg.lanes))
-        wb_acc = Signal(engine_output_layout(cfg))
-        wb_group = Signal(group_layout(cfg))
-        wb_addr = Signal(aw)
-        wb_chan = wb_group.chan + wb_lane
-        wb_limit = Mux(wb_group.two, d.channels, d.n1)
-        # Whether the lane being written is the group's last, a register computed a
-        # cycle ahead: it gates the engine's output ready, which reaches the whole
-        # issue pipeline (advance) in the same cycle.
-        wb_lane_last = Signal()
-        wb_free = ~wb_busy | wb_lane_last            # free, or writing its last lane now
-        capture = Signal()
+        m.submodules.writeback = wb = WriteBack(cfg)
+        wiring.connect(m, wb.bias, rd["bias"])
         m.d.comb += [
-            capture.eq(engine.o.valid & wb_free),
-            engine.o.ready.eq(wb_free),
-            # The bias row is read as the result is captured and held (en) until the next.
-            rd["bias"].addr.eq(result_group.bias),
-            rd["bias"].en.eq(capture),
+            wb.result.valid.eq(engine.o.valid),
+            wb.result.payload.acc.eq(engine.o.payload),
+            wb.result.payload.group.eq(result_group),
+            engine.o.ready.eq(wb.result.ready),
+            wb.layer.shift.eq(d.shift), wb.layer.area.eq(d.area),
+            wb.layer.n1.eq(d.n1), wb.layer.channels.eq(d.channels),
+            out_wp.addr.eq(wb.write.payload.chan), out_wp.data.eq(wb.write.payload.value),
         ]
-        with m.If(wb_busy):
-            m.d.sync += [wb_lane.eq(wb_lane + 1), wb_addr.eq(wb_addr + d.area),
-                         wb_lane_last.eq((wb_lane + 1 == cfg.lanes - 1)
-                                         | (wb_chan + 2 >= wb_limit))]
-            with m.If(wb_lane_last):
-                m.d.sync += wb_busy.eq(0)
-        with m.If(capture):
-            m.d.sync += wb_lane_last.eq(
-                (cfg.lanes == 1) | (result_group.chan + 1 >= Mux(result_group.two, d.channels,
-                                                                 d.n1)))
-            m.d.sync += [wb_busy.eq(1), wb_lane.eq(0), wb_acc.eq(engine.o.payload),
-                         wb_group.eq(result_group), wb_addr.eq(result_group.addr)]
-        value = Signal(signed(cfg.acc_width))
-        m.d.comb += value.eq(wb_acc[wb_lane] + rd["bias"].data[wb_lane])
-        # Two register stages follow: the bias add ends in the first, the requantizer
-        # in the second, and the memories are written from that one, two cycles after
-        # the lane was selected.
-        vq_valid = Signal()
-        vq_addr = Signal(aw)
-        vq_chan = Signal.like(wb_chan)
-        vq_value = Signal(signed(cfg.acc_width))
-        m.d.sync += [vq_valid.eq(wb_busy), vq_addr.eq(wb_addr), vq_chan.eq(wb_chan),
-                     vq_value.eq(value)]
-        act_value = requantize(m, vq_value, d.shift, cfg.act_bits)
-        wq_valid = Signal()
-        wq_addr = Signal(aw)
-        wq_chan = Signal.like(wb_chan)
-        wq_act = Signal(unsigned(cfg.act_bits))
-        wq_value = Signal(signed(cfg.acc_width))
-        m.d.sync += [wq_valid.eq(vq_valid), wq_addr.eq(vq_addr), wq_chan.eq(vq_chan),
-                     wq_act.eq(act_value), wq_value.eq(vq_value)]
-        m.d.comb += [out_wp.addr.eq(wq_chan), out_wp.data.eq(wq_value)]
 
         # -- max-pool pipeline -------------------------------------------------------------
         # Stage 0 addresses up to `taps` words of the window at in_base (phase p reads
@@ -485,16 +360,17 @@ class Accelerator(wiring.Component):
             m.d.comb += [wr_en.eq(p1.valid & (p1.phase == phases - 1)),
                          wr_addr.eq(p1.addr), wr_data.eq(pool_value)]
         with m.Elif(d.last):
-            m.d.comb += out_wp.en.eq(wq_valid)
+            m.d.comb += out_wp.en.eq(wb.write.valid)
         with m.Else():
-            m.d.comb += [wr_en.eq(wq_valid), wr_addr.eq(wq_addr), wr_data.eq(wq_act)]
+            m.d.comb += [wr_en.eq(wb.write.valid), wr_addr.eq(wb.write.payload.addr),
+                         wr_data.eq(wb.write.payload.act)]
         m.d.sync += p1.valid.eq(0)
 
         # Everything the layer started is done after this cycle: no beat in flight, no
         # result in (or on its way out of) the engine, the write-back unit idle and its
         # first register stage empty (the last write, or a max-pool write in stage 1,
         # happens in this cycle).
-        drained = ~s1.valid & ~s2.valid & ~s3.valid & ~result_pending & ~wb_busy & ~vq_valid
+        drained = ~s1.valid & ~s2.valid & ~s3.valid & ~result_pending & wb.idle
 
         # -- readback ----------------------------------------------------------------------
         # While idle the read ports are free: a request is taken into a register (so the
@@ -519,27 +395,23 @@ class Accelerator(wiring.Component):
         with m.If(rb_resp.valid & rb_resp.ready):
             m.d.sync += rb_pending.eq(0)
 
+        if lookup:
+            # Writing pool row p builds the lookup table's column p (while idle).
+            m.submodules.table_build = table = TableBuild(cfg)
+            m.d.comb += table.row.payload.eq(self.load.payload)
+            wiring.connect(m, table.build, engine.build)
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.load.ready.eq(~rb_latched), self.inp.ready.eq(~rb_busy),
                              rd["program"].addr.eq(0)]
                 if lookup:
-                    # Writing pool row p builds the lookup table's column p: the row
-                    # waits until the engine takes it.
-                    pool_row = self.load.payload.region == REGIONS.index("pool")
-                    row = Signal(shapes["pool"])
-                    # Nothing else is taken until the column is built, so an inference
-                    # never starts (and counts cycles) behind a build.
+                    # Nothing else is taken while a pool row builds its table column.
                     m.d.comb += [
-                        row.eq(self.load.payload.data),
-                        engine.build.valid.eq(self.load.valid & pool_row),
-                        engine.build.payload.index.eq(self.load.payload.addr),
-                        engine.build.payload.shift.eq(row.shift),
-                        self.load.ready.eq(~rb_latched & engine.build.ready),
-                        self.inp.ready.eq(~rb_busy & engine.build.ready),
+                        table.row.valid.eq(self.load.valid),
+                        self.load.ready.eq(~rb_latched & table.row.ready),
+                        self.inp.ready.eq(~rb_busy & table.row.ready),
                     ]
-                    m.d.comb += [engine.build.payload.values[j].eq(row[f"v{j}"])
-                                 for j in range(POOL_GROUP)]
                 m.d.comb += rb_req.ready.eq(~rb_busy & ~self.inp.valid)
                 with m.If(rb_req.valid & rb_req.ready):
                     m.d.sync += [rb_latched.eq(1), rb_addr.eq(rb_req.payload.addr),

@@ -10,13 +10,24 @@ import dataclasses
 import hashlib
 import json
 
-__all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "POOL_GROUP", "ceil_log2"]
-
-#: Engines the accelerator can be generated with.
-ENGINES = ("shiftadd", "int8", "pool")
+__all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "ENGINE_FIELDS", "POOL_GROUP",
+           "ceil_log2"]
 
 #: Fields only the pool engine uses.
 POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth", "precompute_steps")
+
+#: The engines the accelerator can be generated with (in the order of their IDENTIFY
+#: codes), each with the config fields only it uses: another engine's hash leaves
+#: them out, since they do not change its hardware. The gateware classes register
+#: themselves in :mod:`shiftpool.hw.engines`.
+ENGINE_FIELDS = {
+    "shiftadd": ("exp_bits",),
+    "int8": (),
+    "pool": POOL_FIELDS,
+}
+
+#: Engines the accelerator can be generated with.
+ENGINES = tuple(ENGINE_FIELDS)
 
 #: Activations in one pool group (the pool vectors' length); the pool engine's taps.
 POOL_GROUP = 8
@@ -200,8 +211,8 @@ class AcceleratorConfig:
         return self.acc_width
 
     def as_dict(self) -> dict:
-        """The fields, without the pool engine's when the engine is another one (they
-        do not change its hardware, so they do not change its hash either)."""
+        """The fields, flat, without the pool engine's when the engine is another one
+        (the form manifests and reports store; :meth:`from_dict` reads it back)."""
         fields = dataclasses.asdict(self)
         if self.engine != "pool":
             for name in POOL_FIELDS:
@@ -210,8 +221,13 @@ class AcceleratorConfig:
 
     @property
     def hash(self) -> str:
-        """Short stable hash of the configuration (16 hex digits)."""
-        text = json.dumps(self.as_dict(), sort_keys=True)
+        """Short stable hash of the configuration (16 hex digits): of every field but
+        those only other engines use (:data:`ENGINE_FIELDS`)."""
+        others = {name for engine, names in ENGINE_FIELDS.items() if engine != self.engine
+                  for name in names}
+        fields = {name: value for name, value in dataclasses.asdict(self).items()
+                  if name not in others}
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod

@@ -31,8 +31,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Shape, ShapeCastable
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
-
-from .config import ceil_log2
+from amaranth.utils import ceil_log2
 
 __all__ = ["DROP_INIT", "SPRAM_DEPTH", "SPRAM_WIDTH", "SinglePortMemory", "has_spram",
            "load_region_port", "spram_blocks"]

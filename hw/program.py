@@ -14,7 +14,8 @@ from .config import POOL_GROUP, AcceleratorConfig, ceil_log2
 __all__ = [
     "KIND_MAC", "KIND_POOL", "REGIONS", "channel_limit", "descriptor_fields", "tap_fields",
     "offset_width", "row_addr_width", "pool_row_fields", "lut_shift_width",
-    "addr_width", "pack", "unpack", "field_width", "struct_layout",
+    "addr_width", "pack", "unpack", "field_width", "struct_layout", "POOL_WINDOW",
+    "pool_phases",
 ]
 
 KIND_MAC = 0
@@ -25,6 +26,9 @@ KIND_POOL = 1
 #: accelerator; the others have them with depth 0.
 REGIONS = ("program", "taps", "weights", "bias", "indices", "pool")
 
+#: Words in a max-pool window (2x2).
+POOL_WINDOW = 4
+
 
 def addr_width(depth: int) -> int:
     """Address bits for a memory of ``depth`` words (at least one)."""
@@ -34,6 +38,12 @@ def addr_width(depth: int) -> int:
 def count_width(limit: int) -> int:
     """Bits to hold a count ``0 .. limit``."""
     return max(1, ceil_log2(limit + 1))
+
+
+def pool_phases(cfg: AcceleratorConfig) -> int:
+    """Read cycles per max-pool output: ``ceil(4 / taps)`` (the window's four words
+    through the ``taps`` read ports of an activation buffer)."""
+    return -(-POOL_WINDOW // cfg.taps)
 
 
 def channel_limit(cfg: AcceleratorConfig) -> int:

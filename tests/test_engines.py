@@ -9,8 +9,14 @@ import pytest
 from amaranth.hdl import Fragment
 from amaranth.lib import data
 from amaranth.sim import Simulator
+from shiftpool.hw.config import ENGINES as CONFIG_ENGINES
 from shiftpool.hw.config import AcceleratorConfig
-from shiftpool.hw.engines.common import engine_input_layout, make_engine
+from shiftpool.hw.engines.common import (
+    ENGINE_CLASSES,
+    engine_input_layout,
+    make_engine,
+    register_engine,
+)
 from shiftpool.hw.engines.int8mac import Int8MacEngine
 from shiftpool.hw.engines.shiftadd import ShiftAddEngine
 from shiftpool.sw.compile.engine_model import code_value, engine_reference, pack_code
@@ -300,3 +306,37 @@ def test_make_engine_and_signature():
     # The rejected instance is never elaborated; line 1 silences Amaranth's warning on it.
     with pytest.raises(ValueError, match="engine"):
         ShiftAddEngine(AcceleratorConfig(engine="int8"))
+
+
+def test_registry_has_one_class_per_engine():
+    """Every engine of ``hw/config.py`` has exactly one registered gateware class; a
+    second registration, or one for an undeclared engine, is refused."""
+    assert sorted(ENGINE_CLASSES) == sorted(CONFIG_ENGINES)
+    for name, cls in ENGINE_CLASSES.items():
+        assert cls.engine == name
+    with pytest.raises(ValueError, match="already registered"):
+        register_engine(ShiftAddEngine)
+
+    class Unknown(ShiftAddEngine):
+        engine = "rbnn-not-yet"
+
+    with pytest.raises(ValueError, match="not an engine"):
+        register_engine(Unknown)
+
+
+def test_engine_fields_hash_only_for_their_engine():
+    """``exp_bits`` changes the shift-add engine's hash only, the pool fields the pool
+    engine's only; the serialized form keeps its keys."""
+    for engine in ("int8", "pool"):
+        base = dict(engine=engine, taps=8)
+        assert (AcceleratorConfig(**base, exp_bits=2).hash
+                == AcceleratorConfig(**base, exp_bits=4).hash)
+        assert "exp_bits" in AcceleratorConfig(**base).as_dict()
+    assert AcceleratorConfig(exp_bits=2).hash != AcceleratorConfig(exp_bits=4).hash
+    assert AcceleratorConfig(lut_bits=12).hash == AcceleratorConfig(lut_bits=14).hash
+    pool = dict(engine="pool", taps=8)
+    assert (AcceleratorConfig(**pool, lut_bits=12).hash
+            != AcceleratorConfig(**pool, lut_bits=14).hash)
+    for engine in CONFIG_ENGINES:
+        config = AcceleratorConfig(engine=engine, taps=8)
+        assert AcceleratorConfig.from_dict(config.as_dict()) == config

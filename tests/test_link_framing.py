@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from shiftpool.hw.link.crc import CRC16
-from shiftpool.hw.link.framing import FrameDecoder, FrameEncoder
+from shiftpool.hw.link.framing import FrameDecoder, FrameEncoder, frame_crc
 from shiftpool.hw.link.protocol import (
     REPLY,
     SYNC,
@@ -37,27 +36,27 @@ def test_reference_check_value():
 
 
 def rtl_crc(messages, seed: int):
-    """CRC16 outputs after each message, fed with random idle cycles; each message
-    after the first starts with ``clear`` and ``en`` in the same cycle."""
-    dut = CRC16()
+    """The frames' CRC register after each message, fed with random idle cycles; each
+    message after the first starts with ``start`` and ``valid`` in the same cycle."""
+    dut = frame_crc()
     rng = np.random.default_rng(seed)
     got = []
 
     async def bench(ctx):
-        ctx.set(dut.clear, 1)
+        ctx.set(dut.start, 1)
         await ctx.tick()
-        ctx.set(dut.clear, 0)
+        ctx.set(dut.start, 0)
         for n, message in enumerate(messages):
             for i, byte in enumerate(message):
                 while rng.random() < 0.3:
-                    ctx.set(dut.en, 0)
+                    ctx.set(dut.valid, 0)
                     await ctx.tick()
-                ctx.set(dut.clear, int(n > 0 and i == 0))
+                ctx.set(dut.start, int(n > 0 and i == 0))
                 ctx.set(dut.data, byte)
-                ctx.set(dut.en, 1)
+                ctx.set(dut.valid, 1)
                 await ctx.tick()
-                ctx.set(dut.clear, 0)
-            ctx.set(dut.en, 0)
+                ctx.set(dut.start, 0)
+            ctx.set(dut.valid, 0)
             await ctx.tick()
             got.append(ctx.get(dut.crc))
 

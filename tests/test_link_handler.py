@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
-from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 from shiftpool.hw.config import AcceleratorConfig
 from shiftpool.hw.link import LinkConfig, LinkCore, UARTLink, attach_accelerator
-from shiftpool.hw.link.handler import CommandHandler, accelerator_ports
+from shiftpool.hw.link.handler import CommandHandler
 from shiftpool.hw.link.protocol import (
     REPLY,
     SYNC,
@@ -37,6 +36,7 @@ from shiftpool.hw.link.protocol import (
     write_payload,
 )
 from shiftpool.hw.program import REGIONS
+from shiftpool.hw.signature import AcceleratorSignature
 from shiftpool.sw.compile.image import region_depths, region_widths
 from shiftpool.sw.host.frames import Frame, FrameDecoder, FrameError, encode_frame
 
@@ -64,10 +64,11 @@ class StandIn(wiring.Component):
     def __init__(self, config: AcceleratorConfig, outputs: int):
         self.config = config
         self.outputs = outputs
-        ports = {name: member.flip() for name, member in accelerator_ports(config).items()
-                 if name != "accel_reset"}
-        super().__init__({**ports, "stuck": In(1), "hold_busy": In(1), "extra": In(1),
-                          "deaf": In(1)})
+        super().__init__(AcceleratorSignature(config))
+        # Test knobs, set by the testbench (not ports: the link connects to the
+        # accelerator's signature).
+        self.stuck, self.hold_busy, self.extra, self.deaf = (
+            Signal(name=name) for name in ("stuck", "hold_busy", "extra", "deaf"))
 
     def elaborate(self, platform):
         cfg = self.config

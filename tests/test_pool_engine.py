@@ -23,6 +23,7 @@ from shiftpool.hw.engines.pool import (
     pool_shift_bits,
     precompute_shape,
 )
+from shiftpool.hw.memories import DROP_INIT, spram_blocks
 from shiftpool.hw.program import addr_width, count_width
 from shiftpool.sw.schemes.pool_golden import build_lut, lut_dot, lut_shift, narrow_lut
 
@@ -737,13 +738,15 @@ class _UltraPlus:
 
 
 def test_table_copies_are_spram_on_ultraplus():
-    """On an iCE40 UltraPlus each lane's table copy is SB_SPRAM256KA instances (16-bit
-    entries: one per 16K entries; wider entries: one per 16 bits); elsewhere, or when
-    the copies would not fit the four SPRAMs, it is a memory."""
+    """On an iCE40 UltraPlus each lane's table copy asks for SPRAM (16-bit entries: one
+    block per 16K entries; wider entries: one per 16 bits); elsewhere, or when the
+    copies would not fit the four SPRAMs, it is a memory for block RAM."""
     def sprams(**fields):
         config = AcceleratorConfig(engine="pool", **fields)
         text = rtlil.convert(PoolLookupEngine(config), platform=_UltraPlus())
-        return len(re.findall(r"cell \\SB_SPRAM256KA ", text)), text.count("cell $memrd_v2 ")
+        huge = re.findall(r'attribute \\ram_style "huge"\n\s*memory width (\d+) size (\d+)', text)
+        blocks = sum(spram_blocks(int(width), int(depth)) for width, depth in huge)
+        return blocks, text.count("cell $memrd_v2 ") - len(huge)
 
     assert sprams(lanes=2, pool_size=64, lut_bits=16) == (2, 0)
     assert sprams(lanes=4, pool_size=64, lut_bits=16) == (4, 0)
@@ -751,7 +754,7 @@ def test_table_copies_are_spram_on_ultraplus():
     assert sprams(lanes=2, pool_size=32, lut_bits=20) == (4, 0)
     assert sprams(lanes=3, pool_size=128, lut_bits=16) == (0, 3)
     config = AcceleratorConfig(engine="pool", lanes=2)
-    assert "SB_SPRAM256KA" not in rtlil.convert(PoolLookupEngine(config))
+    assert "ram_style" not in rtlil.convert(PoolLookupEngine(config))
 
 
 @pytest.mark.synth
@@ -761,7 +764,7 @@ def test_synthesis_maps_tables_to_spram(tmp_path):
     config = AcceleratorConfig(engine="pool", lanes=2, pool_size=64, lut_bits=16)
     (tmp_path / "pool.v").write_text(
         verilog.convert(PoolLookupEngine(config), name="pool_engine", platform=_UltraPlus()))
-    proc = run_tool("yosys", ["-q", "-p", "read_verilog pool.v; synth_ice40 -spram "
+    proc = run_tool("yosys", ["-q", "-p", f"read_verilog pool.v; {DROP_INIT}; synth_ice40 -spram "
                               "-top pool_engine; tee -o stat.txt stat"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     stat = (tmp_path / "stat.txt").read_text()

@@ -17,7 +17,6 @@ from amaranth.hdl import Elaboratable, Module
 from amaranth.sim import Simulator
 from shiftpool.hw.accelerator import Accelerator, load_layout
 from shiftpool.hw.link import LinkConfig, LinkCore, attach_accelerator
-from shiftpool.hw.link.handler import readback_signature
 from shiftpool.hw.link.protocol import (
     REPLY,
     Command,
@@ -27,6 +26,7 @@ from shiftpool.hw.link.protocol import (
     write_payload,
 )
 from shiftpool.hw.program import REGIONS
+from shiftpool.hw.signature import readback_signature
 from shiftpool.sw.compile.cycles import inference_cycles
 from shiftpool.sw.compile.fit import fit_config
 from shiftpool.sw.compile.image import compile_model, region_depths, region_widths

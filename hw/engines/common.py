@@ -6,6 +6,11 @@ An engine takes one beat per cycle: ``taps`` activations, shared by all lanes, a
 its accumulator (restarting from zero on a beat with ``first``); on a beat with
 ``last`` the accumulators are presented on the output stream. The engines differ only
 in :meth:`AccumulatingEngine.term`.
+
+Engines are registered by name (:func:`register_engine`, one decorator per engine
+class, whose module :mod:`shiftpool.hw.engines` imports); :func:`make_engine` and the
+layout functions look the engine of ``config.engine`` up there, so this module imports
+no engine.
 """
 
 from __future__ import annotations
@@ -14,61 +19,63 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import AcceleratorConfig
+from ..config import ENGINES, AcceleratorConfig, ConfigError
 
 __all__ = [
+    "ENGINE_CLASSES",
     "AccumulatingEngine",
     "check_engine_config",
     "code_shape",
+    "engine_class",
     "engine_input_layout",
     "engine_output_layout",
     "engine_signature",
     "make_engine",
+    "register_engine",
 ]
+
+#: The engine class of each ``config.engine`` name, filled by :func:`register_engine`.
+ENGINE_CLASSES: dict[str, type] = {}
+
+
+def register_engine(cls: type) -> type:
+    """Class decorator: ``cls`` implements ``config.engine == cls.engine``.
+
+    The name must be one of :data:`~shiftpool.hw.config.ENGINES` (where its config
+    fields are declared) and not registered yet. The class must take the config as
+    its one argument and have a classmethod ``input_layout(config)``.
+    """
+    name = getattr(cls, "engine", None)
+    if name not in ENGINES:
+        raise ValueError(f"{cls.__name__}.engine = {name!r} is not an engine of "
+                         f"hw/config.py's ENGINE_FIELDS ({', '.join(ENGINES)})")
+    if name in ENGINE_CLASSES:
+        raise ValueError(f"engine {name!r} is already registered "
+                         f"({ENGINE_CLASSES[name].__name__})")
+    ENGINE_CLASSES[name] = cls
+    return cls
+
+
+def engine_class(config: AcceleratorConfig) -> type:
+    """The registered class of ``config.engine``."""
+    try:
+        return ENGINE_CLASSES[config.engine]
+    except KeyError:
+        raise ConfigError(f"config field 'engine' = {config.engine!r} has no gateware; "
+                          f"registered: {', '.join(sorted(ENGINE_CLASSES))}") from None
 
 
 def code_shape(config: AcceleratorConfig):
-    """Shape of one weight code of ``config.engine``.
-
-    ``"shiftadd"``: a struct, LSB first, ``exp`` (``exp_bits``), ``sign`` (1),
-    ``nonzero`` (1); the packed integer is ``exp | sign << E | nonzero << (E + 1)`` and
-    stands for ``0`` if not ``nonzero``, else ``(-1)**sign * 2**exp``.
-    ``"int8"``: ``signed(8)``, the weight itself.
-    Either way the width is ``config.code_width``.
-    """
-    if config.engine == "shiftadd":
-        return data.StructLayout({"exp": unsigned(config.exp_bits), "sign": 1, "nonzero": 1})
-    return signed(config.code_width)
+    """Shape of one weight code of ``config.engine`` (width ``config.code_width``):
+    the engine class's :meth:`~AccumulatingEngine.code_shape`."""
+    return engine_class(config).code_shape(config)
 
 
 def engine_input_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """Payload of an engine's input stream (one beat).
-
-    For ``engine == "pool"`` it is :func:`~shiftpool.hw.engines.pool.pool_input_layout`;
-    for the other engines:
-
-    Members
-    -------
-    acts : ArrayLayout(unsigned(act_bits), taps)
-        Activations, shared by every lane.
-    codes : ArrayLayout(ArrayLayout(code_shape(config), taps), lanes)
-        ``codes[l][j]`` multiplies ``acts[j]`` in lane ``l``.
-    first : 1
-        The beat starts a dot product: accumulate from zero.
-    last : 1
-        The beat ends a dot product: present the accumulators on the output.
-    """
-    if config.engine == "pool":
-        from .pool import pool_input_layout
-
-        return pool_input_layout(config)
-    return data.StructLayout({
-        "acts": data.ArrayLayout(unsigned(config.act_bits), config.taps),
-        "codes": data.ArrayLayout(data.ArrayLayout(code_shape(config), config.taps),
-                                  config.lanes),
-        "first": 1,
-        "last": 1,
-    })
+    """Payload of the input stream (one beat) of ``config.engine``: the engine class's
+    ``input_layout`` (:meth:`AccumulatingEngine.input_layout`,
+    :func:`~shiftpool.hw.engines.pool.pool_input_layout`)."""
+    return engine_class(config).input_layout(config)
 
 
 def engine_output_layout(config: AcceleratorConfig) -> data.ArrayLayout:
@@ -138,6 +145,34 @@ class AccumulatingEngine(wiring.Component):
     #: The ``config.engine`` a subclass implements.
     engine: str | None = None
 
+    @classmethod
+    def code_shape(cls, config: AcceleratorConfig):
+        """Shape of one weight code, ``config.code_width`` bits."""
+        raise NotImplementedError
+
+    @classmethod
+    def input_layout(cls, config: AcceleratorConfig) -> data.StructLayout:
+        """Payload of the input stream (one beat).
+
+        Members
+        -------
+        acts : ArrayLayout(unsigned(act_bits), taps)
+            Activations, shared by every lane.
+        codes : ArrayLayout(ArrayLayout(code_shape(config), taps), lanes)
+            ``codes[l][j]`` multiplies ``acts[j]`` in lane ``l``.
+        first : 1
+            The beat starts a dot product: accumulate from zero.
+        last : 1
+            The beat ends a dot product: present the accumulators on the output.
+        """
+        return data.StructLayout({
+            "acts": data.ArrayLayout(unsigned(config.act_bits), config.taps),
+            "codes": data.ArrayLayout(data.ArrayLayout(cls.code_shape(config), config.taps),
+                                      config.lanes),
+            "first": 1,
+            "last": 1,
+        })
+
     def __init__(self, config: AcceleratorConfig):
         check_engine_config(self, config)
         self._config = config
@@ -185,12 +220,6 @@ class AccumulatingEngine(wiring.Component):
 
 
 def make_engine(config: AcceleratorConfig) -> wiring.Component:
-    """The engine ``config.engine`` names: a :class:`ShiftAddEngine`, an
-    :class:`Int8MacEngine` or a :class:`PoolLookupEngine` (which has a ``build`` stream
-    besides ``i`` and ``o``)."""
-    from .int8mac import Int8MacEngine
-    from .pool import PoolLookupEngine
-    from .shiftadd import ShiftAddEngine
-
-    engines = {"shiftadd": ShiftAddEngine, "int8": Int8MacEngine, "pool": PoolLookupEngine}
-    return engines[config.engine](config)
+    """The engine ``config.engine`` names (its registered class; the pool engine has a
+    ``build`` stream besides ``i`` and ``o``)."""
+    return engine_class(config)(config)

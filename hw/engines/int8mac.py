@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from .common import AccumulatingEngine
+from amaranth.hdl import signed
+
+from .common import AccumulatingEngine, register_engine
 
 __all__ = ["Int8MacEngine"]
 
 
+@register_engine
 class Int8MacEngine(AccumulatingEngine):
     """int8 baseline engine: ``term = code * act`` with ``code`` a signed byte.
 
@@ -25,6 +28,11 @@ class Int8MacEngine(AccumulatingEngine):
     """
 
     engine = "int8"
+
+    @classmethod
+    def code_shape(cls, config):
+        """``signed(8)``: the weight itself."""
+        return signed(config.code_width)
 
     def term(self, code, act):
         return code * act

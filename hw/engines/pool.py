@@ -11,13 +11,15 @@ with every pool vector, and gather beats add stored values, one cycle each.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
-from ..config import POOL_GROUP, AcceleratorConfig, ceil_log2
+from ..config import POOL_GROUP, AcceleratorConfig
+from ..memories import SinglePortMemory, has_spram, spram_blocks
 from ..program import addr_width, count_width
-from .common import _adder_tree, check_engine_config, engine_output_layout
+from .common import _adder_tree, check_engine_config, engine_output_layout, register_engine
 
 __all__ = [
     "PATTERNS",
@@ -32,8 +34,8 @@ __all__ = [
 #: Bit patterns of one group, i.e. lookup-table rows.
 PATTERNS = 1 << POOL_GROUP
 
-#: Geometry and count of the iCE40 UltraPlus single-port RAMs (SB_SPRAM256KA).
-SPRAM_DEPTH, SPRAM_WIDTH, SPRAM_COUNT = 16384, 16, 4
+#: SPRAM blocks of an iCE40UP5K: the table copies go to SPRAM only if they fit.
+SPRAM_COUNT = 4
 
 
 def pool_shift_bits(config: AcceleratorConfig) -> int:
@@ -144,6 +146,7 @@ def pool_signature(config: AcceleratorConfig) -> wiring.Signature:
     })
 
 
+@register_engine
 class PoolLookupEngine(wiring.Component):
     """Bit-serial weight-pool engine: a table lookup per lane, group and bit-plane.
 
@@ -175,9 +178,9 @@ class PoolLookupEngine(wiring.Component):
     is exactly one SB_SPRAM256KA (16K x 16) per lane, whereas a row-wide organisation
     (all vectors of one pattern per read) would need a 1024-bit read port that the
     device does not have (and its 120 Kbit of block RAM would not hold even one copy).
-    When elaborated for an iCE40 UltraPlus platform, the copies are SB_SPRAM256KA
-    instances if all of them fit the device's four; otherwise each copy is an
-    :class:`amaranth.lib.memory.Memory` with one address signal for its two ports.
+    Each copy is a :class:`~shiftpool.hw.memories.SinglePortMemory`: on an iCE40
+    UltraPlus platform it asks for SPRAM if all copies fit the device's four (yosys
+    then maps it to SB_SPRAM256KA blocks); otherwise it is block RAM.
 
     **Pipeline.** Planes are issued LSB first (stage 0: pattern, table address, int8
     term); the table read is synchronous, and the next cycle (stage 1) folds the term
@@ -245,6 +248,16 @@ class PoolLookupEngine(wiring.Component):
 
     #: The ``config.engine`` this engine implements.
     engine = "pool"
+
+    @classmethod
+    def code_shape(cls, config: AcceleratorConfig):
+        """Shape of one weight of the int8 path."""
+        return signed(config.code_width)
+
+    @classmethod
+    def input_layout(cls, config: AcceleratorConfig) -> data.StructLayout:
+        """:func:`pool_input_layout`."""
+        return pool_input_layout(config)
 
     def __init__(self, config: AcceleratorConfig):
         check_engine_config(self, config)
@@ -384,11 +397,13 @@ class PoolLookupEngine(wiring.Component):
 
         acc = Signal(engine_output_layout(config))
         m.d.comb += self.o.payload.eq(acc)
-        use_spram = (_has_spram(platform) and
-                     config.lanes * _spram_tiles(config.lut_bits, self.lut_depth) <= SPRAM_COUNT)
+        use_spram = (has_spram(platform) and
+                     config.lanes * spram_blocks(config.lut_bits, self.lut_depth) <= SPRAM_COUNT)
         term_shape = signed(max(config.lut_bits, _int8_term_shape(config).width))
         for lane in range(config.lanes):
-            table = _TableCopy(signed(config.lut_bits), self.lut_depth, use_spram)
+            # One lane's copy of the table: written while building, read while running.
+            table = SinglePortMemory(shape=signed(config.lut_bits), depth=self.lut_depth,
+                                     spram=use_spram)
             m.submodules[f"lut{lane}"] = table
             index = beat.index[lane]
             if precompute:
@@ -398,10 +413,10 @@ class PoolLookupEngine(wiring.Component):
             m.d.comb += [
                 # One address for writes and reads: a single-ported RAM holds the copy.
                 table.addr.eq(Mux(building, Cat(build_index, gray), Cat(index, pattern))),
-                table.write_data.eq(entry),
-                table.write_en.eq(building),
+                table.wr_data.eq(entry),
+                table.wr_en.eq(building),
                 # Low while stalled, so the read data of the waiting plane is held.
-                table.read_en.eq(issue & ~gather),
+                table.rd_en.eq(issue & ~gather),
             ]
 
             int8_term = Signal(_int8_term_shape(config), name=f"int8_term{lane}")
@@ -410,7 +425,7 @@ class PoolLookupEngine(wiring.Component):
                 m.d.sync += int8_term.eq(_adder_tree(Mux(pattern[j], weights[j], 0)
                                                      for j in range(POOL_GROUP)))
 
-            term = Mux(s1_lookup, table.read_data, int8_term)
+            term = Mux(s1_lookup, table.rd_data, int8_term)
             partial = Signal(signed(term_shape.width + config.act_bits), name=f"partial{lane}")
             prev = Mux(s1_start, 0, partial)
             # (prev >> 1) + (term << top_plane): the low top_plane bits need no adder.
@@ -453,16 +468,6 @@ def _or_tree(values):
     return values[0]
 
 
-def _has_spram(platform) -> bool:
-    """Whether ``platform`` is an iCE40 UltraPlus (which has SB_SPRAM256KA)."""
-    return str(getattr(platform, "device", "")).startswith("iCE40UP")
-
-
-def _spram_tiles(width: int, depth: int) -> int:
-    """SPRAMs a ``depth x width`` memory takes."""
-    return -(-depth // SPRAM_DEPTH) * -(-width // SPRAM_WIDTH)
-
-
 class _StoreCopy(wiring.Component):
     """One lane's copy of the precompute store: ``depth`` rows of ``row_layout``.
 
@@ -499,80 +504,4 @@ class _StoreCopy(wiring.Component):
             read.en.eq(self.read_en),
             self.read_data.eq(read.data),
         ]
-        return m
-
-
-class _TableCopy(wiring.Component):
-    """One lane's copy of the lookup table: a single-ported RAM.
-
-    ``addr`` serves writes and reads; a read (``read_en``) gives ``read_data`` on the
-    next cycle, held while ``read_en`` is low; ``read_data`` is undefined after a
-    write. On an iCE40 UltraPlus (``use_spram``) it is built from SB_SPRAM256KA
-    instances, because yosys does not infer SPRAM for an Amaranth memory: Amaranth
-    always gives a memory an initial value (zeros) and SPRAM has none. Elsewhere it is
-    a :class:`amaranth.lib.memory.Memory` with one address for both ports.
-    """
-
-    def __init__(self, shape, depth: int, use_spram: bool):
-        self._shape = shape
-        self._depth = depth
-        self._use_spram = use_spram
-        super().__init__({
-            "addr": In(ceil_log2(depth)),
-            "write_en": In(1),
-            "write_data": In(shape),
-            "read_en": In(1),
-            "read_data": Out(shape),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        if not self._use_spram:
-            m.submodules.memory = mem = memory.Memory(shape=self._shape, depth=self._depth,
-                                                      init=[])
-            write, read = mem.write_port(), mem.read_port()
-            m.d.comb += [
-                write.addr.eq(self.addr),
-                write.data.eq(self.write_data),
-                write.en.eq(self.write_en),
-                read.addr.eq(self.addr),
-                read.en.eq(self.read_en),
-                self.read_data.eq(read.data),
-            ]
-            return m
-
-        width = len(self.write_data)
-        addr_bits = ceil_log2(SPRAM_DEPTH)
-        low = self.addr[:addr_bits]
-        high = self.addr[addr_bits:]
-        blocks = -(-self._depth // SPRAM_DEPTH)
-        read_block = Signal(range(blocks))             # the block the held data came from
-        with m.If(self.read_en):
-            m.d.sync += read_block.eq(high)
-        outputs = []
-        for block in range(blocks):
-            enable = (self.read_en | self.write_en) & (high == block)
-            slices = []
-            for lo in range(0, width, SPRAM_WIDTH):
-                part = self.write_data[lo:lo + SPRAM_WIDTH]
-                out = Signal(SPRAM_WIDTH, name=f"spram{block}_{lo // SPRAM_WIDTH}_data")
-                m.submodules[f"spram{block}_{lo // SPRAM_WIDTH}"] = Instance(
-                    "SB_SPRAM256KA",
-                    i_ADDRESS=Cat(low, Const(0, addr_bits - len(low))),
-                    i_DATAIN=Cat(part, Const(0, SPRAM_WIDTH - len(part))),
-                    i_MASKWREN=Const(0b1111, 4),
-                    i_WREN=self.write_en,
-                    i_CHIPSELECT=enable,
-                    i_CLOCK=ClockSignal("sync"),
-                    i_STANDBY=Const(0, 1),
-                    i_SLEEP=Const(0, 1),
-                    i_POWEROFF=Const(1, 1),
-                    o_DATAOUT=out,
-                )
-                slices.append(out)
-            outputs.append(Cat(*slices)[:width])
-        data_out = outputs[0]
-        for block in range(1, blocks):
-            data_out = Mux(read_block == block, outputs[block], data_out)
-        m.d.comb += self.read_data.eq(data_out)
         return m

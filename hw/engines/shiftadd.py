@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Mux
+from amaranth.hdl import Mux, unsigned
+from amaranth.lib import data
 
-from .common import AccumulatingEngine
+from .common import AccumulatingEngine, register_engine
 
 __all__ = ["ShiftAddEngine"]
 
 
+@register_engine
 class ShiftAddEngine(AccumulatingEngine):
     """FLightNN engine: ``term = 0`` if not ``nonzero``, else ``(-1)**sign * (act << exp)``.
 
@@ -28,6 +30,13 @@ class ShiftAddEngine(AccumulatingEngine):
     """
 
     engine = "shiftadd"
+
+    @classmethod
+    def code_shape(cls, config):
+        """A struct, LSB first: ``exp`` (``exp_bits``), ``sign`` (1), ``nonzero`` (1); the
+        packed integer ``exp | sign << E | nonzero << (E + 1)`` stands for ``0`` if not
+        ``nonzero``, else ``(-1)**sign * 2**exp``."""
+        return data.StructLayout({"exp": unsigned(config.exp_bits), "sign": 1, "nonzero": 1})
 
     def term(self, code, act):
         shifted = act << code.exp

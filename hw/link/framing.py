@@ -8,16 +8,26 @@ reference of both blocks is :mod:`shiftpool.sw.host.frames`.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import crc, data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .crc import CRC16
-from .protocol import LENGTH_BITS, SYNC, Reason
+from .protocol import CODE_BITS, LENGTH_BITS, SYNC, Reason
 
 __all__ = [
-    "FrameDecoder", "FrameEncoder", "event_layout", "payload_layout", "reply_header_layout",
-    "reply_payload_layout",
+    "FrameDecoder", "FrameEncoder", "event_layout", "frame_crc", "payload_layout",
+    "reply_header_layout", "reply_payload_layout",
 ]
+
+
+def frame_crc() -> crc.Processor:
+    """The frames' CRC register, one byte per cycle (``amaranth.lib.crc``).
+
+    ``start`` returns it to its initial value (with ``valid`` in the same cycle,
+    ``data`` is the first byte of the new message); ``crc`` is registered. Nothing is
+    reflected or XORed at the end, so a message followed by its CRC, most significant
+    byte first, leaves ``crc == 0`` (``match_detected``).
+    """
+    return crc.catalog.CRC16_CCITT_FALSE(data_width=8).create()
 
 
 def event_layout() -> data.StructLayout:
@@ -25,12 +35,13 @@ def event_layout() -> data.StructLayout:
 
     Members
     -------
-    reason : ``Reason.OK`` for a good frame, else why the frame was dropped
+    reason : a :class:`Reason`: ``OK`` for a good frame, else why the frame was dropped
     cmd, seq : the command and sequence bytes (0 if they had not arrived)
     length : the length field (as far as it had arrived)
     """
     return data.StructLayout({
-        "reason": Reason, "cmd": 8, "seq": 8, "length": unsigned(LENGTH_BITS),
+        "reason": unsigned(CODE_BITS), "cmd": unsigned(CODE_BITS), "seq": 8,
+        "length": unsigned(LENGTH_BITS),
     })
 
 
@@ -114,7 +125,7 @@ class FrameDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.crc = crc = CRC16()
+        m.submodules.crc = check = frame_crc()
         m.submodules.buffer = buf = memory.Memory(shape=8, depth=self._max_payload, init=[])
         wp, rp = buf.write_port(), buf.read_port()
 
@@ -124,7 +135,7 @@ class FrameDecoder(wiring.Component):
         byte = self.i.payload
         m.d.comb += [
             self.event.payload.eq(ev),
-            crc.data.eq(byte),
+            check.data.eq(byte),
             wp.addr.eq(count), wp.data.eq(byte),
             self.payload.payload.data.eq(rp.data),
             self.payload.payload.last.eq(count + 1 == ev.length),
@@ -135,7 +146,7 @@ class FrameDecoder(wiring.Component):
             with m.State(state):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.comb += crc.en.eq(1)
+                    m.d.comb += check.valid.eq(1)
                     m.d.sync += timer.eq(0)
                     action()
                 with m.Elif(timer == self._timeout - 1):
@@ -148,7 +159,7 @@ class FrameDecoder(wiring.Component):
             with m.State("HUNT"):
                 m.d.comb += [self.i.ready.eq(1), self.idle.eq(1)]
                 with m.If(self.i.valid & (byte == SYNC)):
-                    m.d.comb += crc.clear.eq(1)
+                    m.d.comb += check.start.eq(1)
                     m.d.sync += [ev.eq(0), timer.eq(0), count.eq(0)]
                     m.next = "CMD"
 
@@ -193,9 +204,10 @@ class FrameDecoder(wiring.Component):
                 receive(state, action)
 
             with m.State("CHECK"):
-                # CRC over the frame including its CRC, most significant byte first: 0.
+                # The CRC over the frame including its CRC (most significant byte first) is the
+                # residue, 0.
                 m.d.sync += count.eq(0)
-                with m.If(crc.crc == 0):
+                with m.If(check.match_detected):
                     m.d.sync += ev.reason.eq(Reason.OK)
                 with m.Else():
                     m.d.sync += ev.reason.eq(Reason.BAD_CRC)
@@ -238,24 +250,24 @@ class FrameEncoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.crc = crc = CRC16()
+        m.submodules.crc = check = frame_crc()
         hdr = Signal(reply_header_layout())
         count = Signal(LENGTH_BITS)
         poison = Signal()
         sent = self.o.valid & self.o.ready
-        m.d.comb += crc.data.eq(self.o.payload)
+        m.d.comb += check.data.eq(self.o.payload)
         spoil = Mux(poison, 0xFF, 0x00)
 
         def send(state, value, then, *, in_crc=True):
             with m.State(state):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(value),
-                             crc.en.eq(sent & in_crc)]
+                             check.valid.eq(sent & in_crc)]
                 with m.If(self.o.ready):
                     m.next = then
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.header.ready.eq(1), crc.clear.eq(1)]
+                m.d.comb += [self.header.ready.eq(1), check.start.eq(1)]
                 with m.If(self.header.valid):
                     m.d.sync += [hdr.eq(self.header.payload), count.eq(0), poison.eq(0)]
                     m.next = "SYNC"
@@ -265,7 +277,7 @@ class FrameEncoder(wiring.Component):
             send("LEN0", hdr.length[:8], "LEN1")
             with m.State("LEN1"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(hdr.length[8:]),
-                             crc.en.eq(sent)]
+                             check.valid.eq(sent)]
                 with m.If(self.o.ready):
                     m.next = "DATA"
                     with m.If(hdr.length == 0):
@@ -273,12 +285,12 @@ class FrameEncoder(wiring.Component):
             with m.State("DATA"):
                 m.d.comb += [self.o.valid.eq(self.payload.valid),
                              self.o.payload.eq(self.payload.payload.data),
-                             self.payload.ready.eq(self.o.ready), crc.en.eq(sent)]
+                             self.payload.ready.eq(self.o.ready), check.valid.eq(sent)]
                 with m.If(sent):
                     m.d.sync += [count.eq(count + 1),
                                  poison.eq(poison | self.payload.payload.poison)]
                     with m.If(count + 1 == hdr.length):
                         m.next = "CRC0"
-            send("CRC0", crc.crc[8:] ^ spoil, "CRC1", in_crc=False)
-            send("CRC1", crc.crc[:8] ^ spoil, "IDLE", in_crc=False)
+            send("CRC0", check.crc[8:] ^ spoil, "CRC1", in_crc=False)
+            send("CRC1", check.crc[:8] ^ spoil, "IDLE", in_crc=False)
         return m

@@ -2,32 +2,31 @@
 answers every one of them with a reply frame (``docs/protocol.md``).
 
 It sits between :class:`~shiftpool.hw.link.framing.FrameDecoder` and
-:class:`~shiftpool.hw.link.framing.FrameEncoder`. Towards the accelerator it drives
-the ports :class:`~shiftpool.hw.accelerator.Accelerator` has (``load``, ``inp``,
-``out``, ``cycles``, ``busy``), and also:
-
-* ``readback`` (:func:`readback_signature`): READ needs the rows of the load regions
-  back; the accelerator has ``"readback": In(readback_signature(config))``.
-* ``accel_reset``, a one-cycle pulse that aborts an inference (RESET, or an
-  accelerator that stalls); not a port of the accelerator:
-  :func:`~shiftpool.hw.link.link.attach_accelerator` applies it with
-  ``ResetInserter``, and memories keep their contents.
+:class:`~shiftpool.hw.link.framing.FrameEncoder`. Towards the accelerator it has the
+accelerator's signature flipped (:class:`~shiftpool.hw.signature.AcceleratorSignature`:
+``load``, ``inp``, ``out``, ``readback``, ``cycles``, ``busy``), and also
+``accel_reset``, a one-cycle pulse that aborts an inference (RESET, or an accelerator
+that stalls); not a port of the accelerator:
+:func:`~shiftpool.hw.link.link.attach_accelerator` applies it with ``ResetInserter``,
+and memories keep their contents.
 """
 
 import struct
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..accelerator import load_layout
 from ..config import AcceleratorConfig
+from ..memory_map import region_depths, region_widths
 from ..program import REGIONS
+from ..signature import AcceleratorSignature
 from .config import LinkConfig
 from .framing import event_layout, payload_layout, reply_header_layout, reply_payload_layout
 from .protocol import (
     ARGS_BYTES,
     ARGS_FIELDS,
+    CODE_BITS,
     REPLY,
     STATUS_COUNTERS,
     Command,
@@ -37,65 +36,7 @@ from .protocol import (
     status_length,
 )
 
-__all__ = [
-    "CommandHandler", "accelerator_ports", "input_layout", "output_layout",
-    "readback_request_layout", "readback_signature",
-]
-
-def input_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """Payload of the accelerator's ``inp`` stream (as in ``hw/accelerator.py``)."""
-    return data.StructLayout({"data": unsigned(config.act_bits), "last": 1})
-
-
-def output_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """Payload of the accelerator's ``out`` stream (as in ``hw/accelerator.py``)."""
-    return data.StructLayout({"data": signed(config.acc_width), "last": 1})
-
-
-def readback_request_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """A readback request: the region code and row, shaped as on the ``load`` port."""
-    load = load_layout(config)
-    return data.StructLayout({"region": load["region"].shape, "addr": load["addr"].shape})
-
-
-def readback_signature(config: AcceleratorConfig) -> wiring.Signature:
-    """The readback port, seen from the reader (the handler).
-
-    Members
-    -------
-    req : Out(stream.Signature(readback_request_layout(config)))
-        One request per row: ``region`` (code in ``REGIONS``), ``addr`` (row).
-    resp : In(stream.Signature(unsigned(widest region)))
-        One response per request, in request order: the row's bits, zero-extended
-        to the widest region (the width of ``load_layout(config)["data"]``).
-
-    The accelerator takes requests while idle (``busy`` low); it may take any number
-    of cycles to answer, but must answer every request it took. The handler sends a
-    row's bytes straight from ``resp.payload`` and takes the response (``ready``) with
-    the last byte, so the accelerator holds it for that long, as a stream source does.
-    """
-    return wiring.Signature({
-        "req": Out(stream.Signature(readback_request_layout(config))),
-        "resp": In(stream.Signature(load_layout(config)["data"].shape)),
-    })
-
-
-def accelerator_ports(config: AcceleratorConfig) -> dict:
-    """The members that face the accelerator, seen from the link (the accelerator's
-    ports flipped, plus ``accel_reset``).
-
-    ``load.payload.data`` bits above the addressed region's width are unspecified (the
-    accelerator's memories keep only their own width).
-    """
-    return {
-        "load": Out(stream.Signature(load_layout(config))),
-        "inp": Out(stream.Signature(input_layout(config))),
-        "out": In(stream.Signature(output_layout(config))),
-        "cycles": In(config.cycle_bits),
-        "busy": In(1),
-        "readback": Out(readback_signature(config)),
-        "accel_reset": Out(1),
-    }
+__all__ = ["CommandHandler"]
 
 
 class CommandHandler(wiring.Component):
@@ -126,8 +67,11 @@ class CommandHandler(wiring.Component):
         To the frame encoder.
     rx_framing_error, rx_overrun : In(1)
         One-cycle strobes of the UART receiver, counted for STATUS.
-    load, inp, out, cycles, busy, readback, accel_reset
-        The accelerator, see :func:`accelerator_ports`.
+    accelerator : In(AcceleratorSignature(config))
+        The accelerator's ports, flipped. ``load.payload.data`` bits above the
+        addressed region's width are unspecified.
+    accel_reset : Out(1)
+        Resets the accelerator (see the module docstring).
     """
 
     def __init__(self, config: AcceleratorConfig, link: LinkConfig,
@@ -139,7 +83,6 @@ class CommandHandler(wiring.Component):
         self.config = config
         self.link = link
         self.identity = identify_payload(config, link, config_hash)
-        from ...sw.compile.image import region_depths, region_widths
         self._widths = region_widths(config)
         self._depths = region_depths(config)
         self._check_fits()
@@ -150,7 +93,8 @@ class CommandHandler(wiring.Component):
             "reply_payload": Out(stream.Signature(reply_payload_layout())),
             "rx_framing_error": In(1),
             "rx_overrun": In(1),
-            **accelerator_ports(config),
+            "accelerator": In(AcceleratorSignature(config)),
+            "accel_reset": Out(1),
         })
 
     def _check_fits(self):
@@ -171,6 +115,7 @@ class CommandHandler(wiring.Component):
 
     def elaborate(self, platform):
         cfg, link = self.config, self.link
+        acc = self.accelerator
         m = Module()
 
         in_bytes = row_bytes(cfg.act_bits)
@@ -190,7 +135,7 @@ class CommandHandler(wiring.Component):
         seq = Signal(8)
         length = Signal.like(ev.length)
         remaining = Signal(range(link.max_payload + 1))    # payload bytes not yet taken
-        nak_reason = Signal(Reason)
+        nak_reason = Signal(CODE_BITS)           # a Reason
         args = Signal(data.StructLayout({name: 8 * struct.calcsize("<" + code)
                                          for name, code in ARGS_FIELDS}))
         region, start, count = args.region, args.start, args.count
@@ -220,7 +165,7 @@ class CommandHandler(wiring.Component):
         # Row addresses and the overflow check need only the bits of the deepest
         # region's address, plus two: a start or count with a higher bit set overflows
         # any region, and below that the sum is exact (not 33-bit arithmetic).
-        aw = len(self.load.payload.addr)
+        aw = len(acc.load.payload.addr)
         addr = (start[:aw] + row_idx[:aw])[:aw]
         overflow = ((start[aw + 1:] != 0) | (count[aw + 1:] != 0)
                     | (start[:aw + 1] + count[:aw + 1] > depth_sel))
@@ -234,7 +179,7 @@ class CommandHandler(wiring.Component):
             shape=signed(cfg.acc_width), depth=cfg.out_depth, init=[])
         ob_w, ob_r = out_buf.write_port(), out_buf.read_port()
         out_word = Signal(signed(8 * out_bytes))
-        m.d.comb += [ob_w.addr.eq(n_out), ob_w.data.eq(self.out.payload.data),
+        m.d.comb += [ob_w.addr.eq(n_out), ob_w.data.eq(acc.out.payload.data),
                      ob_r.addr.eq(out_idx), out_word.eq(ob_r.data)]
 
         # -- watchdog on the accelerator -----------------------------------------------------
@@ -259,7 +204,7 @@ class CommandHandler(wiring.Component):
                 m.d.sync += counter.eq(0)
             with m.Elif(bump[name] & (counter != (1 << bits) - 1)):
                 m.d.sync += counter.eq(counter + 1)
-        status = Cat(self.busy, Const(0, 7), last_cycles,
+        status = Cat(acc.busy, Const(0, 7), last_cycles,
                      *(Cat(c, Const(0, 16 - bits)) for c in counters.values()))
 
         def fail(reason):
@@ -362,7 +307,7 @@ class CommandHandler(wiring.Component):
                     fail(Reason.BAD_LENGTH)
                 with m.Elif(overflow):
                     fail(Reason.REGION_OVERFLOW)
-                with m.Elif(self.busy):
+                with m.Elif(acc.busy):
                     fail(Reason.BUSY)
                 with m.Elif(is_write):
                     m.next = "WRITE_BYTES"
@@ -379,11 +324,11 @@ class CommandHandler(wiring.Component):
                         m.d.sync += k.eq(0)
                         m.next = "WRITE_ROW"
             with m.State("WRITE_ROW"):
-                m.d.comb += [self.load.valid.eq(1), self.load.payload.region.eq(region),
-                             self.load.payload.addr.eq(addr),
-                             self.load.payload.data.eq(row),
-                             waiting.eq(~self.load.ready)]
-                with m.If(self.load.ready):
+                m.d.comb += [acc.load.valid.eq(1), acc.load.payload.region.eq(region),
+                             acc.load.payload.addr.eq(addr),
+                             acc.load.payload.data.eq(row),
+                             waiting.eq(~acc.load.ready)]
+                with m.If(acc.load.ready):
                     m.d.sync += row_idx.eq(row_idx + 1)
                     m.next = "WRITE_BYTES"
                     with m.If(row_idx + 1 == count):
@@ -403,18 +348,18 @@ class CommandHandler(wiring.Component):
                 with m.Elif(poison):
                     m.next = "READ_DATA"
                 with m.Else():
-                    m.d.comb += [self.readback.req.valid.eq(1),
-                                 self.readback.req.payload.region.eq(region),
-                                 self.readback.req.payload.addr.eq(addr),
-                                 waiting.eq(~self.readback.req.ready)]
-                    with m.If(self.readback.req.ready):
+                    m.d.comb += [acc.readback.req.valid.eq(1),
+                                 acc.readback.req.payload.region.eq(region),
+                                 acc.readback.req.payload.addr.eq(addr),
+                                 waiting.eq(~acc.readback.req.ready)]
+                    with m.If(acc.readback.req.ready):
                         m.next = "READ_DATA"
                     with m.Elif(expired):
                         m.d.comb += self.accel_reset.eq(1)
                         m.d.sync += poison.eq(1)
                         m.next = "READ_DATA"
             with m.State("READ_DATA"):
-                resp = self.readback.resp
+                resp = acc.readback.resp
                 row_end = k == rb_sel - 1
                 m.d.comb += [rp.valid.eq(poison | resp.valid), rp.payload.poison.eq(poison),
                              rp.payload.data.eq(Mux(poison, 0, resp.payload.word_select(k, 8))),
@@ -439,9 +384,9 @@ class CommandHandler(wiring.Component):
                         m.next = "RUN_INPUT"
             with m.State("RUN_INPUT"):
                 last = remaining == 0
-                m.d.comb += [self.inp.valid.eq(1), self.inp.payload.data.eq(word),
-                             self.inp.payload.last.eq(last), waiting.eq(~self.inp.ready)]
-                with m.If(self.inp.ready):
+                m.d.comb += [acc.inp.valid.eq(1), acc.inp.payload.data.eq(word),
+                             acc.inp.payload.last.eq(last), waiting.eq(~acc.inp.ready)]
+                with m.If(acc.inp.ready):
                     m.next = "RUN_BYTES"
                     with m.If(last):
                         m.next = "RUN_OUTPUT"
@@ -449,24 +394,24 @@ class CommandHandler(wiring.Component):
                     m.d.comb += self.accel_reset.eq(1)
                     fail(Reason.ACCEL_TIMEOUT)
             with m.State("RUN_OUTPUT"):
-                m.d.comb += [self.out.ready.eq(1), waiting.eq(~self.out.valid)]
-                with m.If(self.out.valid):
+                m.d.comb += [acc.out.ready.eq(1), waiting.eq(~acc.out.valid)]
+                with m.If(acc.out.valid):
                     with m.If(n_out == cfg.out_depth):
                         m.d.comb += self.accel_reset.eq(1)
                         fail(Reason.OUTPUT_OVERFLOW)
                     with m.Else():
                         m.d.comb += ob_w.en.eq(1)
                         m.d.sync += n_out.eq(n_out + 1)
-                        with m.If(self.out.payload.last):
+                        with m.If(acc.out.payload.last):
                             m.next = "RUN_DONE"
                 with m.Elif(expired):
                     m.d.comb += self.accel_reset.eq(1)
                     fail(Reason.ACCEL_TIMEOUT)
             with m.State("RUN_DONE"):
                 # `cycles` is valid once `busy` is low, after the last output.
-                m.d.comb += waiting.eq(self.busy)
-                with m.If(~self.busy):
-                    m.d.sync += last_cycles.eq(self.cycles)
+                m.d.comb += waiting.eq(acc.busy)
+                with m.If(~acc.busy):
+                    m.d.sync += last_cycles.eq(acc.cycles)
                     m.next = "RUN_REPLY"
                 with m.Elif(expired):
                     m.d.comb += self.accel_reset.eq(1)
@@ -517,7 +462,7 @@ class CommandHandler(wiring.Component):
                 whole = ev.length % in_bytes == 0
                 with m.If((ev.length == 0) | ~whole | (ev.length > cfg.act_depth * in_bytes)):
                     fail(Reason.BAD_LENGTH)
-                with m.Elif(self.busy):
+                with m.Elif(self.accelerator.busy):
                     fail(Reason.BUSY)
                 with m.Else():
                     m.next = "RUN_BYTES"

@@ -6,17 +6,13 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import AcceleratorConfig
+from ..signature import AcceleratorSignature
 from .config import LinkConfig
 from .framing import FrameDecoder, FrameEncoder, reply_payload_layout
-from .handler import CommandHandler, accelerator_ports
+from .handler import CommandHandler
 from .uart import UARTReceiver, UARTTransmitter
 
 __all__ = ["LinkCore", "UARTLink", "attach_accelerator"]
-
-#: Ports that are streams or signatures on both sides (connected with ``connect``).
-_STREAM_PORTS = ("load", "inp", "out", "readback")
-#: Plain signals from the accelerator to the link.
-_SIGNAL_PORTS = ("cycles", "busy")
 
 
 def _register_stream(m, source, sink, shape):
@@ -32,13 +28,15 @@ def _register_stream(m, source, sink, shape):
         m.d.sync += [beat.eq(source.payload), full.eq(1)]
 
 
+def _accelerator_members(config: AcceleratorConfig) -> dict:
+    """The members of a link that face the accelerator."""
+    return {"accelerator": In(AcceleratorSignature(config)), "accel_reset": Out(1)}
+
+
 def _forward(m, outer, inner):
     """Connect ``inner``'s accelerator ports to the same ports of the component
     ``outer`` that contains it."""
-    for name in _STREAM_PORTS:
-        wiring.connect(m, wiring.flipped(getattr(outer, name)), getattr(inner, name))
-    for name in _SIGNAL_PORTS:
-        m.d.comb += getattr(inner, name).eq(getattr(outer, name))
+    wiring.connect(m, wiring.flipped(outer.accelerator), inner.accelerator)
     m.d.comb += outer.accel_reset.eq(inner.accel_reset)
 
 
@@ -61,8 +59,10 @@ class LinkCore(wiring.Component):
         Bytes to the host.
     rx_framing_error, rx_overrun : In(1)
         Strobes of the byte source, counted for STATUS (tie to 0 if there are none).
-    load, inp, out, cycles, busy, readback, accel_reset
-        The accelerator (:func:`~shiftpool.hw.link.handler.accelerator_ports`).
+    accelerator : In(AcceleratorSignature(config))
+        The accelerator's ports, flipped (:class:`~shiftpool.hw.signature.AcceleratorSignature`).
+    accel_reset : Out(1)
+        Resets the accelerator (:class:`~shiftpool.hw.link.handler.CommandHandler`).
     """
 
     def __init__(self, config: AcceleratorConfig, link: LinkConfig,
@@ -75,7 +75,7 @@ class LinkCore(wiring.Component):
             "o": Out(stream.Signature(8)),
             "rx_framing_error": In(1),
             "rx_overrun": In(1),
-            **accelerator_ports(config),
+            **_accelerator_members(config),
         })
 
     def elaborate(self, platform):
@@ -114,8 +114,10 @@ class UARTLink(wiring.Component):
         The UART line from the host (idle high, asynchronous).
     tx : Out(1)
         The UART line to the host (idle high).
-    load, inp, out, cycles, busy, readback, accel_reset
-        The accelerator (:func:`~shiftpool.hw.link.handler.accelerator_ports`).
+    accelerator : In(AcceleratorSignature(config))
+        The accelerator's ports, flipped (:class:`~shiftpool.hw.signature.AcceleratorSignature`).
+    accel_reset : Out(1)
+        Resets the accelerator (:class:`~shiftpool.hw.link.handler.CommandHandler`).
     """
 
     def __init__(self, config: AcceleratorConfig, link: LinkConfig,
@@ -126,7 +128,7 @@ class UARTLink(wiring.Component):
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
-            **accelerator_ports(config),
+            **_accelerator_members(config),
         })
 
     def elaborate(self, platform):
@@ -152,11 +154,11 @@ class UARTLink(wiring.Component):
 def attach_accelerator(m: Module, link, accelerator, name: str = "accelerator"):
     """Add ``accelerator`` to ``m`` under ``name``, reset by the link's
     ``accel_reset`` (through a register: one cycle after the pulse), and connect its
-    ports to ``link`` (a :class:`UARTLink`, :class:`LinkCore` or
+    ports to ``link.accelerator`` (``link`` is a :class:`UARTLink`, :class:`LinkCore` or
     :class:`~shiftpool.hw.link.handler.CommandHandler`).
 
-    The accelerator needs the ports ``load``, ``inp``, ``out``, ``cycles``, ``busy``
-    and ``readback`` (see :func:`~shiftpool.hw.link.handler.readback_signature`).
+    The accelerator has the members of
+    :class:`~shiftpool.hw.signature.AcceleratorSignature` (and may have more).
     """
     # Registered: the handler's pulse is decoded from its state and its watchdog, and
     # would otherwise reach every flip-flop of the accelerator in the same cycle (the
@@ -165,7 +167,4 @@ def attach_accelerator(m: Module, link, accelerator, name: str = "accelerator"):
     reset = Signal(name=f"{name}_reset")
     m.d.sync += reset.eq(link.accel_reset)
     m.submodules[name] = ResetInserter({"sync": reset})(accelerator)
-    for port in _STREAM_PORTS:
-        wiring.connect(m, getattr(link, port), getattr(accelerator, port))
-    for port in _SIGNAL_PORTS:
-        m.d.comb += getattr(link, port).eq(getattr(accelerator, port))
+    wiring.connect(m, link.accelerator, accelerator)

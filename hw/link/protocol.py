@@ -12,15 +12,14 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Iterable, Sequence
-from enum import IntFlag
-
-from amaranth.lib import enum
+from enum import IntEnum, IntFlag
 
 from ..config import ENGINES, AcceleratorConfig
+from ..memory_map import region_depths, region_widths
 from ..program import REGIONS
 
 __all__ = [
-    "ARGS_BYTES", "ARGS_FIELDS", "Capability", "Command", "DEVICE_CAPABILITIES",
+    "ARGS_BYTES", "ARGS_FIELDS", "CODE_BITS", "Capability", "Command", "DEVICE_CAPABILITIES",
     "HEADER_BYTES", "Identity", "LENGTH_BITS", "REPLY", "Reason", "STATUS_COUNTERS", "SYNC",
     "Status", "TRAILER_BYTES", "VERSION", "identify_payload", "nak_payload", "parse_identify",
     "parse_nak", "parse_rows", "parse_run_reply", "parse_status", "read_payload",
@@ -37,6 +36,8 @@ HEADER_BYTES = 5
 TRAILER_BYTES = 2
 #: Bits of the length field.
 LENGTH_BITS = 16
+#: Bits of a command byte and of a NAK's reason byte.
+CODE_BITS = 8
 #: Set in the command byte of a successful reply.
 REPLY = 0x80
 #: The WRITE/READ arguments: (field, struct code), little-endian.
@@ -46,7 +47,7 @@ _ARGS = struct.Struct("<" + "".join(code for _, code in ARGS_FIELDS))
 ARGS_BYTES = _ARGS.size
 
 
-class Command(enum.IntEnum, shape=8):
+class Command(IntEnum):
     """Command byte of a request; a successful reply carries ``command | REPLY``."""
 
     IDENTIFY = 0x01
@@ -59,7 +60,7 @@ class Command(enum.IntEnum, shape=8):
     NAK = 0xFF
 
 
-class Reason(enum.IntEnum, shape=8):
+class Reason(IntEnum):
     """Why a frame was refused (first byte of a NAK payload)."""
 
     OK = 0x00               #: not an error (never sent)
@@ -120,8 +121,6 @@ def region_code(region: int | str) -> int:
 
 
 def _region_table(config: AcceleratorConfig) -> list[tuple[str, int, int]]:
-    from ...sw.compile.image import region_depths, region_widths
-
     widths, depths = region_widths(config), region_depths(config)
     table = [(name, depths[name], widths[name]) for name in REGIONS]
     # Regions the engine does not have at the end of the list are left out (the

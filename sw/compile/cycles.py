@@ -58,7 +58,7 @@ Pool engine (``hw/engines/pool.py``)
 
 from __future__ import annotations
 
-from ...hw.accelerator import pool_phases
+from ...hw.program import pool_phases
 from .image import Image, MacPlan
 
 __all__ = ["ISSUE_LATENCY", "group_shapes", "layer_cycles", "inference_cycles"]

@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 from ...hw.config import POOL_GROUP, AcceleratorConfig, ConfigError
+from ...hw.memory_map import region_depths, region_widths
 from ...hw.program import (
     KIND_MAC,
     KIND_POOL,
@@ -100,28 +101,6 @@ class Image:
                    "width": self.region_width(name), "used": len(self.regions[name])}
             for name in REGIONS
         }
-
-
-def region_widths(cfg: AcceleratorConfig) -> dict:
-    """Bits in one row of each region (0 for a region the engine does not have)."""
-    pool = cfg.engine == "pool"
-    return {
-        "program": field_width(descriptor_fields(cfg)),
-        "taps": cfg.taps * field_width(tap_fields(cfg)),
-        "weights": cfg.lanes * cfg.taps * cfg.code_width,
-        "bias": cfg.lanes * cfg.acc_width,
-        "indices": cfg.lanes * cfg.index_bits if pool else 0,
-        "pool": field_width(pool_row_fields(cfg)) if pool else 0,
-    }
-
-
-def region_depths(cfg: AcceleratorConfig) -> dict:
-    """Rows of each region (0 for a region the engine does not have)."""
-    pool = cfg.engine == "pool"
-    return {"program": cfg.program_depth, "taps": cfg.tap_depth,
-            "weights": cfg.weight_depth, "bias": cfg.bias_depth,
-            "indices": cfg.index_depth if pool else 0,
-            "pool": cfg.pool_size if pool else 0}
 
 
 def encode_code(cfg: AcceleratorConfig, value: int) -> int:

@@ -1,0 +1,10 @@
+"""shiftpool.hw.controller: the units of the layer-program controller.
+
+:class:`~shiftpool.hw.accelerator.Accelerator` connects them (the schedule they keep
+is in its module docstring and in :mod:`shiftpool.sw.compile.cycles`):
+
+* :mod:`.writeback`: a lane group's result -> bias add, requantizer -> memory writes;
+* :mod:`.table_build`: the pool engine's lookup-table build from loaded pool rows.
+
+:mod:`.layouts` holds the payloads they share.
+"""
