@@ -36,8 +36,9 @@ class Board:
         Human-readable name.
     family : str
         One of :data:`FAMILIES`.
-    platform : callable
-        Makes the amaranth-boards platform (a fresh instance each call).
+    platform : str
+        The amaranth-boards platform class, ``"module:Class"``; imported only when a
+        platform is made, so the board list needs no toolchain.
     nextpnr_args : tuple of str
         Device and package options of nextpnr for this board's FPGA.
     clock_hz : float
@@ -71,7 +72,7 @@ class Board:
     name: str
     title: str
     family: str
-    platform: Callable
+    platform: str
     nextpnr_args: tuple
     clock_hz: float
     pll: bool
@@ -97,9 +98,15 @@ class Board:
         if self.clock_hz <= 0:
             raise BoardError(f"board {self.name!r}: clock_hz = {self.clock_hz} must be > 0")
 
+    def _new_platform(self):
+        import importlib
+
+        module, _, name = self.platform.partition(":")
+        return getattr(importlib.import_module(module), name)()
+
     def make_platform(self):
         """A fresh platform of this board with the extra resources added."""
-        platform = self.platform()
+        platform = self._new_platform()
         if self.extra_resources is not None:
             self.extra_resources(platform)
         return platform
@@ -112,5 +119,5 @@ class Board:
     @property
     def device(self) -> str:
         """The FPGA part, as the platform names it."""
-        platform = self.platform()
+        platform = self._new_platform()
         return getattr(platform, "part", None) or platform.device

@@ -32,6 +32,7 @@ from pathlib import Path
 from ..hw.config import AcceleratorConfig
 from ..hw.link import LinkConfig
 from ..hw.memories import DROP_INIT
+from ..sw.host.driver import DEFAULT_BAUD
 from .board import Board, BoardError
 from .clocks import pll_for
 from .registry import get_board
@@ -41,7 +42,6 @@ __all__ = ["REPORT_FORMAT", "RESOURCES", "DEFAULT_BAUD", "Design", "build", "pro
            "parse_nextpnr_report", "resolve_design", "synth_options"]
 
 REPORT_FORMAT = "shiftpool-build-report"
-DEFAULT_BAUD = 115200
 #: Columns of the utilization table, with what each is called in nextpnr's report
 #: per family (``None``: the family has no such resource).
 RESOURCES = {

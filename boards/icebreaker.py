@@ -16,7 +16,6 @@ Engine size and clock, measured on the digits demo with the weights in SPRAM
   write-back's last-lane flag, and the readback request.
 """
 
-from amaranth_boards.icebreaker import ICEBreakerPlatform
 
 from .board import Board
 
@@ -31,7 +30,7 @@ BOARD = Board(
     name="icebreaker",
     title="iCEBreaker (iCE40UP5K)",
     family="ice40",
-    platform=ICEBreakerPlatform,
+    platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
     extra_resources=_add_break_off_pmod,
     nextpnr_args=("--up5k", "--package", "sg48"),
     clock_hz=24e6,

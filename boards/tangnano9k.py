@@ -6,7 +6,6 @@ Built with the PyPI Gowin flow: yosys ``synth_gowin``, nextpnr-himbaechel (Gowin
 arch) and apycula's ``gowin_pack``.
 """
 
-from amaranth_boards.tang_nano_9k import TangNano9kPlatform
 
 from .board import Board
 
@@ -16,7 +15,7 @@ BOARD = Board(
     name="tangnano9k",
     title="Tang Nano 9K (GW1NR-9C)",
     family="gowin",
-    platform=TangNano9kPlatform,
+    platform="amaranth_boards.tang_nano_9k:TangNano9kPlatform",
     nextpnr_args=("--device", "GW1NR-LV9QN88PC6/I5", "--vopt", "family=GW1N-9C"),
     clock_hz=27e6,
     pll=False,

@@ -1,7 +1,6 @@
 """ULX3S 85F (LFE5U-85F-6BG381): 25 MHz oscillator, PLL to 40 MHz, the FTDI UART
 (the USB port marked US1). LEDs 0, 1, 2: loaded, running, error."""
 
-from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
 from .board import Board
 
@@ -11,7 +10,7 @@ BOARD = Board(
     name="ulx3s-85f",
     title="ULX3S 85F (LFE5U-85F)",
     family="ecp5",
-    platform=ULX3S_85F_Platform,
+    platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
     nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6"),
     clock_hz=40e6,
     pll=True,

@@ -94,7 +94,7 @@ def _board_arg(p, required: bool) -> None:
 
 def add_build_parser(sub) -> None:
     """Add ``build`` to the sub-command parsers ``sub``."""
-    from .boards.build import DEFAULT_BAUD
+    from .sw.host.driver import DEFAULT_BAUD
 
     p = sub.add_parser("build", help="model file -> bitstream + report.json for a board "
                        "(yosys + nextpnr)")

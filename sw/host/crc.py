@@ -12,9 +12,10 @@ how the frame decoder checks a frame.
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Iterable
 
-__all__ = ["CHECK", "INIT", "NAME", "POLY", "crc16", "crc16_update"]
+__all__ = ["CHECK", "INIT", "NAME", "POLY", "crc16"]
 
 #: Name of the variant in the reveng CRC catalogue's older spelling.
 NAME = "CRC-16/CCITT-FALSE"
@@ -26,26 +27,10 @@ INIT = 0xFFFF
 CHECK = 0x29B1
 
 
-def _table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ POLY) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return tuple(table)
-
-
-_TABLE = _table()
-
-
-def crc16_update(crc: int, byte: int) -> int:
-    """The CRC register after one more ``byte`` (most significant bit first)."""
-    return ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ byte) & 0xFF]
-
-
 def crc16(data: bytes | Iterable[int], crc: int = INIT) -> int:
-    """CRC-16/CCITT-FALSE of ``data``; pass ``crc`` to continue an earlier CRC."""
-    for byte in data:
-        crc = crc16_update(crc, byte)
-    return crc
+    """CRC-16/CCITT-FALSE of ``data``; pass ``crc`` to continue an earlier CRC.
+
+    The standard library has it: ``binascii.crc_hqx`` is this CRC (polynomial
+    ``0x1021``, MSB first, no reflection, no final XOR) from a given start value.
+    """
+    return binascii.crc_hqx(bytes(data), crc)
