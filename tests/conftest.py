@@ -8,6 +8,13 @@ import os
 import pytest
 
 
+def pytest_report_header(config):
+    from shiftpool.sim.kit import SEED_ENV, seed_offset
+
+    return (f"{SEED_ENV} = {seed_offset()}: randomized tests' seeds are shifted by it "
+            f"(set {SEED_ENV}=K to run fresh cases)")
+
+
 @pytest.fixture(scope="session")
 def sim_build_dir(tmp_path_factory):
     """Where cocotb builds are cached for the whole test run. pytest-xdist's workers

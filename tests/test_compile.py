@@ -10,12 +10,13 @@ import dataclasses
 import numpy as np
 import pytest
 from shiftpool.hw.config import AcceleratorConfig, ConfigError
+from shiftpool.sim.kit import seeds
 from shiftpool.sw.compile.image import compile_model, region_widths
 from shiftpool.sw.model.file import Layer, ModelError, QuantModel
 from shiftpool.sw.model.randmodel import random_model
 from shiftpool.sw.schemes.registry import engine_for
 
-SEEDS = range(24)
+SEEDS = seeds(24)
 K_MODES = ("k1", "k2", "mixed")
 
 

@@ -19,6 +19,7 @@ from shiftpool.hw.engines.common import (
 )
 from shiftpool.hw.engines.int8mac import Int8MacEngine
 from shiftpool.hw.engines.shiftadd import ShiftAddEngine
+from shiftpool.sim.kit import stream_get, stream_put, watchdog
 from shiftpool.sw.compile.engine_model import code_value, engine_reference, pack_code
 
 ENGINES = ("shiftadd", "int8")
@@ -97,39 +98,23 @@ def simulate(config: AcceleratorConfig, beats: list, seed: int, idle: float, sta
     results = []
 
     async def source(ctx):
-        rng = np.random.default_rng([seed, 1])
-        for beat in beats:
-            while rng.random() < idle:
-                await ctx.tick()
-            ctx.set(dut.i.payload, beat_payload(config, beat))
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
+        await stream_put(ctx, dut.i, (beat_payload(config, beat) for beat in beats),
+                         np.random.default_rng([seed, 1]), idle)
 
     async def sink(ctx):
-        rng = np.random.default_rng([seed, 2])
-        while len(results) < expected_count:
-            while rng.random() < stall:
-                await ctx.tick()
-            ctx.set(dut.o.ready, 1)
-            payload, = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
-            ctx.set(dut.o.ready, 0)
-            results.append(lanes_of(payload, config))
+        words = await stream_get(ctx, dut.o, expected_count, np.random.default_rng([seed, 2]),
+                                 stall)
+        results.extend(lanes_of(payload, config) for payload in words)
         for _ in range(4):
             await ctx.tick()
             assert not ctx.get(dut.o.valid), f"seed {seed}: a result too many"
-
-    async def watchdog(ctx):
-        for _ in range(timeout):
-            await ctx.tick()
-        raise AssertionError(f"seed {seed}: timeout, {len(results)} of {expected_count} "
-                             f"results after {timeout} cycles")
 
     sim = Simulator(dut)
     sim.add_clock(CLOCK_PERIOD)
     sim.add_testbench(source)
     sim.add_testbench(sink)
-    sim.add_testbench(watchdog, background=True)
+    sim.add_testbench(watchdog(timeout, lambda: f"(seed {seed}: {len(results)} of "
+                                              f"{expected_count} results)"), background=True)
     sim.run()
     return results
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shiftpool.sim.kit import seeds
 from shiftpool.sw.schemes.flightnn import (
     FLightNNTransform,
     LightNNTransform,
@@ -19,7 +20,7 @@ from shiftpool.sw.schemes.flightnn import (
 )
 from shiftpool.sw.train.nn import Conv3x3, Dense, FloatModel, MaxPool2, ReLU
 
-SEEDS = range(6)
+SEEDS = seeds(6)
 SQRT2 = np.sqrt(2.0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shiftpool.sim.kit import seeds
 from shiftpool.sw.model.file import Layer, ModelError, QuantModel
 from shiftpool.sw.model.randmodel import random_model
 from shiftpool.sw.schemes import golden
@@ -110,7 +111,7 @@ def naive_run(model: QuantModel, x: np.ndarray) -> list:
 
 # -- conv3x3, dense, whole models ---------------------------------------------------------
 
-CONV_SEEDS = range(6)
+CONV_SEEDS = seeds(6)
 
 
 @pytest.mark.parametrize("seed", CONV_SEEDS, ids=[f"seed{s}" for s in CONV_SEEDS])
