@@ -6,6 +6,7 @@ of jobs then run against it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -23,13 +24,16 @@ from ..sw.compile import Image, region_depths
 from ..sw.cycles import inference_cycles
 
 __all__ = [
-    "SIMULATORS", "SimulatorError", "TOPLEVEL", "build", "build_design", "build_lock",
-    "component_verilog",
-    "gateware_digest", "run_image", "write_verilog",
+    "BENCH_MODES", "SIMULATORS", "BenchRun", "SimulatorError", "TOPLEVEL", "build",
+    "build_design", "build_lock", "component_verilog", "gateware_digest", "make_job",
+    "read_results", "run_image", "write_verilog",
 ]
 
 SIMULATORS = ("icarus", "verilator")
 TOPLEVEL = "shiftpool_top"
+#: How the bench drives the streams (:mod:`shiftpool.sim.bench`): ``event`` lets the
+#: simulator run free between handshakes, ``cycle`` looks at every cycle from Python.
+BENCH_MODES = ("event", "cycle")
 
 
 class SimulatorError(RuntimeError):
@@ -167,28 +171,78 @@ def gateware_digest() -> str:
 _GATEWARE_DIGEST = None
 
 
-def build(config: AcceleratorConfig, simulator: str, build_dir: Path) -> Path:
+def build(config: AcceleratorConfig, simulator: str, build_dir: Path,
+          waves: bool = False) -> Path:
     """Build (or reuse) the simulation of ``config``'s accelerator; returns its build
-    folder (keyed by the config hash and :func:`gateware_digest`)."""
+    folder (keyed by the config hash and :func:`gateware_digest`). With ``waves`` the
+    build can write a waveform (a build of its own: tracing slows every run)."""
     from ..hw.accelerator import Accelerator
 
     return build_design(lambda: Accelerator(config), f"{config.hash}-{gateware_digest()}",
-                        TOPLEVEL, simulator, build_dir)
+                        TOPLEVEL, simulator, build_dir, waves=waves)
 
 
 def build_design(make_component, key: str, toplevel: str, simulator: str, build_dir: Path,
-                 check_source: bool = False) -> Path:
+                 check_source: bool = False, waves: bool = False) -> Path:
     """Build (or reuse) the simulation of the component ``make_component()`` returns,
-    with top module ``toplevel``, in ``build_dir / f"{key}-{simulator}"``.
+    with top module ``toplevel``, in ``build_dir / f"{key}-{simulator}"`` (``-waves``
+    appended for a build that can trace: Verilator with ``--trace-fst``, Icarus with
+    cocotb's dump module).
 
     A finished build is reused when its folder holds a stamp. With ``check_source`` the
     Verilog is generated every time and the build is reused only if the text is the
     same (the key need not cover the gateware's source code then).
     """
     _check_simulator(simulator)
-    where = Path(build_dir) / f"{key}-{simulator}"
+    where = Path(build_dir) / f"{key}-{simulator}{_RECIPE[simulator]}{'-waves' if waves else ''}"
     with build_lock(where):
-        return _build_design(make_component, toplevel, simulator, where, check_source)
+        return _build_design(make_component, toplevel, simulator, where, check_source,
+                             waves)
+
+
+#: Part of a build folder's name that changes whenever the way a simulator's build is
+#: made changes (options, files), so that no build made the old way is reused.
+_RECIPE = {"icarus": "", "verilator": "-ports"}
+
+
+def _ports_only_verilator():
+    """cocotb's Verilator runner, building a model whose only VPI-visible signals are
+    the top module's ports (listed in a control file, :func:`_ports_control_file`)
+    and whose C++ is compiled with ``-O2``.
+
+    cocotb passes ``--public-flat-rw``, which makes every signal of the design
+    writable through VPI: Verilator must then assume any of them may change between
+    two evaluations and re-evaluates all combinational logic on every clock edge,
+    which made the demo design run at about a third of the speed. The benches touch
+    only ports. ``-O2`` instead of the makefile's ``-Os`` gains about a quarter more.
+    """
+    from cocotb_tools.runner import Verilator
+
+    class PortsOnlyVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            if cmds[1][:1] == ["make"]:
+                cmds[1] = [*cmds[1], "OPT_FAST=-O2", "OPT_GLOBAL=-O2"]
+            return cmds
+
+    return PortsOnlyVerilator()
+
+
+_MODULE_HEADER = r"^module {}\(([^)]*)\);"
+
+
+def _ports_control_file(text: str, toplevel: str, where: Path) -> Path:
+    """A Verilator control file making the ports of ``toplevel`` (in the Verilog
+    ``text``) public and writable, and nothing else."""
+    header = re.search(_MODULE_HEADER.format(re.escape(toplevel)), text, re.M)
+    if header is None:
+        raise SimulatorError(f"no 'module {toplevel}(...)' header in the generated Verilog "
+                             f"(an Amaranth version change?)")
+    ports = [p.strip() for p in header.group(1).split(",") if p.strip()]
+    lines = ["`verilator_config"]
+    lines += [f'public_flat_rw -module "{toplevel}" -var "{port}"' for port in ports]
+    return _write_atomically(where / "ports.vlt", "\n".join(lines) + "\n")
 
 
 def build_lock(where: Path):
@@ -202,7 +256,7 @@ def build_lock(where: Path):
 
 
 def _build_design(make_component, toplevel: str, simulator: str, where: Path,
-                  check_source: bool) -> Path:
+                  check_source: bool, waves: bool) -> Path:
     import hashlib
 
     from cocotb_tools.runner import get_runner
@@ -215,13 +269,20 @@ def _build_design(make_component, toplevel: str, simulator: str, where: Path,
     digest = hashlib.sha256(text.encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return where
-    source = _write_atomically(where / f"{toplevel}.v", text)
-    runner = get_runner(simulator)
-    args = [] if icarus else ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+    sources = [_write_atomically(where / f"{toplevel}.v", text)]
+    if icarus:
+        runner, args = get_runner(simulator), []
+    else:
+        runner = _ports_only_verilator()
+        sources.append(_ports_control_file(text, toplevel, where))
+        args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+        if waves:
+            args.append("--trace-fst")
     log = where / "build.log"
     try:
-        runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=where,
-                     timescale=("1ns", "1ps"), build_args=args, always=True, log_file=log)
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=where,
+                     timescale=("1ns", "1ps"), build_args=args, always=True, log_file=log,
+                     waves=waves)
     except (RuntimeError, SystemExit) as exc:
         raise SimulatorError(f"{simulator} failed to build the design ({exc}); see {log}"
                              ) from None
@@ -252,16 +313,104 @@ def _watch_progress(path: Path, total: int, stop: threading.Event, desc: str) ->
             bar.update(done - bar.n)
 
 
+@dataclasses.dataclass
+class BenchRun:
+    """What one bench run measured.
+
+    Members
+    -------
+    outputs : int64 (N, classes)
+        The output words of each inference.
+    cycles : int64 (N,)
+        The RTL's cycle counter after each inference.
+    in_cycles : int64 (N,)
+        The clock cycle (rising edges since the start) at which each inference's last
+        input word moved, which starts the inference.
+    out_cycles : int64 (N, classes)
+        The clock cycle at which each output word left the accelerator.
+    sim_cycles : int
+        Clock cycles simulated from the first inference's first input word to the
+        last output word.
+    wall : float
+        Seconds of those cycles, by the bench's clock (no simulator start-up, no load).
+    cpu : float
+        CPU seconds of the simulator's process (simulator and bench) in that time: the
+        figure that does not depend on what else the machine runs.
+    clock_ns : int
+        The bench's clock period (cycle ``c``'s rising edge is at ``c * clock_ns``).
+    waves : Path or None
+        The waveform written, if one was asked for.
+    """
+
+    outputs: np.ndarray
+    cycles: np.ndarray
+    in_cycles: np.ndarray
+    out_cycles: np.ndarray
+    sim_cycles: int
+    wall: float
+    cpu: float
+    clock_ns: int
+    waves: Path | None = None
+
+
+def make_job(image: Image, inputs: np.ndarray, results: Path, seed: int = 0,
+             idle_gap: float = 0.0, back_pressure: float = 0.0, mode: str = "event",
+             progress_file: Path | None = None, cycle_limit: int | None = None) -> dict:
+    """The bench's job (:mod:`shiftpool.sim.bench`) for ``image`` and ``inputs``
+    (``(N, C, H, W)`` integers): memory rows, input words, stream timing, where the
+    results go. ``cycle_limit`` bounds every handshake (default: four inferences and
+    some slack)."""
+    if mode not in BENCH_MODES:
+        raise SimulatorError(f"unknown bench mode {mode!r}; choose one of "
+                             f"{', '.join(BENCH_MODES)}")
+    cfg = image.config
+    depths = region_depths(cfg).values()
+    return {
+        "mode": mode, "seed": seed, "idle_gap": idle_gap, "back_pressure": back_pressure,
+        "progress_file": str(progress_file) if progress_file else None,
+        "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
+        "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
+        # No handshake may take longer than a whole inference, with slack for the
+        # bench's own idle gaps and back-pressure.
+        "cycle_limit": cycle_limit or 4 * inference_cycles(image) + 1000,
+        "act_bits": cfg.act_bits, "acc_width": cfg.acc_width,
+        "inputs": np.asarray(inputs, dtype=np.int64).reshape(len(inputs), -1).tolist(),
+        "outputs": image.output_words,
+        "results": str(results),
+    }
+
+
+def read_results(path: Path, waves: Path | None = None) -> BenchRun:
+    """The :class:`BenchRun` in a results file the bench wrote."""
+    res = json.loads(Path(path).read_text())
+    return BenchRun(
+        outputs=np.asarray(res["outputs"], dtype=np.int64),
+        cycles=np.asarray(res["cycles"], dtype=np.int64),
+        in_cycles=np.asarray(res["in_cycles"], dtype=np.int64),
+        out_cycles=np.asarray(res["out_cycles"], dtype=np.int64),
+        sim_cycles=int(res["sim_cycles"]), wall=float(res["wall"]), cpu=float(res["cpu"]),
+        clock_ns=int(res["clock_ns"]), waves=waves)
+
+
+def _wave_args(simulator: str, waves: Path) -> dict:
+    """What tells the simulator's test run where to write the waveform."""
+    if simulator == "verilator":
+        return {"test_args": ["--trace-file", str(waves)]}
+    return {"plusargs": [f"+dumpfile_path={waves}"]}
+
+
 def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
               build_dir: Path | None = None, seed: int = 0, idle_gap: float = 0.0,
-              back_pressure: float = 0.0, progress: bool = False):
+              back_pressure: float = 0.0, progress: bool = False, mode: str = "event",
+              waves: Path | None = None, cycle_limit: int | None = None) -> BenchRun:
     """Run integer ``inputs`` (``(N, C, H, W)``) through the RTL of ``image``.
 
     The load and input streams get random idle cycles with probability ``idle_gap``
     and the output stream random back-pressure with probability ``back_pressure``,
-    seeded by ``seed``. The simulator's log goes to ``run.log`` in the build folder.
-
-    Returns ``(outputs int64 (N, classes), cycles int64 (N,))``.
+    seeded by ``seed``; ``mode`` is the bench's (:data:`BENCH_MODES`). With ``waves``
+    (a path) the run writes an FST waveform there, from a build that can trace. The
+    simulator's log goes to ``run.log`` in the build folder. ``cycle_limit`` as in
+    :func:`make_job`.
 
     Raises
     ------
@@ -271,28 +420,20 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
     """
     from cocotb_tools.runner import get_runner
 
-    cfg = image.config
     build_dir = Path(build_dir or Path(tempfile.gettempdir()) / "shiftpool-sim")
-    where = build(cfg, simulator, build_dir)
-    inputs = np.asarray(inputs, dtype=np.int64).reshape(len(inputs), -1)
-    depths = region_depths(cfg).values()
+    where = build(image.config, simulator, build_dir, waves=waves is not None)
     with tempfile.TemporaryDirectory(prefix="shiftpool-job-") as tmp:
         job_path = Path(tmp) / "job.json"
         results = Path(tmp) / "results.json"
         counter = Path(tmp) / "progress"
-        job = {
-            "seed": seed, "idle_gap": idle_gap, "back_pressure": back_pressure,
-            "progress_file": str(counter),
-            "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
-            "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
-            # No handshake may take longer than a whole inference, with slack for the
-            # bench's own idle gaps and back-pressure.
-            "cycle_limit": 4 * inference_cycles(image) + 1000,
-            "act_bits": cfg.act_bits, "acc_width": cfg.acc_width,
-            "inputs": inputs.tolist(), "outputs": image.output_words,
-            "results": str(results),
-        }
+        job = make_job(image, inputs, results, seed, idle_gap, back_pressure, mode,
+                       counter, cycle_limit)
         job_path.write_text(json.dumps(job))
+        extra = {}
+        if waves is not None:
+            waves = Path(waves).resolve()
+            waves.parent.mkdir(parents=True, exist_ok=True)
+            extra = dict(waves=True, **_wave_args(simulator, waves))
         runner = get_runner(simulator)
         log = where / "run.log"
         stop = threading.Event()
@@ -305,7 +446,7 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
             runner.test(test_module="shiftpool.sim.bench", hdl_toplevel=TOPLEVEL,
                         hdl_toplevel_lang="verilog", build_dir=where, test_dir=tmp,
                         extra_env={"SHIFTPOOL_JOB": str(job_path)}, log_file=log,
-                        results_xml=str(Path(tmp) / "results.xml"))
+                        results_xml=str(Path(tmp) / "results.xml"), **extra)
         except (RuntimeError, SystemExit) as exc:
             raise SimulatorError(f"{simulator} simulation failed ({exc}): "
                                  f"{_failure_lines(log)}; log: {log}") from None
@@ -316,5 +457,4 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
         if not results.exists():
             raise SimulatorError(f"{simulator} simulation ended without results: "
                                  f"{_failure_lines(log)}; log: {log}")
-        res = json.loads(results.read_text())
-    return np.asarray(res["outputs"], dtype=np.int64), np.asarray(res["cycles"], dtype=np.int64)
+        return read_results(results, waves)
