@@ -11,11 +11,13 @@ exercised as they would be by a real link.
 Two ways to drive the streams (the job's ``mode``):
 
 ``"event"`` (the default)
-    The clock toggles in the simulator interface (``Clock(impl="gpi")``), and Python
-    runs only when a stream has something to do: one offer per beat, a sleep on
-    ``RisingEdge`` of ``valid`` or ``ready`` (with a :class:`~cocotb.triggers.Timer`
-    for the cycle limit) while the accelerator computes, one timer per idle gap or
-    stall, however long. The simulator runs free in between.
+    The clock toggles in the simulator, in the harness the runner builds around the
+    design (or in the simulator interface, cocotb's ``Clock(impl="gpi")``, for a
+    design built without it), and Python runs only when a stream has something to
+    do: one offer per beat, a sleep on ``RisingEdge`` of ``valid`` or ``ready`` (with
+    a :class:`~cocotb.triggers.Timer` for the cycle limit) while the accelerator
+    computes, one timer per idle gap or stall, however long. The simulator runs free
+    in between.
 ``"cycle"``
     The first bench: Python looks at every stream on every clock cycle. Kept to
     measure what the event bench gains (``shiftpool bench``) and as a second opinion.
@@ -40,7 +42,7 @@ from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge, Timer
 
 __all__ = ["CLOCK_NS", "BenchTimeout", "Edges", "StreamSink", "StreamSource", "run_job"]
 
-#: Clock period, ns.
+#: Clock period, ns (``shiftpool.sim.runner.CLOCK_NS``, which the job repeats).
 CLOCK_NS = 10
 #: Falling edges a sink polls for ``valid`` before it sleeps on the signal's rising
 #: edge: a stream that is valid every other cycle costs one callback per cycle so,
@@ -316,14 +318,18 @@ async def _reset(dut):
     dut.rst.value = 0
 
 
-def _start_clock(dut, mode: str) -> None:
-    if mode == "event":
-        # In the simulator interface: no Python per edge.
+def _start_clock(dut, clock: str) -> None:
+    """Start ``dut.clk`` as the job's ``clock`` says: ``"hdl"``: the harness toggles
+    it already; ``"gpi"``: cocotb's clock in the simulator interface, no Python per
+    edge (a netlist without the harness); ``"cocotb"``: cocotb's default, as the first
+    bench had it ("py" on Icarus, "gpi" on Verilator, whose runner trusts inertial
+    writes)."""
+    if clock == "gpi":
         Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()
-    else:
-        # As the first bench had it: cocotb's default ("py" on Icarus; "gpi" on
-        # Verilator, whose runner trusts inertial writes).
+    elif clock == "cocotb":
         Clock(dut.clk, CLOCK_NS, unit="ns").start()
+    elif clock != "hdl":
+        raise ValueError(f"unknown clock {clock!r}")
 
 
 class _Progress:
@@ -354,7 +360,10 @@ async def run_job(dut, job) -> dict:
     gap, stall = job.get("idle_gap", 0.0), job.get("back_pressure", 0.0)
     limit = job["cycle_limit"]
     source_cls, sink_cls = MODES[mode]
-    _start_clock(dut, mode)
+    if job["clock_ns"] != CLOCK_NS:
+        raise ValueError(f"the job's clock period {job['clock_ns']} ns is not the "
+                         f"bench's {CLOCK_NS} ns")
+    _start_clock(dut, job["clock"])
     await _reset(dut)
     edges = Edges(dut.clk)
     load = source_cls(dut, "load", edges, rng, gap, limit)

