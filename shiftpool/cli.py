@@ -133,7 +133,8 @@ def cmd_sim(args) -> int:
     _step(f"simulating {len(x)} inputs on {args.simulator}")
     t0 = time.monotonic()
     result = simulate(model, x, config, simulator=args.simulator, build_dir=args.build_dir,
-                      progress=True, seed=args.seed, bits=args.bits, mode=args.mode)
+                      progress=True, seed=args.seed, bits=args.bits, mode=args.mode,
+                      waves=args.waves)
     wall = time.monotonic() - t0
     if args.outputs:
         _save_npy(args.outputs, result.rtl)
@@ -144,7 +145,11 @@ def cmd_sim(args) -> int:
     mismatch = first_mismatch(model, x, result)
     if mismatch:
         _say(f"mismatch: {mismatch}")
+        if result.waves is None:
+            _say("hint: --waves writes the waveform of the first mismatching input")
         return 1
+    if args.waves:
+        _say("no mismatch: no waveform written")
     if not result.cycles_match:
         _say("mismatch: the RTL's cycle count differs from the cycle model")
         return 1
@@ -433,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pool demo: pool sizes S, comma-separated (default 16,32,64,128)")
     p.add_argument("--bits", default="8,7,6,5,4,3,2,1",
                    help="pool demo: run-time activation precisions (default 8,...,1)")
-    p.add_argument("--rtl-samples", type=int, default=40,
-                   help="pool demo: test images each RTL run simulates (default 40; 0: all); "
+    p.add_argument("--rtl-samples", type=int, default=0,
+                   help="pool demo: test images each RTL run simulates (default 0: all); "
                    "accuracy is the golden model's on all of them")
     p.set_defaults(func=cmd_demo)
 
@@ -475,9 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantize float inputs with the model's input scale")
     p.add_argument("--outputs", type=Path, help="write the RTL outputs here (.npy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bench's stream timing")
+    p.add_argument("--waves", type=Path, nargs="?", const=Path("mismatch.vcd"), default=None,
+                   metavar="FILE", help="on a mismatch, run the first mismatching input "
+                   "again alone and write its waveform to FILE, suffix .vcd (Verilator) or "
+                   ".fst (Icarus) (default mismatch.vcd)")
     _add_engine(p)
     _add_bits(p)
-    _add_sim(p, "icarus")
+    _add_sim(p, "verilator")
     p.set_defaults(func=cmd_sim)
 
     from .cli_link import add_run_parser, add_serve_sim_parser

@@ -234,8 +234,9 @@ def simulate(model: QuantModel, inputs: np.ndarray, config: AcceleratorConfig,
 
     With ``waves`` (a path), the first input whose outputs differ is run again alone
     (after the same load, with the same seed and stream settings) from a build that
-    traces, and its waveform (FST) is written there. ``bench_mode`` is the bench's
-    (``shiftpool.sim.runner.BENCH_MODES``).
+    traces, and its waveform is written there (the suffix the simulator's format's:
+    ``.vcd`` from Verilator, ``.fst`` from Icarus; ``SimResult.waves`` names it).
+    ``bench_mode`` is the bench's (``shiftpool.sim.runner.BENCH_MODES``).
     """
     from .sim.runner import run_image
 

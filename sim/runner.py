@@ -24,7 +24,7 @@ from ..sw.compile import Image, region_depths
 from ..sw.cycles import inference_cycles
 
 __all__ = [
-    "BENCH_MODES", "CLOCK_NS", "HARNESS", "RECIPES", "SIMULATORS", "BenchRun",
+    "BENCH_MODES", "CLOCK_NS", "HARNESS", "RECIPES", "SIMULATORS", "WAVE_SUFFIX", "BenchRun",
     "SimulatorError", "TOPLEVEL", "build", "build_design", "build_lock",
     "component_verilog", "gateware_digest", "make_job", "read_results", "run_image",
     "toplevel_of", "write_verilog",
@@ -186,6 +186,8 @@ def build(config: AcceleratorConfig, simulator: str, build_dir: Path,
 
 #: How a simulation can be built (:func:`build_design`).
 RECIPES = ("plain", "ports", "harness")
+#: The waveform format each simulator writes (``run_image(waves=...)``).
+WAVE_SUFFIX = {"verilator": ".vcd", "icarus": ".fst"}
 #: The bench's clock period, ns: the harness's clock and the bench's cycle count.
 CLOCK_NS = 10
 #: Top module of the harness recipe (it instantiates the design's top module).
@@ -221,8 +223,9 @@ def build_design(make_component, key: str, toplevel: str, simulator: str, build_
         each port, with the port's name, so a bench drives it as it would the design.
 
     With ``waves`` (``-waves`` appended to the folder) the build can write a
-    waveform: Verilator with ``--trace-fst``, Icarus with cocotb's dump module;
-    tracing slows every run, hence a build of its own.
+    waveform (:data:`WAVE_SUFFIX`): Verilator with ``--trace`` (VCD: its FST writer
+    needs the lz4 headers, which these machines lack), Icarus with cocotb's dump
+    module (FST); tracing slows every run, hence a build of its own.
 
     A finished build is reused when its folder holds a stamp. With ``check_source`` the
     Verilog is generated every time and the build is reused only if the text is the
@@ -344,8 +347,6 @@ def _build_design(make_component, toplevel: str, simulator: str, where: Path,
             sources.append(_control_file(top, [name for _, _, name in ports], where))
         if recipe == "harness":
             args.append("--timing")
-        if waves:
-            args.append("--trace-fst")
     runner = get_runner(simulator) if icarus else _verilator(recipe)
     log = where / "build.log"
     try:
@@ -486,7 +487,8 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
     The load and input streams get random idle cycles with probability ``idle_gap``
     and the output stream random back-pressure with probability ``back_pressure``,
     seeded by ``seed``; ``mode`` is the bench's (:data:`BENCH_MODES`). With ``waves``
-    (a path) the run writes an FST waveform there, from a build that can trace. The
+    (a path) the run writes a waveform there, from a build that can trace, its suffix
+    replaced by the simulator's format (:data:`WAVE_SUFFIX`); the result names it. The
     simulator's log goes to ``run.log`` in the build folder. ``cycle_limit`` as in
     :func:`make_job`.
 
@@ -513,7 +515,7 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
         job_path.write_text(json.dumps(job))
         extra = {}
         if waves is not None:
-            waves = Path(waves).resolve()
+            waves = Path(waves).resolve().with_suffix(WAVE_SUFFIX[simulator])
             waves.parent.mkdir(parents=True, exist_ok=True)
             extra = dict(waves=True, **_wave_args(simulator, waves))
         runner = get_runner(simulator)
