@@ -344,18 +344,29 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench, write_report
+    from .bench import measure_speed, run_bench, write_report
+    from .sim.runner import SIMULATORS
 
     sizes = _parse_sizes(args.sizes)
+    speed_sims = [] if args.no_speed else [s for s in args.speed_simulators.split(",") if s]
+    bad = [s for s in speed_sims if s not in SIMULATORS]
+    if bad:
+        raise UsageError(f"--speed-simulators: {bad[0]!r} is not one of "
+                         f"{', '.join(SIMULATORS)}")
     float_model, data = _float_model_and_data(args)
     t0 = time.monotonic()
-    rows = run_bench(float_model, data, sizes, simulator=args.simulator,
-                     samples=args.samples, build_dir=args.build_dir, progress=_step)
+    rows = [] if args.speed_only else run_bench(
+        float_model, data, sizes, simulator=args.simulator, samples=args.samples,
+        build_dir=args.build_dir, progress=_step)
+    speed = measure_speed(float_model, data, speed_sims, images=args.speed_images,
+                          build_dir=args.build_dir, progress=_step)
     command = "shiftpool " + " ".join(sys.argv[1:]) if sys.argv[1:] else "shiftpool bench"
     path = write_report(rows, args.output, command,
-                        float_model.accuracy(data[2], data[3]), time.monotonic() - t0)
+                        float_model.accuracy(data[2], data[3]), time.monotonic() - t0,
+                        speed=speed)
     _say(path.read_text())
-    _say(f"wrote {path}, {args.output / 'results.json'}, {args.output / 'cycles.png'}")
+    _say(f"wrote {path}, {args.output / 'results.json'}"
+         + (f", {args.output / 'cycles.png'}" if rows else ""))
     return 0
 
 
@@ -453,6 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images each RTL run uses (default 20)")
     p.add_argument("-o", "--output", type=Path, default=Path("bench-results"),
                    help="folder for results.md, results.json, cycles.png")
+    p.add_argument("--speed-simulators", default="verilator,icarus",
+                   help="simulators whose speed on the demo design is measured, with the "
+                   "event-driven and the per-cycle bench (default verilator,icarus)")
+    p.add_argument("--speed-images", type=int, default=0,
+                   help="at most this many test images per speed run (default: 360 for "
+                   "the event bench on Verilator, 40 per-cycle; 20 and 10 on Icarus)")
+    p.add_argument("--speed-only", action="store_true",
+                   help="measure only the simulation speed")
+    p.add_argument("--no-speed", action="store_true",
+                   help="skip the simulation speed measurement")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compress", help="float model -> compressed integer model file")

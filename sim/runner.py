@@ -172,7 +172,7 @@ def gateware_digest() -> str:
 _GATEWARE_DIGEST = None
 
 
-def build(config: AcceleratorConfig, simulator: str, build_dir: Path,
+def build(config: AcceleratorConfig, simulator: str, build_dir: Path | None = None,
           waves: bool = False, recipe: str = "harness") -> Path:
     """Build (or reuse) the simulation of ``config``'s accelerator; returns its build
     folder (keyed by the config hash and :func:`gateware_digest`). ``recipe`` and
@@ -181,7 +181,13 @@ def build(config: AcceleratorConfig, simulator: str, build_dir: Path,
     from ..hw.accelerator import Accelerator
 
     return build_design(lambda: Accelerator(config), f"{config.hash}-{gateware_digest()}",
-                        TOPLEVEL, simulator, build_dir, waves=waves, recipe=recipe)
+                        TOPLEVEL, simulator, _build_dir(build_dir), waves=waves,
+                        recipe=recipe)
+
+
+def _build_dir(build_dir: Path | None) -> Path:
+    """``build_dir``, or the shared default under the system's temporary folder."""
+    return Path(build_dir or Path(tempfile.gettempdir()) / "shiftpool-sim")
 
 
 #: How a simulation can be built (:func:`build_design`).
@@ -500,7 +506,7 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
     """
     from cocotb_tools.runner import get_runner
 
-    build_dir = Path(build_dir or Path(tempfile.gettempdir()) / "shiftpool-sim")
+    build_dir = _build_dir(build_dir)
     if mode not in BENCH_MODES:
         raise SimulatorError(f"unknown bench mode {mode!r}; choose one of "
                              f"{', '.join(BENCH_MODES)}")

@@ -183,3 +183,25 @@ def test_pool_demo_prints_the_table(cli, tmp_path, digits_cache, sim_build_dir):
     assert rows[2]["cycles"] < rows[1]["cycles"]
     assert rows[1]["streamed_bpw"] < rows[0]["streamed_bpw"]
     assert "pool" in stdout and "16" in stdout
+
+
+@pytest.mark.icarus
+@pytest.mark.slow
+def test_bench_measures_simulation_speed(cli, tmp_path, digits_cache, sim_build_dir):
+    """``bench --speed-only``: one row per bench mode, each a bit-exact run whose
+    simulated cycles cover every inference's counted cycles and its words; the
+    per-cycle bench is the reference of the speed-up."""
+    out = tmp_path / "bench"
+    code, stdout, err = cli("bench", "--speed-only", "--speed-simulators", "icarus",
+                            "--speed-images", "2", "--cache-dir", digits_cache,
+                            "--build-dir", sim_build_dir, "-o", out)
+    assert code == 0, err
+    speed = json.loads((out / "results.json").read_text())["speed"]
+    assert [(r["simulator"], r["mode"], r["images"]) for r in speed] == [
+        ("icarus", "event", 2), ("icarus", "cycle", 2)]
+    words = 64 + 10                       # an 8x8 digit in, ten classes out
+    for r in speed:
+        assert r["sim_cycles"] >= r["images"] * (r["cycles_per_inference"] + words)
+        assert r["cycles_per_s"] == pytest.approx(r["sim_cycles"] / r["wall"])
+    assert speed[1]["speedup"] == 1.0
+    assert "## Simulation speed" in stdout and not (out / "cycles.png").exists()
