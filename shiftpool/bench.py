@@ -5,6 +5,10 @@ records accuracy (golden model, whole test split), cycles per inference (counted
 the RTL on a slice of the test split and checked against the cycle model), weight
 storage in bits per weight, and every figure's ratio to the int8 baseline of the
 same engine size, measured in the same run.
+
+It also measures the simulation itself (:func:`measure_speed`): simulated cycles and
+inferences per second of the demo design on each simulator, for the event-driven
+bench and, beside it in the same run, the first, per-cycle one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from .sw.compile.image import compile_model
 from .sw.model.file import QuantModel
 from .sw.schemes import golden
 
-__all__ = ["BenchRow", "weight_bits", "run_bench", "write_report"]
+__all__ = ["BenchRow", "SpeedRow", "measure_speed", "run_bench", "weight_bits",
+           "write_report"]
 
 SCHEMES = ("flightnn", "lightnn2", "int8")
 #: Weight-pool variants measured on the sizes with 8 taps (the pool engine's group):
@@ -139,6 +144,113 @@ def run_bench(float_model, data, sizes, simulator: str = "verilator", samples: i
     return rows
 
 
+#: Test images each speed run simulates by default, per (simulator, bench mode): enough
+#: for a steady figure in tens of seconds at most (Icarus runs this design at about
+#: 10k cycles per second, about 3 inferences).
+SPEED_IMAGES = {("verilator", "event"): 360, ("verilator", "cycle"): 40,
+                ("icarus", "event"): 20, ("icarus", "cycle"): 10}
+#: The demo design the speed runs simulate: the FLightNN digits model on 2 lanes x 4 taps.
+SPEED_DESIGN = ("flightnn", 2, 4)
+
+
+@dataclasses.dataclass
+class SpeedRow:
+    """One speed run: a simulator and a bench mode on the demo design.
+
+    ``sim_cycles``, ``wall`` and ``cpu`` cover the inferences, as the bench timed them
+    (from the first input word to the last output word); ``total_wall`` is the whole
+    run as the caller sees it (simulator start-up and the load included)."""
+
+    simulator: str
+    mode: str
+    images: int
+    cycles_per_inference: int
+    sim_cycles: int
+    wall: float
+    cpu: float
+    total_wall: float
+    speedup: float = 0.0         # cycles/s over the per-cycle bench's on this simulator
+
+    @property
+    def cycles_per_s(self) -> float:
+        return self.sim_cycles / self.wall
+
+    @property
+    def cycles_per_cpu_s(self) -> float:
+        return self.sim_cycles / self.cpu
+
+    @property
+    def inferences_per_s(self) -> float:
+        return self.images / self.wall
+
+    @property
+    def inferences_per_s_total(self) -> float:
+        return self.images / self.total_wall
+
+
+def measure_speed(float_model, data, simulators=("verilator", "icarus"), images=None,
+                  build_dir=None, progress=print, compress_options=None) -> list[SpeedRow]:
+    """Time the demo design (:data:`SPEED_DESIGN`) on each simulator in each bench mode
+    (``shiftpool.sim.runner.BENCH_MODES``: the event-driven bench and the per-cycle
+    one), each run on the first ``images`` test images (default
+    :data:`SPEED_IMAGES`; a number caps them all). Builds happen before the clock
+    starts. Every run must be bit-exact and cycle-exact.
+
+    Raises
+    ------
+    RuntimeError
+        If a run disagrees with the golden model or the cycle model.
+    """
+    import time
+
+    from .sim.runner import BENCH_MODES, MODE_RECIPE, build
+    from .sw.schemes.compress import compress
+
+    x_train, y_train, x_test, y_test = data
+    scheme, lanes, taps = SPEED_DESIGN
+    progress(f"speed: compress {scheme}")
+    model = compress(float_model, scheme, x_train=x_train, y_train=y_train, x_test=x_test,
+                     y_test=y_test, progress=False, **(compress_options or {}))
+    config = fit_config(model, lanes=lanes, taps=taps)
+    rows = []
+    for simulator in simulators:
+        for mode in BENCH_MODES:
+            count = SPEED_IMAGES[simulator, mode]
+            count = min(count, images) if images else count
+            x = model.quantize_input(x_test[:count])
+            build(config, simulator, build_dir, recipe=MODE_RECIPE[mode])
+            progress(f"speed: {simulator}, {mode} bench, {len(x)} images")
+            t0 = time.monotonic()
+            result = simulate(model, x, config, simulator=simulator, build_dir=build_dir,
+                              bench_mode=mode)
+            total = time.monotonic() - t0
+            mismatch = first_mismatch(model, x, result)
+            if mismatch or not result.cycles_match:
+                raise RuntimeError(f"speed run {simulator} {mode}: RTL disagrees: "
+                                   f"{mismatch or 'cycle count'}")
+            run = result.run
+            rows.append(SpeedRow(simulator=simulator, mode=mode, images=len(x),
+                                 cycles_per_inference=int(result.cycles.max()),
+                                 sim_cycles=run.sim_cycles, wall=run.wall, cpu=run.cpu,
+                                 total_wall=total))
+        base = next(r for r in rows if r.simulator == simulator and r.mode == "cycle")
+        for r in rows:
+            if r.simulator == simulator:
+                r.speedup = r.cycles_per_s / base.cycles_per_s
+    return rows
+
+
+def _speed_table(rows: list[SpeedRow]) -> list[str]:
+    out = ["| simulator | bench | images | cycles/s | inferences/s | cycles/CPU-s | "
+           "inferences/s incl. start-up and load | vs per-cycle bench |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r.simulator} | {r.mode} | {r.images} | {r.cycles_per_s:,.0f} | "
+                   f"{r.inferences_per_s:.1f} | {r.cycles_per_cpu_s:,.0f} | "
+                   f"{r.inferences_per_s_total:.1f} | {r.speedup:.1f}x |")
+    return out
+
+
 def _table(rows: list[BenchRow]) -> list[str]:
     out = ["| lanes x taps | scheme | accuracy | k=1 share | cycles/inference | speed vs int8 "
            "| bits/weight (codes) | bits/weight (image) | storage vs int8 | RTL == golden |",
@@ -179,37 +291,65 @@ def _plot(rows: list[BenchRow], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _speed_text(speed: list[SpeedRow]) -> list[str]:
+    scheme, lanes, taps = SPEED_DESIGN
+    return [
+        "## Simulation speed", "",
+        f"The demo design ({scheme}, {lanes} lanes x {taps} taps, digits test images) "
+        "through the RTL, bit-exact and cycle-exact against the golden and cycle models. "
+        "*event*: the event-driven bench (clock in the simulator, Python only at "
+        "handshakes); *cycle*: the first bench (Python on every cycle, cocotb's default "
+        "build and clock), in the same run. *cycles/s*, *inferences/s*: simulated clock "
+        "cycles (input, compute and output phases) and inferences per wall second from "
+        "the first input word to the last output word; *cycles/CPU-s*: per CPU second "
+        "of the simulator's process (simulator and Python), which does not depend on what "
+        "else the machine runs; *incl. start-up and load*: the whole run, simulator "
+        "start-up and the memory load included.", "",
+        *_speed_table(speed), "",
+    ]
+
+
 def write_report(rows: list[BenchRow], out_dir: Path, command: str, float_accuracy: float,
-                 wall: float) -> Path:
-    """Write ``results.md``, ``results.json`` and ``cycles.png`` into ``out_dir``."""
+                 wall: float, speed: list[SpeedRow] | None = None) -> Path:
+    """Write ``results.md`` and ``results.json`` into ``out_dir``, and ``cycles.png``
+    when there are ``rows``; ``speed`` adds the simulation speed table."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _plot(rows, out_dir / "cycles.png")
     info = {
         "command": command, "shiftpool": __version__, "python": sys.version.split()[0],
         "machine": platform.machine(), "float_accuracy": float_accuracy, "wall_s": wall,
         "rows": [dict(dataclasses.asdict(r), code_bits_per_weight=r.code_bits_per_weight,
                       image_bits_per_weight=r.image_bits_per_weight) for r in rows],
+        "speed": [dict(dataclasses.asdict(r), cycles_per_s=r.cycles_per_s,
+                       cycles_per_cpu_s=r.cycles_per_cpu_s,
+                       inferences_per_s=r.inferences_per_s,
+                       inferences_per_s_total=r.inferences_per_s_total)
+                  for r in speed or []],
     }
     text = [
         "# Results", "",
         f"Measured by `{command}` (shiftpool {__version__}, {wall:.0f} s). Built-in digits "
         f"CNN, float accuracy {float_accuracy:.4f} on the 360-image held-out split.", "",
-        "- *accuracy*: golden integer model on the whole test split;",
-        "- *cycles/inference*: counted by the RTL's cycle counter on the first images of the "
-        "split, equal to the cycle model; *speed vs int8*: int8 cycles / these cycles on the "
-        "same engine size;",
-        "- *bits/weight (codes)*: the weight codes without padding (FLightNN: k codes of "
-        "exp_bits + 2 bits; pool: an index per 8-vector, the pool, and the int8 first "
-        "layer); *(image)*: the weight memory image as loaded, padding to "
-        "lanes x taps included (pool: indices, pool and int8 rows; the lookup tables are "
-        "built on chip); *storage vs int8*: codes bits / int8 codes bits.",
-        "- *pool S=64 Nb*: the weight-pool engine (8 taps, so on the 8-tap sizes only) "
-        "with N-bit run-time activation precision; its accuracy is at that precision.", "",
-        *_table(rows), "", "![cycles per inference](cycles.png)", "",
     ]
+    if rows:
+        _plot(rows, out_dir / "cycles.png")
+        text += [
+            "- *accuracy*: golden integer model on the whole test split;",
+            "- *cycles/inference*: counted by the RTL's cycle counter on the first images of "
+            "the split, equal to the cycle model; *speed vs int8*: int8 cycles / these cycles "
+            "on the same engine size;",
+            "- *bits/weight (codes)*: the weight codes without padding (FLightNN: k codes of "
+            "exp_bits + 2 bits; pool: an index per 8-vector, the pool, and the int8 first "
+            "layer); *(image)*: the weight memory image as loaded, padding to "
+            "lanes x taps included (pool: indices, pool and int8 rows; the lookup tables are "
+            "built on chip); *storage vs int8*: codes bits / int8 codes bits.",
+            "- *pool S=64 Nb*: the weight-pool engine (8 taps, so on the 8-tap sizes only) "
+            "with N-bit run-time activation precision; its accuracy is at that precision.", "",
+            *_table(rows), "", "![cycles per inference](cycles.png)", "",
+        ]
+    if speed:
+        text += _speed_text(speed)
     tmp = out_dir / "results.md.tmp"
     tmp.write_text("\n".join(text))
     os.replace(tmp, out_dir / "results.md")
     (out_dir / "results.json").write_text(json.dumps(info, indent=2) + "\n")
     return out_dir / "results.md"
-

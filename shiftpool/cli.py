@@ -157,7 +157,8 @@ def cmd_sim(args) -> int:
     _step(f"simulating {len(x)} inputs on {args.simulator}")
     t0 = time.monotonic()
     result = simulate(model, x, config, simulator=args.simulator, build_dir=args.build_dir,
-                      progress=True, seed=args.seed, bits=args.bits, mode=args.mode)
+                      progress=True, seed=args.seed, bits=args.bits, mode=args.mode,
+                      waves=args.waves)
     wall = time.monotonic() - t0
     if args.outputs:
         _save_npy(args.outputs, result.rtl)
@@ -168,7 +169,11 @@ def cmd_sim(args) -> int:
     mismatch = first_mismatch(model, x, result)
     if mismatch:
         _say(f"mismatch: {mismatch}")
+        if result.waves is None:
+            _say("hint: --waves writes the waveform of the first mismatching input")
         return 1
+    if args.waves:
+        _say("no mismatch: no waveform written")
     if not result.cycles_match:
         _say("mismatch: the RTL's cycle count differs from the cycle model")
         return 1
@@ -363,18 +368,29 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench, write_report
+    from .bench import measure_speed, run_bench, write_report
+    from .sim.runner import SIMULATORS
 
     sizes = _parse_sizes(args.sizes)
+    speed_sims = [] if args.no_speed else [s for s in args.speed_simulators.split(",") if s]
+    bad = [s for s in speed_sims if s not in SIMULATORS]
+    if bad:
+        raise UsageError(f"--speed-simulators: {bad[0]!r} is not one of "
+                         f"{', '.join(SIMULATORS)}")
     float_model, data = _float_model_and_data(args)
     t0 = time.monotonic()
-    rows = run_bench(float_model, data, sizes, simulator=args.simulator,
-                     samples=args.samples, build_dir=args.build_dir, progress=_step)
+    rows = [] if args.speed_only else run_bench(
+        float_model, data, sizes, simulator=args.simulator, samples=args.samples,
+        build_dir=args.build_dir, progress=_step)
+    speed = measure_speed(float_model, data, speed_sims, images=args.speed_images,
+                          build_dir=args.build_dir, progress=_step)
     command = "shiftpool " + " ".join(sys.argv[1:]) if sys.argv[1:] else "shiftpool bench"
     path = write_report(rows, args.output, command,
-                        float_model.accuracy(data[2], data[3]), time.monotonic() - t0)
+                        float_model.accuracy(data[2], data[3]), time.monotonic() - t0,
+                        speed=speed)
     _say(path.read_text())
-    _say(f"wrote {path}, {args.output / 'results.json'}, {args.output / 'cycles.png'}")
+    _say(f"wrote {path}, {args.output / 'results.json'}"
+         + (f", {args.output / 'cycles.png'}" if rows else ""))
     return 0
 
 
@@ -449,8 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pool demo: pool sizes S, comma-separated (default 16,32,64,128)")
     p.add_argument("--bits", default="8,7,6,5,4,3,2,1",
                    help="pool demo: run-time activation precisions (default 8,...,1)")
-    p.add_argument("--rtl-samples", type=int, default=40,
-                   help="pool demo: test images each RTL run simulates (default 40; 0: all); "
+    p.add_argument("--rtl-samples", type=int, default=0,
+                   help="pool demo: test images each RTL run simulates (default 0: all); "
                    "accuracy is the golden model's on all of them")
     p.set_defaults(func=cmd_demo)
 
@@ -464,6 +480,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images each RTL run uses (default 20)")
     p.add_argument("-o", "--output", type=Path, default=Path("bench-results"),
                    help="folder for results.md, results.json, cycles.png")
+    p.add_argument("--speed-simulators", default="verilator,icarus",
+                   help="simulators whose speed on the demo design is measured, with the "
+                   "event-driven and the per-cycle bench (default verilator,icarus)")
+    p.add_argument("--speed-images", type=int, default=0,
+                   help="at most this many test images per speed run (default: 360 for "
+                   "the event bench on Verilator, 40 per-cycle; 20 and 10 on Icarus)")
+    p.add_argument("--speed-only", action="store_true",
+                   help="measure only the simulation speed")
+    p.add_argument("--no-speed", action="store_true",
+                   help="skip the simulation speed measurement")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compress", help="float model -> compressed integer model file")
@@ -494,9 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantize float inputs with the model's input scale")
     p.add_argument("--outputs", type=Path, help="write the RTL outputs here (.npy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bench's stream timing")
+    p.add_argument("--waves", type=Path, nargs="?", const=Path("mismatch.vcd"), default=None,
+                   metavar="FILE", help="on a mismatch, run the first mismatching input "
+                   "again alone and write its waveform to FILE, suffix .vcd (Verilator) or "
+                   ".fst (Icarus) (default mismatch.vcd)")
     _add_engine(p)
     _add_bits(p)
-    _add_sim(p, "icarus")
+    _add_sim(p, "verilator")
     p.set_defaults(func=cmd_sim)
 
     from .cli_link import add_run_parser, add_serve_sim_parser

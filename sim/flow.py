@@ -72,6 +72,16 @@ class SimResult:
     golden: np.ndarray          # (N, classes) int64
     cycles: np.ndarray          # (N,) cycles the RTL counted
     predicted_cycles: int       # the cycle model's prediction
+    #: (N, classes): the clock cycle each output word left the accelerator at.
+    out_cycles: np.ndarray | None = None
+    #: The bench's run (:class:`shiftpool.sim.runner.BenchRun`): timing, speed.
+    run: object = None
+    #: Waveform of the first mismatching inference (``simulate(waves=...)``).
+    waves: Path | None = None
+    #: The cycle, in that waveform, at which the first differing word left, and its
+    #: time in ns.
+    waves_cycle: int | None = None
+    waves_ns: int | None = None
 
     @property
     def equal(self) -> np.ndarray:
@@ -82,34 +92,64 @@ class SimResult:
     def cycles_match(self) -> bool:
         return bool((self.cycles == self.predicted_cycles).all())
 
+    def first_difference(self) -> tuple[int, int] | None:
+        """``(input, output index)`` of the first differing word, or ``None``."""
+        bad = np.flatnonzero(~self.equal)
+        if len(bad) == 0:
+            return None
+        n = int(bad[0])
+        return n, int(np.flatnonzero(self.rtl[n] != self.golden[n])[0])
+
 
 def first_mismatch(model: QuantModel, inputs: np.ndarray, result: SimResult) -> str | None:
     """Where the RTL first differs from the golden model: input, output index, both
-    values; ``None`` if they agree everywhere."""
-    bad = np.flatnonzero(~result.equal)
-    if len(bad) == 0:
+    values, the clock cycle the word left the accelerator at (when the bench recorded
+    it) and the waveform of that inference (when one was written); ``None`` if they
+    agree everywhere."""
+    first = result.first_difference()
+    if first is None:
         return None
-    n = int(bad[0])
-    i = int(np.flatnonzero(result.rtl[n] != result.golden[n])[0])
-    return (f"input {n}: final layer {len(model.layers) - 1}, output {i}: RTL "
-            f"{result.rtl[n, i]} != golden {result.golden[n, i]} "
-            f"({int((~result.equal).sum())} of {len(inputs)} inputs differ)")
+    n, i = first
+    text = (f"input {n}: final layer {len(model.layers) - 1}, output {i}: RTL "
+            f"{result.rtl[n, i]} != golden {result.golden[n, i]}")
+    if result.out_cycles is not None:
+        text += f", left the accelerator at cycle {int(result.out_cycles[n, i])}"
+    if result.waves is not None:
+        text += (f"; waveform of input {n} alone: {result.waves} (the word leaves at "
+                 f"cycle {result.waves_cycle}, {result.waves_ns} ns)")
+    return text + f" ({int((~result.equal).sum())} of {len(inputs)} inputs differ)"
 
 
 def simulate(model: QuantModel, inputs: np.ndarray, config: AcceleratorConfig,
              simulator: str = "verilator", build_dir: Path | None = None,
              progress: bool = False, seed: int = 0, idle_gap: float = 0.0,
              back_pressure: float = 0.0, bits: int | None = None,
-             mode="direct") -> SimResult:
+             mode="direct", waves: Path | None = None, bench_mode: str = "event"
+             ) -> SimResult:
     """Run integer ``inputs`` through the RTL and the golden model (a pool model's
-    pool layers at run-time precision ``bits``, all planes by default, in ``mode``)."""
+    pool layers at run-time precision ``bits``, all planes by default, in ``mode``).
+
+    With ``waves`` (a path), the first input whose outputs differ is run again alone
+    (after the same load, with the same seed and stream settings) from a build that
+    traces, and its waveform is written there (the suffix the simulator's format's:
+    ``.vcd`` from Verilator, ``.fst`` from Icarus; ``SimResult.waves`` names it).
+    ``bench_mode`` is the bench's (``shiftpool.sim.runner.BENCH_MODES``).
+    """
     from .runner import run_image
 
     inputs = golden.check_inputs(model, inputs)
     image = compile_model(model, config, bits=bits, mode=mode)
     expected = golden.run(model, inputs, bits=bits, mode=mode)
-    rtl, cycles = run_image(image, inputs, simulator=simulator, build_dir=build_dir,
-                            seed=seed, idle_gap=idle_gap, back_pressure=back_pressure,
-                            progress=progress)
-    return SimResult(rtl=rtl, golden=expected, cycles=cycles,
-                     predicted_cycles=inference_cycles(image))
+    bench = dict(simulator=simulator, build_dir=build_dir, seed=seed, idle_gap=idle_gap,
+                 back_pressure=back_pressure, mode=bench_mode)
+    run = run_image(image, inputs, progress=progress, **bench)
+    result = SimResult(rtl=run.outputs, golden=expected, cycles=run.cycles,
+                       predicted_cycles=inference_cycles(image), out_cycles=run.out_cycles,
+                       run=run)
+    first = result.first_difference()
+    if waves is not None and first is not None:
+        n, i = first
+        again = run_image(image, inputs[n:n + 1], waves=Path(waves), **bench)
+        result.waves, result.waves_cycle = again.waves, int(again.out_cycles[0, i])
+        result.waves_ns = result.waves_cycle * again.clock_ns
+    return result

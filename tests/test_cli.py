@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from shiftpool.sim import flow
 from shiftpool.sw.compile.fit import fit_config
 from shiftpool.sw.model.file import load_model, save_model
 from shiftpool.sw.schemes import golden
@@ -86,6 +87,34 @@ def test_sim_compares_with_golden(cli, tmp_path, model_file, digits_models, digi
     assert np.array_equal(np.load(tmp_path / "y.npy"), golden.run(model, x))
 
 
+@pytest.mark.verilator
+def test_sim_writes_the_waveform_of_the_first_mismatch(cli, tmp_path, model_file,
+                                                       digits_models, digits_data,
+                                                       sim_build_dir, monkeypatch):
+    """``sim --waves`` (Verilator by default): with a golden model that disagrees on
+    input 1, the report names the word and its cycle and where the VCD is; exit 1."""
+    model = digits_models["flightnn"]
+    x = model.quantize_input(digits_data[2][:3])
+    np.save(tmp_path / "x.npy", x)
+    real_run = flow.golden.run
+
+    def wrong_golden(*args, **kwargs):
+        out = real_run(*args, **kwargs).copy()
+        out[1, 4] -= 1
+        return out
+
+    monkeypatch.setattr(flow.golden, "run", wrong_golden)
+    waves = tmp_path / "bad.vcd"
+    code, stdout, _ = cli("sim", model_file, "--inputs", tmp_path / "x.npy", "--lanes", "2",
+                          "--taps", "4", "--build-dir", sim_build_dir, "--waves", waves)
+    assert code == 1, stdout
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("mismatch: "))
+    assert "input 1: final layer" in line and "output 4:" in line
+    assert "left the accelerator at cycle" in line and str(waves) in line
+    assert waves.stat().st_size > 1000
+    assert "(verilator," in stdout
+
+
 def test_missing_model_file(cli, tmp_path):
     code, _, err = cli("generate", tmp_path / "nope.npz", "-o", tmp_path / "d")
     assert code == 2
@@ -156,7 +185,7 @@ def test_pool_model_generate_and_sim_at_reduced_precision(cli, tmp_path, digits_
     assert manifest["memory_map"]["pool"]["used"] == 16
     code, stdout, _ = cli("sim", path, "--inputs", tmp_path / "x.npy", "--outputs",
                           tmp_path / "y.npy", "--design", design, "--bits", "2",
-                          "--build-dir", sim_build_dir)
+                          "--simulator", "icarus", "--build-dir", sim_build_dir)
     assert code == 0, stdout
     assert "2 / 2" in stdout
     assert np.array_equal(np.load(tmp_path / "y.npy"), golden.run(model, x, bits=2))
@@ -183,3 +212,41 @@ def test_pool_demo_prints_the_table(cli, tmp_path, digits_cache, sim_build_dir):
     assert rows[2]["cycles"] < rows[1]["cycles"]
     assert rows[1]["streamed_bpw"] < rows[0]["streamed_bpw"]
     assert "pool" in stdout and "16" in stdout
+
+
+@pytest.mark.icarus
+@pytest.mark.slow
+def test_bench_measures_simulation_speed(cli, tmp_path, digits_cache, sim_build_dir):
+    """``bench --speed-only``: one row per bench mode, each a bit-exact run whose
+    simulated cycles cover every inference's counted cycles and its words; the
+    per-cycle bench is the reference of the speed-up."""
+    out = tmp_path / "bench"
+    code, stdout, err = cli("bench", "--speed-only", "--speed-simulators", "icarus",
+                            "--speed-images", "2", "--cache-dir", digits_cache,
+                            "--build-dir", sim_build_dir, "-o", out)
+    assert code == 0, err
+    speed = json.loads((out / "results.json").read_text())["speed"]
+    assert [(r["simulator"], r["mode"], r["images"]) for r in speed] == [
+        ("icarus", "event", 2), ("icarus", "cycle", 2)]
+    words = 64 + 10                       # an 8x8 digit in, ten classes out
+    for r in speed:
+        assert r["sim_cycles"] >= r["images"] * (r["cycles_per_inference"] + words)
+        assert r["cycles_per_s"] == pytest.approx(r["sim_cycles"] / r["wall"])
+    assert speed[1]["speedup"] == 1.0
+    assert "## Simulation speed" in stdout and not (out / "cycles.png").exists()
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_demo_runs_the_whole_split_on_verilator(cli, tmp_path, digits_cache, sim_build_dir):
+    """``demo`` with its defaults: every scheme's RTL on Verilator over all 360 test
+    images, word for word equal to the golden model, cycles equal to the cycle model."""
+    out = tmp_path / "demo.json"
+    code, stdout, err = cli("demo", "--cache-dir", digits_cache, "--build-dir",
+                            sim_build_dir, "--json", out)
+    assert code == 0, err
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["scheme"] for r in rows] == ["flightnn", "lightnn2", "int8"]
+    assert all(r["equal"] == r["n"] == 360 for r in rows)
+    assert all(r["cycles"] == r["predicted"] for r in rows)
+    assert "simulator verilator" in stdout

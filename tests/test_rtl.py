@@ -1,9 +1,11 @@
 """The generated Verilog of the whole accelerator in cocotb, on Icarus and Verilator:
 outputs bit-exact against the golden model, cycles exactly as the cycle model says.
 
-The digits demo models run their whole test split on Verilator and a slice of it on
-Icarus (about 30x slower on this design); random models and configurations run on
-both, with idle gaps on the input streams and back-pressure on the output stream.
+Every digits model (FLightNN, LightNN-2, int8, weight pools) runs its whole test split
+on Verilator and a slice of it on Icarus (about 100x slower on this design: Icarus
+spends nearly all its time evaluating the design), with seeded idle gaps on the input
+streams and back-pressure on the output stream; random models and configurations run
+on both, with more of both.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from shiftpool.sw.model.randmodel import random_model
 
 #: Test images the Icarus runs of the digits models use.
 ICARUS_SLICE = 24
+#: Idle-gap and back-pressure chance of the digits runs (the seed is the test's).
+DIGITS_TIMING = dict(seed=12, idle_gap=0.1, back_pressure=0.1)
+#: The digits test split's size.
+DIGITS_SPLIT = 360
 
 
 def assert_bit_exact(model, x, result, what: str) -> None:
@@ -38,9 +44,10 @@ def test_digits_models_bit_exact(scheme, simulator, digits_models, digits_data,
         x_test = x_test[:ICARUS_SLICE]
     x = model.quantize_input(x_test)
     config = fit_config(model, lanes=4, taps=8)
-    result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir)
+    result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir,
+                      **DIGITS_TIMING)
     assert_bit_exact(model, x, result, f"{scheme} on {simulator}")
-    assert len(result.rtl) == len(x_test)
+    assert len(result.rtl) == (DIGITS_SPLIT if simulator == "verilator" else ICARUS_SLICE)
 
 
 def random_case(seed: int):
@@ -78,9 +85,10 @@ def test_random_configurations_bit_exact(seed, simulator, sim_build_dir):
 # -- the weight-pool engine -------------------------------------------------------------
 
 #: (pool size, run-time precision, test images) per simulator: full and reduced
-#: precision, the smallest and largest pools.
+#: precision, the smallest and largest pools; Verilator runs the whole split.
 POOL_RUNS = {
-    "verilator": [(64, 8, 60), (64, 3, 60), (16, 1, 60), (128, 5, 60)],
+    "verilator": [(64, 8, DIGITS_SPLIT), (64, 3, DIGITS_SPLIT), (16, 1, DIGITS_SPLIT),
+                  (128, 5, DIGITS_SPLIT)],
     "icarus": [(64, 3, 3), (16, 8, 2)],
 }
 
@@ -98,8 +106,9 @@ def test_digits_pool_models_bit_exact(simulator, size, bits, images, digits_pool
     config = fit_config(model, lanes=2)
     assert (config.engine, config.pool_size) == ("pool", size)
     result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir,
-                      bits=bits)
+                      bits=bits, **DIGITS_TIMING)
     assert_bit_exact(model, x, result, f"pool S={size}, {bits} bits on {simulator}")
+    assert len(result.rtl) == images
 
 
 def random_pool_case(seed: int):
