@@ -54,3 +54,25 @@ def test_digits_demo_netlist_bit_exact(scheme, digits_models, digits_data, sim_b
     config = fit_config(model, lanes=2, taps=4)
     result = simulate(model, x, config, build_dir=sim_build_dir)
     assert_bit_exact(model, x, result, f"digits {scheme}, 2 lanes x 4 taps")
+
+
+def test_gate_level_job_packs_loads_like_the_accelerator(tmp_path):
+    """The gate-level bench packs load beats with the load stream's own widths, also for
+    a pool design whose index region is its deepest (the gate-level job once left the
+    index and pool depths out of its address width and mis-packed such designs)."""
+    from shiftpool.hw.memory_map import region_depths
+    from shiftpool.hw.signature import load_layout
+    from shiftpool.sim.gatelevel import make_job
+    from shiftpool.sw.compile.image import compile_model
+
+    rng = np.random.default_rng(7)
+    model = random_model(rng, scheme="pool", act_bits=4, input_shape=(1, 3, 3), convs=(8,),
+                         pool=False, dense=(3,), pool_size=4, pool_bits=4, lut_bits=8)
+    config = fit_config(model, lanes=1, index_depth=1 << 12)
+    depths = region_depths(config)
+    assert max(depths, key=depths.get) == "indices"
+    x = rng.integers(0, 16, size=(1, 1, 3, 3))
+    job = make_job(compile_model(model, config), x, tmp_path / "results.json")
+    layout = load_layout(config)
+    assert job["addr_bits"] == layout.members["addr"].width == 12
+    assert job["region_bits"] == layout.members["region"].width
