@@ -31,6 +31,7 @@ from amaranth.lib import data, memory, wiring
 
 from .config import AcceleratorConfig
 from .controller.layouts import beat_layout, descriptor_layout, group_layout
+from .controller.readback import Readback
 from .controller.table_build import TableBuild, pool_row_layout
 from .controller.writeback import WriteBack
 from .engines.common import make_engine
@@ -381,19 +382,9 @@ class Accelerator(wiring.Component):
         # latched or its response pending, so the program port reads row 0 when the
         # last input word arrives, as above; loads wait in the addressing cycle, when a
         # single-port memory could not also be written.
-        rb_req, rb_resp = self.readback.req, self.readback.resp
-        rb_latched = Signal()
-        rb_pending = Signal()
-        rb_busy = rb_latched | rb_pending
-        rb_region = Signal.like(rb_req.payload.region)
-        rb_addr = Signal.like(rb_req.payload.addr)
-        m.d.comb += rb_resp.valid.eq(rb_pending)
-        with m.Switch(rb_region):
-            for code, name in regions:
-                with m.Case(code):
-                    m.d.comb += rb_resp.payload.eq(Value.cast(rd[name].data))
-        with m.If(rb_resp.valid & rb_resp.ready):
-            m.d.sync += rb_pending.eq(0)
+        m.submodules.readback = rb = Readback(cfg)
+        wiring.connect(m, wiring.flipped(self.readback), rb.readback)
+        m.d.comb += [rb.rows[name].eq(Value.cast(rd[name].data)) for name in rd]
 
         if lookup:
             # Writing pool row p builds the lookup table's column p (while idle).
@@ -403,25 +394,21 @@ class Accelerator(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.load.ready.eq(~rb_latched), self.inp.ready.eq(~rb_busy),
+                m.d.comb += [self.load.ready.eq(~rb.latched), self.inp.ready.eq(~rb.busy),
                              rd["program"].addr.eq(0)]
                 if lookup:
                     # Nothing else is taken while a pool row builds its table column.
                     m.d.comb += [
                         table.row.valid.eq(self.load.valid),
-                        self.load.ready.eq(~rb_latched & table.row.ready),
-                        self.inp.ready.eq(~rb_busy & table.row.ready),
+                        self.load.ready.eq(~rb.latched & table.row.ready),
+                        self.inp.ready.eq(~rb.busy & table.row.ready),
                     ]
-                m.d.comb += rb_req.ready.eq(~rb_busy & ~self.inp.valid)
-                with m.If(rb_req.valid & rb_req.ready):
-                    m.d.sync += [rb_latched.eq(1), rb_addr.eq(rb_req.payload.addr),
-                                 rb_region.eq(rb_req.payload.region)]
-                with m.If(rb_pending):
+                m.d.comb += rb.enable.eq(~self.inp.valid)
+                with m.If(rb.hold):
                     m.d.comb += [rd[name].en.eq(0) for name in rd]
-                with m.Elif(rb_latched):
-                    m.d.comb += [rd[name].addr.eq(rb_addr) for name in rd]
+                with m.Elif(rb.read):
+                    m.d.comb += [rd[name].addr.eq(rb.addr) for name in rd]
                     m.d.comb += [rd[name].en.eq(1) for name in rd]
-                    m.d.sync += [rb_latched.eq(0), rb_pending.eq(1)]
                 take_input = self.inp.valid & self.inp.ready
                 m.d.comb += [wr_buf.eq(0), wr_en.eq(take_input),
                              wr_addr.eq(in_addr), wr_data.eq(self.inp.payload.data)]
