@@ -1,5 +1,9 @@
 """The accelerator: memories, the layer-program controller and one engine.
 
+The controller's units are components of :mod:`shiftpool.hw.controller` (write-back,
+max-pool, readback, the pool engine's table build); this module holds the memories,
+the issue pipeline and the sequencer that walks the layer program, and connects them.
+
 The controller runs the layer program that :mod:`shiftpool.sw.compile.image` produces.
 Cycle 0 of a layer is its DECODE (the descriptor is read while the previous layer
 drains, or while the last input word is accepted). Timing, which
@@ -31,6 +35,8 @@ from amaranth.lib import data, memory, wiring
 
 from .config import AcceleratorConfig
 from .controller.layouts import beat_layout, descriptor_layout, group_layout
+from .controller.maxpool import MaxPool, pool_ports
+from .controller.readback import Readback
 from .controller.table_build import TableBuild, pool_row_layout
 from .controller.writeback import WriteBack
 from .engines.common import make_engine
@@ -38,7 +44,6 @@ from .memories import load_region_port
 from .memory_map import region_depths, region_width
 from .program import (
     KIND_POOL,
-    POOL_WINDOW,
     REGIONS,
     addr_width,
     channel_limit,
@@ -52,19 +57,6 @@ from .signature import AcceleratorSignature, load_layout
 __all__ = [
     "Accelerator", "beat_layout", "group_layout", "load_layout", "pool_phases", "region_width",
 ]
-
-
-def _max(a, b):
-    return Mux(a > b, a, b)
-
-
-def _max_tree(values):
-    """Maximum of unsigned ``values`` as a balanced tree."""
-    values = list(values)
-    while len(values) > 1:
-        pairs = [_max(a, b) for a, b in zip(values[0::2], values[1::2], strict=False)]
-        values = pairs + values[len(pairs) * 2:]
-    return values[0]
 
 
 class Accelerator(wiring.Component):
@@ -305,45 +297,24 @@ class Accelerator(wiring.Component):
             out_wp.addr.eq(wb.write.payload.chan), out_wp.data.eq(wb.write.payload.value),
         ]
 
-        # -- max-pool pipeline -------------------------------------------------------------
-        # Stage 0 addresses up to `taps` words of the window at in_base (phase p reads
-        # window words p*taps ..); stage 1 takes their maximum and writes it after the
-        # last phase. Unused ports read as 0, the identity of an unsigned maximum.
+        # -- max-pool ------------------------------------------------------------------
+        # The POOL state walks the windows (one read beat per cycle); the unit reads
+        # them through the source buffer's first ports and writes their maxima.
         phases = pool_phases(cfg)
-        ports = min(cfg.taps, POOL_WINDOW)
-        in_base = Signal(count_width(cfg.act_depth + 2 * cfg.max_dim + 2))
+        m.submodules.maxpool = mp = MaxPool(cfg)
+        in_base = Signal.like(mp.window.payload.base)
         pool_out = Signal(aw)
         pool_chan = Signal(count_width(channel_limit(cfg)))
-        phase = Signal(range(phases))
-        p1 = Signal(data.StructLayout({"valid": 1, "phase": range(phases), "addr": aw}))
-        pool_max = Signal(unsigned(cfg.act_bits))    # running maximum over earlier phases
-
-        def window_word(p, j):
-            """Window word read by port ``j`` in phase ``p`` (0..3), or None."""
-            e = p * cfg.taps + j
-            return e if e < POOL_WINDOW else None
-
-        pool_addr = []
-        for j in range(ports):
-            offset = 0
-            for p in reversed(range(phases)):
-                e = window_word(p, j)
-                here = 0 if e is None else (e & 1) + (d.in_width if e >= 2 else 0)
-                offset = here if p == phases - 1 else Mux(phase == p, here, offset)
-            pool_addr.append(in_base + offset)
-        words = []
-        for j in range(ports):
-            used = [p for p in range(phases) if window_word(p, j) is not None]
-            ok = 1 if len(used) == phases else Cat(*(p1.phase == p for p in used)).any()
-            words.append(Mux(ok, act_rdata[j], 0))
-        pool_value = _max_tree(words)
-        if phases > 1:
-            pool_value = Mux(p1.phase == 0, pool_value, _max(pool_value, pool_max))
-            m.d.sync += pool_max.eq(pool_value)
+        phase = Signal.like(mp.window.payload.phase)
+        m.d.comb += [
+            mp.window.payload.base.eq(in_base), mp.window.payload.phase.eq(phase),
+            mp.window.payload.addr.eq(pool_out), mp.in_width.eq(d.in_width),
+        ]
+        m.d.comb += [mp.words[j].eq(act_rdata[j]) for j in range(pool_ports(cfg))]
         with m.If(d.kind == KIND_POOL):
-            for j in range(ports):
+            for j in range(pool_ports(cfg)):
                 for b in range(2):
-                    m.d.comb += act_rp[b][j].addr.eq(pool_addr[j])
+                    m.d.comb += act_rp[b][j].addr.eq(mp.read_addr[j])
 
         # -- controller --------------------------------------------------------------------
         layer = Signal(range(cfg.program_depth))
@@ -357,14 +328,13 @@ class Accelerator(wiring.Component):
 
         # Writes of the write-back unit and of the max-pool's stage 1 (never both busy).
         with m.If(d.kind == KIND_POOL):
-            m.d.comb += [wr_en.eq(p1.valid & (p1.phase == phases - 1)),
-                         wr_addr.eq(p1.addr), wr_data.eq(pool_value)]
+            m.d.comb += [wr_en.eq(mp.write.valid), wr_addr.eq(mp.write.payload.addr),
+                         wr_data.eq(mp.write.payload.data)]
         with m.Elif(d.last):
             m.d.comb += out_wp.en.eq(wb.write.valid)
         with m.Else():
             m.d.comb += [wr_en.eq(wb.write.valid), wr_addr.eq(wb.write.payload.addr),
                          wr_data.eq(wb.write.payload.act)]
-        m.d.sync += p1.valid.eq(0)
 
         # Everything the layer started is done after this cycle: no beat in flight, no
         # result in (or on its way out of) the engine, the write-back unit idle and its
@@ -381,19 +351,9 @@ class Accelerator(wiring.Component):
         # latched or its response pending, so the program port reads row 0 when the
         # last input word arrives, as above; loads wait in the addressing cycle, when a
         # single-port memory could not also be written.
-        rb_req, rb_resp = self.readback.req, self.readback.resp
-        rb_latched = Signal()
-        rb_pending = Signal()
-        rb_busy = rb_latched | rb_pending
-        rb_region = Signal.like(rb_req.payload.region)
-        rb_addr = Signal.like(rb_req.payload.addr)
-        m.d.comb += rb_resp.valid.eq(rb_pending)
-        with m.Switch(rb_region):
-            for code, name in regions:
-                with m.Case(code):
-                    m.d.comb += rb_resp.payload.eq(Value.cast(rd[name].data))
-        with m.If(rb_resp.valid & rb_resp.ready):
-            m.d.sync += rb_pending.eq(0)
+        m.submodules.readback = rb = Readback(cfg)
+        wiring.connect(m, wiring.flipped(self.readback), rb.readback)
+        m.d.comb += [rb.rows[name].eq(Value.cast(rd[name].data)) for name in rd]
 
         if lookup:
             # Writing pool row p builds the lookup table's column p (while idle).
@@ -403,25 +363,21 @@ class Accelerator(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.load.ready.eq(~rb_latched), self.inp.ready.eq(~rb_busy),
+                m.d.comb += [self.load.ready.eq(~rb.latched), self.inp.ready.eq(~rb.busy),
                              rd["program"].addr.eq(0)]
                 if lookup:
                     # Nothing else is taken while a pool row builds its table column.
                     m.d.comb += [
                         table.row.valid.eq(self.load.valid),
-                        self.load.ready.eq(~rb_latched & table.row.ready),
-                        self.inp.ready.eq(~rb_busy & table.row.ready),
+                        self.load.ready.eq(~rb.latched & table.row.ready),
+                        self.inp.ready.eq(~rb.busy & table.row.ready),
                     ]
-                m.d.comb += rb_req.ready.eq(~rb_busy & ~self.inp.valid)
-                with m.If(rb_req.valid & rb_req.ready):
-                    m.d.sync += [rb_latched.eq(1), rb_addr.eq(rb_req.payload.addr),
-                                 rb_region.eq(rb_req.payload.region)]
-                with m.If(rb_pending):
+                m.d.comb += rb.enable.eq(~self.inp.valid)
+                with m.If(rb.hold):
                     m.d.comb += [rd[name].en.eq(0) for name in rd]
-                with m.Elif(rb_latched):
-                    m.d.comb += [rd[name].addr.eq(rb_addr) for name in rd]
+                with m.Elif(rb.read):
+                    m.d.comb += [rd[name].addr.eq(rb.addr) for name in rd]
                     m.d.comb += [rd[name].en.eq(1) for name in rd]
-                    m.d.sync += [rb_latched.eq(0), rb_pending.eq(1)]
                 take_input = self.inp.valid & self.inp.ready
                 m.d.comb += [wr_buf.eq(0), wr_en.eq(take_input),
                              wr_addr.eq(in_addr), wr_data.eq(self.inp.payload.data)]
@@ -481,7 +437,7 @@ class Accelerator(wiring.Component):
                         m.next = "DRAIN"
             with m.State("POOL"):
                 m.d.comb += [counting.eq(1), self.busy.eq(1)]
-                m.d.sync += [p1.valid.eq(1), p1.phase.eq(phase), p1.addr.eq(pool_out)]
+                m.d.comb += mp.window.valid.eq(1)
                 with m.If(phase == phases - 1):
                     m.d.sync += [phase.eq(0), pool_out.eq(pool_out + 1),
                                  in_base.eq(in_base + 2), x.eq(x + 1)]

@@ -4,6 +4,8 @@
 is in its module docstring and in :mod:`shiftpool.sw.compile.cycles`):
 
 * :mod:`.writeback`: a lane group's result -> bias add, requantizer -> memory writes;
+* :mod:`.maxpool`: 2x2 windows read through the activation ports -> their maxima;
+* :mod:`.readback`: rows of the load regions read back for the link;
 * :mod:`.table_build`: the pool engine's lookup-table build from loaded pool rows.
 
 :mod:`.layouts` holds the payloads they share.
