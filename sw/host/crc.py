@@ -6,8 +6,8 @@ Its check value, the CRC of the ASCII bytes ``b"123456789"``, is ``0x29B1``.
 
 This is the reference the gateware CRC (:func:`shiftpool.hw.link.framing.frame_crc`,
 ``amaranth.lib.crc``'s ``CRC16_CCITT_FALSE``) is tested against. Because nothing is
-reflected or XORed at the end, running the CRC over a message followed by its CRC sent most significant byte first gives 0, which is
-how the frame decoder checks a frame.
+reflected or XORed at the end, running the CRC over a message followed by its CRC sent
+most significant byte first gives 0, which is how the frame decoder checks a frame.
 """
 
 from __future__ import annotations
