@@ -91,6 +91,7 @@ def cmd_compress(args) -> int:
     from .sw.model.file import save_model
 
     _check_scheme_options(args)
+    _check_output_file("-o", args.output)
     float_model, data = _float_model_and_data(args)
     _step(f"compressing to {args.scheme} (quantization-aware fine-tuning)")
     qm = _compress(args, float_model, data, args.scheme)
@@ -151,6 +152,8 @@ def cmd_sim(args) -> int:
     from .sim.flow import first_mismatch, simulate
     from .sw.model.file import read_model
 
+    if args.outputs:
+        _check_output_file("--outputs", args.outputs)
     model = read_model(args.model)
     x = _load_inputs(args.inputs, model, args.quantize)
     config = _config_from_args(args, model)
@@ -180,8 +183,23 @@ def cmd_sim(args) -> int:
     return 0
 
 
+def _check_output_file(option: str, path: Path) -> None:
+    """Before any work: ``path`` can be written as a file (missing folders are made
+    when it is written); a UsageError naming ``option`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{option} {path}: {parent} is a file, not a folder; "
+                                 f"choose another path")
+            return
+
+
 def _save_npy(path, array) -> None:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, array)
     os.replace(tmp, path)

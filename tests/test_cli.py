@@ -79,12 +79,36 @@ def test_sim_compares_with_golden(cli, tmp_path, model_file, digits_models, digi
     np.save(tmp_path / "x.npy", x)
     design = tmp_path / "design"
     assert cli("generate", model_file, "-o", design)[0] == 0
+    # --outputs into a folder that does not exist yet: it is made
+    out = tmp_path / "new" / "y.npy"
     code, stdout, _ = cli("sim", model_file, "--inputs", tmp_path / "x.npy", "--outputs",
-                          tmp_path / "y.npy", "--design", design, "--simulator", "verilator",
+                          out, "--design", design, "--simulator", "verilator",
                           "--build-dir", sim_build_dir)
     assert code == 0, stdout
     assert "5 / 5" in stdout
-    assert np.array_equal(np.load(tmp_path / "y.npy"), golden.run(model, x))
+    assert np.array_equal(np.load(out), golden.run(model, x))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["y.npy"]
+
+
+@pytest.mark.parametrize("command", ["compress", "sim"])
+def test_output_below_a_file_is_refused_before_any_work(cli, tmp_path, command):
+    """An output path below a regular file is named in one line before the training or
+    simulation starts: nothing is trained (the float-model cache stays empty)."""
+    (tmp_path / "afile").write_text("not a folder")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    target = tmp_path / "afile" / "out.npy"
+    if command == "compress":
+        argv = ["compress", "-o", target, "--cache-dir", cache]
+    else:
+        argv = ["sim", tmp_path / "model.npz", "--inputs", tmp_path / "x.npy",
+                "--outputs", target]
+    code, _, err = cli(*argv)
+    assert code == 2
+    assert err.strip() == (f"error: {'-o' if command == 'compress' else '--outputs'} "
+                           f"{target}: {tmp_path / 'afile'} is a file, not a folder; choose "
+                           f"another path")
+    assert list(cache.iterdir()) == []
 
 
 @pytest.mark.verilator
