@@ -28,9 +28,7 @@ def imported_modules(path: Path) -> set[str]:
     """Every shiftpool module a source file imports (relative imports resolved)."""
     folder = path.relative_to(ROOT).parts[0]
     parts = [*PACKAGES[folder].split("."), *path.relative_to(ROOT / folder).with_suffix("").parts]
-    package = parts if path.name == "__init__.py" else parts[:-1]
-    if path.name == "__init__.py":
-        package = package[:-1]
+    package = parts[:-1]        # a module's package; an __init__'s is the package itself
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):

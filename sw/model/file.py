@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..schemes.registry import stored_schemes
-from .npzfile import open_npz
+from .npzfile import json_header, open_npz
 
 __all__ = [
     "FORMAT", "VERSION", "KINDS", "GROUP", "MAX_POOL_SIZE", "Layer", "QuantModel",
@@ -411,12 +411,7 @@ def load_model(path: str | os.PathLike) -> QuantModel:
     path = Path(path)
     npz, member = open_npz(path, ModelError, "model file", "shiftpool model file")
     with npz:
-        if "header" not in npz.files:
-            raise ModelError(f"{path}: field 'header' is missing")
-        try:
-            header = json.loads(bytes(member("header")).decode())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{path}: field 'header' is not JSON: {exc}") from None
+        header = json_header(npz, member, path, ModelError)
         if not isinstance(header, dict):
             raise ModelError(f"{path}: field 'header' must be a JSON object, not "
                              f"{type(header).__name__}")

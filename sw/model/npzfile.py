@@ -7,6 +7,7 @@ Shared by the model file (:mod:`shiftpool.sw.model.file`) and the float model fi
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["open_npz"]
+__all__ = ["json_header", "open_npz"]
 
 _CORRUPT = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
@@ -51,3 +52,15 @@ def open_npz(path: Path, error: type[Exception], what: str, kind: str | None = N
                         f"file): {exc}") from None
 
     return npz, member
+
+
+def json_header(npz, member: Callable[[str], np.ndarray], path: Path,
+                error: type[Exception]):
+    """The JSON value of an archive's ``header`` member (from :func:`open_npz`);
+    ``error`` naming the field if it is missing or not JSON."""
+    if "header" not in npz.files:
+        raise error(f"{path}: field 'header' is missing")
+    try:
+        return json.loads(bytes(member("header")).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: field 'header' is not JSON: {exc}") from None

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..model.npzfile import open_npz
+from ..model.npzfile import json_header, open_npz
 
 __all__ = [
     "FLOAT_FORMAT", "FLOAT_VERSION", "FloatModelError",
@@ -554,12 +554,7 @@ def load_float_model(path: str | os.PathLike) -> FloatModel:
     path = Path(path)
     npz, member = open_npz(path, FloatModelError, "float model file")
     with npz:
-        if "header" not in npz.files:
-            raise FloatModelError(f"{path}: field 'header' is missing")
-        try:
-            header = json.loads(bytes(member("header")).decode())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FloatModelError(f"{path}: field 'header' is not JSON: {exc}") from None
+        header = json_header(npz, member, path, FloatModelError)
         if not isinstance(header, dict) or header.get("format") != FLOAT_FORMAT:
             raise FloatModelError(f"{path}: field 'format' must be {FLOAT_FORMAT!r}")
         if header.get("version") != FLOAT_VERSION:
