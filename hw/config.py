@@ -10,8 +10,8 @@ import dataclasses
 import hashlib
 import json
 
-__all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "ENGINE_FIELDS", "POOL_GROUP",
-           "ceil_log2"]
+__all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "ENGINE_FIELDS", "MAX_POOL_SIZE",
+           "POOL_GROUP", "ceil_log2"]
 
 #: Fields only the pool engine uses.
 POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth", "precompute_steps")
@@ -28,6 +28,9 @@ ENGINE_FIELDS = {
 
 #: Engines the accelerator can be generated with.
 ENGINES = tuple(ENGINE_FIELDS)
+
+#: Most vectors a pool engine's lookup table holds (``pool_size``).
+MAX_POOL_SIZE = 256
 
 #: Activations in one pool group (the pool vectors' length); the pool engine's taps.
 POOL_GROUP = 8
@@ -140,7 +143,7 @@ class AcceleratorConfig:
         _check_range("out_depth", self.out_depth, 1)
         _check_range("max_dim", self.max_dim, 1, 4096)
         _check_range("cycle_bits", self.cycle_bits, 8, 64)
-        _check_range("pool_size", self.pool_size, 2, 256)
+        _check_range("pool_size", self.pool_size, 2, MAX_POOL_SIZE)
         _check_range("pool_bits", self.pool_bits, 2, 16)
         _check_range("lut_bits", self.lut_bits, 2, 32)
         _check_range("index_depth", self.index_depth, 1)

@@ -140,6 +140,10 @@ def _load_inputs(path: Path, model, quantize: bool) -> np.ndarray:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise UsageError(f"--inputs {path}: cannot read a .npy array ({exc})") from None
+    if not isinstance(x, np.ndarray):
+        x.close()
+        raise UsageError(f"--inputs {path}: this is an .npz archive; give one .npy array "
+                         f"(N, C, H, W)")
     if quantize:
         x = model.quantize_input(x)
     elif not np.issubdtype(x.dtype, np.integer):
@@ -435,7 +439,9 @@ def _add_common(p) -> None:
 def _add_engine(p, design: bool = True) -> None:
     p.add_argument("--lanes", type=int, default=2, help="output channels in parallel "
                    "(default 2)")
-    p.add_argument("--taps", type=int, default=4, help="inputs per lane per cycle (default 4)")
+    p.add_argument("--taps", type=int, default=4,
+                   help="inputs per lane per cycle (default 4); pool models always use 8 "
+                        "(one pool group per beat), so it is ignored for them")
     if design:
         p.add_argument("--design", type=Path, help="use the configuration of a generated "
                        "design (its folder or manifest.json) instead of --lanes/--taps")

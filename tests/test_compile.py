@@ -408,3 +408,14 @@ def test_pool_model_misfits_name_the_config_field():
         AcceleratorConfig(**dict(fields, lanes=3, precompute_steps=9))
     with pytest.raises(ConfigError, match="'engine'"):
         compile_model(model, AcceleratorConfig(**dict(fields, engine="int8")))
+
+
+def test_a_pool_larger_than_the_engine_table_names_pool_size():
+    from shiftpool.sw.compile.fit import fit_config
+
+    model = random_model(np.random.default_rng(9), scheme="pool", input_shape=(8, 3, 3),
+                         convs=(8,), pool=False, dense=(3,), pool_size=300)
+    model.validate()
+    with pytest.raises(ConfigError, match=r"config field 'pool_size': the model's pool has "
+                                          r"300 vectors; .* at most 256"):
+        fit_config(model, lanes=2)

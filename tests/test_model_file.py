@@ -401,3 +401,65 @@ def test_save_onto_directory_leaves_no_temp_file(tmp_path):
         save_model(random_model(np.random.default_rng(12)), target)
     assert [p.name for p in tmp_path.iterdir()] == ["dir.npz"]
     assert list(target.iterdir()) == []
+
+
+# -- issue 16: the docs' rules, one test each ------------------------------------------
+
+@pytest.mark.parametrize("frac", [-1, 63, 2000])
+def test_input_frac_out_of_range_is_named(frac):
+    model = random_case_model("int8", "mixed", 0)
+    model.input_frac = frac
+    with pytest.raises(ModelError, match=r"model: field 'input_frac': .* out of range 0\.\.62"):
+        model.validate()
+
+
+def test_largest_input_frac_quantizes_without_overflow():
+    model = random_case_model("int8", "mixed", 1)
+    model.input_frac = model_mod.MAX_INPUT_FRAC
+    model.validate()
+    x = np.array([[1e300, -1e300, 0.0, np.inf, -np.inf, 1e-30]])
+    q = model.quantize_input(x)
+    top = (1 << model.act_bits) - 1
+    assert q.tolist() == [[top, 0, 0, top, 0, 0]]
+
+
+def test_nan_inputs_are_refused_with_their_position():
+    model = random_case_model("int8", "mixed", 2)
+    x = np.zeros((2, *model.input_shape))
+    x[1, 0, 1, 0] = np.nan
+    with pytest.raises(ModelError, match=r"inputs: 1 value\(s\) are NaN \(the first at index "
+                                         r"\(1, 0, 1, 0\)\)"):
+        model.quantize_input(x)
+
+
+def test_float_bias_is_refused_for_its_type():
+    model = random_case_model("int8", "mixed", 3)
+    mac = next(i for i, layer in enumerate(model.layers) if layer.is_mac)
+    model.layers[mac].bias = model.layers[mac].bias.astype(np.float64)
+    with pytest.raises(ModelError, match=rf"layer {mac}: field 'bias': must hold integers, "
+                                         r"not float64"):
+        model.validate()
+
+
+def test_random_bytes_are_not_a_model_file(tmp_path):
+    path = tmp_path / "random.npz"
+    path.write_bytes(np.random.default_rng(5).integers(0, 256, 300, dtype=np.uint8).tobytes())
+    with pytest.raises(ModelError, match="not a shiftpool model file .*ZIP signature"):
+        load_model(path)
+
+
+def test_k_on_an_int8_layer_is_refused():
+    model = random_case_model("int8", "mixed", 4)
+    mac = next(i for i, layer in enumerate(model.layers) if layer.is_mac)
+    model.layers[mac].k = np.ones(model.layers[mac].out_shape[0], dtype=np.uint8)
+    with pytest.raises(ModelError, match=rf"layer {mac}: field 'k': int8 layers have no k"):
+        model.validate()
+
+
+def test_a_conv3x3_last_layer_is_refused():
+    model = random_model(np.random.default_rng(6), scheme="int8", convs=(3,), pool=False,
+                         dense=(2,))
+    model.layers = model.layers[:1]
+    model.layers[0].relu = False
+    with pytest.raises(ModelError, match="layer 0: field 'kind': the last layer must be dense"):
+        model.validate()

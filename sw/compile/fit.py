@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...hw.config import POOL_GROUP, AcceleratorConfig, ceil_log2
+from ...hw.config import MAX_POOL_SIZE, POOL_GROUP, AcceleratorConfig, ConfigError, ceil_log2
 from ..model.file import QuantModel
 from ..schemes import golden
 from .image import compile_model, engine_for_model
@@ -40,6 +40,11 @@ def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, mode="direct",
     sides += list(model.input_shape[1:])
     base = dict(engine=engine, lanes=lanes, taps=taps, act_bits=model.act_bits,
                 exp_bits=max(model.exp_bits, 1), max_fan_in=fan_in, **_ROOMY)
+    if engine == "pool" and len(model.pool) > MAX_POOL_SIZE:
+        raise ConfigError(f"config field 'pool_size': the model's pool has {len(model.pool)} "
+                          f"vectors; the pool engine's table holds at most {MAX_POOL_SIZE} "
+                          f"(pool_size is S rounded up to a power of two); compress with "
+                          f"--pool-size {MAX_POOL_SIZE} or fewer")
     if engine == "pool":
         # The pool engine takes groups of 8; its table is sized for the model's pool.
         base.update(taps=POOL_GROUP, pool_size=1 << ceil_log2(max(2, len(model.pool))),

@@ -20,7 +20,7 @@ from ..schemes.registry import stored_schemes
 from .npzfile import json_header, open_npz
 
 __all__ = [
-    "FORMAT", "VERSION", "KINDS", "GROUP", "MAX_POOL_SIZE", "Layer", "QuantModel",
+    "FORMAT", "VERSION", "KINDS", "GROUP", "MAX_INPUT_FRAC", "MAX_POOL_SIZE", "Layer", "QuantModel",
     "ModelError", "term_values", "group_axis", "pool_weight", "load_model", "read_model",
     "save_model",
 ]
@@ -32,6 +32,9 @@ VERSION = 1
 KINDS = ("conv3x3", "dense", "maxpool2")
 #: Weights per pool vector: input channels ``8g .. 8g+7`` (``docs/arithmetic.md`` §12).
 GROUP = 8
+#: Largest ``input_frac``: inputs are scaled by ``2**input_frac`` in float64.
+MAX_INPUT_FRAC = 62
+
 #: Largest weight pool a model file may hold (indices are stored as uint16).
 MAX_POOL_SIZE = 1 << 16
 
@@ -157,8 +160,23 @@ class QuantModel:
         return layer.int_weight
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Float inputs -> unsigned integer activations (round half up, then clip)."""
-        q = np.floor(np.asarray(x, dtype=np.float64) * (1 << self.input_frac) + 0.5)
+        """Float inputs -> unsigned integer activations (round half up, then clip).
+
+        Raises :class:`ModelError` if an input is NaN (it has no integer).
+        """
+        x = np.asarray(x)
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+                or x.dtype == np.bool_):
+            raise ModelError(f"inputs: dtype {x.dtype} cannot be quantized; give real "
+                             f"numbers (integers or floats)")
+        x = x.astype(np.float64)
+        nan = np.isnan(x)
+        if nan.any():
+            first = tuple(int(v) for v in np.argwhere(nan)[0])
+            raise ModelError(f"inputs: {int(nan.sum())} value(s) are NaN (the first at index "
+                             f"{first}); replace them before quantizing")
+        with np.errstate(over="ignore"):     # beyond float64 is +-inf: clipped below
+            q = np.floor(x * float(1 << self.input_frac) + 0.5)
         return np.clip(q, 0, (1 << self.act_bits) - 1).astype(np.int64)
 
     def validate(self) -> None:
@@ -186,6 +204,9 @@ def validate_model(m: QuantModel) -> None:
         raise _err(None, "scheme", f"{m.scheme!r} is unknown; allowed: {', '.join(stored)}")
     if not (2 <= m.act_bits <= 16):
         raise _err(None, "act_bits", f"{m.act_bits} is out of range 2..16")
+    if not (0 <= m.input_frac <= MAX_INPUT_FRAC):
+        raise _err(None, "input_frac", f"{m.input_frac} is out of range 0..{MAX_INPUT_FRAC} "
+                   f"(inputs are quantized as round(x * 2**input_frac))")
     if m.scheme == "flightnn" and not (1 <= m.exp_bits <= 4):
         raise _err(None, "exp_bits", f"{m.exp_bits} is out of range 1..4")
     _check_pool(m)
@@ -284,8 +305,13 @@ def _check_mac(m: QuantModel, i: int, layer: Layer, shape: tuple, last: bool) ->
                    "'weight' (an int8 layer)")
     else:
         co = _check_codes(m, i, layer, shape)
-    bias = np.asarray(layer.bias if layer.bias is not None else [])
-    if bias.shape != (co,) or not np.issubdtype(bias.dtype, np.integer):
+    if layer.bias is None:
+        raise _err(i, "bias", f"is missing: a MAC layer needs {co} integer biases")
+    bias = np.asarray(layer.bias)
+    if not np.issubdtype(bias.dtype, np.integer):
+        raise _err(i, "bias", f"must hold integers, not {bias.dtype} (biases are integers "
+                   f"at the accumulator's scale)")
+    if bias.shape != (co,):
         raise _err(i, "bias", f"needs {co} integers, has shape {bias.shape}")
     if not isinstance(layer.shift, (int, np.integer)) or not 0 <= layer.shift <= 62:
         raise _err(i, "shift", f"{layer.shift!r} must be an integer in 0..62")

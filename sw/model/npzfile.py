@@ -17,7 +17,14 @@ import numpy as np
 
 __all__ = ["json_header", "open_npz"]
 
-_CORRUPT = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+#: The first bytes of a ZIP archive: a local file header, or the end record of an
+#: empty archive.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+#: What a broken archive raises (NotImplementedError and RuntimeError: a member
+#: whose compression method is unknown or unavailable).
+_CORRUPT = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError,
+            RuntimeError)
 
 
 def open_npz(path: Path, error: type[Exception], what: str, kind: str | None = None
@@ -36,6 +43,11 @@ def open_npz(path: Path, error: type[Exception], what: str, kind: str | None = N
     except OSError as exc:
         raise error(f"{path}: cannot read the {what}: {exc}") from None
     not_ours = f"{path}: not a {kind or what} (.npz)"
+    if raw.startswith(b"\x93NUMPY"):
+        raise error(f"{not_ours}: it holds a single array (.npy)")
+    if not raw.startswith(_ZIP_MAGIC):
+        raise error(f"{not_ours}: it does not start with a ZIP signature (an .npz is a "
+                    f"ZIP archive)")
     # Parse from memory: np.load on a path leaks the open file when the zip is broken.
     try:
         npz = np.load(io.BytesIO(raw), allow_pickle=False)
