@@ -8,6 +8,7 @@ disagrees with the golden model). ``SHIFTPOOL_DEBUG=1`` shows the traceback inst
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -393,6 +394,8 @@ def cmd_bench(args) -> int:
     from .bench import measure_speed, run_bench, write_report
     from .sim.runner import SIMULATORS
 
+    if args.soak:
+        return _bench_soak(args)
     sizes = _parse_sizes(args.sizes)
     speed_sims = [] if args.no_speed else [s for s in args.speed_simulators.split(",") if s]
     bad = [s for s in speed_sims if s not in SIMULATORS]
@@ -413,6 +416,36 @@ def cmd_bench(args) -> int:
     _say(path.read_text())
     _say(f"wrote {path}, {args.output / 'results.json'}"
          + (f", {args.output / 'cycles.png'}" if rows else ""))
+    return 0
+
+
+def _bench_soak(args) -> int:
+    """``bench --soak N``: the link soak of ``sim/soak.py`` on the demo's FLightNN model
+    (2 lanes x 4 taps) through serve-sim on Verilator; writes ``soak.json``."""
+    from .sim.serve import serve_sim
+    from .sim.soak import soak
+
+    if args.soak < 1:
+        raise UsageError(f"--soak {args.soak}: give a positive number of requests")
+    float_model, data = _float_model_and_data(args)
+    from .sw.schemes.compress import compress
+
+    x_train, y_train, x_test, y_test = data
+    model = compress(float_model, "flightnn", x_train=x_train, y_train=y_train,
+                     x_test=x_test, y_test=y_test, progress=False)
+    x = model.quantize_input(x_test)
+    _step(f"link soak: {args.soak} requests at {args.soak_rate:g} faults per byte each way, "
+          f"seed {args.seed}")
+    with serve_sim(model, lanes=2, taps=4, build_dir=args.build_dir, progress=_step) as server:
+        report = soak(model, x, server.port, server.link.max_payload, requests=args.soak,
+                      rate=args.soak_rate, seed=args.seed, progress=_step)
+    _say(report.summary())
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = args.output / "soak.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n")
+    tmp.replace(path)
+    _say(f"wrote {path}")
     return 0
 
 
@@ -514,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure only the simulation speed")
     p.add_argument("--no-speed", action="store_true",
                    help="skip the simulation speed measurement")
+    p.add_argument("--soak", type=int, default=0, metavar="REQUESTS",
+                   help="instead: soak the host link with this many requests (loads and "
+                   "runs; e.g. 10000) through serve-sim with injected faults; writes "
+                   "soak.json")
+    p.add_argument("--soak-rate", type=float, default=1e-2,
+                   help="--soak: faults per byte in each direction (default 0.01)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compress", help="float model -> compressed integer model file")

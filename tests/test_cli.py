@@ -261,6 +261,25 @@ def test_bench_measures_simulation_speed(cli, tmp_path, digits_cache, sim_build_
 
 
 @pytest.mark.verilator
+def test_bench_soak_writes_its_counts(cli, tmp_path, digits_cache, sim_build_dir):
+    """``bench --soak N``: the link soak through serve-sim, its counts in soak.json."""
+    out = tmp_path / "bench"
+    code, stdout, err = cli("bench", "--soak", "40", "--soak-rate", "0.02", "--cache-dir",
+                            digits_cache, "--build-dir", sim_build_dir, "-o", out)
+    assert code == 0, err
+    report = json.loads((out / "soak.json").read_text())
+    assert report["requests"] >= 40 and report["rate"] == 0.02
+    assert report["frames_accepted_by_device"] > 0 and sum(report["faults"].values()) > 0
+    assert "0 damaged frames accepted" in stdout
+
+
+def test_bench_soak_needs_a_positive_count(cli, tmp_path):
+    code, _, err = cli("bench", "--soak", "-3", "-o", tmp_path / "b")
+    assert code == 2 and "--soak -3" in one_line_error(err)
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.verilator
 @pytest.mark.slow
 def test_demo_runs_the_whole_split_on_verilator(cli, tmp_path, digits_cache, sim_build_dir):
     """``demo`` with its defaults: every scheme's RTL on Verilator over all 360 test

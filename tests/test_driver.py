@@ -40,6 +40,7 @@ from shiftpool.hw.link.protocol import (
 )
 from shiftpool.hw.program import REGIONS
 from shiftpool.sim.faults import FaultProxy
+from shiftpool.sim.kit import seeds
 from shiftpool.sw.compile.cycles import inference_cycles
 from shiftpool.sw.compile.fit import fit_config
 from shiftpool.sw.compile.image import compile_model, region_depths, region_widths
@@ -522,6 +523,28 @@ def test_faults_are_survived(device, demo):
     replies = {(f.cmd, f.seq, f.payload) for f in _frames(proxy.received["to_host"], limit)}
     assert accepted and all((f.cmd, f.seq, f.payload) in replies for f in accepted), \
         f"seed {seed}"
+
+
+#: Requests of the soak at 1% faults in the default run (``shiftpool bench --soak``
+#: runs 10**4).
+SOAK_REQUESTS = 400
+
+
+@pytest.mark.verilator
+def test_link_soak_at_one_percent_faults(device, demo):
+    """1e-2 faults per byte both ways (flips, drops, inserts), loads and runs through
+    the real driver: every output golden, no damaged frame accepted by either side, no
+    hang (``sim/soak.py``); the retry and NAK counts are printed."""
+    from shiftpool.sim.soak import soak
+
+    model, x = demo
+    seed = seeds(1, 31)[0]
+    report = soak(model, x, device.port, device.link.max_payload, requests=SOAK_REQUESTS,
+                  rate=1e-2, seed=seed)
+    print(f"\n{report.summary()}")
+    assert report.requests >= SOAK_REQUESTS and report.loads >= 1 and report.runs > 0
+    # At this rate the faults must have been met: resends after NAKs and timeouts.
+    assert sum(report.faults.values()) > 100 and report.retries > 0 and report.naks
 
 
 @pytest.mark.verilator
