@@ -420,17 +420,25 @@ class Adam:
 
     def step(self, grads: list[np.ndarray]) -> None:
         """Apply one update with ``grads`` (same order and shapes as ``params``)."""
+        for p, d in zip(self.params, self.deltas(grads), strict=True):
+            p += d
+
+    def deltas(self, grads: list[np.ndarray]) -> list[np.ndarray]:
+        """The changes one update with ``grads`` makes, without applying them (for
+        parameters stored another way, e.g. fixed point: ``sw/train/rbnn.py``)."""
         if len(grads) != len(self.params):
             raise ValueError(f"step: got {len(grads)} gradients for {len(self.params)} params")
         self.t += 1
         c1 = 1.0 - self.beta1 ** self.t
         c2 = 1.0 - self.beta2 ** self.t
-        for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
+        out = []
+        for g, m, v in zip(grads, self.m, self.v, strict=True):
             m *= self.beta1
             m += (1.0 - self.beta1) * g
             v *= self.beta2
             v += (1.0 - self.beta2) * g * g
-            p -= self.lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
+            out.append(-self.lr * (m / c1) / (np.sqrt(v / c2) + self.eps))
+        return out
 
 
 # -- training ----------------------------------------------------------------------
