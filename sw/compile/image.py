@@ -41,13 +41,15 @@ __all__ = ["Image", "MacPlan", "compile_model", "encode_code", "engine_for_model
 def engine_for_model(model: QuantModel) -> str:
     """The engine that runs ``model`` (its scheme's registration says which);
     ConfigError if none does."""
+    from ...hw.config import ENGINES
     from ..schemes.registry import engine_for, schemes
 
     engine = engine_for(model.scheme)
-    if engine is None:
-        stored = sorted({s.stored_as for s in schemes().values()})
-        raise ConfigError(f"no engine runs scheme {model.scheme!r} yet (engines exist for "
-                          f"{', '.join(stored)}); the golden model runs it")
+    if engine not in ENGINES:
+        built = sorted({s.stored_as for s in schemes().values() if s.engine in ENGINES})
+        what = f"its engine {engine!r} is not built yet" if engine else "it has no engine"
+        raise ConfigError(f"no engine runs scheme {model.scheme!r} yet ({what}; engines exist "
+                          f"for {', '.join(built)}); the golden model runs it")
     return engine
 
 

@@ -56,6 +56,25 @@ def group_axis(kind: str, in_shape: tuple) -> int:
     return int(in_shape[0]) if kind == "conv3x3" else int(np.prod(in_shape))
 
 
+#: How an rbnn layer's rounds extend it: blocks of output units (``"outputs"``: the
+#: hidden units of every round) or of inputs (``"inputs"``: the output layer, which
+#: sums the contributions of every round's hidden units).
+EXPANDS = ("outputs", "inputs")
+
+
+def rbnn_weight(slots: np.ndarray, slot_bits: int, rounds: int, expand: str) -> np.ndarray:
+    """The +1/-1 weights (int64) an rbnn layer's ``slots`` stand for.
+
+    Round ``r``'s weight of a slot is its bit ``slot_bits - 1 - r``: 0 is +1, 1 is -1.
+    ``expand="outputs"``: slots ``[H, N]`` give weights ``[rounds*H, N]`` with
+    ``w[r*H + j, i] = sign_r(slots[j, i])``; ``"inputs"``: slots ``[C, H]`` give
+    ``[C, rounds*H]`` with ``w[o, r*H + j] = sign_r(slots[o, j])``.
+    """
+    slots = np.asarray(slots, dtype=np.int64)
+    signs = [1 - 2 * ((slots >> (slot_bits - 1 - r)) & 1) for r in range(rounds)]
+    return np.concatenate(signs, axis=0 if expand == "outputs" else 1)
+
+
 def pool_weight(index: np.ndarray, pool: np.ndarray) -> np.ndarray:
     """Integer weights a pool layer stands for (int64).
 
@@ -79,7 +98,11 @@ class Layer:
     ``[2, Co, Ci(, 3, 3)]`` term codes) plus ``k`` (terms per filter), ``bias``
     (accumulator scale), ``shift`` and ``relu``. In a pool model a MAC layer holds
     either ``index`` (pool indices ``[Co, Ci/8(, 3, 3)]``, one per 8-vector of input
-    channels; the pool is the model's) or int8 ``weight``.
+    channels; the pool is the model's) or int8 ``weight``. An rbnn dense layer holds
+    ``slots`` (unsigned ``slot_bits``-bit storage slots) read in ``rounds`` rounds,
+    one binary weight per round from each slot; ``expand`` says whether the rounds
+    are blocks of outputs (a hidden layer) or of inputs (the output layer):
+    :func:`rbnn_weight`.
     """
 
     kind: str
@@ -92,6 +115,10 @@ class Layer:
     shift: int = 0
     relu: bool = False
     index: np.ndarray | None = None
+    slots: np.ndarray | None = None
+    slot_bits: int = 0
+    rounds: int = 0
+    expand: str | None = None
 
     @property
     def is_mac(self) -> bool:
@@ -107,6 +134,9 @@ class Layer:
         """Dot-product length ``Ci*k*k`` of a MAC layer."""
         if self.index is not None:
             return GROUP * int(np.prod(np.shape(self.index)[1:]))
+        if self.slots is not None:
+            cols = int(np.shape(self.slots)[1])
+            return cols * self.rounds if self.expand == "inputs" else cols
         return int(np.prod(self.int_weight.shape[1:]))
 
     @property
@@ -118,6 +148,8 @@ class Layer:
         if self.index is not None:
             raise ModelError("a pool layer's weights are pool vectors: use "
                              "QuantModel.layer_weight(i) or model.pool_weight(index, pool)")
+        if self.slots is not None:
+            return rbnn_weight(self.slots, self.slot_bits, self.rounds, self.expand)
         if self.terms is not None:
             return term_values(self.terms).sum(axis=0)
         return np.asarray(self.weight, dtype=np.int64)
@@ -265,6 +297,51 @@ def _check_pool(m: QuantModel) -> None:
                    f"found {lo}..{hi}")
 
 
+#: Widest rbnn storage slot (one SPRAM word).
+MAX_SLOT_BITS = 16
+
+
+def _check_slots(i: int, layer: Layer, shape: tuple) -> int:
+    """An rbnn layer's ``slots``, ``slot_bits``, ``rounds`` and ``expand``; returns
+    ``Co``."""
+    if layer.weight is not None or layer.terms is not None or layer.index is not None \
+            or layer.k is not None:
+        raise _err(i, "slots", "an rbnn layer stores its weights in 'slots' only (no "
+                   "'weight', 'terms', 'index' or 'k')")
+    if layer.kind != "dense":
+        raise _err(i, "kind", "rbnn layers are dense (the scheme trains MLPs)")
+    if not _is_int(layer.slot_bits) or not 2 <= layer.slot_bits <= MAX_SLOT_BITS:
+        raise _err(i, "slot_bits", f"{layer.slot_bits!r} must be an integer in "
+                   f"2..{MAX_SLOT_BITS}")
+    if not _is_int(layer.rounds) or not 1 <= layer.rounds <= layer.slot_bits - 1:
+        raise _err(i, "rounds", f"{layer.rounds!r} must be an integer in 1..slot_bits - 1 "
+                   f"= {layer.slot_bits - 1} (each round trains at least 2 bits)")
+    if layer.expand not in EXPANDS:
+        raise _err(i, "expand", f"{layer.expand!r} must be one of {', '.join(EXPANDS)}")
+    arr = np.asarray(layer.slots)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise _err(i, "slots", f"must hold integers, not {arr.dtype}")
+    n = int(np.prod(shape))
+    rounds = layer.rounds
+    if layer.expand == "outputs":
+        ok = arr.ndim == 2 and arr.shape[1] == n
+        expect = f"(H, {n})"
+        co = arr.shape[0] * rounds if arr.ndim == 2 else 0
+    else:
+        ok = arr.ndim == 2 and n % rounds == 0 and arr.shape[1] == n // rounds
+        expect = (f"(Co, {n // rounds}): {rounds} rounds of {n // rounds} inputs"
+                  if n % rounds == 0 else f"a split of the {n} inputs into {rounds} rounds")
+        co = arr.shape[0] if arr.ndim == 2 else 0
+    if not ok:
+        raise _err(i, "slots", f"shape {arr.shape} does not fit input {shape} with "
+                   f"expand={layer.expand!r}: expected {expect}")
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    if lo < 0 or hi >= 1 << layer.slot_bits:
+        raise _err(i, "slots", f"slots must be in 0..{(1 << layer.slot_bits) - 1} "
+                   f"(slot_bits={layer.slot_bits}), found {lo}..{hi}")
+    return co
+
+
 def _check_index(m: QuantModel, i: int, layer: Layer, shape: tuple) -> int:
     """A pool layer's ``index`` array; returns ``Co``."""
     arr = np.asarray(layer.index)
@@ -298,7 +375,13 @@ def _check_mac(m: QuantModel, i: int, layer: Layer, shape: tuple, last: bool) ->
     if layer.index is not None and m.scheme != "pool":
         raise _err(i, "index", f"only scheme 'pool' layers have pool indices, this is "
                    f"{m.scheme!r}")
-    if layer.index is not None:
+    if (layer.slots is not None) != (m.scheme == "rbnn"):
+        raise _err(i, "slots", "rbnn layers store their weights in 'slots' only" if
+                   m.scheme == "rbnn" else f"only scheme 'rbnn' layers have storage slots, "
+                   f"this is {m.scheme!r}")
+    if layer.slots is not None:
+        co = _check_slots(i, layer, shape)
+    elif layer.index is not None:
         co = _check_index(m, i, layer, shape)
     elif m.scheme == "pool" and layer.weight is None:
         raise _err(i, "index", "a MAC layer of a pool model needs 'index' (a pool layer) or "
@@ -374,7 +457,7 @@ def _check_codes(m: QuantModel, i: int, layer: Layer, shape: tuple) -> int:
 
 # -- file I/O ---------------------------------------------------------------------
 
-_ARRAYS = ("weight", "terms", "k", "bias", "index")
+_ARRAYS = ("weight", "terms", "k", "bias", "index", "slots")
 
 
 def save_model(model: QuantModel, path: str | os.PathLike) -> None:
@@ -387,6 +470,9 @@ def save_model(model: QuantModel, path: str | os.PathLike) -> None:
                  "out_shape": list(layer.out_shape)}
         if layer.is_mac:
             entry.update(shift=int(layer.shift), relu=bool(layer.relu))
+        if layer.slots is not None:
+            entry.update(slot_bits=int(layer.slot_bits), rounds=int(layer.rounds),
+                         expand=layer.expand)
         layers.append(entry)
         for name in _ARRAYS:
             value = getattr(layer, name)
@@ -408,7 +494,8 @@ def save_model(model: QuantModel, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), buf.getvalue())
 
 
-_DTYPES = {"weight": np.int8, "terms": np.int8, "k": np.uint8, "bias": np.int64}
+_DTYPES = {"weight": np.int8, "terms": np.int8, "k": np.uint8, "bias": np.int64,
+           "slots": np.uint16}
 
 
 def _storage(name, arr, model):
@@ -458,6 +545,8 @@ def load_model(path: str | os.PathLike) -> QuantModel:
                 layers.append(Layer(kind=entry["kind"], in_shape=tuple(entry["in_shape"]),
                                     out_shape=tuple(entry["out_shape"]),
                                     shift=entry.get("shift", 0), relu=entry.get("relu", False),
+                                    slot_bits=entry.get("slot_bits", 0),
+                                    rounds=entry.get("rounds", 0), expand=entry.get("expand"),
                                     **arrays))
             where = "header"
             model = QuantModel(

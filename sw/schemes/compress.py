@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.file import Layer, QuantModel
-from ..train.nn import FloatModel, train
+from ..train.nn import FloatModel
 from . import golden
 from .int8 import round_half_away
 from .registry import get_scheme
@@ -131,8 +131,8 @@ def compress(float_model: FloatModel, scheme: str, *, x_train: np.ndarray,
     act_bits = values["act_bits"]
 
     quantizer = spec.quantizer(model, values, seed)
-    train(model, x_train, y_train, epochs=values["epochs"], batch_size=values["batch_size"],
-          lr=values["lr"], seed=seed, progress=progress, weight_transform=quantizer.transform)
+    model = quantizer.fit(model, x_train, y_train, values, seed, progress)
+    structure = _structure(model)
 
     qm = QuantModel(scheme=spec.stored_as, act_bits=act_bits, input_shape=model.input_shape,
                     input_frac=act_bits, layers=[], exp_bits=0)

@@ -108,6 +108,17 @@ class Quantizer:
     def __init__(self, model: FloatModel, options: Mapping[str, Any], seed: int):
         self.options = dict(options)
 
+    def fit(self, model: FloatModel, x: np.ndarray, y: np.ndarray, values: Mapping[str, Any],
+            seed: int, progress: bool) -> FloatModel:
+        """Train before integerizing; returns the float model to integerize. The
+        default fine-tunes ``model`` in place with :attr:`transform` in the loop; a
+        scheme that trains its own network (RBNN) returns another one."""
+        from ..train.nn import train
+
+        train(model, x, y, epochs=values["epochs"], batch_size=values["batch_size"],
+              lr=values["lr"], seed=seed, progress=progress, weight_transform=self.transform)
+        return model
+
     def model_fields(self) -> dict:
         """Model-wide fields of the :class:`QuantModel` (``exp_bits``, ``pool``, ...),
         known once fine-tuning is over."""

@@ -22,9 +22,9 @@ bit N-r-1 .. 0      round r's plastic weight, an (N-r)-bit two's complement valu
 ```
 
 Activations: the paper uses ``1.7159 * tanh(2x/3)``; the accelerator's activations
-are unsigned and clamped by the requantizer, so the default here is the clipped
-linear unit ``clip(x, 0, 1)``, which the integer pipeline computes exactly
-(``activation="tanh"`` trains with the paper's, for comparison, in float).
+are unsigned (ReLU, then the requantizer's clamp), so the default here is ReLU
+(``activation="clip"`` trains with ``clip(x, 0, 1)``, ``"tanh"`` with the paper's
+activation, both in float, for comparison).
 Weight scales are powers of two, so that the integer model needs only shifts.
 """
 
@@ -39,7 +39,7 @@ from .nn import Adam, softmax_cross_entropy
 __all__ = ["ACTIVATIONS", "RBNN", "RoundStats", "slot_sign", "train_rbnn", "update_slots"]
 
 #: Hidden activations: the hardware's clipped linear unit and the paper's.
-ACTIVATIONS = ("clip", "tanh")
+ACTIVATIONS = ("relu", "clip", "tanh")
 
 
 def slot_sign(slots: np.ndarray, slot_bits: int, round_: int) -> np.ndarray:
@@ -114,6 +114,8 @@ class RBNN:
     def _hidden(self, x: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
         w = slot_sign(self.hidden_slots, self.slot_bits, r) * 2.0 ** -self.hidden_shift
         pre = x @ w.T + self.hidden_bias[r]
+        if self.activation == "relu":
+            return pre, np.maximum(pre, 0.0)
         if self.activation == "clip":
             return pre, np.clip(pre, 0.0, 1.0)
         return pre, 1.7159 * np.tanh(2.0 * pre / 3.0)
@@ -132,10 +134,22 @@ class RBNN:
     def accuracy(self, x: np.ndarray, y: np.ndarray, rounds: int | None = None) -> float:
         return float(np.mean(self.logits(x, rounds).argmax(axis=1) == y))
 
+    def hidden_weight(self) -> np.ndarray:
+        """The effective hidden layer ``[rounds*H, D]``: round ``r``'s units are rows
+        ``r*H .. r*H + H - 1``, weights ``+-2**-hidden_shift``."""
+        return np.concatenate([slot_sign(self.hidden_slots, self.slot_bits, r)
+                               for r in range(self.rounds)]) * 2.0 ** -self.hidden_shift
+
+    def out_weight(self) -> np.ndarray:
+        """The effective output layer ``[C, rounds*H]`` (columns in the hidden order of
+        :meth:`hidden_weight`)."""
+        return np.concatenate([slot_sign(self.out_slots, self.slot_bits, r)
+                               for r in range(self.rounds)], axis=1) * 2.0 ** -self.out_shift
+
 
 def train_rbnn(x_train, y_train, x_test, y_test, *, rounds: int = 7, slot_bits: int = 16,
                hidden: int = 100, epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
-               activation: str = "clip", seed: int = 0, progress=None) -> RBNN:
+               activation: str = "relu", seed: int = 0, progress=None) -> RBNN:
     """Train ``rounds`` RBNN rounds of ``hidden`` units each (see the module docstring).
 
     ``rounds=1`` is the plain binary-weight network of the same storage (the paper's
@@ -186,7 +200,9 @@ def train_rbnn(x_train, y_train, x_test, y_test, *, rounds: int = 7, slot_bits: 
                 _, g = softmax_cross_entropy(logits, y_train[idx])
                 g_wo = g.T @ h * 2.0 ** -net.out_shift
                 g_h = g @ wo
-                if activation == "clip":
+                if activation == "relu":
+                    g_pre = g_h * (pre > 0)
+                elif activation == "clip":
                     g_pre = g_h * ((pre > 0) & (pre < 1))
                 else:
                     g_pre = g_h * 1.7159 * (2.0 / 3.0) / np.cosh(2.0 * pre / 3.0) ** 2
