@@ -1,0 +1,107 @@
+"""ONNX import (``shiftpool.sw.train.onnx_import``): models built with onnx's helper API
+become float models whose outputs agree with onnxruntime's; every unsupported node
+and every bad file is one error naming it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from shiftpool.sw.train.onnx_import import (
+    OnnxImportError,
+    compare_with_onnxruntime,
+    import_onnx,
+)
+
+
+def _save(tmp_path, nodes, inits, in_shape, out_shape, name="m.onnx"):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, out_shape)],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / name
+    onnx.save(model, path)
+    return path
+
+
+def _cnn(tmp_path, rng, softmax=False):
+    inits = {
+        "w1": rng.normal(0, 0.5, (4, 2, 3, 3)), "b1": rng.normal(0, 0.1, 4),
+        "g": rng.uniform(0.5, 1.5, 4), "beta": rng.normal(0, 0.1, 4),
+        "mu": rng.normal(0, 0.1, 4), "var": rng.uniform(0.5, 2, 4),
+        "w2": rng.normal(0, 0.3, (5, 4 * 3 * 3)), "b2": rng.normal(0, 0.1, 5),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("BatchNormalization", ["c", "g", "beta", "mu", "var"], ["n"],
+                         epsilon=1e-3, name="bn1"),
+        helper.make_node("Relu", ["n"], ["r"], name="relu1"),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2],
+                         name="pool1"),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1, name="flat"),
+        helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], transB=1, name="fc"),
+    ]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["y"], ["s"], axis=1, name="sm"))
+    return _save(tmp_path, nodes, inits, ["N", 2, 7, 6], ["N", 5])
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_cnn_with_batchnorm_agrees_with_onnxruntime(tmp_path, softmax):
+    rng = np.random.default_rng(0)
+    path = _cnn(tmp_path, rng, softmax)
+    model, notes = import_onnx(path)
+    assert [layer.kind for layer in model.layers] == ["conv3x3", "relu", "maxpool2", "dense"]
+    assert model.input_shape == (2, 7, 6) and notes["softmax"] == softmax
+    x = rng.uniform(0, 1, (16, 2, 7, 6))
+    assert compare_with_onnxruntime(path, model, x, notes["softmax"]) < 1e-5
+
+
+def test_mlp_of_matmul_and_add_agrees_with_onnxruntime(tmp_path):
+    rng = np.random.default_rng(1)
+    inits = {"w1": rng.normal(0, 0.3, (12, 8)), "b1": rng.normal(0, 0.1, 8),
+             "w2": rng.normal(0, 0.3, (8, 3)), "b2": rng.normal(0, 0.1, 3)}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+             helper.make_node("Add", ["m1", "b1"], ["a1"]),
+             helper.make_node("Relu", ["a1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["m2"]),
+             helper.make_node("Add", ["m2", "b2"], ["y"])]
+    path = _save(tmp_path, nodes, inits, ["N", 12], ["N", 3])
+    model, notes = import_onnx(path)
+    assert model.input_shape == (12, 1, 1)
+    assert [layer.kind for layer in model.layers] == ["dense", "relu", "dense"]
+    x = rng.uniform(0, 1, (10, 12))
+    assert compare_with_onnxruntime(path, model, x, notes["softmax"]) < 1e-5
+
+
+@pytest.mark.parametrize("node, words", [
+    (helper.make_node("Sigmoid", ["x"], ["y"], name="sig"),
+     "node 'sig' (Sigmoid): operator Sigmoid is not supported; supported: Conv 3x3"),
+    (helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                      pads=[1, 1, 1, 1], name="c2"),
+     "node 'c2' (Conv): only 3x3 convolutions with stride 1"),
+    (helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], name="mp"),
+     "node 'mp' (MaxPool): only 2x2 max-pooling"),
+])
+def test_unsupported_nodes_are_named(tmp_path, node, words):
+    inits = {"w": np.zeros((2, 2, 3, 3))} if node.op_type == "Conv" else {}
+    path = _save(tmp_path, [node], inits, ["N", 2, 6, 6], ["N", 2, 6, 6])
+    with pytest.raises(OnnxImportError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        import_onnx(path)
+
+
+def test_dynamic_shapes_and_bad_files_are_one_error(tmp_path):
+    path = _save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], {}, ["N", 2, "H", 6],
+                 ["N", 2, "H", 6])
+    with pytest.raises(OnnxImportError, match=r"shape \(\?, 2, \?, 6\).*static shapes"):
+        import_onnx(path)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\x01 not protobuf at all \xff" * 10)
+    with pytest.raises(OnnxImportError, match="not a valid ONNX model"):
+        import_onnx(bad)
+    with pytest.raises(OnnxImportError, match="no such ONNX file"):
+        import_onnx(tmp_path / "missing.onnx")
