@@ -24,6 +24,7 @@ ENGINE_FIELDS = {
     "shiftadd": ("exp_bits",),
     "int8": (),
     "pool": POOL_FIELDS,
+    "binary": ("slot_bits",),
 }
 
 #: Engines the accelerator can be generated with.
@@ -99,6 +100,9 @@ class AcceleratorConfig:
         Pool engine: width of the signed lookup-table entries.
     index_depth : int
         Pool engine: rows (``lanes`` pool indices each) in the index memory.
+    slot_bits : int
+        Binary engine: bits of an RBNN storage slot, the weight code (2..16); round
+        ``r`` reads the slot's bit ``slot_bits - 1 - r`` as its weight's sign.
     precompute_steps : int
         Pool engine: most steps (8-vectors per output) of a layer run in precompute
         mode; 0 builds no precompute store. Needs ``lanes`` a power of two
@@ -124,6 +128,7 @@ class AcceleratorConfig:
     lut_bits: int = 16
     index_depth: int = 512
     precompute_steps: int = 0
+    slot_bits: int = 16
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -148,6 +153,7 @@ class AcceleratorConfig:
         _check_range("lut_bits", self.lut_bits, 2, 32)
         _check_range("index_depth", self.index_depth, 1)
         _check_range("precompute_steps", self.precompute_steps, 0)
+        _check_range("slot_bits", self.slot_bits, 2, 16)
         if self.precompute_steps and (self.lanes & (self.lanes - 1)
                                       or self.lanes > self.pool_size):
             raise ConfigError(f"config field 'lanes' = {self.lanes}: precompute mode "
@@ -164,8 +170,10 @@ class AcceleratorConfig:
 
     @property
     def code_width(self) -> int:
-        """Bits of one weight code: ``exp + sign + nonzero`` or a signed byte (the int8
-        engine, and the pool engine's int8 path)."""
+        """Bits of one weight code: ``exp + sign + nonzero``, a storage slot (the binary
+        engine) or a signed byte (the int8 engine, and the pool engine's int8 path)."""
+        if self.engine == "binary":
+            return self.slot_bits
         return self.exp_bits + 2 if self.engine == "shiftadd" else 8
 
     @property
@@ -190,12 +198,14 @@ class AcceleratorConfig:
         A shift-add weight is at most two terms of ``2**(2**E - 1)``; an int8 weight
         is in ``-127..127``. A pool engine's lookup entry (the weight of a whole group
         of 8 activations) is below ``2**(lut_bits - 1)`` in magnitude, and its int8
-        path takes int8 weights.
+        path takes int8 weights. A binary weight is +-1.
         """
         if self.engine == "shiftadd":
             return 1 << self.exp_bits
         if self.engine == "pool":
             return max(7, self.lut_bits - 1)
+        if self.engine == "binary":
+            return 0
         return 7
 
     @property
@@ -214,12 +224,14 @@ class AcceleratorConfig:
         return self.acc_width
 
     def as_dict(self) -> dict:
-        """The fields, flat, without the pool engine's when the engine is another one
+        """The fields, flat, without those only other engines use (``exp_bits`` stays)
         (the form manifests and reports store; :meth:`from_dict` reads it back)."""
         fields = dataclasses.asdict(self)
-        if self.engine != "pool":
-            for name in POOL_FIELDS:
-                del fields[name]
+        # exp_bits is kept for every engine (manifests have always carried it).
+        for engine, names in ENGINE_FIELDS.items():
+            if engine not in (self.engine, "shiftadd"):
+                for name in names:
+                    del fields[name]
         return fields
 
     @property

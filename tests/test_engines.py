@@ -22,7 +22,7 @@ from shiftpool.hw.engines.shiftadd import ShiftAddEngine
 from shiftpool.sim.kit import stream_get, stream_put, watchdog
 from shiftpool.sw.compile.engine_model import code_value, engine_reference, pack_code
 
-ENGINES = ("shiftadd", "int8")
+ENGINES = ("shiftadd", "int8", "binary")
 CLOCK_PERIOD = 1e-6
 MAX_PRODUCT_BEATS = 5
 
@@ -39,6 +39,7 @@ def random_config(rng: np.random.Generator, engine: str) -> AcceleratorConfig:
         taps=taps,
         act_bits=int(rng.integers(2, 9)),
         exp_bits=int(rng.integers(1, 5)),
+        slot_bits=int(rng.integers(2, 17)),
         max_fan_in=MAX_PRODUCT_BEATS * taps,
     )
 
@@ -47,6 +48,9 @@ def random_codes(rng: np.random.Generator, config: AcceleratorConfig, shape) -> 
     """Packed codes over the whole code space, with extra zeros and extreme weights."""
     codes = rng.integers(0, 1 << config.code_width, size=shape)
     pick = rng.random(size=shape)
+    if config.engine == "binary":           # every slot is a weight; all-ones and zeros
+        return np.where(pick < 0.2, (1 << config.code_width) - 1, np.where(pick > 0.85, 0,
+                                                                            codes))
     if config.engine == "shiftadd":
         top = (1 << config.exp_bits) - 1
         extreme = pack_code(config, rng.choice([-1, 1], size=shape) << top)
@@ -66,7 +70,10 @@ def random_beats(rng: np.random.Generator, config: AcceleratorConfig, products: 
             acts = rng.integers(0, act_max + 1, size=config.taps)
             acts = np.where(rng.random(config.taps) < 0.2, act_max, acts)
             codes = random_codes(rng, config, (config.lanes, config.taps))
-            beats.append((acts, codes, int(n == 0), int(n == length - 1)))
+            beat = (acts, codes, int(n == 0), int(n == length - 1))
+            if config.engine == "binary":   # the round may change from beat to beat
+                beat += (int(rng.integers(0, config.slot_bits)),)
+            beats.append(beat)
     return beats
 
 
@@ -75,9 +82,11 @@ def random_beats(rng: np.random.Generator, config: AcceleratorConfig, products: 
 def beat_payload(config: AcceleratorConfig, beat) -> data.Const:
     """The engine's input payload for a reference beat, packed bit by bit as
     ``engine_input_layout`` documents it (``codes[l][j]`` at flat index ``l*taps + j``)."""
-    acts, codes, first, last = beat
+    acts, codes, first, last = beat[:4]
     layout = engine_input_layout(config)
     raw = int(first) << layout["first"].offset | int(last) << layout["last"].offset
+    if len(beat) > 4:
+        raw |= int(beat[4]) << layout["round"].offset
     for j, act in enumerate(np.ravel(acts)):
         raw |= int(act) << (layout["acts"].offset + j * config.act_bits)
     for k, code in enumerate(np.ravel(codes)):
@@ -147,8 +156,8 @@ def test_output_held_under_back_pressure(engine):
                                max_fan_in=16)
     a, d, b, c = (random_beats(rng, config, 1)[0] for _ in range(4))
     # a and d are one-beat products; b and c one two-beat product.
-    a, d = (a[0], a[1], 1, 1), (d[0], d[1], 1, 1)
-    b, c = (b[0], b[1], 1, 0), (c[0], c[1], 0, 1)
+    a, d = (a[0], a[1], 1, 1, *a[4:]), (d[0], d[1], 1, 1, *d[4:])
+    b, c = (b[0], b[1], 1, 0, *b[4:]), (c[0], c[1], 0, 1, *c[4:])
     expected = reference(config, [a, d, b, c])
     hold = 7
     dut = make_engine(config)
@@ -207,6 +216,9 @@ def test_acc_width_holds_largest_dot_product(engine, sign):
     if engine == "shiftadd":
         term = sign << ((1 << config.exp_bits) - 1)
         passes, weight = 2, 2 * term
+    elif engine == "binary":                # round 0: the slot's top bit is the sign
+        term = (1 << (config.slot_bits - 1)) if sign < 0 else 0
+        passes, weight = 1, sign
     else:
         weight = -128 if sign < 0 else 127
         passes, term = 1, weight
@@ -216,8 +228,10 @@ def test_acc_width_holds_largest_dot_product(engine, sign):
     for p in range(passes):
         for n in range(steps):
             codes = np.where(used[n], pack_code(config, term), 0)
-            beats.append((np.full(config.taps, act_max), np.tile(codes, (config.lanes, 1)),
+            beats.append((np.where(used[n], act_max, 0), np.tile(codes, (config.lanes, 1)),
                           int(p == 0 and n == 0), int(p == passes - 1 and n == steps - 1)))
+    if engine == "binary":
+        beats = [(*beat, 0) for beat in beats]
     exact = config.max_fan_in * act_max * weight
     assert reference(config, beats) == [[exact] * config.lanes]
     # The value reaches into the top magnitude bits, so a narrower accumulator would wrap.
@@ -244,6 +258,19 @@ def test_shiftadd_codes():
             pack_code(config, bad)
     with pytest.raises(ValueError, match="codes must be in"):
         code_value(config, 16)
+
+
+def test_binary_codes_read_one_bit_per_round():
+    config = AcceleratorConfig(engine="binary", slot_bits=4)
+    slots = [0b1000, 0b0100, 0b1111, 0b0000, 0b0001]
+    assert list(code_value(config, slots, 0)) == [-1, 1, -1, 1, 1]
+    assert list(code_value(config, slots, 1)) == [1, -1, -1, 1, 1]
+    assert list(code_value(config, slots, 3)) == [1, 1, -1, 1, -1]
+    with pytest.raises(ValueError, match="round 4 must be in 0..3"):
+        code_value(config, slots, 4)
+    assert pack_code(config, 13) == 13
+    with pytest.raises(ValueError, match="slots must be in 0..15"):
+        pack_code(config, 16)
 
 
 def test_int8_codes():

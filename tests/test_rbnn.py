@@ -158,6 +158,6 @@ def test_no_engine_yet_is_one_clear_error(rbnn_model):
     from shiftpool.hw.config import ConfigError
     from shiftpool.sw.compile.fit import fit_config
 
-    with pytest.raises(ConfigError, match="no engine runs scheme 'rbnn' yet \\(its engine "
-                                          "'binary' is not built yet"):
+    with pytest.raises(ConfigError, match="no accelerator runs scheme 'rbnn' yet: the binary "
+                                          "engine exists"):
         fit_config(rbnn_model)

@@ -1,7 +1,9 @@
 """Golden model of one compute engine (``shiftpool.hw.engines``), beat by beat.
 
 A beat is ``(acts, codes, first, last)``: ``taps`` unsigned activations, ``lanes x taps``
-packed weight codes (the bits the engine's ``codes`` field holds) and two flags. Each
+packed weight codes (the bits the engine's ``codes`` field holds) and two flags; the
+binary engine's beats carry a fifth item, the RBNN ``round`` whose bit of each slot is
+the weight. Each
 lane accumulates ``sum_j value(codes[l][j]) * acts[j]``, restarting from zero on
 ``first``; every ``last`` beat yields the accumulators of all lanes.
 """
@@ -39,6 +41,7 @@ def pack_code(config: AcceleratorConfig, value) -> int | np.ndarray:
         ``"shiftadd"``: a term ``0`` or ``+-2**e`` with ``0 <= e < 2**exp_bits``; packed as
         ``e | sign << exp_bits | nonzero << (exp_bits + 1)`` (zero packs to ``0``).
         ``"int8"``: ``-128 .. 127``, packed as its two's complement byte.
+        ``"binary"``: a storage slot ``0 .. 2**slot_bits - 1``, packed as itself.
 
     Raises
     ------
@@ -47,6 +50,10 @@ def pack_code(config: AcceleratorConfig, value) -> int | np.ndarray:
     """
     v = _int_array(value, "code values")
     width = config.code_width
+    if config.engine == "binary":
+        if np.any((v < 0) | (v >> width != 0)):
+            raise ValueError(f"binary-engine slots must be in 0..{(1 << width) - 1}")
+        return _scalar_or_array(v)
     if config.engine == "int8":
         lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
         if np.any((v < lo) | (v > hi)):
@@ -63,10 +70,12 @@ def pack_code(config: AcceleratorConfig, value) -> int | np.ndarray:
     return _scalar_or_array(packed)
 
 
-def code_value(config: AcceleratorConfig, code) -> int | np.ndarray:
+def code_value(config: AcceleratorConfig, code, round_: int = 0) -> int | np.ndarray:
     """Integer weight a packed code stands for; the inverse of :func:`pack_code`.
 
-    A shift-add code without ``nonzero`` is ``0`` whatever its other bits.
+    A shift-add code without ``nonzero`` is ``0`` whatever its other bits. A binary
+    engine's slot stands for ``+1`` or ``-1`` by its bit ``slot_bits - 1 - round_``
+    (1 is ``-1``).
 
     Raises
     ------
@@ -80,6 +89,10 @@ def code_value(config: AcceleratorConfig, code) -> int | np.ndarray:
         raise ValueError(f"codes must be in 0..{(1 << width) - 1}; got {c[bad]}")
     if config.engine == "int8":
         return _scalar_or_array(np.where(c >> (width - 1) != 0, c - (1 << width), c))
+    if config.engine == "binary":
+        if not 0 <= round_ < width:
+            raise ValueError(f"round {round_} must be in 0..{width - 1} (slot_bits = {width})")
+        return _scalar_or_array(1 - 2 * ((c >> (width - 1 - round_)) & 1))
     e = config.exp_bits
     exp = c & ((1 << e) - 1)
     sign = (c >> e) & 1
@@ -110,7 +123,9 @@ def engine_reference(config: AcceleratorConfig,
     acc = np.zeros(config.lanes, dtype=np.int64)
     lo, hi = -(1 << (config.acc_width - 1)), (1 << (config.acc_width - 1)) - 1
     results = []
-    for n, (acts, codes, first, last) in enumerate(beats):
+    for n, beat in enumerate(beats):
+        acts, codes, first, last = beat[:4]
+        round_ = beat[4] if len(beat) > 4 else 0
         acts = _int_array(acts, f"beat {n}: acts")
         codes = _int_array(codes, f"beat {n}: codes")
         if acts.shape != (config.taps,) or codes.shape != (config.lanes, config.taps):
@@ -120,7 +135,7 @@ def engine_reference(config: AcceleratorConfig,
             raise ValueError(f"beat {n}: acts must be in 0..{(1 << config.act_bits) - 1}")
         if first not in (0, 1) or last not in (0, 1):
             raise ValueError(f"beat {n}: first and last must be 0 or 1")
-        acc = (0 if first else acc) + code_value(config, codes) @ acts
+        acc = (0 if first else acc) + code_value(config, codes, round_) @ acts
         if np.any((acc < lo) | (acc > hi)):
             raise ValueError(f"beat {n}: accumulator {acc} overflows signed({config.acc_width}); "
                              f"the dot product is longer than max_fan_in allows")

@@ -50,6 +50,10 @@ def engine_for_model(model: QuantModel) -> str:
         what = f"its engine {engine!r} is not built yet" if engine else "it has no engine"
         raise ConfigError(f"no engine runs scheme {model.scheme!r} yet ({what}; engines exist "
                           f"for {', '.join(built)}); the golden model runs it")
+    if any(layer.slots is not None for layer in model.layers):
+        raise ConfigError(f"no accelerator runs scheme {model.scheme!r} yet: the binary engine "
+                          f"exists (hw/engines/binary.py) but the compiler and the controller "
+                          f"do not lay out its rounds yet; the golden model runs it")
     return engine
 
 
