@@ -75,6 +75,25 @@ def rbnn_weight(slots: np.ndarray, slot_bits: int, rounds: int, expand: str) -> 
     return np.concatenate(signs, axis=0 if expand == "outputs" else 1)
 
 
+#: An mlg layer's arrays: level-1 bases and coefficients, or the stored level-1 weights,
+#: and the level-2 coefficients.
+MLG_ARRAYS = ("mlg_b", "mlg_u", "mlg_w1", "mlg_v")
+
+
+def mlg_weight(layer) -> np.ndarray:
+    """The integer weights (int64, ``[Co, Ci(, 3, 3)]``) an mlg layer generates, exactly:
+    ``W1[c] = U[c] @ B[c]`` (or the stored ``W1``), then ``W = V @ W1`` (or ``W1``)."""
+    if layer.mlg_w1 is not None:
+        w1 = np.asarray(layer.mlg_w1, dtype=np.int64)
+    else:
+        w1 = np.einsum("cib,cbk->cik", np.asarray(layer.mlg_u, dtype=np.int64),
+                       np.asarray(layer.mlg_b, dtype=np.int64))
+    flat = w1.reshape(len(w1), -1)
+    w = flat if layer.mlg_v is None else np.asarray(layer.mlg_v, dtype=np.int64) @ flat
+    ci = w1.shape[1]
+    return w.reshape(len(w), ci, 3, 3) if layer.kind == "conv3x3" else w.reshape(len(w), ci)
+
+
 def pool_weight(index: np.ndarray, pool: np.ndarray) -> np.ndarray:
     """Integer weights a pool layer stands for (int64).
 
@@ -102,7 +121,9 @@ class Layer:
     ``slots`` (unsigned ``slot_bits``-bit storage slots) read in ``rounds`` rounds,
     one binary weight per round from each slot; ``expand`` says whether the rounds
     are blocks of outputs (a hidden layer) or of inputs (the output layer):
-    :func:`rbnn_weight`.
+    :func:`rbnn_weight`. An mlg layer holds the odd integers of its bases and
+    coefficients (``mlg_u`` and ``mlg_b``, or ``mlg_w1``; optionally ``mlg_v``), from
+    which :func:`mlg_weight` generates its weights.
     """
 
     kind: str
@@ -119,6 +140,15 @@ class Layer:
     slot_bits: int = 0
     rounds: int = 0
     expand: str | None = None
+    mlg_b: np.ndarray | None = None
+    mlg_u: np.ndarray | None = None
+    mlg_w1: np.ndarray | None = None
+    mlg_v: np.ndarray | None = None
+
+    @property
+    def is_mlg(self) -> bool:
+        """An MLG layer: weights generated from stored bases and coefficients."""
+        return any(getattr(self, n) is not None for n in MLG_ARRAYS)
 
     @property
     def is_mac(self) -> bool:
@@ -150,6 +180,8 @@ class Layer:
                              "QuantModel.layer_weight(i) or model.pool_weight(index, pool)")
         if self.slots is not None:
             return rbnn_weight(self.slots, self.slot_bits, self.rounds, self.expand)
+        if self.is_mlg:
+            return mlg_weight(self)
         if self.terms is not None:
             return term_values(self.terms).sum(axis=0)
         return np.asarray(self.weight, dtype=np.int64)
@@ -179,6 +211,9 @@ class QuantModel:
     pool: np.ndarray | None = None
     pool_bits: int = 0
     lut_bits: int = 0
+    qb: int = 0
+    qu: int = 0
+    qv: int = 0
 
     @property
     def classes(self) -> int:
@@ -242,6 +277,11 @@ def validate_model(m: QuantModel) -> None:
     if m.scheme == "flightnn" and not (1 <= m.exp_bits <= 4):
         raise _err(None, "exp_bits", f"{m.exp_bits} is out of range 1..4")
     _check_pool(m)
+    if m.scheme == "mlg":
+        for field in ("qb", "qu", "qv"):
+            value = getattr(m, field)
+            if not _is_int(value) or not 2 <= value <= 8:
+                raise _err(None, field, f"{value!r} must be an integer in 2..8")
     if len(m.input_shape) != 3 or not all(_is_int(s) and s > 0 for s in m.input_shape):
         raise _err(None, "input_shape", f"{m.input_shape} must be (C, H, W), positive integers")
     if not m.layers:
@@ -342,6 +382,64 @@ def _check_slots(i: int, layer: Layer, shape: tuple) -> int:
     return co
 
 
+def _check_mlg(m: QuantModel, i: int, layer: Layer, shape: tuple) -> int:
+    """An mlg layer's bases and coefficients; returns ``Co``."""
+    if layer.weight is not None or layer.terms is not None or layer.k is not None:
+        raise _err(i, "mlg_w1", "an mlg layer stores only its bases and coefficients (no "
+                   "'weight', 'terms' or 'k')")
+    if layer.kind == "conv3x3" and len(shape) != 3:
+        raise _err(i, "in_shape", f"conv3x3 needs a (C, H, W) input, not {shape}")
+    ci = shape[0] if layer.kind == "conv3x3" else int(np.prod(shape))
+    kk = 9 if layer.kind == "conv3x3" else 1
+    level1 = layer.mlg_b is not None or layer.mlg_u is not None
+    if level1 == (layer.mlg_w1 is not None):
+        raise _err(i, "mlg_w1", "needs either 'mlg_u' and 'mlg_b' (level 1) or 'mlg_w1'")
+    arrays = {}
+    for name in MLG_ARRAYS:
+        value = getattr(layer, name)
+        if value is None:
+            continue
+        arr = np.asarray(value)
+        if not np.issubdtype(arr.dtype, np.integer) or arr.ndim != (2 if name == "mlg_v"
+                                                                    else 3):
+            raise _err(i, name, f"must be a {2 if name == 'mlg_v' else 3}-d integer array, "
+                       f"not {arr.dtype} {arr.shape}")
+        arrays[name] = arr
+    if level1:
+        if "mlg_b" not in arrays or "mlg_u" not in arrays:
+            raise _err(i, "mlg_b", "level 1 needs both 'mlg_u' and 'mlg_b'")
+        bc, bi = arrays["mlg_b"].shape[:2]
+        if arrays["mlg_b"].shape != (bc, bi, kk) or arrays["mlg_u"].shape != (bc, ci, bi):
+            raise _err(i, "mlg_u", f"shapes {arrays['mlg_u'].shape} (U) and "
+                       f"{arrays['mlg_b'].shape} (B) must be (Bc, {ci}, Bi) and "
+                       f"(Bc, Bi, {kk})")
+        if not 0 < bi < min(ci, kk):
+            raise _err(i, "mlg_b", f"Bi = {bi} violates the level-1 condition 0 < Bi < "
+                       f"min(Ci, k*k) = {min(ci, kk)}")
+    else:
+        bc = arrays["mlg_w1"].shape[0]
+        if arrays["mlg_w1"].shape[1:] != (ci, kk):
+            raise _err(i, "mlg_w1", f"shape {arrays['mlg_w1'].shape} must be (Bc, {ci}, {kk})")
+    if "mlg_v" in arrays:
+        co = arrays["mlg_v"].shape[0]
+        if arrays["mlg_v"].shape[1] != bc:
+            raise _err(i, "mlg_v", f"shape {arrays['mlg_v'].shape} must be (Co, {bc})")
+        if not 0 < bc < min(co, ci * kk):
+            raise _err(i, "mlg_v", f"Bc = {bc} violates the level-2 condition 0 < Bc < "
+                       f"min(Co, Ci*k*k) = {min(co, ci * kk)}")
+    else:
+        co = bc
+    for name, arr in arrays.items():
+        q = {"mlg_b": m.qb, "mlg_u": m.qu, "mlg_w1": m.qu, "mlg_v": m.qv}[name]
+        top = (1 << q) - 1
+        if arr.size and (int(arr.min()) < -top or int(arr.max()) > top or
+                         not np.all(arr % 2 == 1)):
+            field = {"mlg_b": "qb", "mlg_u": "qu", "mlg_w1": "qu", "mlg_v": "qv"}[name]
+            raise _err(i, name, f"values must be odd integers in -{top}..{top} "
+                       f"({field}={q}), found {int(arr.min())}..{int(arr.max())}")
+    return co
+
+
 def _check_index(m: QuantModel, i: int, layer: Layer, shape: tuple) -> int:
     """A pool layer's ``index`` array; returns ``Co``."""
     arr = np.asarray(layer.index)
@@ -379,8 +477,15 @@ def _check_mac(m: QuantModel, i: int, layer: Layer, shape: tuple, last: bool) ->
         raise _err(i, "slots", "rbnn layers store their weights in 'slots' only" if
                    m.scheme == "rbnn" else f"only scheme 'rbnn' layers have storage slots, "
                    f"this is {m.scheme!r}")
+    if layer.is_mlg != (m.scheme == "mlg"):
+        raise _err(i, "mlg_w1" if m.scheme == "mlg" else "mlg_b", "mlg layers store their "
+                   "weights as bases and coefficients only" if m.scheme == "mlg" else
+                   f"only scheme 'mlg' layers have bases and coefficients, this is "
+                   f"{m.scheme!r}")
     if layer.slots is not None:
         co = _check_slots(i, layer, shape)
+    elif layer.is_mlg:
+        co = _check_mlg(m, i, layer, shape)
     elif layer.index is not None:
         co = _check_index(m, i, layer, shape)
     elif m.scheme == "pool" and layer.weight is None:
@@ -457,7 +562,7 @@ def _check_codes(m: QuantModel, i: int, layer: Layer, shape: tuple) -> int:
 
 # -- file I/O ---------------------------------------------------------------------
 
-_ARRAYS = ("weight", "terms", "k", "bias", "index", "slots")
+_ARRAYS = ("weight", "terms", "k", "bias", "index", "slots", *MLG_ARRAYS)
 
 
 def save_model(model: QuantModel, path: str | os.PathLike) -> None:
@@ -488,6 +593,8 @@ def save_model(model: QuantModel, path: str | os.PathLike) -> None:
         # Only pool files carry these, so flightnn/int8 files stay as they were.
         header.update(pool_bits=model.pool_bits, lut_bits=model.lut_bits)
         arrays["pool"] = _storage("pool", np.asarray(model.pool), model)
+    if model.scheme == "mlg":
+        header.update(qb=model.qb, qu=model.qu, qv=model.qv)
     arrays["header"] = np.frombuffer(json.dumps(header, indent=1).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -495,7 +602,7 @@ def save_model(model: QuantModel, path: str | os.PathLike) -> None:
 
 
 _DTYPES = {"weight": np.int8, "terms": np.int8, "k": np.uint8, "bias": np.int64,
-           "slots": np.uint16}
+           "slots": np.uint16, **dict.fromkeys(MLG_ARRAYS, np.int16)}
 
 
 def _storage(name, arr, model):
@@ -555,7 +662,8 @@ def load_model(path: str | os.PathLike) -> QuantModel:
                 input_frac=header["input_frac"], output_frac=header.get("output_frac", 0),
                 layers=layers, meta=header.get("meta", {}),
                 pool=member("pool") if "pool" in npz.files else None,
-                pool_bits=header.get("pool_bits", 0), lut_bits=header.get("lut_bits", 0))
+                pool_bits=header.get("pool_bits", 0), lut_bits=header.get("lut_bits", 0),
+                qb=header.get("qb", 0), qu=header.get("qu", 0), qv=header.get("qv", 0))
         except ModelError:
             raise
         except KeyError as exc:

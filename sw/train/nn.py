@@ -397,6 +397,24 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.
     return loss, grad / n
 
 
+def distillation_loss(logits: np.ndarray, teacher_logits: np.ndarray,
+                      temperature: float) -> tuple[float, np.ndarray]:
+    """``T**2 * KL(softmax(teacher / T) || softmax(logits / T))``, mean over the batch,
+    and its gradient wrt ``logits`` (Hinton et al.'s scaling keeps it comparable to
+    the hard loss)."""
+    def log_softmax(z):
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    t = temperature
+    log_p = log_softmax(teacher_logits / t)
+    log_q = log_softmax(logits / t)
+    p = np.exp(log_p)
+    n = len(logits)
+    loss = float(t * t * np.sum(p * (log_p - log_q)) / n)
+    return loss, t * (np.exp(log_q) - p) / n
+
+
 class Adam:
     """Adam optimizer (Kingma & Ba) updating a list of arrays in place.
 
@@ -446,7 +464,8 @@ class Adam:
 
 def train(model: FloatModel, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int,
           lr: float, seed: int, progress: bool = True,
-          weight_transform: TransformLike | None = None) -> list[float]:
+          weight_transform: TransformLike | None = None, teacher: FloatModel | None = None,
+          temperature: float = 3.0, beta: float = 0.9) -> list[float]:
     """Fit ``model`` in place with Adam on softmax cross-entropy.
 
     Parameters
@@ -465,6 +484,9 @@ def train(model: FloatModel, x: np.ndarray, y: np.ndarray, epochs: int, batch_si
         Optional :class:`WeightTransform` (or plain ``f(index, weight)`` callable, with
         a straight-through backward) for quantization-aware training; its own
         parameters are trained with the model's.
+    teacher, temperature, beta:
+        Knowledge distillation: with a ``teacher``, the loss is ``beta * T**2 *
+        KL(softmax(teacher / T) || softmax(student / T)) + (1 - beta) * CE``.
 
     Returns
     -------
@@ -494,6 +516,10 @@ def train(model: FloatModel, x: np.ndarray, y: np.ndarray, epochs: int, batch_si
             idx = order[start:start + batch_size]
             logits = model.forward(x[idx], transform)
             loss, grad = softmax_cross_entropy(logits, y[idx])
+            if teacher is not None:
+                soft, soft_grad = distillation_loss(logits, teacher.forward(x[idx]),
+                                                    temperature)
+                loss, grad = beta * soft + (1 - beta) * loss, beta * soft_grad + (1 - beta) * grad
             model.backward(grad, transform)
             grads = model.grads()
             if transform is not None:

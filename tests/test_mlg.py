@@ -1,0 +1,125 @@
+"""MLG (``shiftpool.sw.schemes.mlg``): the odd power-of-two quantizer, the level rules,
+the projection, the gradients, distillation, and the stored model."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from shiftpool.sw.model.file import ModelError, load_model, save_model
+from shiftpool.sw.schemes import golden, mlg
+from shiftpool.sw.schemes.mlg import MLGTransform, layer_levels, odd_quantize
+from shiftpool.sw.train.nn import Conv3x3, Dense, FloatModel, ReLU, distillation_loss
+
+
+def test_odd_quantize_by_hand():
+    # tanh(x) = [0.5, -0.25, 0.0625, -0.9]-ish: max |t| about 0.716 -> step 2**-2 at q = 2
+    x = np.arctanh(np.array([0.5, -0.25, 0.0625, -0.716]))
+    m, e = odd_quantize(x, 2)
+    assert e == 2                          # (2**2 - 1) / 0.716 = 4.19 -> 2**2
+    assert m.tolist() == [3, -1, 1, -3]    # nearest odd levels of [2, -1, 0.25, -2.86]
+    m, e = odd_quantize(np.linspace(-3, 3, 101), 4)
+    assert np.all(m % 2 == 1) and m.min() >= -15 and m.max() <= 15
+
+
+def test_level_rules():
+    assert layer_levels("conv3x3", co=16, ci=8, bi=2, bc=44) == (2, 0)   # Bc >= min(16, 72)
+    assert layer_levels("conv3x3", co=64, ci=8, bi=2, bc=44) == (2, 44)
+    assert layer_levels("conv3x3", co=8, ci=1, bi=2, bc=44) == (0, 0)    # Bi >= min(1, 9)
+    assert layer_levels("dense", co=10, ci=64, bi=2, bc=44) == (0, 9)    # 0.9 * min(10, 64)
+    assert layer_levels("dense", co=100, ci=784, bi=2, bc=44) == (0, 44)
+
+
+def _transform(rng, bc=3, bi=2, **opts):
+    model = FloatModel([Conv3x3(4, 6, rng), ReLU(), Dense(6 * 25, 5, rng)], (4, 5, 5))
+    options = dict(bi=bi, bc=bc, qb=3, qu=6, qv=3, **opts)
+    return model, MLGTransform(model, options)
+
+
+def test_projection_is_the_best_low_rank_fit():
+    """Level 2 alone is a truncated SVD: its error is the discarded singular values."""
+    rng = np.random.default_rng(0)
+    model, t = _transform(rng, bc=3, bi=0)
+    w = model.layers[0].weight.reshape(6, -1)
+    approx = t.parts[0]["V"] @ t.parts[0]["W1"].reshape(3, -1)
+    s = np.linalg.svd(w, compute_uv=False)
+    assert np.isclose(np.linalg.norm(w - approx) ** 2, np.sum(s[3:] ** 2))
+
+
+def test_gradients_match_finite_differences(monkeypatch):
+    """The backward of the generated weight wrt each stored tensor (straight through
+    the quantizers), without the penalty: d sum(G * W) / d part, numerically."""
+    monkeypatch.setattr(mlg, "ORTHO_LAMBDA", 0.0)
+    rng = np.random.default_rng(1)
+    model, t = _transform(rng)
+    g = rng.normal(size=model.layers[0].weight.shape)
+    t(0, model.layers[0].weight)
+    t.backward(0, g)
+    fl = t._float_parts(0)
+
+    def value(parts):
+        w1 = np.einsum("cib,cbk->cik", parts["U"], parts["B"]).reshape(3, -1)
+        return float(np.sum(g * (parts["V"] @ w1).reshape(g.shape)))
+
+    for name in ("V", "U", "B"):
+        idx = tuple(rng.integers(0, n) for n in fl[name].shape)
+        bumped = {k: v.copy() for k, v in fl.items()}
+        bumped[name][idx] += 1e-6
+        numeric = (value(bumped) - value(fl)) / 1e-6
+        assert np.isclose(t._grads[0][name][idx], numeric, rtol=1e-4, atol=1e-6), name
+
+
+def test_distillation_gradient_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    s, t = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    loss, grad = distillation_loss(s, t, 3.0)
+    assert loss > 0 and distillation_loss(t, t, 3.0)[0] == pytest.approx(0.0, abs=1e-12)
+    i, j = 2, 3
+    bumped = s.copy()
+    bumped[i, j] += 1e-6
+    assert np.isclose(grad[i, j], (distillation_loss(bumped, t, 3.0)[0] - loss) / 1e-6,
+                      rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def mlg_model(digits_float, digits_data):
+    from shiftpool.sw.schemes.compress import compress
+
+    x_train, y_train, x_test, y_test = digits_data
+    return compress(digits_float, "mlg", x_train=x_train, y_train=y_train, x_test=x_test,
+                    y_test=y_test, epochs=3, bc=8, progress=False)
+
+
+def test_mlg_model_generates_exact_weights_and_round_trips(mlg_model, digits_data, tmp_path):
+    layers = {i: layer for i, layer in enumerate(mlg_model.layers) if layer.is_mac}
+    conv2 = layers[2]
+    assert conv2.mlg_b.shape[1:] == (2, 9) and conv2.mlg_v.shape == (16, 8)
+    w1 = np.zeros(conv2.mlg_u.shape[:2] + (9,), dtype=np.int64)
+    for c in range(len(w1)):        # level 1, one basis at a time
+        w1[c] = conv2.mlg_u[c].astype(np.int64) @ conv2.mlg_b[c].astype(np.int64)
+    expect = (conv2.mlg_v.astype(np.int64) @ w1.reshape(8, -1)).reshape(16, 8, 3, 3)
+    assert np.array_equal(conv2.int_weight, expect)
+    save_model(mlg_model, tmp_path / "m.npz")
+    back = load_model(tmp_path / "m.npz")
+    x = mlg_model.quantize_input(digits_data[2])
+    assert np.array_equal(golden.run(back, x), golden.run(mlg_model, x))
+    meta = mlg_model.meta
+    print(f"\nmlg digits: accuracy {meta['accuracy']:.4f} (float {meta['float_accuracy']:.4f}),"
+          f" {meta['stored_weight_bits']} stored weight bits vs int8 {meta['int8_weight_bits']}")
+    assert meta["stored_weight_bits"] < meta["int8_weight_bits"] / 2
+    assert meta["accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda m: setattr(m.layers[2], "mlg_b", m.layers[2].mlg_b + 1), "values must be odd"),
+    (lambda m: setattr(m, "qv", 9), "model: field 'qv': 9 must be an integer in 2..8"),
+    (lambda m: setattr(m.layers[2], "mlg_v", m.layers[2].mlg_v[:, :5]), "field 'mlg_v'"),
+    (lambda m: setattr(m.layers[2], "weight", np.zeros((16, 8, 3, 3), np.int8)),
+     "an mlg layer stores only its bases"),
+])
+def test_malformed_mlg_layers_name_the_field(mlg_model, change, words):
+    model = copy.deepcopy(mlg_model)
+    change(model)
+    with pytest.raises(ModelError, match=words):
+        model.validate()
