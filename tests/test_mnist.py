@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from shiftpool.hw.config import AcceleratorConfig
 from shiftpool.sw.compile.resources import (
     DEVICES,
@@ -153,7 +152,6 @@ def test_estimate_equals_yosys(fields, tmp_path):
     """``synth_ice40 -device u -spram`` on the accelerator: block RAMs and SPRAMs
     are what the estimate says."""
     from amaranth.back import verilog
-
     from shiftpool.hw.accelerator import Accelerator
     from shiftpool.hw.memories import DROP_INIT
 
@@ -202,8 +200,9 @@ def _check_rtl(qm, x, config, simulator, build_dir):
 @pytest.mark.verilator
 @pytest.mark.slow
 def test_mlp_flightnn_rtl_equals_golden_verilator(mlp192_models, mnist_data, sim_build_dir):
-    from shiftpool.mnist_demo import rtl_slice
     from shiftpool.sw.compile.fit import fit_config
+
+    from shiftpool.mnist_demo import rtl_slice
 
     qm = mlp192_models["flightnn"]
     x_test = mnist_data[2]
@@ -215,8 +214,9 @@ def test_mlp_flightnn_rtl_equals_golden_verilator(mlp192_models, mnist_data, sim
 @pytest.mark.verilator
 @pytest.mark.slow
 def test_cnn_rtl_equals_golden_verilator(small_cnn, mnist_data, sim_build_dir):
-    from shiftpool.mnist_demo import rtl_slice
     from shiftpool.sw.compile.fit import fit_config
+
+    from shiftpool.mnist_demo import rtl_slice
 
     x_test = mnist_data[2]
     picked = rtl_slice(len(x_test), 20, SEED)
@@ -227,8 +227,9 @@ def test_cnn_rtl_equals_golden_verilator(small_cnn, mnist_data, sim_build_dir):
 @pytest.mark.icarus
 @pytest.mark.slow
 def test_cnn_rtl_equals_golden_icarus(small_cnn, mnist_data, sim_build_dir):
-    from shiftpool.mnist_demo import rtl_slice
     from shiftpool.sw.compile.fit import fit_config
+
+    from shiftpool.mnist_demo import rtl_slice
 
     x_test = mnist_data[2]
     picked = rtl_slice(len(x_test), 2, SEED + 1)

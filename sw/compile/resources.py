@@ -20,9 +20,16 @@ The memories are the ones the gateware builds (``hw/accelerator.py``,
 A memory takes, per block type, the fewest blocks over the block's aspect ratios
 (:attr:`BlockRam.modes`): ``ceil(width / mode_width) * ceil(depth / mode_depth)``.
 An SPRAM is 16384 x 16, so a weight row of ``lanes * taps * code_width`` bits takes
-``ceil(row / 16)`` SPRAMs side by side, each holding 16384 rows. Memories of a few
-words may end up in logic rather than block RAM; the estimate counts them as block
-RAM, so it errs on the full side (``tests/test_mnist.py`` checks it against yosys).
+``ceil(row / 16)`` SPRAMs side by side, each holding 16384 rows; a single-port memory
+asks for SPRAM (``ram_style = "huge"``), so yosys puts it there whatever its size.
+
+yosys (``memory_libmap``) leaves a memory in flip-flops when that is cheaper: it
+costs a logic bit 1 and an iCE40 EBR 64 (``share/ice40/brams.txt``), so a memory of
+fewer bits than 64 x its EBR count stays in logic (a 141-bit x 2 program memory, not
+9 EBR); the estimate does the same for iCE40 (:attr:`BlockRam.cost`). On ECP5 and
+Gowin, small memories may also go to LUT RAM, which the estimate does not model: it
+counts them as block RAM, so there it errs on the full side. ``tests/test_mnist.py``
+checks the iCE40 count against yosys.
 """
 
 from __future__ import annotations
@@ -38,10 +45,13 @@ __all__ = ["BlockRam", "Device", "DEVICES", "MemoryNeed", "Placement", "MemoryFi
 
 @dataclasses.dataclass(frozen=True)
 class BlockRam:
-    """One kind of RAM block: its name and its ``(depth, width)`` aspect ratios."""
+    """One kind of RAM block: its name, its ``(depth, width)`` aspect ratios and, if
+    known, yosys' cost of one block in logic bits (a memory cheaper in flip-flops
+    stays there)."""
 
     name: str
     modes: tuple
+    cost: int | None = None
 
     @property
     def bits(self) -> int:
@@ -49,7 +59,7 @@ class BlockRam:
 
 
 #: iCE40 EBR (SB_RAM40_4K): 4 kbit.
-ICE40_EBR = BlockRam("EBR", ((256, 16), (512, 8), (1024, 4), (2048, 2)))
+ICE40_EBR = BlockRam("EBR", ((256, 16), (512, 8), (1024, 4), (2048, 2)), cost=64)
 #: iCE40 UltraPlus SPRAM (SB_SPRAM256KA): 256 kbit, one 16-bit port.
 ICE40_SPRAM = BlockRam("SPRAM", ((16384, 16),))
 #: ECP5 DP16KD: 18 kbit (512 x 36 only as a simple dual port, which a read port and
@@ -127,15 +137,18 @@ def accelerator_memories(cfg: AcceleratorConfig, link_payload: int | None = None
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """Where one memory goes and how many blocks it takes (all copies)."""
+    """Where one memory goes and how many blocks it takes (all copies); ``block`` is
+    ``None`` for a memory left in logic."""
 
     need: MemoryNeed
-    block: BlockRam
+    block: BlockRam | None
     blocks: int
 
     def describe(self) -> str:
         n = self.need
         copies = f"{n.copies} x " if n.copies > 1 else ""
+        if self.block is None:
+            return f"{n.name}: {copies}{n.width}-bit x {n.depth} in logic"
         text = f"{n.name}: {copies}{n.width}-bit x {n.depth} = {self.blocks} {self.block.name}"
         if self.block.name == "SPRAM":
             wide = -(-n.width // 16)
@@ -212,6 +225,9 @@ def estimate_memories(cfg: AcceleratorConfig, device: str | Device,
             if need.name == "lut" and blocks > device.spram_count:
                 to_spram = False
         block = device.spram if to_spram else device.bram
-        placements.append(Placement(need, block,
-                                    need.copies * bram_blocks(block, need.width, need.depth)))
+        blocks = bram_blocks(block, need.width, need.depth)
+        in_logic = block.cost is not None and need.width * need.depth < blocks * block.cost
+        if not to_spram and in_logic:
+            block, blocks = None, 0
+        placements.append(Placement(need, block, need.copies * blocks))
     return MemoryFit(device, tuple(placements))
