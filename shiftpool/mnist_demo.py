@@ -139,7 +139,7 @@ def table(rows: list[MnistRow], boards=tuple(BOARDS)) -> list[str]:
     short = {"icebreaker": "iCEB", "ulx3s-85f": "ULX3S", "orangecrab-85f": "OCrab",
              "tangnano9k": "TN9K"}
     fit_head = " ".join(f"{short.get(b, b):>5}" for b in boards)
-    head = (f"{'model':<7} {'scheme':<9} {'engine':<8} {'float':>6} {'golden':>6} "
+    head = (f"{'model':<7} {'scheme':<9} {'engine':<12} {'float':>6} {'golden':>6} "
             f"{'RTL':>6} {'RTL==gold':>9} {'b/w':>5} {fit_head} {'cycles/inf':>10} "
             f"{'inf/s iCEB':>10} {'inf/s ULX3S':>11}")
     lines = [head, "-" * len(head)]
@@ -148,7 +148,7 @@ def table(rows: list[MnistRow], boards=tuple(BOARDS)) -> list[str]:
         ips = {b: (f"{r.inferences_per_s(b):.0f}" if b in r.clock_hz else "-")
                for b in ("icebreaker", "ulx3s-85f")}
         lines.append(
-            f"{r.model:<7} {r.scheme:<9} {r.engine + f' {r.lanes}x{r.taps}':<8} "
+            f"{r.model:<7} {r.scheme:<9} {r.engine + f' {r.lanes}x{r.taps}':<12} "
             f"{r.float_acc:>6.3f} {r.golden_acc:>6.3f} {r.rtl_acc:>6.3f} "
             f"{f'{r.rtl_equal}/{r.rtl_n}':>9} {r.bits_per_weight:>5.2f} {fit} "
             f"{r.cycles:>10} {ips['icebreaker']:>10} {ips['ulx3s-85f']:>11}")
