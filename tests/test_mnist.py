@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -244,3 +245,19 @@ def test_rtl_slice_is_seeded():
     assert np.array_equal(a, rtl_slice(1000, 50, 3)) and len(set(a.tolist())) == 50
     assert not np.array_equal(a, rtl_slice(1000, 50, 4))
     assert np.array_equal(rtl_slice(1000, 0, 3), np.arange(1000))
+
+
+def test_memory_fit_needs_no_amaranth(tmp_path):
+    """The estimate is host side: it runs with amaranth and cocotb unimportable."""
+    code = textwrap.dedent("""
+        import sys
+        for name in ("amaranth", "amaranth_boards", "cocotb", "cocotb_tools"):
+            sys.modules[name] = None
+        from shiftpool.boards.memory_fit import board_memory_fit
+        from shiftpool.hw.config import AcceleratorConfig
+        fit = board_memory_fit("icebreaker", AcceleratorConfig(lanes=2, taps=2))
+        print(fit.message)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and "iCE40UP5K" in proc.stdout, proc.stderr[-2000:]
