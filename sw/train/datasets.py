@@ -6,7 +6,8 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-__all__ = ["MNIST_SPLIT_SEED", "MNIST_TEST_SIZE", "load_digits_split", "load_mnist_split"]
+__all__ = ["MNIST_SPLIT_SEED", "MNIST_TEST_SIZE", "DataError", "load_digits_split",
+           "load_mnist_split", "load_npz_split"]
 
 #: MNIST split: images held out for testing (100 per class) and the split's seed.
 MNIST_TEST_SIZE = 1000
@@ -54,3 +55,51 @@ def load_mnist_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=MNIST_TEST_SIZE, stratify=y, random_state=MNIST_SPLIT_SEED)
     return x_train, y_train, x_test, y_test
+
+
+class DataError(ValueError):
+    """A data file that cannot be used: named, with what is wrong."""
+
+
+def load_npz_split(path, input_shape: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                      np.ndarray]:
+    """The user's data: an ``.npz`` with ``x`` (floats, ``(N, *input_shape)`` or
+    ``(N, prod(input_shape))``: reshaped to the model's input in C, H, W order) and
+    ``y`` (``N`` integer labels 0..classes-1). Split like the digits: a stratified 20%
+    held out with ``random_state=0`` (unstratified if a class has a single sample).
+
+    Raises
+    ------
+    DataError
+        Naming the file and the field that is missing or malformed.
+    """
+    from pathlib import Path
+
+    from ..model.npzfile import open_npz
+
+    path = Path(path)
+    npz, member = open_npz(path, DataError, "data file")
+    with npz:
+        for name in ("x", "y"):
+            if name not in npz.files:
+                raise DataError(f"{path}: field {name!r} is missing (the data file holds "
+                                f"arrays x and y)")
+        x, y = member("x"), member("y")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise DataError(f"{path}: field 'x' must hold numbers, not {x.dtype}")
+    size = int(np.prod(input_shape))
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != size or (
+            x.ndim > 2 and tuple(x.shape[1:]) != tuple(input_shape)):
+        raise DataError(f"{path}: field 'x' has shape {x.shape}; the model takes "
+                        f"(N, {', '.join(map(str, input_shape))}) or (N, {size})")
+    if not np.issubdtype(y.dtype, np.integer) or y.shape != (len(x),) or len(x) < 2:
+        raise DataError(f"{path}: field 'y' must hold {len(x)} integer labels (N >= 2), "
+                        f"has {y.dtype} {y.shape}")
+    x = x.astype(np.float64).reshape(len(x), *input_shape)
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: field 'x' holds NaN or infinite values")
+    counts = np.bincount(y - y.min()) if len(y) else np.zeros(0)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=0.2, stratify=stratify, random_state=0)
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)

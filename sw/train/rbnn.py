@@ -149,11 +149,13 @@ class RBNN:
 
 def train_rbnn(x_train, y_train, x_test, y_test, *, rounds: int = 7, slot_bits: int = 16,
                hidden: int = 100, epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
-               activation: str = "relu", seed: int = 0, progress=None) -> RBNN:
+               activation: str = "relu", seed: int = 0, progress=None,
+               eval_name: str = "test") -> RBNN:
     """Train ``rounds`` RBNN rounds of ``hidden`` units each (see the module docstring).
 
     ``rounds=1`` is the plain binary-weight network of the same storage (the paper's
-    comparison); ``progress`` is called with a line per round.
+    comparison); ``progress`` is called with a line per round, naming the accuracy on
+    ``x_test`` by ``eval_name``.
 
     Raises
     ------
@@ -224,7 +226,7 @@ def train_rbnn(x_train, y_train, x_test, y_test, *, rounds: int = 7, slot_bits: 
             saturated=float(np.mean((fields == -bound) | (fields == bound - 1))))
         net.history.append(stats)
         if progress:
-            progress(f"round {r + 1}/{rounds}: test accuracy {stats.test_accuracy:.4f}, "
+            progress(f"round {r + 1}/{rounds}: {eval_name} accuracy {stats.test_accuracy:.4f}, "
                      f"{stats.effective_weights} binary weights, "
                      f"{stats.stored_bits_per_weight:.2f} stored bits per weight")
     return net
