@@ -4,7 +4,7 @@
   635 kbit as int8, which fits the iCEBreaker's 1 Mbit of SPRAM);
 * ``mlp192``: dense 784-192-10 (152,448 weights: 1.22 Mbit as int8, more than the
   iCEBreaker's four SPRAMs hold, while its FLightNN form with 4-bit codes fits them
-  as long as about a third or more of its filters keep k=1: at k=1 share 0.75, about
+  as long as more than about 28% of its hidden filters keep k=1: at k=1 share 0.75, about
   5 bits per weight, it takes 3 SPRAMs at 2 x 2; fine-tuning may push it to k=2);
 * ``cnn``: maxpool2 (28 -> 14), conv3x3(1->8) + ReLU, maxpool2, conv3x3(8->16) + ReLU,
   maxpool2, dense(144->10). It pools first so that the largest feature map (8 x 14 x
