@@ -3,8 +3,9 @@
 * ``mlp100``: dense 784-100-10, the size of the RBNN paper's MLP (79,400 weights:
   635 kbit as int8, which fits the iCEBreaker's 1 Mbit of SPRAM);
 * ``mlp192``: dense 784-192-10 (152,448 weights: 1.22 Mbit as int8, more than the
-  iCEBreaker's four SPRAMs hold, while its FLightNN form, about 4.5 bits per weight,
-  fits them);
+  iCEBreaker's four SPRAMs hold, while its FLightNN form with 4-bit codes fits them
+  as long as more than about 28% of its hidden filters keep k=1: at k=1 share 0.75, about
+  5 bits per weight, it takes 3 SPRAMs at 2 x 2; fine-tuning may push it to k=2);
 * ``cnn``: maxpool2 (28 -> 14), conv3x3(1->8) + ReLU, maxpool2, conv3x3(8->16) + ReLU,
   maxpool2, dense(144->10). It pools first so that the largest feature map (8 x 14 x
   14 = 1568 activations) stays small: every activation buffer is held ``taps`` times
