@@ -36,6 +36,13 @@ def format_report(report: dict) -> str:
         share = res["used"] / res["available"] if res["available"] else 0.0
         lines.append(f"{column:<12} {res['used']:>7} {res['available']:>10} "
                      f"{share:>6.1%}  ({res['bel']})")
+    units = report.get("units")
+    if units:
+        columns = list(next(iter(units.values())))
+        lines.append(f"{'by unit':<12} " + " ".join(f"{c:>7}" for c in columns)
+                     + "  (yosys, unflattened)")
+        for unit, counts in units.items():
+            lines.append(f"  {unit:<10} " + " ".join(f"{counts[c]:>7}" for c in columns))
     verdict = "met" if clock["met"] else "MISSED"
     pll = " via PLL" if clock["pll"] else ""
     lines.append(f"clock        {clock['fmax_mhz']:.2f} MHz achieved, target "

@@ -99,6 +99,7 @@ class FakeDevice(protocol_loop.Serial):
         self.muted = False
         self.bad_bit = None
         self.flaky = False
+        self.bits = None        # the precision RUN computes at (a pool image's)
         self._written = set()
 
     def write(self, data):
@@ -174,7 +175,8 @@ class FakeDevice(protocol_loop.Serial):
             x = x.reshape((1,) + tuple(image.model.input_shape))
             loaded = all(self.rows[n][:len(image.regions[n])] == image.regions[n]
                          for n in REGIONS)
-            outs = golden.run(image.model, x)[0] if loaded else np.zeros(image.model.classes)
+            outs = (golden.run(image.model, x, bits=self.bits)[0] if loaded
+                    else np.zeros(image.model.classes))
             ob = row_bytes(self.config.acc_width)
             return None, (inference_cycles(image).to_bytes(row_bytes(self.config.cycle_bits),
                                                            "little")
@@ -210,6 +212,62 @@ def test_load_and_run_against_the_fake():
     assert dev.stats.retries == 0 and dev.stats.nak_count == 0
     commands = collections.Counter(f.cmd for f in fake.requests)
     assert commands[Command.WRITE] == report.frames and commands[Command.READ] >= len(loaded)
+
+
+def pool_image():
+    """A small random pool model (8 input channels: its conv layer is a pool layer)."""
+    model = random_model(np.random.default_rng(7), scheme="pool", act_bits=8,
+                         input_shape=(8, 4, 4), convs=(8,), pool=False, dense=(4,))
+    return compile_model(model, fit_config(model, lanes=2, taps=4))
+
+
+def test_precision_switch_rewrites_only_the_program():
+    """``set_bits`` after a load: the program region is rewritten and read back, no other
+    region is touched, and the device computes at the new precision."""
+    image = pool_image()
+    fake = FakeDevice(image)
+    x = inputs_for(image, 3)
+    with Device(fake, timeout=FAST, progress=False) as dev:
+        dev.load(image.model)
+        weights = list(fake.rows["weights"])
+        before = dict(dev.stats.write_bytes)
+        switched = compile_model(image.model, image.config, bits=3)
+        assert switched.regions["program"] != image.regions["program"]
+        fake.image, fake.bits = switched, 3
+        reads = sum(f.cmd == Command.READ for f in fake.requests)
+        report = dev.set_bits(3)
+        out, _ = dev.run(x)
+    assert {k: v - before.get(k, 0) for k, v in dev.stats.write_bytes.items()
+            if v != before.get(k, 0)}.keys() == {"program"}
+    assert fake.rows["weights"] == weights
+    assert fake.rows["program"][:len(switched.regions["program"])] == switched.regions["program"]
+    assert sum(f.cmd == Command.READ for f in fake.requests) > reads     # read back
+    assert report.regions == ("program",) and report.verified
+    assert report.rows == {"program": len(switched.regions["program"])}
+    assert report.bytes_sent > 0 and report.seconds > 0
+    expected = golden.run(image.model, x, bits=3)
+    assert np.array_equal(out, expected)
+    assert not np.array_equal(expected, golden.run(image.model, x))
+
+
+def test_precision_switch_is_refused_when_it_cannot_apply():
+    flight = small_image()
+    with Device(FakeDevice(flight), timeout=FAST, progress=False) as dev:
+        with pytest.raises(DeviceError, match="no model loaded"):
+            dev.set_bits(3)
+        dev.load(flight.model)
+        with pytest.raises(DeviceError, match="only pool models"):
+            dev.set_bits(3)
+    image = pool_image()
+    fake = FakeDevice(image)
+    with Device(fake, timeout=FAST, progress=False) as dev:
+        dev.adopt(image.model)
+        fake.config = flight.config          # the device was rebuilt since
+        with pytest.raises(ConfigMismatchError, match="load the model again"):
+            dev.set_bits(3)
+        with pytest.raises(ValueError, match="bits"):
+            dev.set_bits(99)
+    assert not any(f.cmd == Command.WRITE for f in fake.requests)
 
 
 def test_a_model_for_another_configuration_is_refused():
