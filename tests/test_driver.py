@@ -669,3 +669,46 @@ def test_icarus_device(demo, sim_build_dir):
         outputs, cycles = dev.run(x[:2])
     assert np.array_equal(outputs, golden.run(model, x[:2]))
     assert cycles.tolist() == [inference_cycles(dev.image)] * 2
+
+
+@pytest.mark.verilator
+def test_precision_switch_on_the_simulated_device(digits_pool_models, digits_data, sim_build_dir,
+                                                  tmp_path, capsys):
+    """The digits pool model (S=16) in the simulated device: loaded at 8 bits, then
+    ``shiftpool run --bits 3 --keep-weights`` (a new driver, as a second command would
+    be) switches it by rewriting the program region only; the device's outputs equal
+    the golden model at 3 bits, its weights and indices read back unchanged."""
+    from shiftpool.cli import main
+    from shiftpool.sim.serve import serve_sim
+
+    model = digits_pool_models[16]
+    x = model.quantize_input(digits_data[2][:8])
+    save_model(model, tmp_path / "pool.npz")
+    np.save(tmp_path / "x.npy", x)
+    with serve_sim(model, lanes=2, taps=4, build_dir=sim_build_dir) as server:
+        with Device(server.url, progress=False) as dev:
+            dev.load(model)
+            full, _ = dev.run(x)
+            kept = {n: dev.read_back(n, 0, len(dev.image.regions[n]))
+                    for n in ("weights", "indices", "pool") if dev.image.regions[n]}
+        assert np.array_equal(full, golden.run(model, x))
+        with Device(server.url, progress=False) as dev:
+            dev.adopt(model)
+            report = dev.set_bits(3)
+            low, cycles = dev.run(x)
+            assert {n for n, v in dev.stats.write_bytes.items() if v} == {"program"}
+            for name, rows in kept.items():
+                assert dev.read_back(name, 0, len(rows)) == rows, name
+        expected = golden.run(model, x, bits=3)
+        assert np.array_equal(low, expected)
+        assert not np.array_equal(expected, full)
+        assert cycles.tolist() == [inference_cycles(dev.image)] * len(x)
+        print(f"\nprecision switch to 3 bits: {report.bytes_sent} bytes sent in "
+              f"{report.seconds:.3f} s")
+        capsys.readouterr()
+        assert main(["run", str(tmp_path / "pool.npz"), "--port", server.url, "--inputs",
+                     str(tmp_path / "x.npy"), "--bits", "2", "--keep-weights", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"precision switch: \d+ program rows, \d+ bytes sent in [\d.]+ s "
+                     r"\(verified by read-back\); no other region written", out), out
+    assert f"device == golden: {len(x)} / {len(x)} inputs" in out

@@ -1,0 +1,119 @@
+"""Engines that fill the board: the largest engine (lanes x taps) of a model's scheme
+that fits a board at its clock.
+
+:func:`fit_build` places and routes the candidates largest first (by lanes x taps,
+then taps) and keeps the first that fits the device and meets the clock; a candidate
+the model cannot be laid out for (``ConfigError``) is skipped without a build. Each
+candidate's outcome is cached in ``OUT/fit/cache.json``, keyed by board, clock,
+configuration hash and the gateware's digest, so a second ``--fit`` builds nothing
+it has built before (a cached fit is built again only to make its files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .board import BoardError
+from .registry import get_board
+
+__all__ = ["CANDIDATES", "candidate_sizes", "fit_build"]
+
+#: The sizes ``--fit`` tries by default: lanes and taps in powers of two up to 16.
+CANDIDATES = tuple((lanes, taps) for lanes in (1, 2, 4, 8, 16) for taps in (1, 2, 4, 8, 16))
+
+
+def candidate_sizes(sizes=None) -> list[tuple[int, int]]:
+    """``sizes`` (default :data:`CANDIDATES`) largest first: by lanes x taps, then
+    taps (a wider lane costs no extra write-back)."""
+    return sorted(set(sizes or CANDIDATES), key=lambda s: (s[0] * s[1], s[1]), reverse=True)
+
+
+def _cache_key(board, clock_mhz, config) -> str:
+    from ..sim.runner import gateware_digest
+
+    return f"{board.name}:{clock_mhz or board.clock_hz / 1e6:g}MHz:{config.hash}:" \
+           f"{gateware_digest()}"
+
+
+def _load_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _save_cache(path: Path, cache: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = False,
+              clock_mhz: float | None = None, progress: Callable[[str], None] | None = None,
+              **build_args) -> dict:
+    """Build ``model`` (a QuantModel or model file) for ``board`` with the largest
+    engine of ``sizes`` that fits and meets the clock; returns its report (written to
+    ``out_dir/report.json``, with ``fit``: the sizes tried and why each was left).
+
+    Raises
+    ------
+    BoardError
+        No candidate fits (one line naming the largest candidate's reason).
+    """
+    from ..hw.config import ConfigError
+    from ..sw.compile.fit import fit_config
+    from ..sw.model.file import QuantModel, read_model
+    from .build import build
+
+    say = progress or (lambda text: None)
+    board = get_board(board)
+    if not isinstance(model, QuantModel):
+        model = read_model(Path(model))
+    out_dir = Path(out_dir)
+    cache_path = out_dir / "fit" / "cache.json"
+    cache = _load_cache(cache_path)
+    tried = []
+    order = candidate_sizes(sizes)
+    for n, (lanes, taps) in enumerate(order, 1):
+        size = f"{lanes}x{taps}"
+        try:
+            config = fit_config(model, lanes=lanes, taps=taps)
+        except ConfigError as exc:
+            tried.append({"lanes": lanes, "taps": taps, "fits": False, "why": str(exc)})
+            say(f"fit {n}/{len(order)}: {size} skipped: {exc}")
+            continue
+        key = _cache_key(board, clock_mhz, config)
+        known = cache.get(key)
+        if known is not None and not known["fits"]:
+            tried.append({"lanes": lanes, "taps": taps, "fits": False, "why": known["why"],
+                          "cached": True})
+            say(f"fit {n}/{len(order)}: {size} does not fit (cached): {known['why']}")
+            continue
+        say(f"fit {n}/{len(order)}: {size}, place and route"
+            + (" (fitted before, cached)" if known else ""))
+        try:
+            report = build(model, board, out_dir, report_only=report_only, lanes=lanes,
+                           taps=taps, clock_mhz=clock_mhz, progress=progress, **build_args)
+        except BoardError as exc:
+            cache[key] = {"fits": False, "why": str(exc)}
+            _save_cache(cache_path, cache)
+            tried.append({"lanes": lanes, "taps": taps, "fits": False, "why": str(exc)})
+            say(f"fit {n}/{len(order)}: {size} does not fit: {exc}")
+            continue
+        cache[key] = {"fits": True, "why": None}
+        _save_cache(cache_path, cache)
+        tried.append({"lanes": lanes, "taps": taps, "fits": True, "why": None})
+        report["fit"] = {"chosen": [lanes, taps], "tried": tried}
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
+    if (out_dir / "report.json").exists():
+        os.remove(out_dir / "report.json")      # a missed candidate's, not a result
+    first = tried[0] if tried else None
+    why = "" if first is None else \
+        f"; the largest, {first['lanes']}x{first['taps']}: {first['why']}"
+    raise BoardError(f"no engine of {', '.join(f'{a}x{b}' for a, b in order)} fits "
+                     f"{board.name}{why}")
