@@ -5,8 +5,9 @@ that fits a board at its clock.
 then taps) and keeps the first that fits the device and meets the clock; a candidate
 the model cannot be laid out for (``ConfigError``) is skipped without a build. Each
 candidate's outcome is cached in ``OUT/fit/cache.json``, keyed by board, clock,
-configuration hash and the gateware's digest, so a second ``--fit`` builds nothing
-it has built before (a cached fit is built again only to make its files).
+configuration hash and the gateware's digest, so a second ``--fit`` places and
+routes nothing it has placed and routed before (with ``report_only`` the cached fit's
+report is the answer; otherwise the fit is built again to make its bitstream).
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def _save_cache(path: Path, cache: dict) -> None:
     os.replace(tmp, path)
 
 
+def _chosen(out_dir: Path, report: dict, lanes: int, taps: int, tried: list) -> dict:
+    report["fit"] = {"chosen": [lanes, taps], "tried": tried}
+    tmp = out_dir / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out_dir / "report.json")
+    return report
+
+
 def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = False,
               clock_mhz: float | None = None, progress: Callable[[str], None] | None = None,
               **build_args) -> dict:
@@ -93,6 +102,11 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
                           "cached": True})
             say(f"fit {n}/{len(order)}: {size} does not fit (cached): {known['why']}")
             continue
+        if known is not None and report_only and known.get("report"):
+            say(f"fit {n}/{len(order)}: {size} fits (cached)")
+            tried.append({"lanes": lanes, "taps": taps, "fits": True, "why": None,
+                          "cached": True})
+            return _chosen(out_dir, dict(known["report"]), lanes, taps, tried)
         say(f"fit {n}/{len(order)}: {size}, place and route"
             + (" (fitted before, cached)" if known else ""))
         try:
@@ -104,12 +118,10 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
             tried.append({"lanes": lanes, "taps": taps, "fits": False, "why": str(exc)})
             say(f"fit {n}/{len(order)}: {size} does not fit: {exc}")
             continue
-        cache[key] = {"fits": True, "why": None}
+        cache[key] = {"fits": True, "why": None, "report": report}
         _save_cache(cache_path, cache)
         tried.append({"lanes": lanes, "taps": taps, "fits": True, "why": None})
-        report["fit"] = {"chosen": [lanes, taps], "tried": tried}
-        (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        return report
+        return _chosen(out_dir, report, lanes, taps, tried)
     if (out_dir / "report.json").exists():
         os.remove(out_dir / "report.json")      # a missed candidate's, not a result
     first = tried[0] if tried else None

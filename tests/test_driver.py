@@ -678,8 +678,9 @@ def test_precision_switch_on_the_simulated_device(digits_pool_models, digits_dat
     ``shiftpool run --bits 3 --keep-weights`` (a new driver, as a second command would
     be) switches it by rewriting the program region only; the device's outputs equal
     the golden model at 3 bits, its weights and indices read back unchanged."""
-    from shiftpool.cli import main
     from shiftpool.sim.serve import serve_sim
+
+    from shiftpool.cli import main
 
     model = digits_pool_models[16]
     x = model.quantize_input(digits_data[2][:8])
