@@ -1,15 +1,22 @@
 """The board figures of the demo model, measured in one command:
 
     python -m shiftpool.boards.report [-o board-figures] [--boards icebreaker,ulx3s-85f]
-                                      [--sizes 2x2,4x8]
+                                      [--sizes 2x2,4x8] [--fit] [--model FILE ...]
 
 For each board and engine size (by default the board's own ``engine_size``, the one
 ``shiftpool build`` uses) it places and routes (``report_only``) the device
-for the digits demo's FLightNN model and its int8 baseline, and tabulates
-utilization, Fmax, inferences per second (Fmax / cycles of the cycle model) and
-inferences per second per 1000 logic cells (LUTs on ECP5), each also as a ratio to
-int8. A design that does not fit is listed with the resources it over-uses.
-Writes ``figures.md`` and ``figures.json`` into the output folder.
+for the digits demo's FLightNN model and its int8 baseline (or the ``--model`` files,
+one of them int8), and tabulates utilization (LUT4, logic cells, flip-flops, block
+RAM, SPRAM, DSPs), Fmax, cycles per inference (the cycle model), inferences per
+second at Fmax and inferences per second per 1000 LUT4 (yosys' LUT4 count on iCE40,
+the logic count elsewhere), each also as a ratio to int8 at the same size; a line per
+board and scheme then says where int8 wins. With ``--fit`` each scheme gets the
+largest engine of the ``--sizes`` candidates (default
+:data:`~shiftpool.boards.fit.CANDIDATES`) that fits the board and meets its clock
+(:func:`~shiftpool.boards.fit.fit_build`, cached), and the ratios are to int8's
+fitted engine on the same board. A design that does not fit is listed with the
+resources it over-uses. Writes ``figures.md`` and ``figures.json`` (with each
+build's ``units``) into the output folder.
 """
 
 from __future__ import annotations
@@ -188,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("board-figures"))
     parser.add_argument("--boards", default="icebreaker,ulx3s-85f")
-    parser.add_argument("--sizes", default="board",
-                        help="LANESxTAPS,... (default: each board's engine size)")
+    parser.add_argument("--sizes", default=None,
+                        help="LANESxTAPS,... (default: each board's engine size; with "
+                        "--fit the candidates, default lanes and taps 1..16)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where the trained float model is cached")
     parser.add_argument("--fit", action="store_true",
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for board in boards:
             get_board(board)
-        sizes = _sizes(args.sizes)
+        sizes = None if args.sizes is None else _sizes(args.sizes)
         models = _model_files(args.model) if args.model else None
     except (BoardError, ValueError, ModelError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
