@@ -26,6 +26,10 @@ __all__ = ["CANDIDATES", "candidate_sizes", "fit_build"]
 CANDIDATES = tuple((lanes, taps) for lanes in (1, 2, 4, 8, 16) for taps in (1, 2, 4, 8, 16))
 
 
+#: How :func:`~shiftpool.boards.build.build` says a design misses the device or clock.
+_NO_FIT = ("the design does not fit", "timing:")
+
+
 def candidate_sizes(sizes=None) -> list[tuple[int, int]]:
     """``sizes`` (default :data:`CANDIDATES`) largest first: by lanes x taps, then
     taps (a wider lane costs no extra write-back)."""
@@ -92,7 +96,8 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
         try:
             config = fit_config(model, lanes=lanes, taps=taps)
         except ConfigError as exc:
-            tried.append({"lanes": lanes, "taps": taps, "fits": False, "why": str(exc)})
+            tried.append({"lanes": lanes, "taps": taps, "fits": False, "why": str(exc),
+                          "skipped": True})
             say(f"fit {n}/{len(order)}: {size} skipped: {exc}")
             continue
         key = _cache_key(board, clock_mhz, config)
@@ -113,8 +118,9 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
             report = build(model, board, out_dir, report_only=report_only, lanes=lanes,
                            taps=taps, clock_mhz=clock_mhz, progress=progress, **build_args)
         except BoardError as exc:
-            cache[key] = {"fits": False, "why": str(exc)}
-            _save_cache(cache_path, cache)
+            if str(exc).startswith(_NO_FIT):     # a tool failure is not remembered
+                cache[key] = {"fits": False, "why": str(exc)}
+                _save_cache(cache_path, cache)
             tried.append({"lanes": lanes, "taps": taps, "fits": False, "why": str(exc)})
             say(f"fit {n}/{len(order)}: {size} does not fit: {exc}")
             continue
@@ -124,8 +130,11 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
         return _chosen(out_dir, report, lanes, taps, tried)
     if (out_dir / "report.json").exists():
         os.remove(out_dir / "report.json")      # a missed candidate's, not a result
-    first = tried[0] if tried else None
+    # The reason of the largest candidate that was built, else of the largest.
+    built = [t for t in tried if not t.get("skipped")]
+    first = (built or tried or [None])[0]
     why = "" if first is None else \
-        f"; the largest, {first['lanes']}x{first['taps']}: {first['why']}"
+        f"; the largest{' built' if built else ''}, {first['lanes']}x{first['taps']}: " \
+        f"{first['why']}"
     raise BoardError(f"no engine of {', '.join(f'{a}x{b}' for a, b in order)} fits "
                      f"{board.name}{why}")

@@ -43,6 +43,8 @@ def format_report(report: dict) -> str:
                      + "  (yosys, unflattened)")
         for unit, counts in units.items():
             lines.append(f"  {unit:<10} " + " ".join(f"{counts[c]:>7}" for c in columns))
+    elif report.get("units_error"):
+        lines.append(f"by unit      not available: {report['units_error']}")
     verdict = "met" if clock["met"] else "MISSED"
     pll = " via PLL" if clock["pll"] else ""
     lines.append(f"clock        {clock['fmax_mhz']:.2f} MHz achieved, target "

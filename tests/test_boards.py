@@ -157,25 +157,25 @@ def test_fit_candidates_go_largest_first():
 @pytest.mark.slow
 def test_fit_builds_the_largest_engine_that_fits(tmp_path, capsys):
     """``build --fit`` on a tiny candidate list at 16 MHz: 65x1 cannot be laid out (the
-    controller allows 64 lanes), 1x4 fits and is built; a second run takes it from the
+    controller allows 64 lanes), 1x2 fits and is built; a second run takes it from the
     cache without a tool run."""
     model = small_model()
     save_model(model, tmp_path / "small.npz")
     argv = ["build", "--board", "icebreaker", tmp_path / "small.npz", "--fit", "--fit-sizes",
-            "1x4,65x1", "--clock-mhz", "16", "--report-only", "-o", tmp_path / "out"]
+            "1x2,65x1", "--clock-mhz", "16", "--report-only", "-o", tmp_path / "out"]
     assert run_cli(argv) == 0
     captured = capsys.readouterr()
-    assert "fit 1/2: 65x1 skipped" in captured.err and "fit 2/2: 1x4, place and route" \
+    assert "fit 1/2: 65x1 skipped" in captured.err and "fit 2/2: 1x2, place and route" \
         in captured.err
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert (report["lanes"], report["taps"]) == (1, 4) and report["clock"]["met"]
-    assert report["config_hash"] == fit_config(model, lanes=1, taps=4).hash
-    assert report["fit"]["chosen"] == [1, 4]
+    assert (report["lanes"], report["taps"]) == (1, 2) and report["clock"]["met"]
+    assert report["config_hash"] == fit_config(model, lanes=1, taps=2).hash
+    assert report["fit"]["chosen"] == [1, 2]
     assert [t["fits"] for t in report["fit"]["tried"]] == [False, True]
-    assert "largest engine that fits: 1x4" in captured.out
+    assert "largest engine that fits: 1x2" in captured.out
     stamp = (tmp_path / "out" / "build" / "nextpnr-report.json").stat().st_mtime_ns
     assert run_cli(argv) == 0
-    assert "fit 2/2: 1x4 fits (cached)" in capsys.readouterr().err
+    assert "fit 2/2: 1x2 fits (cached)" in capsys.readouterr().err
     assert (tmp_path / "out" / "build" / "nextpnr-report.json").stat().st_mtime_ns == stamp
     again = json.loads((tmp_path / "out" / "report.json").read_text())
     assert again["config_hash"] == report["config_hash"]
