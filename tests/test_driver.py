@@ -704,8 +704,6 @@ def test_precision_switch_on_the_simulated_device(digits_pool_models, digits_dat
         assert np.array_equal(low, expected)
         assert not np.array_equal(expected, full)
         assert cycles.tolist() == [inference_cycles(dev.image)] * len(x)
-        print(f"\nprecision switch to 3 bits: {report.bytes_sent} bytes sent in "
-              f"{report.seconds:.3f} s")
         capsys.readouterr()
         assert main(["run", str(tmp_path / "pool.npz"), "--port", server.url, "--inputs",
                      str(tmp_path / "x.npy"), "--bits", "2", "--keep-weights", "--check"]) == 0
@@ -713,3 +711,7 @@ def test_precision_switch_on_the_simulated_device(digits_pool_models, digits_dat
     assert re.search(r"precision switch: \d+ program rows, \d+ bytes sent in [\d.]+ s "
                      r"\(verified by read-back\); no other region written", out), out
     assert f"device == golden: {len(x)} / {len(x)} inputs" in out
+    with capsys.disabled():
+        print(f"\nprecision switch to 3 bits: {report.rows['program']} program rows, "
+              f"{report.bytes_sent} bytes sent in {report.seconds:.3f} s; "
+              + next(line for line in out.splitlines() if "precision switch" in line))
