@@ -4,7 +4,9 @@ programming the result onto the board.
 :func:`build` writes into its output folder:
 
 * ``report.json``: utilization (logic cells or LUTs, flip-flops, block RAM, SPRAM,
-  DSPs: used and available), Fmax achieved against the target clock, tool versions,
+  DSPs: used and available), the same by unit (``units``: link, controller, engine,
+  memories, other; from a second, unflattened synthesis, see
+  :mod:`~shiftpool.boards.units`), Fmax achieved against the target clock, tool versions,
   the accelerator configuration and its hash, and (for a model) cycles and
   inferences per second. Utilization and Fmax come from nextpnr's JSON report
   (``--report``); the flip-flop count of iCE40 designs, which nextpnr does not
@@ -37,6 +39,7 @@ from .board import Board, BoardError
 from .clocks import pll_for
 from .registry import get_board
 from .tools import find_executable, find_tool, run_tool, tool_version
+from .units import units_from_stat, units_script
 
 __all__ = ["REPORT_FORMAT", "RESOURCES", "DEFAULT_BAUD", "Design", "build", "program",
            "parse_nextpnr_report", "resolve_design", "synth_options"]
@@ -160,6 +163,18 @@ def _yosys_cells(stat_path: Path) -> dict:
 def _versions(family: str) -> dict:
     pnr, pack, _ = _FLOW[family]
     return {tool: tool_version(tool) for tool in ("yosys", pnr, pack)}
+
+
+def _unit_statistics(board: Board, where: Path) -> tuple[dict | None, str | None]:
+    """Utilization by unit (:mod:`~shiftpool.boards.units`): the same synthesis without
+    flattening, ``stat -json`` per module. Returns ``(units, None)``, or ``(None,
+    why)`` when that synthesis fails: yosys 0.70's ABC9 can trip an internal assertion
+    on some unflattened designs, and the flat build does not depend on it."""
+    (where / "units.ys").write_text(units_script((where / "top.ys").read_text()))
+    proc = run_tool("yosys", ["-q", "-l", "units.log", "units.ys"], where)
+    if proc.returncode != 0:
+        return None, f"yosys (-noflatten) failed: {_last_error(where / 'units.log')}"
+    return units_from_stat(where / "units.json", board.family), None
 
 
 # -- the build ------------------------------------------------------------------------------
@@ -290,6 +305,10 @@ def build(design, board: str | Board, out_dir: Path, report_only: bool = False, 
     proc = run_tool("yosys", ["-q", "-l", "yosys.log", "top.ys"], where)
     if proc.returncode != 0:
         raise BoardError(f"yosys failed on {board.name}: {_last_error(where / 'yosys.log')}")
+    say("per-unit statistics (yosys, -noflatten)")
+    units, units_error = _unit_statistics(board, where)
+    if units_error:
+        say(f"no per-unit statistics: {units_error}")
     device = board.device
     say(f"place and route ({_FLOW[board.family][0]}) for the {device}")
     raw = _place_and_route(board, where, device)
@@ -322,6 +341,8 @@ def build(design, board: str | Board, out_dir: Path, report_only: bool = False, 
                   "met": fmax >= target_mhz,
                   "pll": None if pll is None else pll.as_dict()},
         "resources": resources,
+        "units": units,
+        "units_error": units_error,
         "link": {**link.as_dict(), "baud": baud},
         "tools": {name: {"command": find_tool(name), "version": v}
                   for name, v in _versions(board.family).items()},

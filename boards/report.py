@@ -1,15 +1,22 @@
 """The board figures of the demo model, measured in one command:
 
     python -m shiftpool.boards.report [-o board-figures] [--boards icebreaker,ulx3s-85f]
-                                      [--sizes 2x2,4x8]
+                                      [--sizes 2x2,4x8] [--fit] [--model FILE ...]
 
 For each board and engine size (by default the board's own ``engine_size``, the one
 ``shiftpool build`` uses) it places and routes (``report_only``) the device
-for the digits demo's FLightNN model and its int8 baseline, and tabulates
-utilization, Fmax, inferences per second (Fmax / cycles of the cycle model) and
-inferences per second per 1000 logic cells (LUTs on ECP5), each also as a ratio to
-int8. A design that does not fit is listed with the resources it over-uses.
-Writes ``figures.md`` and ``figures.json`` into the output folder.
+for the digits demo's FLightNN model and its int8 baseline (or the ``--model`` files,
+one of them int8), and tabulates utilization (LUT4, logic cells, flip-flops, block
+RAM, SPRAM, DSPs), Fmax, cycles per inference (the cycle model), inferences per
+second at Fmax and inferences per second per 1000 LUT4 (yosys' LUT4 count on iCE40,
+the logic count elsewhere), each also as a ratio to int8 at the same size; a line per
+board and scheme then says where int8 wins. With ``--fit`` each scheme gets the
+largest engine of the ``--sizes`` candidates (default
+:data:`~shiftpool.boards.fit.CANDIDATES`) that fits the board and meets its clock
+(:func:`~shiftpool.boards.fit.fit_build`, cached), and the ratios are to int8's
+fitted engine on the same board. A design that does not fit is listed with the
+resources it over-uses. Writes ``figures.md`` and ``figures.json`` (with each
+build's ``units``) into the output folder.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..sw.model.file import ModelError
 from .board import BoardError
 from .build import build
 
@@ -41,22 +49,40 @@ def demo_models(cache_dir: Path | None = None) -> dict:
                         y_test=y_test, progress=False) for s in SCHEMES}
 
 
-def measure(models: dict, boards, sizes, out_dir: Path, log=print) -> list[dict]:
+def measure(models: dict, boards, sizes, out_dir: Path, log=print, fit: bool = False
+            ) -> list[dict]:
     """One row per (board, size, scheme): the build report's figures, or why it
     does not fit. ``sizes``: ``(lanes, taps)`` pairs, or ``None`` for each board's
-    ``engine_size``."""
+    ``engine_size``. ``models``: scheme -> model, int8 among them (the baseline).
+
+    With ``fit``, one row per (board, scheme): the largest engine of ``sizes`` (or
+    :data:`~shiftpool.boards.fit.CANDIDATES`) that fits the board and meets its clock
+    (:func:`~shiftpool.boards.fit.fit_build`), and the ratios are to int8's fitted
+    engine on the same board."""
+    from .fit import fit_build
     from .registry import get_board
 
     rows = []
     for board in boards:
-        for lanes, taps in sizes or [get_board(board).engine_size]:
-            for scheme in SCHEMES:
-                where = Path(out_dir) / f"{board}-{lanes}x{taps}-{scheme}"
+        plan = [None] if fit else (sizes or [get_board(board).engine_size])
+        for size in plan:
+            for scheme in models:
+                lanes, taps = size or (None, None)
+                name = "fit" if fit else f"{lanes}x{taps}"
+                where = Path(out_dir) / f"{board}-{name}-{scheme}"
                 t0 = time.monotonic()
-                row = {"board": board, "lanes": lanes, "taps": taps, "scheme": scheme}
+                row = {"board": board, "lanes": lanes, "taps": taps, "scheme": scheme,
+                       "fitted": fit}
                 try:
-                    rep = build(models[scheme], board, where, report_only=True, lanes=lanes,
-                                taps=taps, check_timing=False)
+                    if fit:
+                        rep = fit_build(models[scheme], board, where, sizes=sizes,
+                                        report_only=True,
+                                        progress=lambda t, b=board, s=scheme:
+                                        log(f"[shiftpool] {b} {s}: {t}"))
+                        row.update(lanes=rep["lanes"], taps=rep["taps"])
+                    else:
+                        rep = build(models[scheme], board, where, report_only=True,
+                                    lanes=lanes, taps=taps, check_timing=False)
                 except BoardError as exc:
                     row["error"] = str(exc)
                 else:
@@ -66,39 +92,41 @@ def measure(models: dict, boards, sizes, out_dir: Path, log=print) -> list[dict]
                         config_hash=rep["config_hash"],
                         logic=res["logic"]["used"], logic_available=res["logic"]["available"],
                         logic_bel=res["logic"]["bel"], ff=res["ff"]["used"],
+                        lut=res.get("lut", res["logic"])["used"], units=rep.get("units"),
                         bram=res["bram"]["used"], bram_available=res["bram"]["available"],
                         dsp=res.get("dsp", {}).get("used", 0),
                         spram=res.get("spram", {}).get("used"),
                         fmax_mhz=rep["clock"]["fmax_mhz"], target_mhz=rep["clock"]["target_mhz"],
                         cycles=rep["cycles_per_inference"])
                     row["inf_per_s"] = row["fmax_mhz"] * 1e6 / row["cycles"]
-                    row["inf_per_s_per_klut"] = row["inf_per_s"] / (row["logic"] / 1000)
+                    row["inf_per_s_per_klut"] = row["inf_per_s"] / (row["lut"] / 1000)
                     row["tools"] = rep["tools"]
                 row["seconds"] = round(time.monotonic() - t0, 1)
-                log(f"[shiftpool] {board} {lanes}x{taps} {scheme}: "
+                log(f"[shiftpool] {board} {row['lanes']}x{row['taps']} {scheme}: "
                     f"{row.get('error') or 'placed and routed'} ({row['seconds']} s)")
                 rows.append(row)
     for row in rows:
         base = next((r for r in rows if r["scheme"] == "int8" and r["board"] == row["board"]
-                     and (r["lanes"], r["taps"]) == (row["lanes"], row["taps"])), None)
+                     and (fit or (r["lanes"], r["taps"]) == (row["lanes"], row["taps"]))),
+                    None)
         if base is None or "error" in base or "error" in row:
             continue
-        for key in ("logic", "fmax_mhz", "inf_per_s", "inf_per_s_per_klut"):
+        for key in ("logic", "lut", "fmax_mhz", "inf_per_s", "inf_per_s_per_klut"):
             row[f"{key}_vs_int8"] = row[key] / base[key]
     return rows
 
 
 def figures_table(rows: list[dict]) -> str:
-    """The rows as a markdown table."""
-    head = ("| board | lanes x taps | engine | logic used / avail | FFs | BRAM | SPRAM | DSP | "
-            "Fmax MHz (target) | cycles/inf | inf/s at Fmax | inf/s per 1k logic | "
-            "logic vs int8 | Fmax vs int8 | inf/s vs int8 | inf/s per 1k vs int8 |")
+    """The rows as a markdown table, then a line per board saying where int8 wins."""
+    head = ("| board | lanes x taps | engine | LUT4 | logic used / avail | FFs | BRAM | SPRAM | "
+            "DSP | Fmax MHz (target) | cycles/inf | inf/s at Fmax | inf/s per 1k LUT4 | "
+            "LUT4 vs int8 | Fmax vs int8 | inf/s vs int8 | inf/s per 1k vs int8 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        size = f"{r['lanes']}x{r['taps']}"
+        size = "fit" if r["lanes"] is None else f"{r['lanes']}x{r['taps']}"
         if "error" in r:
             lines.append(f"| {r['board']} | {size} | {r['scheme']} | does not fit: "
-                         f"{r['error'].split(': ', 1)[-1]} |" + " |" * 12)
+                         f"{r['error'].split(': ', 1)[-1]} |" + " |" * 13)
             continue
 
         def ratio(key, row=r):
@@ -106,27 +134,60 @@ def figures_table(rows: list[dict]) -> str:
             return "-" if v is None else f"{v:.2f}"
 
         lines.append(
-            f"| {r['board']} | {size} | {r['scheme']} | {r['logic']} / {r['logic_available']} "
-            f"({r['logic_bel']}) | {r['ff']} | {r['bram']} / {r['bram_available']} | "
-            f"{'-' if r.get('spram') is None else r['spram']} | {r['dsp']} | "
-            f"{r['fmax_mhz']:.1f} ({r['target_mhz']:g}) | {r['cycles']} | "
-            f"{r['inf_per_s']:.0f} | {r['inf_per_s_per_klut']:.1f} | {ratio('logic')} | "
+            f"| {r['board']} | {size} | {r['scheme']} | {r['lut']} | {r['logic']} / "
+            f"{r['logic_available']} ({r['logic_bel']}) | {r['ff']} | {r['bram']} / "
+            f"{r['bram_available']} | {'-' if r.get('spram') is None else r['spram']} | "
+            f"{r['dsp']} | {r['fmax_mhz']:.1f} ({r['target_mhz']:g}) | {r['cycles']} | "
+            f"{r['inf_per_s']:.0f} | {r['inf_per_s_per_klut']:.1f} | {ratio('lut')} | "
             f"{ratio('fmax_mhz')} | {ratio('inf_per_s')} | {ratio('inf_per_s_per_klut')} |")
-    return "\n".join(lines)
+    lines.append("")
+    for r in rows:
+        if r["scheme"] == "int8" or "inf_per_s_vs_int8" not in r:
+            continue
+        wins = [what for key, what in (("inf_per_s", "inferences per second"),
+                                       ("inf_per_s_per_klut", "inferences per second per "
+                                        "1000 LUT4"))
+                if r[f"{key}_vs_int8"] < 1]
+        if wins:
+            lines.append(f"- {r['board']}: int8 wins over {r['scheme']} in "
+                         f"{' and '.join(wins)}.")
+    return "\n".join(lines).rstrip()
+
+
+def parse_sizes(text: str, flag: str = "--sizes") -> list[tuple[int, int]]:
+    """``"2x2,4x8"`` -> ``[(2, 2), (4, 8)]``; ``flag`` names the option in errors."""
+    sizes = []
+    for item in text.split(","):
+        parts = item.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"{flag} {text!r}: {item!r} is not LANESxTAPS (e.g. 2x4); "
+                             f"give LANESxTAPS,...")
+        sizes.append((int(parts[0]), int(parts[1])))
+    return sizes
 
 
 def _sizes(text: str) -> list[tuple[int, int]] | None:
     """``"board"`` -> None (each board's size); ``"2x2,4x8"`` -> ``[(2, 2), (4, 8)]``."""
     if text == "board":
         return None
-    sizes = []
-    for item in text.split(","):
-        parts = item.lower().split("x")
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise ValueError(f"--sizes {text!r}: {item!r} is not LANESxTAPS (e.g. 2x4); "
-                             f"give LANESxTAPS,... or 'board'")
-        sizes.append((int(parts[0]), int(parts[1])))
-    return sizes
+    return parse_sizes(text)
+
+
+def _model_files(paths) -> dict:
+    """scheme -> model of the files ``paths``; one of them int8, none twice."""
+    from ..sw.model.file import read_model
+
+    models = {}
+    for path in paths:
+        model = read_model(path)
+        if model.scheme in models:
+            raise ValueError(f"--model {path}: a second {model.scheme} model; give one "
+                             f"model per scheme")
+        models[model.scheme] = model
+    if "int8" not in models:
+        raise ValueError("--model: no int8 model among them; add one (shiftpool compress "
+                         "--scheme int8), it is the baseline of the ratios")
+    return models
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,10 +195,17 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("board-figures"))
     parser.add_argument("--boards", default="icebreaker,ulx3s-85f")
-    parser.add_argument("--sizes", default="board",
-                        help="LANESxTAPS,... (default: each board's engine size)")
+    parser.add_argument("--sizes", default=None,
+                        help="LANESxTAPS,... (default: each board's engine size; with "
+                        "--fit the candidates, default lanes and taps 1..16)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where the trained float model is cached")
+    parser.add_argument("--fit", action="store_true",
+                        help="per board and scheme the largest engine that fits (the "
+                        "candidates: --sizes, default lanes and taps 1..16)")
+    parser.add_argument("--model", type=Path, action="append", default=None,
+                        metavar="FILE", help="model files to compare instead of the "
+                        "digits demo's (repeat; one of them int8, the baseline)")
     args = parser.parse_args(argv)
     from .registry import get_board
 
@@ -145,19 +213,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for board in boards:
             get_board(board)
-        sizes = _sizes(args.sizes)
-    except (BoardError, ValueError) as exc:
+        sizes = None if args.sizes is None else _sizes(args.sizes)
+        models = _model_files(args.model) if args.model else None
+    except (BoardError, ValueError, ModelError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    print("[shiftpool] digits demo models (float model trained once, then cached)",
-          file=sys.stderr, flush=True)
-    models = demo_models(args.cache_dir)
-    rows = measure(models, boards, sizes, args.output,
+    if models is None:
+        print("[shiftpool] digits demo models (float model trained once, then cached)",
+              file=sys.stderr, flush=True)
+        models = demo_models(args.cache_dir)
+    rows = measure(models, boards, sizes, args.output, fit=args.fit,
                    log=lambda s: print(s, file=sys.stderr, flush=True))
     table = figures_table(rows)
     args.output.mkdir(parents=True, exist_ok=True)
-    text = (f"# Board figures of the digits demo (FLightNN vs int8)\n\n"
+    what = ", ".join(models)
+    base = "'s best engine on the board" if args.fit else " at the same size"
+    text = (f"# Board figures ({what}; ratios to int8{base})\n\n"
             f"Command: `python -m shiftpool.boards.report {' '.join(argv or sys.argv[1:])}`"
             f" ({time.monotonic() - t0:.0f} s)\n\n{table}\n")
     (args.output / "figures.md").write_text(text)

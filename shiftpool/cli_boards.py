@@ -36,10 +36,24 @@ def format_report(report: dict) -> str:
         share = res["used"] / res["available"] if res["available"] else 0.0
         lines.append(f"{column:<12} {res['used']:>7} {res['available']:>10} "
                      f"{share:>6.1%}  ({res['bel']})")
+    units = report.get("units")
+    if units:
+        columns = list(next(iter(units.values())))
+        lines.append(f"{'by unit':<12} " + " ".join(f"{c:>7}" for c in columns)
+                     + "  (yosys, unflattened)")
+        for unit, counts in units.items():
+            lines.append(f"  {unit:<10} " + " ".join(f"{counts[c]:>7}" for c in columns))
+    elif report.get("units_error"):
+        lines.append(f"by unit      not available: {report['units_error']}")
     verdict = "met" if clock["met"] else "MISSED"
     pll = " via PLL" if clock["pll"] else ""
     lines.append(f"clock        {clock['fmax_mhz']:.2f} MHz achieved, target "
                  f"{clock['target_mhz']:g} MHz{pll}: {verdict}")
+    if report.get("fit"):
+        tried = ", ".join(f"{t['lanes']}x{t['taps']} {'fits' if t['fits'] else 'no'}"
+                          for t in report["fit"]["tried"])
+        lines.append(f"fit          largest engine that fits: {report['lanes']}x"
+                     f"{report['taps']} (tried {tried})")
     if report.get("cycles_per_inference"):
         ips = report["inferences_per_s"]
         lines.append(f"inference    {report['cycles_per_inference']} cycles: "
@@ -53,16 +67,31 @@ def cmd_build(args) -> int:
     """``shiftpool build``: bitstream (or, with ``--report-only``, just the report)."""
     from .boards.board import BoardError
     from .boards.build import build
+    from .boards.fit import fit_build
+    from .boards.report import parse_sizes
     from .hw.config import ConfigError
     from .sw.model.file import ModelError
 
     out = args.output or Path(f"build-{args.board}")
-    _step(f"building {args.model} for {args.board} "
-          f"({'report only' if args.report_only else 'bitstream'}) in {out}/")
+    if args.fit and (args.lanes is not None or args.taps is not None):
+        return _error(ValueError("--fit picks lanes and taps itself; drop --lanes/--taps "
+                                 "(or give the candidates with --fit-sizes)"))
     try:
-        report = build(args.model, args.board, out, report_only=args.report_only,
-                       lanes=args.lanes, taps=args.taps, clock_mhz=args.clock_mhz,
-                       baud=args.baud, progress=_step)
+        sizes = parse_sizes(args.fit_sizes, "--fit-sizes") if args.fit_sizes else None
+    except ValueError as exc:
+        return _error(exc)
+    _step(f"building {args.model} for {args.board} "
+          f"({'report only' if args.report_only else 'bitstream'}) in {out}/"
+          + (": the largest engine that fits" if args.fit else ""))
+    try:
+        if args.fit:
+            report = fit_build(args.model, args.board, out, sizes=sizes,
+                               report_only=args.report_only, clock_mhz=args.clock_mhz,
+                               baud=args.baud, progress=_step)
+        else:
+            report = build(args.model, args.board, out, report_only=args.report_only,
+                           lanes=args.lanes, taps=args.taps, clock_mhz=args.clock_mhz,
+                           baud=args.baud, progress=_step)
     except (BoardError, ConfigError, ModelError, FileNotFoundError) as exc:
         return _error(exc)
     print(format_report(report))
@@ -114,6 +143,12 @@ def add_build_parser(sub) -> None:
                    help="clock to build for (default: the board's)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"UART line rate of the host link (default {DEFAULT_BAUD})")
+    p.add_argument("--fit", action="store_true",
+                   help="build the largest engine (lanes x taps) that fits the board at "
+                   "its clock: candidates placed and routed largest first, results "
+                   "cached in OUTPUT/fit/")
+    p.add_argument("--fit-sizes", default=None, metavar="LxT,...",
+                   help="the candidates of --fit (default: lanes and taps 1, 2, 4, 8, 16)")
     p.set_defaults(func=cmd_build)
 
 

@@ -136,6 +136,13 @@ def add_run_parser(sub) -> argparse.ArgumentParser:
                    help="resends of one request before giving up (default 8)")
     p.add_argument("--no-verify", action="store_true",
                    help="do not read the written regions back")
+    p.add_argument("--bits", type=int, default=None,
+                   help="pool models: activation bit-planes each pool layer processes "
+                   "(1..act_bits; default all); it lives in the program region only")
+    p.add_argument("--keep-weights", action="store_true",
+                   help="the device already holds this model (loaded by an earlier run): "
+                   "write only the program region (with --bits: switch the precision "
+                   "without reloading weights) and say how long it took")
     p.set_defaults(func=cmd_run)
     return p
 
@@ -158,12 +165,27 @@ def cmd_run(args) -> int:
             ident = dev.identify()
             _say(f"device on {args.port}: protocol {ident.version}, config {ident.config_hash},"
                  f" {ident.engine}, {ident.lanes} lanes x {ident.taps} taps")
-            _step(f"loading {args.model} ({model.scheme})")
-            report = dev.load(model, config=config, verify=not args.no_verify)
-            verified = "verified by read-back" if report.verified else "not verified"
-            _say(f"loaded {report.row_bytes} bytes of rows in {report.frames} frames "
-                 f"({report.line_bytes} bytes on the line) in {report.write_seconds:.2f} s, "
-                 f"{verified} in {report.verify_seconds:.2f} s")
+            if args.bits is not None and model.scheme != "pool":
+                raise UsageError(f"--bits: {args.model} is a {model.scheme} model; only pool "
+                                 f"models have a run-time precision (drop --bits)")
+            if args.keep_weights:
+                dev.adopt(model, config=config)
+                what = "all" if args.bits is None else f"{args.bits}"
+                _step(f"switching {args.model} to {what} activation bit-planes: program "
+                      f"region only")
+                switch = dev.set_bits(args.bits, verify=not args.no_verify)
+                verified = "verified by read-back" if switch.verified else "not verified"
+                _say(f"precision switch: {switch.rows['program']} program rows, "
+                     f"{switch.bytes_sent} bytes sent in {switch.seconds:.3f} s ({verified});"
+                     f" no other region written")
+            else:
+                _step(f"loading {args.model} ({model.scheme})")
+                report = dev.load(model, config=config, verify=not args.no_verify,
+                                  bits=args.bits)
+                verified = "verified by read-back" if report.verified else "not verified"
+                _say(f"loaded {report.row_bytes} bytes of rows in {report.frames} frames "
+                     f"({report.line_bytes} bytes on the line) in {report.write_seconds:.2f}"
+                     f" s, {verified} in {report.verify_seconds:.2f} s")
             _step(f"running {len(x)} inputs")
             t0 = time.monotonic()
             outputs, cycles = dev.run(x)
@@ -188,7 +210,7 @@ def cmd_run(args) -> int:
                 " (--outputs FILE.npy saves them all)"))
     _say(f"link: {stats.summary()}")
     if args.check:
-        return _check(model, x, outputs, cycles, image)
+        return _check(model, x, outputs, cycles, image, args.bits)
     return 0
 
 
@@ -197,11 +219,11 @@ def _cycles_text(cycles: np.ndarray) -> str:
     return str(lo) if lo == hi else f"{lo}..{hi}"
 
 
-def _check(model, x, outputs, cycles, image) -> int:
+def _check(model, x, outputs, cycles, image, bits=None) -> int:
     from .sw.compile.cycles import inference_cycles
     from .sw.schemes import golden
 
-    expected = golden.run(model, x)
+    expected = golden.run(model, x, bits=bits)
     equal = (outputs == expected).all(axis=1)
     _say(f"device == golden: {int(equal.sum())} / {len(x)} inputs")
     predicted = inference_cycles(image)

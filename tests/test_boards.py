@@ -103,6 +103,84 @@ def test_figures_command_refuses_bad_arguments(capsys):
     assert "'3' is not LANESxTAPS" in capsys.readouterr().err
 
 
+def test_unit_of_a_module_goes_by_its_path():
+    from shiftpool.boards.units import unit_of
+
+    assert unit_of("\\top.device.accelerator.engine") == "engine"
+    assert unit_of("top.device.accelerator.engine.lane0.adder") == "engine"
+    assert unit_of("top.device.accelerator.weights_mem") == "memories"
+    assert unit_of("top.device.accelerator.writeback") == "controller"
+    assert unit_of("top.device.accelerator") == "controller"
+    assert unit_of("top.device.link.core.handler") == "link"
+    assert unit_of("top/device/link") == "link"
+    assert unit_of("top.clocks") == unit_of("top") == "other"
+
+
+def test_units_script_synthesizes_the_same_design_unflattened():
+    from shiftpool.boards.units import units_script
+
+    top = ("read_rtlil top.il\ndelete t:$meminit_v2\nsynth_ice40 -dsp -top top\n"
+           "tee -q -o stat.json stat -json\nwrite_json top.json\n")
+    script = units_script(top).splitlines()
+    assert script == ["read_rtlil top.il", "delete t:$meminit_v2",
+                      "synth_ice40 -dsp -top top -noflatten",
+                      "tee -q -o units.json stat -json"]
+
+
+def test_fit_that_nothing_passes_is_one_line(tmp_path, capsys):
+    """Candidates the model cannot be laid out for are skipped without a build; when
+    none is left, one line says so and names the largest's reason."""
+    save_model(small_model(), tmp_path / "small.npz")
+    code = run_cli(["build", "--board", "icebreaker", tmp_path / "small.npz", "--fit",
+                    "--fit-sizes", "128x1,65x2", "-o", tmp_path / "out"])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 2
+    assert line.startswith("error: no engine of 65x2, 128x1 fits icebreaker; the largest, "
+                           "65x2: config field 'lanes' = 65 is out of range"), line
+    assert not (tmp_path / "out" / "report.json").exists()
+    assert run_cli(["build", tmp_path / "small.npz", "--fit", "--lanes", "2"]) == 2
+    assert "--fit picks lanes and taps itself" in capsys.readouterr().err
+    assert run_cli(["build", tmp_path / "small.npz", "--fit", "--fit-sizes", "2y2"]) == 2
+    assert "--fit-sizes '2y2': '2y2' is not LANESxTAPS" in capsys.readouterr().err
+
+
+def test_fit_candidates_go_largest_first():
+    from shiftpool.boards.fit import CANDIDATES, candidate_sizes
+
+    order = candidate_sizes()
+    products = [a * b for a, b in order]
+    assert products == sorted(products, reverse=True) and set(order) == set(CANDIDATES)
+    assert candidate_sizes([(1, 2), (2, 4), (4, 2), (2, 4)]) == [(2, 4), (4, 2), (1, 2)]
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_fit_builds_the_largest_engine_that_fits(tmp_path, capsys):
+    """``build --fit`` on a tiny candidate list at 16 MHz: 65x1 cannot be laid out (the
+    controller allows 64 lanes), 1x2 fits and is built; a second run takes it from the
+    cache without a tool run."""
+    model = small_model()
+    save_model(model, tmp_path / "small.npz")
+    argv = ["build", "--board", "icebreaker", tmp_path / "small.npz", "--fit", "--fit-sizes",
+            "1x2,65x1", "--clock-mhz", "16", "--report-only", "-o", tmp_path / "out"]
+    assert run_cli(argv) == 0
+    captured = capsys.readouterr()
+    assert "fit 1/2: 65x1 skipped" in captured.err and "fit 2/2: 1x2, place and route" \
+        in captured.err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert (report["lanes"], report["taps"]) == (1, 2) and report["clock"]["met"]
+    assert report["config_hash"] == fit_config(model, lanes=1, taps=2).hash
+    assert report["fit"]["chosen"] == [1, 2]
+    assert [t["fits"] for t in report["fit"]["tried"]] == [False, True]
+    assert "largest engine that fits: 1x2" in captured.out
+    stamp = (tmp_path / "out" / "build" / "nextpnr-report.json").stat().st_mtime_ns
+    assert run_cli(argv) == 0
+    assert "fit 2/2: 1x2 fits (cached)" in capsys.readouterr().err
+    assert (tmp_path / "out" / "build" / "nextpnr-report.json").stat().st_mtime_ns == stamp
+    again = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert again["config_hash"] == report["config_hash"]
+
+
 def test_unknown_board_is_named():
     with pytest.raises(BoardError, match=r"unknown board 'icestick'; choose one of .*icebreaker"):
         get_board("icestick")
@@ -239,6 +317,36 @@ def test_ice40_report_matches_nextpnr_and_yosys(ice40_build):
     assert res["ff"]["used"] == sum(int(n) for c, n in cells.items() if c.startswith("SB_DFF"))
     assert res["lut"]["used"] == int(cells["SB_LUT4"])
     assert 0 < res["lut"]["used"] <= res["logic"]["used"]
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_ice40_report_breaks_utilization_down_by_unit(ice40_build):
+    """``units`` from the unflattened synthesis: every unit that holds logic has some;
+    the memory blocks add up to the flattened design's (nextpnr's) counts, the SPRAM
+    (the weights) in ``memories``; the LUT4 of the units are near the flat count
+    (the flat synthesis optimizes across module boundaries)."""
+    _, out, _ = ice40_build
+    report = json.loads((out / "report.json").read_text())
+    units, res = report["units"], report["resources"]
+    assert set(units) == {"link", "controller", "engine", "memories", "other"}
+    for unit in ("link", "controller", "engine"):
+        assert units[unit]["lut"] > 0 and units[unit]["ff"] > 0, unit
+    assert units["memories"]["spram"] == res["spram"]["used"] >= 1
+    assert units["engine"]["spram"] == units["link"]["spram"] == 0
+    assert sum(u["bram"] for u in units.values()) == res["bram"]["used"]
+    assert sum(u["dsp"] for u in units.values()) == res["dsp"]["used"]
+    flat = res["lut"]["used"]
+    assert 0.8 * flat <= sum(u["lut"] for u in units.values()) <= 1.25 * flat
+    text = (out / "build" / "units.json").read_text()
+    modules = json.loads(text[text.index("{"):])["modules"]
+    assert any(name.lstrip("\\").endswith(".accelerator.engine") for name in modules), \
+        sorted(modules)
+    from shiftpool.cli_boards import format_report
+
+    table = format_report(report)
+    engine = units["engine"]
+    assert re.search(rf"^  engine +{engine['lut']} +{engine['ff']} ", table, re.M), table
 
 
 @pytest.mark.synth

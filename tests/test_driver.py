@@ -100,6 +100,7 @@ class FakeDevice(protocol_loop.Serial):
         self.muted = False
         self.bad_bit = None
         self.flaky = False
+        self.bits = None        # the precision RUN computes at (a pool image's)
         self._written = set()
 
     def write(self, data):
@@ -175,7 +176,8 @@ class FakeDevice(protocol_loop.Serial):
             x = x.reshape((1,) + tuple(image.model.input_shape))
             loaded = all(self.rows[n][:len(image.regions[n])] == image.regions[n]
                          for n in REGIONS)
-            outs = golden.run(image.model, x)[0] if loaded else np.zeros(image.model.classes)
+            outs = (golden.run(image.model, x, bits=self.bits)[0] if loaded
+                    else np.zeros(image.model.classes))
             ob = row_bytes(self.config.acc_width)
             return None, (inference_cycles(image).to_bytes(row_bytes(self.config.cycle_bits),
                                                            "little")
@@ -211,6 +213,62 @@ def test_load_and_run_against_the_fake():
     assert dev.stats.retries == 0 and dev.stats.nak_count == 0
     commands = collections.Counter(f.cmd for f in fake.requests)
     assert commands[Command.WRITE] == report.frames and commands[Command.READ] >= len(loaded)
+
+
+def pool_image():
+    """A small random pool model (8 input channels: its conv layer is a pool layer)."""
+    model = random_model(np.random.default_rng(7), scheme="pool", act_bits=8,
+                         input_shape=(8, 4, 4), convs=(8,), pool=False, dense=(4,))
+    return compile_model(model, fit_config(model, lanes=2, taps=4))
+
+
+def test_precision_switch_rewrites_only_the_program():
+    """``set_bits`` after a load: the program region is rewritten and read back, no other
+    region is touched, and the device computes at the new precision."""
+    image = pool_image()
+    fake = FakeDevice(image)
+    x = inputs_for(image, 3)
+    with Device(fake, timeout=FAST, progress=False) as dev:
+        dev.load(image.model)
+        weights = list(fake.rows["weights"])
+        before = dict(dev.stats.write_bytes)
+        switched = compile_model(image.model, image.config, bits=3)
+        assert switched.regions["program"] != image.regions["program"]
+        fake.image, fake.bits = switched, 3
+        reads = sum(f.cmd == Command.READ for f in fake.requests)
+        report = dev.set_bits(3)
+        out, _ = dev.run(x)
+    assert {k: v - before.get(k, 0) for k, v in dev.stats.write_bytes.items()
+            if v != before.get(k, 0)}.keys() == {"program"}
+    assert fake.rows["weights"] == weights
+    assert fake.rows["program"][:len(switched.regions["program"])] == switched.regions["program"]
+    assert sum(f.cmd == Command.READ for f in fake.requests) > reads     # read back
+    assert report.regions == ("program",) and report.verified
+    assert report.rows == {"program": len(switched.regions["program"])}
+    assert report.bytes_sent > 0 and report.seconds > 0
+    expected = golden.run(image.model, x, bits=3)
+    assert np.array_equal(out, expected)
+    assert not np.array_equal(expected, golden.run(image.model, x))
+
+
+def test_precision_switch_is_refused_when_it_cannot_apply():
+    flight = small_image()
+    with Device(FakeDevice(flight), timeout=FAST, progress=False) as dev:
+        with pytest.raises(DeviceError, match="no model loaded"):
+            dev.set_bits(3)
+        dev.load(flight.model)
+        with pytest.raises(DeviceError, match="only pool models"):
+            dev.set_bits(3)
+    image = pool_image()
+    fake = FakeDevice(image)
+    with Device(fake, timeout=FAST, progress=False) as dev:
+        dev.adopt(image.model)
+        fake.config = flight.config          # the device was rebuilt since
+        with pytest.raises(ConfigMismatchError, match="load the model again"):
+            dev.set_bits(3)
+        with pytest.raises(ValueError, match="bits"):
+            dev.set_bits(99)
+    assert not any(f.cmd == Command.WRITE for f in fake.requests)
 
 
 def test_a_model_for_another_configuration_is_refused():
@@ -634,3 +692,49 @@ def test_icarus_device(demo, sim_build_dir):
         outputs, cycles = dev.run(x[:2])
     assert np.array_equal(outputs, golden.run(model, x[:2]))
     assert cycles.tolist() == [inference_cycles(dev.image)] * 2
+
+
+@pytest.mark.verilator
+def test_precision_switch_on_the_simulated_device(digits_pool_models, digits_data, sim_build_dir,
+                                                  tmp_path, capsys):
+    """The digits pool model (S=16) in the simulated device: loaded at 8 bits, then
+    ``shiftpool run --bits 3 --keep-weights`` (a new driver, as a second command would
+    be) switches it by rewriting the program region only; the device's outputs equal
+    the golden model at 3 bits, its weights and indices read back unchanged."""
+    from shiftpool.sim.serve import serve_sim
+
+    from shiftpool.cli import main
+
+    model = digits_pool_models[16]
+    x = model.quantize_input(digits_data[2][:8])
+    save_model(model, tmp_path / "pool.npz")
+    np.save(tmp_path / "x.npy", x)
+    with serve_sim(model, lanes=2, taps=4, build_dir=sim_build_dir) as server:
+        with Device(server.url, progress=False) as dev:
+            dev.load(model)
+            full, _ = dev.run(x)
+            kept = {n: dev.read_back(n, 0, len(dev.image.regions[n]))
+                    for n in ("weights", "indices", "pool") if dev.image.regions[n]}
+        assert np.array_equal(full, golden.run(model, x))
+        with Device(server.url, progress=False) as dev:
+            dev.adopt(model)
+            report = dev.set_bits(3)
+            low, cycles = dev.run(x)
+            assert {n for n, v in dev.stats.write_bytes.items() if v} == {"program"}
+            for name, rows in kept.items():
+                assert dev.read_back(name, 0, len(rows)) == rows, name
+        expected = golden.run(model, x, bits=3)
+        assert np.array_equal(low, expected)
+        assert not np.array_equal(expected, full)
+        assert cycles.tolist() == [inference_cycles(dev.image)] * len(x)
+        capsys.readouterr()
+        assert main(["run", str(tmp_path / "pool.npz"), "--port", server.url, "--inputs",
+                     str(tmp_path / "x.npy"), "--bits", "2", "--keep-weights", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"precision switch: \d+ program rows, \d+ bytes sent in [\d.]+ s "
+                     r"\(verified by read-back\); no other region written", out), out
+    assert f"device == golden: {len(x)} / {len(x)} inputs" in out
+    with capsys.disabled():
+        print(f"\nprecision switch to 3 bits: {report.rows['program']} program rows, "
+              f"{report.bytes_sent} bytes sent in {report.seconds:.3f} s; "
+              + next(line for line in out.splitlines() if "precision switch" in line))

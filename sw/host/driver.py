@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigMismatchError", "DEFAULT_BAUD", "Device", "DeviceError", "DriverError", "LinkError",
-    "LinkStats", "LoadReport", "VerifyError",
+    "LinkStats", "LoadReport", "SwitchReport", "VerifyError",
 ]
 
 #: Baud rate a serial port is opened with unless told otherwise.
@@ -131,6 +131,7 @@ class LinkStats:
         earlier attempt, NAKs of line garbage)
     splits : failing frames resent as two smaller ones
     bytes_sent, bytes_received : bytes on the line
+    write_bytes : bytes of WRITE frames sent, by region name (resends included)
     """
 
     requests: int = 0
@@ -143,6 +144,7 @@ class LinkStats:
     splits: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    write_bytes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     @property
     def nak_count(self) -> int:
@@ -184,6 +186,27 @@ class LoadReport:
         return self.verify_seconds > 0 or self.row_bytes == 0
 
 
+@dataclasses.dataclass(frozen=True)
+class SwitchReport:
+    """What :meth:`Device.rewrite` (and :meth:`Device.set_bits`) did.
+
+    Members
+    -------
+    regions : the regions written
+    rows : rows written per region
+    bytes_sent : bytes on the line to the device, frames of the write and the
+        read-back requests and the IDENTIFY included
+    seconds : wall time from the IDENTIFY (the hash check) to the end of the read-back
+    verified : read back and compared
+    """
+
+    regions: tuple
+    rows: dict
+    bytes_sent: int
+    seconds: float
+    verified: bool
+
+
 @dataclasses.dataclass(eq=False)
 class _Request:
     """One request and what is known of its attempts."""
@@ -200,6 +223,7 @@ class _Request:
     reply: bytes | None = None
     parts: list | None = None          # the requests it was split into
     history: list = dataclasses.field(default_factory=list)
+    region: str | None = None          # the region a WRITE writes
 
     @property
     def size(self) -> int:
@@ -346,7 +370,8 @@ class Device:
         return rows
 
     def load(self, model: QuantModel | Image | str | Path,
-             config: AcceleratorConfig | None = None, verify: bool = True) -> LoadReport:
+             config: AcceleratorConfig | None = None, verify: bool = True,
+             bits: int | dict | None = None) -> LoadReport:
         """Compile ``model`` for the device, write its regions and verify them.
 
         Parameters
@@ -360,6 +385,8 @@ class Device:
             it is not the fitted one.
         verify : bool
             Read every written region back and compare (default).
+        bits : int or dict, optional
+            A pool model's activation precision (see :meth:`set_bits`).
 
         Raises
         ------
@@ -368,7 +395,7 @@ class Device:
         VerifyError
             If a region reads back differently, twice.
         """
-        image = self._image_for(model, config)
+        image = self._image_for(model, config, bits)
         widths = image.memory_map()
         t0 = time.monotonic()
         reqs = []
@@ -422,9 +449,83 @@ class Device:
             outputs[n] = outs
         return outputs, cycles
 
+    def adopt(self, model: QuantModel | str | Path,
+              config: AcceleratorConfig | None = None) -> None:
+        """Take the device as holding ``model`` already (loaded by an earlier driver,
+        e.g. an earlier ``shiftpool run``), without writing anything: the configuration
+        hash and memory map are checked as :meth:`load` checks them. Then
+        :meth:`set_bits` and :meth:`run` work on it. The device's regions are not read,
+        so a device loaded with another model of the same configuration computes
+        that one's outputs."""
+        self._image = self._image_for(model, config)
+
+    def set_bits(self, bits: int | dict | None, verify: bool = True) -> SwitchReport:
+        """Change a loaded pool model's activation precision on the device: recompile
+        it at ``bits`` (as :func:`shiftpool.sw.compile.image.compile_model` takes it)
+        and rewrite the program region only; weights, pool and indices stay. The
+        device's configuration hash is checked first and the program is read back.
+
+        Raises
+        ------
+        DeviceError
+            No model was loaded by this driver, or it is not a pool model.
+        ConfigMismatchError
+            The device's configuration hash is no longer the loaded image's.
+        """
+        from ..compile.image import compile_model
+
+        if self._image is None:
+            raise DeviceError("no model loaded by this driver; load the model first, then "
+                              "change its precision")
+        old = self._image
+        if old.model.scheme != "pool":
+            raise DeviceError(f"the loaded model is {old.model.scheme}: only pool models "
+                              f"have a run-time activation precision (--bits)")
+        image = compile_model(old.model, old.config, bits=bits, mode=old.modes or "direct")
+        changed = [n for n in REGIONS if image.regions[n] != old.regions[n]]
+        if set(changed) - {"program"}:
+            raise DeviceError(f"changing the precision would change the regions "
+                              f"{', '.join(changed)}, not only the program; load the model "
+                              f"again instead")
+        return self.rewrite(image, ("program",), verify=verify)
+
+    def rewrite(self, image: Image, regions: Sequence[str], verify: bool = True
+                ) -> SwitchReport:
+        """Write ``regions`` of ``image`` into the device that holds this driver's loaded
+        image, and nothing else; the image must be for the device's configuration
+        (IDENTIFY is asked again: a device rebuilt or reset since the load is caught).
+        The program region is written last, so a device never runs a new program on old
+        tables."""
+        if self._image is None:
+            raise DeviceError("no model loaded by this driver; call load(model) first")
+        unknown = [n for n in regions if n not in REGIONS]
+        if unknown:
+            raise ValueError(f"unknown region {unknown[0]!r}; regions are {', '.join(REGIONS)}")
+        sent0 = self.stats.bytes_sent
+        t0 = time.monotonic()
+        ident = self.identify()
+        if ident.config_hash != image.config.hash:
+            raise ConfigMismatchError(f"the device now has configuration {ident.config_hash}, "
+                                      f"the image is for {image.config.hash}; load the model "
+                                      f"again")
+        order = sorted(regions, key=lambda n: n == "program")
+        reqs = []
+        for name in order:
+            # A shorter region leaves old rows beyond its end; nothing reads them.
+            reqs += self._write_requests(name, list(image.regions[name]), 0)
+        self._transact(reqs, window=WINDOW, progress=self._bar(reqs, "rewrite"))
+        if verify:
+            self._verify(image, order)
+        seconds = time.monotonic() - t0
+        self._image = image
+        return SwitchReport(regions=tuple(order),
+                            rows={n: len(image.regions[n]) for n in order},
+                            bytes_sent=self.stats.bytes_sent - sent0, seconds=seconds,
+                            verified=verify)
+
     # -- what goes on the line ------------------------------------------------------------
 
-    def _image_for(self, model, config):
+    def _image_for(self, model, config, bits=None):
         from ...sw.compile.fit import fit_config
         from ...sw.model.file import read_model
         from ..compile.image import Image, compile_model
@@ -450,7 +551,7 @@ class Device:
                     f"device was generated for another model or configuration; start the "
                     f"simulated device for this model, build the board for it, or pass the "
                     f"device's design (manifest) as the configuration")
-            image = compile_model(model, config)
+            image = compile_model(model, config, bits=bits)
         if image.config.hash != ident.config_hash:
             raise ConfigMismatchError(f"the image is for configuration {image.config.hash}, "
                                       f"the device has {ident.config_hash}")
@@ -478,7 +579,7 @@ class Device:
                      self._write_request(name, start + half, rows[half:])])
         return _Request(Command.WRITE, payload, _empty, 0,
                         f"WRITE of {name} rows {start}..{start + len(rows) - 1}",
-                        weight=len(payload) - ARGS_BYTES, split=split)
+                        weight=len(payload) - ARGS_BYTES, split=split, region=name)
 
     def _read_requests(self, name: str, start: int, count: int) -> list[_Request]:
         per = self.identity.max_payload // row_bytes(self.identity.regions[name][1])
@@ -496,9 +597,10 @@ class Device:
                         f"READ of {name} rows {start}..{start + count - 1}", weight=size,
                         split=split)
 
-    def _verify(self, image) -> None:
-        """Read every written region back; rewrite a differing stretch once."""
-        names = [name for name in REGIONS if image.regions[name]]
+    def _verify(self, image, regions: Sequence[str] = REGIONS) -> None:
+        """Read every written region of ``regions`` back; rewrite a differing stretch
+        once."""
+        names = [name for name in regions if image.regions[name]]
         reqs = {name: self._read_requests(name, 0, len(image.regions[name])) for name in names}
         everything = [r for name in names for r in reqs[name]]
         self._transact(everything, window=WINDOW, progress=self._bar(everything, "verify"))
@@ -564,6 +666,8 @@ class Device:
             raise LinkError(f"cannot write to {self.url}: {exc}") from None
         self.stats.frames_sent += 1
         self.stats.bytes_sent += len(frame)
+        if req.region is not None:
+            self.stats.write_bytes[req.region] += len(frame)
 
     def _deadline(self, req: _Request) -> float:
         line = len(req.payload) + req.reply_size + 2 * FRAME_OVERHEAD
