@@ -359,10 +359,10 @@ class CommandHandler(wiring.Component):
                     m.d.comb += self.accel_reset.eq(1)
                     fail(Reason.ACCEL_TIMEOUT)
 
-            # READ: the reply's length is known, so rows go out as they come back, read
-            # straight from the response stream (which holds a row until it is taken).
-            # If the accelerator stops answering, it is reset and the rest of the rows
-            # are sent as zeros with a poisoned CRC (the host drops the frame, retries).
+            # READ: the reply's length is known, so bytes go out as they come back, one
+            # readback request per byte (byte k of row row_idx). If the accelerator
+            # stops answering, it is reset and the rest of the rows are sent as zeros
+            # with a poisoned CRC (the host drops the frame, retries).
             header("READ", Command.READ | REPLY, total, "READ_REQ")
             with m.State("READ_REQ"):
                 with m.If(row_idx == count):
@@ -373,6 +373,7 @@ class CommandHandler(wiring.Component):
                     m.d.comb += [acc.readback.req.valid.eq(1),
                                  acc.readback.req.payload.region.eq(region),
                                  acc.readback.req.payload.addr.eq(addr),
+                                 acc.readback.req.payload.byte.eq(k),
                                  waiting.eq(~acc.readback.req.ready)]
                     with m.If(acc.readback.req.ready):
                         m.next = "READ_DATA"
@@ -382,16 +383,15 @@ class CommandHandler(wiring.Component):
                         m.next = "READ_DATA"
             with m.State("READ_DATA"):
                 resp = acc.readback.resp
-                row_end = k == rb_sel - 1
                 m.d.comb += [rp.valid.eq(poison | resp.valid), rp.payload.poison.eq(poison),
-                             rp.payload.data.eq(Mux(poison, 0, resp.payload.word_select(k, 8))),
-                             resp.ready.eq(~poison & rp.ready & row_end),
+                             rp.payload.data.eq(Mux(poison, 0, resp.payload)),
+                             resp.ready.eq(~poison & rp.ready),
                              waiting.eq(~poison & ~resp.valid)]
                 with m.If(rp.valid & rp.ready):
                     m.d.sync += k.eq(k + 1)
-                    with m.If(row_end):
+                    m.next = "READ_REQ"
+                    with m.If(k == rb_sel - 1):
                         m.d.sync += [k.eq(0), row_idx.eq(row_idx + 1)]
-                        m.next = "READ_REQ"
                 with m.Elif(expired):
                     m.d.comb += self.accel_reset.eq(1)
                     m.d.sync += poison.eq(1)
