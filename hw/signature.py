@@ -12,6 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+from .link.protocol import row_bytes
 from .memory_map import load_addr_width, load_data_width
 from .program import REGIONS, count_width
 
@@ -44,9 +45,12 @@ def output_layout(config: AcceleratorConfig) -> data.StructLayout:
 
 
 def readback_request_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """A readback request: the region code and row, shaped as on the ``load`` port."""
+    """A readback request: the region code and row, shaped as on the ``load`` port,
+    and which byte of the row (``row_bytes`` of the widest region)."""
     load = load_layout(config)
-    return data.StructLayout({"region": load["region"].shape, "addr": load["addr"].shape})
+    return data.StructLayout({"region": load["region"].shape, "addr": load["addr"].shape,
+                              "byte": unsigned(count_width(row_bytes(load_data_width(config))
+                                                           - 1))})
 
 
 def readback_signature(config: AcceleratorConfig) -> wiring.Signature:
@@ -55,19 +59,20 @@ def readback_signature(config: AcceleratorConfig) -> wiring.Signature:
     Members
     -------
     req : Out(stream.Signature(readback_request_layout(config)))
-        One request per row: ``region`` (code in ``REGIONS``), ``addr`` (row).
-    resp : In(stream.Signature(unsigned(widest region)))
-        One response per request, in request order: the row's bits, zero-extended
-        to the widest region (the width of ``load_layout(config)["data"]``).
+        One request per byte: ``region`` (code in ``REGIONS``), ``addr`` (row),
+        ``byte`` (byte ``k`` is bits ``8k .. 8k + 7`` of the row).
+    resp : In(stream.Signature(8))
+        One response per request, in request order: that byte of the row, zero
+        above the region's width.
 
     The accelerator takes requests while idle (``busy`` low); it may take any number
-    of cycles to answer, but must answer every request it took. The handler sends a
-    row's bytes straight from ``resp.payload`` and takes the response (``ready``) with
-    the last byte, so the accelerator holds it for that long, as a stream source does.
+    of cycles to answer, but must answer every request it took. Bytes, not rows,
+    cross the port: the byte is picked where the rows are, and the link needs no
+    row-wide multiplexer.
     """
     return wiring.Signature({
         "req": Out(stream.Signature(readback_request_layout(config))),
-        "resp": In(stream.Signature(load_layout(config)["data"].shape)),
+        "resp": In(stream.Signature(8)),
     })
 
 

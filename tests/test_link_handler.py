@@ -86,22 +86,24 @@ class StandIn(wiring.Component):
             ports.append(rp)
         m.d.comb += self.load.ready.eq(idle & ~self.hold_busy & ~self.deaf)
 
-        # Readback: one request at a time, answered from the next cycle.
+        # Readback: one request (one byte of a row) at a time, answered from the next
+        # cycle.
         req, resp = self.readback.req, self.readback.resp
         pending = Signal()
         which = Signal.like(req.payload.region)
+        byte = Signal.like(req.payload.byte)
         m.d.comb += req.ready.eq(idle & ~pending & ~self.deaf)
         for rp in ports:
             m.d.comb += [rp.addr.eq(req.payload.addr), rp.en.eq(req.valid & req.ready)]
         with m.If(req.valid & req.ready):
-            m.d.sync += [pending.eq(1), which.eq(req.payload.region)]
+            m.d.sync += [pending.eq(1), which.eq(req.payload.region), byte.eq(req.payload.byte)]
         with m.If(resp.valid & resp.ready):
             m.d.sync += pending.eq(0)
         m.d.comb += resp.valid.eq(pending)
         with m.Switch(which):
             for code, rp in enumerate(ports):
                 with m.Case(code):
-                    m.d.comb += resp.payload.eq(rp.data)
+                    m.d.comb += resp.payload.eq((rp.data >> (byte * 8))[:8])
 
         total = Signal(signed(cfg.acc_width))
         words = Signal(range(cfg.act_depth + 1))

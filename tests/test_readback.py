@@ -85,16 +85,23 @@ class PortDriver:
                                                "data": row})
 
     async def read(self, ctx, region: str, addr: int) -> int:
+        """Row ``addr`` of ``region``, read a byte per request."""
         rb = self.dut.readback
-        await self._offer(ctx, rb.req, {"region": REGIONS.index(region), "addr": addr})
-        for _ in range(self.LIMIT):
-            ready = self.rng.random() >= self.stall
-            ctx.set(rb.resp.ready, ready)
-            _, _, valid, row = await ctx.tick().sample(rb.resp.valid, rb.resp.payload)
-            if valid and ready:
-                ctx.set(rb.resp.ready, 0)
-                return row
-        raise AssertionError(f"no readback response within {self.LIMIT} cycles")
+        row = 0
+        for byte in range(row_bytes(region_widths(self.dut.config)[region])):
+            await self._offer(ctx, rb.req, {"region": REGIONS.index(region), "addr": addr,
+                                            "byte": byte})
+            for _ in range(self.LIMIT):
+                ready = self.rng.random() >= self.stall
+                ctx.set(rb.resp.ready, ready)
+                _, _, valid, value = await ctx.tick().sample(rb.resp.valid, rb.resp.payload)
+                if valid and ready:
+                    ctx.set(rb.resp.ready, 0)
+                    row |= value << (8 * byte)
+                    break
+            else:
+                raise AssertionError(f"no readback response within {self.LIMIT} cycles")
+        return row
 
     async def infer(self, ctx, words, classes: int) -> tuple[list[int], int]:
         dut = self.dut
@@ -125,7 +132,9 @@ def test_port_is_the_handlers_signature():
     _, _, config = random_image(0)
     dut = Accelerator(config)
     assert dut.signature.members["readback"].signature == readback_signature(config).flip()
-    assert len(dut.readback.resp.payload) == load_layout(config)["data"].shape.width
+    assert len(dut.readback.resp.payload) == 8
+    assert len(dut.readback.req.payload.byte) == (
+        row_bytes(load_layout(config)["data"].shape.width) - 1).bit_length()
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -181,6 +190,7 @@ def test_readback_around_inferences(seed):
             rb = dut.readback
             ctx.set(rb.req.payload.region, REGIONS.index("weights"))
             ctx.set(rb.req.payload.addr, n % len(image.regions["weights"]))
+            ctx.set(rb.req.payload.byte, n % row_bytes(region_widths(config)["weights"]))
             ctx.set(rb.req.valid, 1)
             outputs = []
             for _ in range(PortDriver.LIMIT * len(expected[n])):
@@ -204,13 +214,15 @@ def test_readback_around_inferences(seed):
             await ctx.tick()
             ctx.set(rb.req.valid, 0)
             ctx.set(rb.resp.ready, 1)
-            # The row follows within two cycles of the request being taken.
+            # The byte follows within two cycles of the request being taken.
             for _ in range(2):
                 _, _, valid, row = await ctx.tick().sample(rb.resp.valid, rb.resp.payload)
                 if valid:
                     break
             ctx.set(rb.resp.ready, 0)
-            assert valid and row == image.regions["weights"][n % len(image.regions["weights"])]
+            byte = n % row_bytes(region_widths(config)["weights"])
+            want = image.regions["weights"][n % len(image.regions["weights"])] >> (8 * byte)
+            assert valid and row == want & 0xFF
 
     run(dut, bench)
     for name in REGIONS:
@@ -237,6 +249,7 @@ def test_input_waits_for_a_pending_response():
         rb = dut.readback
         ctx.set(rb.req.payload.region, REGIONS.index("bias"))
         ctx.set(rb.req.payload.addr, 0)
+        ctx.set(rb.req.payload.byte, 0)
         ctx.set(rb.req.valid, 1)
         await ctx.tick()
         ctx.set(rb.req.valid, 0)
@@ -257,7 +270,7 @@ def test_input_waits_for_a_pending_response():
                                                          image.output_words)
 
     run(dut, bench)
-    assert seen["row"] == image.regions["bias"][0]
+    assert seen["row"] == image.regions["bias"][0] & 0xFF
     assert seen["out"] == golden.run(model, x)[0].tolist()
     assert seen["cycles"] == inference_cycles(image)
 

@@ -1,8 +1,8 @@
 """The readback unit (``shiftpool.hw.controller.readback``) in Amaranth's simulator:
 requests with idle gaps, ``enable`` dropped at random (input words have priority), a
 response sink with back-pressure, and read ports that other logic moves whenever the
-unit does not drive them. Every row read back equals the memory's, and its response is
-offered two cycles after its request was taken."""
+unit does not drive them. Every byte read back equals that byte of the memory's row,
+and its response is offered two cycles after its request was taken."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def test_rows_come_back(engine, seed):
     contents = {name: [int(v) for v in rng.integers(0, 1 << min(widths[name], 62),
                                                       size=depths[name])]
                 for name in REGIONS if depths[name]}
-    requests = [(REGIONS.index(name), int(rng.integers(0, len(contents[name]))))
+    requests = [(REGIONS.index(name), int(rng.integers(0, len(contents[name]))),
+                 int(rng.integers(0, -(-widths[name] // 8))))
                 for name in rng.choice(list(contents), size=40)]
     harness = Harness(cfg, contents)
     dut = harness.dut
@@ -72,8 +73,9 @@ def test_rows_come_back(engine, seed):
                 break
             if pending and not offering and rng.random() < 0.6:
                 offering = True
-                ctx.set(dut.readback.req.payload, {"region": pending[0][0],
-                                                   "addr": pending[0][1]})
+                region, addr, byte = pending[0]
+                ctx.set(dut.readback.req.payload, {"region": region, "addr": addr,
+                                                   "byte": byte})
             ctx.set(dut.readback.req.valid, offering)
             ctx.set(dut.enable, int(rng.random() < 0.8))
             ctx.set(dut.readback.resp.ready, int(rng.random() < 0.5))
@@ -95,7 +97,7 @@ def test_rows_come_back(engine, seed):
     sim.add_clock(CLOCK_PERIOD)
     sim.add_testbench(bench)
     sim.run()
-    want = [contents[REGIONS[code]][addr] for code, addr in requests]
+    want = [contents[REGIONS[code]][addr] >> (8 * byte) & 0xFF for code, addr, byte in requests]
     assert answered == want, f"seed {seed}"
     assert [req for _, req in taken] == requests
     assert [offered[j] for j in range(len(requests))] == [t + LATENCY for t, _ in taken]

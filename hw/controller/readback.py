@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -28,9 +28,11 @@ class Readback(wiring.Component):
     A request is taken (``readback.req.ready``) while ``enable`` is high and none is
     in progress, into a register, so that the link's request logic does not reach the
     memories' addresses in the same cycle. The next cycle ``read`` asks for every
-    read port to read row ``addr``; the cycle after, the addressed region's row
-    (from ``rows``, zero-extended) is offered on ``readback.resp``, and ``hold`` asks
-    for every port to keep its data (enable low) until the row is taken.
+    read port to read row ``addr``; the cycle after, the requested byte of the
+    addressed region's row (from ``rows``, zero above its width) is offered on
+    ``readback.resp``, and ``hold`` asks for every port to keep its data (enable low)
+    until the byte is taken. Each region's byte is picked from its own row, then the
+    region: a row-wide multiplexer of all regions would cost more.
 
     Parameters
     ----------
@@ -77,6 +79,7 @@ class Readback(wiring.Component):
         req, resp = self.readback.req, self.readback.resp
         pending = Signal()
         region = Signal.like(req.payload.region)
+        byte = Signal.like(req.payload.byte)
         m.d.comb += [
             self.busy.eq(self.latched | pending),
             req.ready.eq(self.enable & ~self.busy),
@@ -86,13 +89,16 @@ class Readback(wiring.Component):
         ]
         with m.Switch(region):
             for name, _ in self.rows.shape():
+                row = Value.cast(self.rows[name])
+                n = -(-len(row) // 8)
+                padded = row if len(row) == 8 * n else Cat(row, Const(0, 8 * n - len(row)))
                 with m.Case(REGIONS.index(name)):
-                    m.d.comb += resp.payload.eq(self.rows[name])
+                    m.d.comb += resp.payload.eq(padded.word_select(byte, 8))
         with m.If(resp.valid & resp.ready):
             m.d.sync += pending.eq(0)
         with m.If(req.valid & req.ready):
             m.d.sync += [self.latched.eq(1), self.addr.eq(req.payload.addr),
-                         region.eq(req.payload.region)]
+                         region.eq(req.payload.region), byte.eq(req.payload.byte)]
         with m.If(self.latched):
             m.d.sync += [self.latched.eq(0), pending.eq(1)]
         return m

@@ -129,9 +129,11 @@ class FrameDecoder(wiring.Component):
         m.submodules.buffer = buf = memory.Memory(shape=8, depth=self._max_payload, init=[])
         wp, rp = buf.write_port(), buf.read_port()
 
-        ev = Signal(event_layout())
-        count = Signal(range(self._max_payload + 1))
-        timer = Signal(range(self._timeout))
+        # All set at a sync byte: no reset needed (which saves a LUT per flip-flop
+        # with an enable on the iCE40).
+        ev = Signal(event_layout(), reset_less=True)
+        count = Signal(range(self._max_payload + 1), reset_less=True)
+        timer = Signal(range(self._timeout), reset_less=True)
         byte = self.i.payload
         m.d.comb += [
             self.event.payload.eq(ev),
@@ -251,9 +253,10 @@ class FrameEncoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = check = frame_crc()
-        hdr = Signal(reply_header_layout())
-        count = Signal(LENGTH_BITS)
-        poison = Signal()
+        # All set with each header: no reset needed.
+        hdr = Signal(reply_header_layout(), reset_less=True)
+        count = Signal(LENGTH_BITS, reset_less=True)
+        poison = Signal(reset_less=True)
         sent = self.o.valid & self.o.ready
         m.d.comb += check.data.eq(self.o.payload)
         spoil = Mux(poison, 0xFF, 0x00)

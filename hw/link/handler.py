@@ -16,6 +16,7 @@ import struct
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from ..config import AcceleratorConfig
 from ..memory_map import region_depths, region_widths
@@ -123,7 +124,6 @@ class CommandHandler(wiring.Component):
         cyc_bytes = row_bytes(cfg.cycle_bits)
         rbytes = {name: row_bytes(self._widths[name]) for name in REGIONS}
         max_rb = max(rbytes.values())
-        ident = Const(int.from_bytes(self.identity, "little"), 8 * len(self.identity))
         n_status = status_length(cfg)
 
         ev = self.event.payload
@@ -145,7 +145,9 @@ class CommandHandler(wiring.Component):
         row_idx = Signal.like(count)
         word = Signal(8 * in_bytes)
         n_out = Signal(range(cfg.out_depth + 1))
-        out_idx = Signal(range(cfg.out_depth))
+        out_total = cfg.out_depth * out_bytes
+        n_bytes = Signal(range(out_total + 1))             # output bytes written
+        out_idx = Signal(range(max(out_total, 1)))           # output byte being sent
         last_cycles = Signal(8 * cyc_bytes)
         poison = Signal()
 
@@ -174,13 +176,21 @@ class CommandHandler(wiring.Component):
         total = Signal(range(link.max_payload + max_rb + 1))
         tally = Signal.like(count)
 
-        # -- output buffer of RUN -----------------------------------------------------------
-        m.submodules.out_buf = out_buf = memory.Memory(
-            shape=signed(cfg.acc_width), depth=cfg.out_depth, init=[])
-        ob_w, ob_r = out_buf.write_port(), out_buf.read_port()
+        # -- reply bytes held in one byte-wide memory ----------------------------------------
+        # RUN's outputs (written a byte per cycle, from row 0) and, above them at a
+        # multiple of its power-of-two size, the IDENTIFY reply (the memory's initial
+        # contents): one block RAM, and no wide multiplexers picking their bytes.
+        id_bits = ceil_log2(len(self.identity))
+        id_base = -(-out_total // (1 << id_bits)) * (1 << id_bits)
+        m.submodules.reply_mem = reply_mem = memory.Memory(
+            shape=8, depth=id_base + len(self.identity),
+            init=[0] * id_base + list(self.identity))
+        rm_w, rm_r = reply_mem.write_port(), reply_mem.read_port()
         out_word = Signal(signed(8 * out_bytes))
-        m.d.comb += [ob_w.addr.eq(n_out), ob_w.data.eq(acc.out.payload.data),
-                     ob_r.addr.eq(out_idx), out_word.eq(ob_r.data)]
+        m.d.comb += [rm_w.addr.eq(n_bytes), out_word.eq(acc.out.payload.data),
+                     rm_w.data.eq(out_word.word_select(k[:ceil_log2(max(out_bytes, 2))], 8)),
+                     rm_r.addr.eq(out_idx)]
+        ident_addr = Cat(k[:id_bits], Const(id_base >> id_bits))
 
         # -- watchdog on the accelerator -----------------------------------------------------
         # Counts consecutive cycles in which a state waits on the accelerator in vain.
@@ -244,7 +254,7 @@ class CommandHandler(wiring.Component):
                 with m.If(self.event.valid):
                     m.d.sync += [cmd.eq(ev.cmd), seq.eq(ev.seq), length.eq(ev.length),
                                  remaining.eq(Mux(ev.reason == Reason.OK, ev.length, 0)),
-                                 k.eq(0), row_idx.eq(0), n_out.eq(0), out_idx.eq(0),
+                                 k.eq(0), row_idx.eq(0), n_out.eq(0), n_bytes.eq(0), out_idx.eq(0),
                                  poison.eq(0)]
                     with m.Switch(ev.reason):
                         with m.Case(Reason.OK):
@@ -274,8 +284,20 @@ class CommandHandler(wiring.Component):
             header("ACK", cmd | REPLY, 0, "IDLE")
 
             # IDENTIFY, STATUS, RESET
-            header("IDENTIFY", Command.IDENTIFY | REPLY, len(self.identity), "IDENTIFY_DATA")
-            send("IDENTIFY_DATA", ident, len(self.identity), "IDLE")
+            header("IDENTIFY", Command.IDENTIFY | REPLY, len(self.identity), "IDENTIFY_FETCH")
+            with m.State("IDENTIFY_FETCH"):
+                # The memory shows the addressed byte from the next cycle.
+                m.d.comb += rm_r.addr.eq(ident_addr)
+                m.next = "IDENTIFY_DATA"
+            with m.State("IDENTIFY_DATA"):
+                m.d.comb += [rm_r.addr.eq(ident_addr), rp.valid.eq(1),
+                             rp.payload.data.eq(rm_r.data)]
+                with m.If(rp.ready):
+                    m.d.sync += k.eq(k + 1)
+                    m.next = "IDENTIFY_FETCH"
+                    with m.If(k == len(self.identity) - 1):
+                        m.d.sync += k.eq(0)
+                        m.next = "IDLE"
             header("STATUS", Command.STATUS | REPLY, n_status, "STATUS_DATA")
             send("STATUS_DATA", status, n_status, "IDLE")
             with m.State("RESET"):
@@ -337,10 +359,10 @@ class CommandHandler(wiring.Component):
                     m.d.comb += self.accel_reset.eq(1)
                     fail(Reason.ACCEL_TIMEOUT)
 
-            # READ: the reply's length is known, so rows go out as they come back, read
-            # straight from the response stream (which holds a row until it is taken).
-            # If the accelerator stops answering, it is reset and the rest of the rows
-            # are sent as zeros with a poisoned CRC (the host drops the frame, retries).
+            # READ: the reply's length is known, so bytes go out as they come back, one
+            # readback request per byte (byte k of row row_idx). If the accelerator
+            # stops answering, it is reset and the rest of the rows are sent as zeros
+            # with a poisoned CRC (the host drops the frame, retries).
             header("READ", Command.READ | REPLY, total, "READ_REQ")
             with m.State("READ_REQ"):
                 with m.If(row_idx == count):
@@ -351,6 +373,7 @@ class CommandHandler(wiring.Component):
                     m.d.comb += [acc.readback.req.valid.eq(1),
                                  acc.readback.req.payload.region.eq(region),
                                  acc.readback.req.payload.addr.eq(addr),
+                                 acc.readback.req.payload.byte.eq(k),
                                  waiting.eq(~acc.readback.req.ready)]
                     with m.If(acc.readback.req.ready):
                         m.next = "READ_DATA"
@@ -360,16 +383,15 @@ class CommandHandler(wiring.Component):
                         m.next = "READ_DATA"
             with m.State("READ_DATA"):
                 resp = acc.readback.resp
-                row_end = k == rb_sel - 1
                 m.d.comb += [rp.valid.eq(poison | resp.valid), rp.payload.poison.eq(poison),
-                             rp.payload.data.eq(Mux(poison, 0, resp.payload.word_select(k, 8))),
-                             resp.ready.eq(~poison & rp.ready & row_end),
+                             rp.payload.data.eq(Mux(poison, 0, resp.payload)),
+                             resp.ready.eq(~poison & rp.ready),
                              waiting.eq(~poison & ~resp.valid)]
                 with m.If(rp.valid & rp.ready):
                     m.d.sync += k.eq(k + 1)
-                    with m.If(row_end):
+                    m.next = "READ_REQ"
+                    with m.If(k == rb_sel - 1):
                         m.d.sync += [k.eq(0), row_idx.eq(row_idx + 1)]
-                        m.next = "READ_REQ"
                 with m.Elif(expired):
                     m.d.comb += self.accel_reset.eq(1)
                     m.d.sync += poison.eq(1)
@@ -394,16 +416,21 @@ class CommandHandler(wiring.Component):
                     m.d.comb += self.accel_reset.eq(1)
                     fail(Reason.ACCEL_TIMEOUT)
             with m.State("RUN_OUTPUT"):
-                m.d.comb += [acc.out.ready.eq(1), waiting.eq(~acc.out.valid)]
+                # An output goes into the memory a byte per cycle (byte k), and is
+                # taken with its last byte.
+                m.d.comb += waiting.eq(~acc.out.valid)
                 with m.If(acc.out.valid):
                     with m.If(n_out == cfg.out_depth):
                         m.d.comb += self.accel_reset.eq(1)
                         fail(Reason.OUTPUT_OVERFLOW)
                     with m.Else():
-                        m.d.comb += ob_w.en.eq(1)
-                        m.d.sync += n_out.eq(n_out + 1)
-                        with m.If(acc.out.payload.last):
-                            m.next = "RUN_DONE"
+                        m.d.comb += rm_w.en.eq(1)
+                        m.d.sync += [n_bytes.eq(n_bytes + 1), k.eq(k + 1)]
+                        with m.If(k == out_bytes - 1):
+                            m.d.comb += acc.out.ready.eq(1)
+                            m.d.sync += [n_out.eq(n_out + 1), k.eq(0)]
+                            with m.If(acc.out.payload.last):
+                                m.next = "RUN_DONE"
                 with m.Elif(expired):
                     m.d.comb += self.accel_reset.eq(1)
                     fail(Reason.ACCEL_TIMEOUT)
@@ -416,7 +443,7 @@ class CommandHandler(wiring.Component):
                 with m.Elif(expired):
                     m.d.comb += self.accel_reset.eq(1)
                     fail(Reason.ACCEL_TIMEOUT)
-            header("RUN_REPLY", Command.RUN | REPLY, cyc_bytes + n_out * out_bytes, "RUN_CYCLES")
+            header("RUN_REPLY", Command.RUN | REPLY, cyc_bytes + n_bytes, "RUN_CYCLES")
 
             def after_cycles():
                 m.next = "RUN_FETCH"
@@ -428,13 +455,13 @@ class CommandHandler(wiring.Component):
                 # The output buffer's read port shows `out_idx`'s word from the next cycle.
                 m.next = "RUN_DATA"
 
-            def next_output():
-                m.d.sync += out_idx.eq(out_idx + 1)
-                m.next = "RUN_FETCH"
-                with m.If(out_idx + 1 == n_out):
-                    m.next = "IDLE"
-
-            send("RUN_DATA", out_word, out_bytes, next_output)
+            with m.State("RUN_DATA"):
+                m.d.comb += [rp.valid.eq(1), rp.payload.data.eq(rm_r.data)]
+                with m.If(rp.ready):
+                    m.d.sync += out_idx.eq(out_idx + 1)
+                    m.next = "RUN_FETCH"
+                    with m.If(out_idx + 1 == n_bytes):
+                        m.next = "IDLE"
         return m
 
     def _dispatch(self, m, ev, fail, in_bytes):

@@ -19,7 +19,7 @@ def _register_stream(m, source, sink, shape):
     """Connect stream ``source`` to stream ``sink`` through a one-entry register that
     takes a beat only when empty: no combinational path between them, in either
     direction, at half the full rate (the UART is far slower than that)."""
-    beat = Signal(shape)
+    beat = Signal(shape, reset_less=True)
     full = Signal()
     m.d.comb += [source.ready.eq(~full), sink.valid.eq(full), sink.payload.eq(beat)]
     with m.If(sink.ready):

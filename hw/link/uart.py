@@ -74,9 +74,10 @@ class UARTReceiver(wiring.Component):
         line = Signal(init=1)
         m.submodules.sync = FFSynchronizer(self.rx, line, init=1)
 
-        timer = Signal(range(div))
-        bit = Signal(range(DATA_BITS))
-        shreg = Signal(DATA_BITS)
+        # Set at each start edge: no reset needed.
+        timer = Signal(range(div), reset_less=True)
+        bit = Signal(range(DATA_BITS), reset_less=True)
+        shreg = Signal(DATA_BITS, reset_less=True)
         done = Signal()
 
         with m.If(self.o.ready):
@@ -156,9 +157,9 @@ class UARTTransmitter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         div = self._divisor
-        timer = Signal(range(div))
+        timer = Signal(range(div), reset_less=True)         # set with each character
         left = Signal(range(DATA_BITS + 3))     # bits of the character still on the line
-        shreg = Signal(DATA_BITS + 1)           # data bits then the stop bit
+        shreg = Signal(DATA_BITS + 1, reset_less=True)      # data bits then the stop bit
 
         bit_end = timer == 0
         m.d.comb += self.i.ready.eq((left == 0) | ((left == 1) & bit_end))
