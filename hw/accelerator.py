@@ -187,8 +187,8 @@ class Accelerator(wiring.Component):
         chan = Signal.like(issue.group.chan)
         # chan * area; passes act_depth by at most a group's worth before it restarts
         gaddr = Signal(range(cfg.lanes * (1 << aw) + 1))
-        # up to groups1 + groups2, two descriptor fields of count_width(channel_limit) bits
-        group = Signal(count_width(2 * (1 << count_width(channel_limit(cfg)))))
+        # up to groups1 + groups2, two descriptor fields of count_width(group_limit) bits
+        group = Signal(count_width(2 * ((1 << len(d.groups1)) - 1)))
         step = Signal(count_width(cfg.tap_depth))
         second = Signal()                            # issuing a group's second pass
         is_two = group >= d.groups1

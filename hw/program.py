@@ -12,7 +12,8 @@ from __future__ import annotations
 from .config import POOL_GROUP, AcceleratorConfig, ceil_log2
 
 __all__ = [
-    "KIND_MAC", "KIND_POOL", "REGIONS", "channel_limit", "descriptor_fields", "tap_fields",
+    "KIND_MAC", "KIND_POOL", "REGIONS", "channel_limit", "group_limit", "descriptor_fields",
+    "tap_fields",
     "offset_width", "row_addr_width", "pool_row_fields", "lut_shift_width",
     "addr_width", "pack", "unpack", "field_width", "struct_layout", "POOL_WINDOW",
     "pool_phases",
@@ -52,6 +53,12 @@ def channel_limit(cfg: AcceleratorConfig) -> int:
     return max(cfg.act_depth, cfg.out_depth)
 
 
+def group_limit(cfg: AcceleratorConfig) -> int:
+    """Most lane groups of one kind (one-pass or two-pass) a layer can have:
+    ``ceil(channel_limit / lanes)``."""
+    return -(-channel_limit(cfg) // cfg.lanes)
+
+
 def offset_width(cfg: AcceleratorConfig) -> int:
     """Signed width of a tap's address offset ``c*H*W + dy*W + dx``."""
     return count_width(cfg.act_depth + cfg.max_dim + 1) + 1
@@ -80,6 +87,7 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     # Channel and group counts: a hidden layer's are bounded by act_depth, the output
     # layer's by out_depth.
     chans = count_width(channel_limit(cfg))
+    groups = count_width(group_limit(cfg))
     return [
         ("kind", 1),            # KIND_MAC or KIND_POOL
         ("last", 1),            # final layer: results go to the output memory
@@ -93,13 +101,15 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
         ("tap_base", addr_width(cfg.tap_depth)),
         ("weight_base", row_addr_width(cfg)),
         ("bias_base", addr_width(cfg.bias_depth)),
-        ("groups1", chans),     # lane groups taking one pass
-        ("groups2", chans),     # lane groups taking two passes (after the one-pass ones)
+        ("groups1", groups),    # lane groups taking one pass
+        ("groups2", groups),    # lane groups taking two passes (after the one-pass ones)
         ("n1", chans),          # channels in one-pass groups
         ("channels", chans),    # MAC: output channels; pool: channels
         ("n1_addr", chans),     # n1*area: first address of the two-pass channels
-        ("row_skip", addr),     # pool: input words skipped at the end of an output row
-        ("chan_skip", addr),    # pool: input words skipped at the end of a channel
+        # pool: input words skipped at the end of an output row (W or W + 1) and at the
+        # end of a channel (0 or W)
+        ("row_skip", count_width(cfg.max_dim + 1)),
+        ("chan_skip", dim),
     ] + ([
         ("lookup", 1),
         ("plane_lo", addr_width(cfg.act_bits)),

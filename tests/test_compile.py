@@ -214,6 +214,12 @@ def test_cases_cover_the_space():
             if layer.k is not None:
                 modes.add(tuple(sorted(set(np.asarray(layer.k).tolist()))))
     assert modes == {(1,), (2,), (1, 2)}
+    # The max-pool descriptor's skips at their widest (hw/program.py sizes them from
+    # max_dim): an odd input width equal to max_dim (row_skip = max_dim + 1), with an
+    # odd height (chan_skip = max_dim).
+    assert any(layer.in_shape[2] == exact_config(c).max_dim and layer.in_shape[2] % 2
+               and layer.in_shape[1] % 2
+               for c in cases for layer in c.model.layers if not layer.is_mac)
 
 
 def test_larger_memories_give_the_same_image():

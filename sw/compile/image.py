@@ -234,7 +234,7 @@ _DESCRIPTOR_BOUND = {
     "bias_base": "bias_depth", "plane_lo": "act_bits", "height": "max_dim",
     "width": "max_dim", "in_width": "max_dim",
     "shift": "max_fan_in", "area": "act_depth", "n1_addr": "act_depth",
-    "row_skip": "act_depth", "chan_skip": "act_depth", "groups1": "act_depth",
+    "row_skip": "max_dim", "chan_skip": "max_dim", "groups1": "act_depth",
     "groups2": "act_depth", "n1": "act_depth", "channels": "act_depth",
 }
 _DEPTH_FIELD = {"program": "program_depth", "taps": "tap_depth", "weights": "weight_depth",
