@@ -336,8 +336,10 @@ def test_nak_reasons():
         (encode_frame(Command.WRITE, 5, b"\x03\x00"), 5, Reason.BAD_LENGTH, Command.WRITE),
         (encode_frame(Command.READ, 6, read_payload("bias", 0, 1) + b"\x00"), 6,
          Reason.BAD_LENGTH, Command.READ),
-        (encode_frame(Command.READ, 7, read_payload("program", 0, 6)), 7,
-         Reason.BAD_LENGTH, Command.READ),          # the reply would exceed max_payload
+        # The reply would exceed max_payload (checked before the region's depth).
+        (encode_frame(Command.READ, 7, read_payload(
+            "program", 0, LINK.max_payload // row_bytes(WIDTHS["program"]) + 1)), 7,
+         Reason.BAD_LENGTH, Command.READ),
         (encode_frame(Command.RUN, 8, b""), 8, Reason.BAD_LENGTH, Command.RUN),
         (encode_frame(Command.RUN, 9, bytes(65)), None, Reason.BAD_LENGTH, Command.RUN),
         (encode_frame(Command.WRITE, 10, write_payload(7, 0, row, w)), 10,

@@ -25,7 +25,7 @@ asks for SPRAM (``ram_style = "huge"``), so yosys puts it there whatever its siz
 
 yosys (``memory_libmap``) leaves a memory in flip-flops when that is cheaper: it
 costs a logic bit 1 and an iCE40 EBR 64 (``share/ice40/brams.txt``), so a memory of
-fewer bits than 64 x its EBR count stays in logic (a 141-bit x 2 program memory, not
+no more bits than 64 x its EBR count stays in logic (a 141-bit x 2 program memory, not
 9 EBR); the estimate does the same for iCE40 (:attr:`BlockRam.cost`). On ECP5 and
 Gowin, small memories may also go to LUT RAM, which the estimate does not model: it
 counts them as block RAM, so there it errs on the full side. ``tests/test_mnist.py``
@@ -226,7 +226,8 @@ def estimate_memories(cfg: AcceleratorConfig, device: str | Device,
                 to_spram = False
         block = device.spram if to_spram else device.bram
         blocks = bram_blocks(block, need.width, need.depth)
-        in_logic = block.cost is not None and need.width * need.depth < blocks * block.cost
+        # yosys keeps a memory in logic when it costs no more than the blocks would.
+        in_logic = block.cost is not None and need.width * need.depth <= blocks * block.cost
         if not to_spram and in_logic:
             block, blocks = None, 0
         placements.append(Placement(need, block, need.copies * blocks))
