@@ -30,12 +30,12 @@ drains, or while the last input word is accepted). Timing, which
   write of the final layer.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, wiring
 
 from .config import AcceleratorConfig
-from .controller.layouts import beat_layout, descriptor_layout, group_layout
-from .controller.maxpool import MaxPool, pool_ports
+from .controller.layouts import beat_layout, descriptor_layout, group_layout, word_add
+from .controller.maxpool import MaxPool, act_word_layout
 from .controller.readback import Readback
 from .controller.table_build import TableBuild, pool_row_layout
 from .controller.writeback import WriteBack
@@ -45,9 +45,11 @@ from .memory_map import region_depths, region_width
 from .program import (
     KIND_POOL,
     REGIONS,
+    act_words,
     addr_width,
     channel_limit,
     count_width,
+    lane_width,
     pool_phases,
     struct_layout,
     tap_fields,
@@ -99,13 +101,15 @@ class Accelerator(wiring.Component):
         cfg = self.config
         m = Module()
         m.submodules.engine = engine = make_engine(cfg)
-        aw = addr_width(cfg.act_depth)
+        words = act_words(cfg)
+        aw = addr_width(words)
+        lw = lane_width(cfg)
+        wlayout = act_word_layout(cfg)
         lookup = cfg.engine == "pool"
 
         # -- memories -----------------------------------------------------------------
         dlayout = descriptor_layout(cfg)
-        tlayout = data.ArrayLayout(struct_layout(tap_fields(cfg), signed=("offset", "dy", "dx")),
-                                   cfg.taps)
+        tlayout = struct_layout(tap_fields(cfg), signed=("offset", "dy", "dx"))
         shapes = {
             "program": dlayout, "taps": tlayout,
             "weights": unsigned(region_width(cfg, "weights")),
@@ -135,29 +139,40 @@ class Accelerator(wiring.Component):
             # The program is read in the cycle the last input word arrives, when a load
             # may write the same row: that read must see the new row.
             rd[name] = mem.read_port(transparent_for=(wp,) if name == "program" else ())
+        # Each activation buffer holds words of `taps` lanes (docs/model-format.md,
+        # "activation words"): one read port (a block RAM copy each), one write port
+        # with an enable per lane.
         act_wp, act_rp = [], []
         for b in range(2):
-            mem = memory.Memory(shape=unsigned(cfg.act_bits), depth=cfg.act_depth, init=[])
+            mem = memory.Memory(shape=wlayout, depth=words, init=[])
             m.submodules[f"act{b}_mem"] = mem
-            act_wp.append(mem.write_port())
-            act_rp.append([mem.read_port() for _ in range(cfg.taps)])
+            act_wp.append(mem.write_port(granularity=1))
+            act_rp.append(mem.read_port())
         out_mem = memory.Memory(shape=signed(cfg.acc_width), depth=cfg.out_depth, init=[])
         m.submodules.out_mem = out_mem
         out_wp, out_rp = out_mem.write_port(), out_mem.read_port()
 
         d = Signal(dlayout)                          # current layer descriptor
-        act_rdata = [Mux(d.src, act_rp[1][j].data, act_rp[0][j].data) for j in range(cfg.taps)]
+        act_rdata = Signal(wlayout)
+        m.d.comb += act_rdata.eq(Mux(d.src, act_rp[1].data, act_rp[0].data))
 
         # One write port per activation buffer, shared by the input loader (buffer 0,
-        # while idle), the write-back unit and the max-pool (the buffer not read).
+        # while idle), the write-back unit and the max-pool (the buffer not read); the
+        # first two write one lane, the max-pool one lane or a whole word.
         wr_en = Signal()
         wr_buf = Signal()
         wr_addr = Signal(aw)
-        wr_data = Signal(unsigned(cfg.act_bits))
+        wr_data = Signal(wlayout)
+        wr_lanes = Signal(cfg.taps)
         m.d.comb += wr_buf.eq(~d.src)
         for b in range(2):
             m.d.comb += [act_wp[b].addr.eq(wr_addr), act_wp[b].data.eq(wr_data),
-                         act_wp[b].en.eq(wr_en & (wr_buf == b))]
+                         act_wp[b].en.eq(Mux(wr_en & (wr_buf == b), wr_lanes, 0))]
+
+        def one_lane(value, lane):
+            """``wr_data`` and ``wr_lanes`` writing ``value`` into lane ``lane`` alone."""
+            return [wr_data.eq(Cat(*([value] * cfg.taps))),
+                    wr_lanes.eq(Const(1, cfg.taps) << lane)]
 
         # -- MAC issue pipeline ------------------------------------------------------------
         # Issue stage (counters) -> stage 1 (tap and weight rows arrive) -> stage 2
@@ -173,7 +188,7 @@ class Accelerator(wiring.Component):
         issuing = Signal()
         s1 = Signal(blayout)
         s2 = Signal(blayout)
-        s2_tap_ok = Signal(cfg.taps)
+        s2_lanes = Signal(cfg.taps)
         s3 = Signal(blayout)
         s3_acts = Signal(data.ArrayLayout(unsigned(cfg.act_bits), cfg.taps))
         advance = Signal()
@@ -185,8 +200,14 @@ class Accelerator(wiring.Component):
         wrow = Signal.like(issue.wrow)
         brow = Signal.like(issue.group.bias)
         chan = Signal.like(issue.group.chan)
-        # chan * area; passes act_depth by at most a group's worth before it restarts
-        gaddr = Signal(range(cfg.lanes * (1 << aw) + 1))
+        # Where lane 0 of the current group's outputs goes: the position's word and lane
+        # (pos_w, pos_l) plus the group's offset from it (grp_w, grp_l), which passes
+        # the map by at most a group's worth before it restarts.
+        pos_w = Signal(aw)
+        pos_l = Signal(lw)
+        grp_w = Signal(range(2 * cfg.lanes * words + 2))
+        grp_l = Signal(lw)
+        out_w, out_l = word_add(cfg, pos_w, pos_l, grp_w, grp_l, d.carry)
         # up to groups1 + groups2, two descriptor fields of count_width(group_limit) bits
         group = Signal(count_width(2 * ((1 << len(d.groups1)) - 1)))
         step = Signal(count_width(cfg.tap_depth))
@@ -215,7 +236,7 @@ class Accelerator(wiring.Component):
             issue.last.eq(group_end),
             issue.y.eq(y), issue.x.eq(x), issue.pos.eq(pos), issue.wrow.eq(wrow),
             issue.group.chan.eq(chan), issue.group.two.eq(is_two),
-            issue.group.bias.eq(brow), issue.group.addr.eq(gaddr + pos),
+            issue.group.bias.eq(brow), issue.group.addr.eq(out_w), issue.group.lane.eq(out_l),
         ]
         if cfg.precompute:
             m.d.comb += [issue.fill.eq(filling), issue.step.eq(step),
@@ -227,23 +248,20 @@ class Accelerator(wiring.Component):
         ]
         if lookup:
             m.d.comb += [rd["indices"].addr.eq(s2.wrow), rd["indices"].en.eq(advance)]
-        tap_ok = []
-        for j in range(cfg.taps):
-            entry = rd["taps"].data[j]
-            # The padding test uses the position of the beat in stage 1, not the
-            # issue counters, which are already further on.
-            ty = (s1.y + entry.dy).as_signed()
-            tx = (s1.x + entry.dx).as_signed()
-            tap_ok.append(entry.valid & (ty >= 0) & (ty < d.height) & (tx >= 0) & (tx < d.width))
-            for b in range(2):
-                m.d.comb += [act_rp[b][j].addr.eq(s1.pos + entry.offset),
-                             act_rp[b][j].en.eq(advance)]
+        entry = rd["taps"].data
+        # The padding test uses the position of the beat in stage 1, not the issue
+        # counters, which are already further on.
+        ty = (s1.y + entry.dy).as_signed()
+        tx = (s1.x + entry.dx).as_signed()
+        inside = (ty >= 0) & (ty < d.height) & (tx >= 0) & (tx < d.width)
+        for b in range(2):
+            m.d.comb += [act_rp[b].addr.eq(s1.pos + entry.offset), act_rp[b].en.eq(advance)]
         with m.If(advance):
             m.d.sync += [s1.eq(issue), s1.valid.eq(issuing), s2.eq(s1),
-                         s2_tap_ok.eq(Cat(*tap_ok)), s3.eq(s2)]
-            # Stage 3 registers the gathered activations: the block RAM read, the
-            # buffer select and the padding mask end here, not in the engine's adders.
-            m.d.sync += [s3_acts[j].eq(Mux(s2_tap_ok[j], act_rdata[j], 0))
+                         s2_lanes.eq(Mux(inside, entry.mask, 0)), s3.eq(s2)]
+            # Stage 3 registers the word's activations: the block RAM read, the buffer
+            # select and the lane mask end here, not in the engine's adders.
+            m.d.sync += [s3_acts[j].eq(Mux(s2_lanes[j], act_rdata[j], 0))
                          for j in range(cfg.taps)]
 
         m.d.comb += [
@@ -292,33 +310,41 @@ class Accelerator(wiring.Component):
             wb.result.payload.acc.eq(engine.o.payload),
             wb.result.payload.group.eq(result_group),
             engine.o.ready.eq(wb.result.ready),
-            wb.layer.shift.eq(d.shift), wb.layer.area.eq(d.area),
+            wb.layer.shift.eq(d.shift), wb.layer.carry.eq(d.carry),
+            wb.layer.lane_w.eq(d.lane_w), wb.layer.lane_l.eq(d.lane_l),
             wb.layer.n1.eq(d.n1), wb.layer.channels.eq(d.channels),
             out_wp.addr.eq(wb.write.payload.chan), out_wp.data.eq(wb.write.payload.value),
         ]
 
         # -- max-pool ------------------------------------------------------------------
         # The POOL state walks the windows (one read beat per cycle); the unit reads
-        # them through the source buffer's first ports and writes their maxima.
+        # them through the source buffer's read port and writes their maxima: a word
+        # per window of channel groups (a grouped output), or one activation per
+        # window of one channel (a flat output, channel by channel: `pool_sel` is the
+        # channel's lane in the source words, `group_base` its group's first word).
         phases = pool_phases(cfg)
         m.submodules.maxpool = mp = MaxPool(cfg)
         in_base = Signal.like(mp.window.payload.base)
+        group_base = Signal.like(in_base)
         pool_out = Signal(aw)
+        pool_lane = Signal(lw)
+        pool_sel = Signal(lw)
         pool_chan = Signal(count_width(channel_limit(cfg)))
         phase = Signal.like(mp.window.payload.phase)
         m.d.comb += [
             mp.window.payload.base.eq(in_base), mp.window.payload.phase.eq(phase),
-            mp.window.payload.addr.eq(pool_out), mp.in_width.eq(d.in_width),
+            mp.window.payload.addr.eq(pool_out), mp.window.payload.lane.eq(pool_lane),
+            mp.window.payload.sel.eq(pool_sel), mp.in_width.eq(d.in_width),
+            mp.flat.eq(d.flat), mp.word.eq(act_rdata),
         ]
-        m.d.comb += [mp.words[j].eq(act_rdata[j]) for j in range(pool_ports(cfg))]
         with m.If(d.kind == KIND_POOL):
-            for j in range(pool_ports(cfg)):
-                for b in range(2):
-                    m.d.comb += act_rp[b][j].addr.eq(mp.read_addr[j])
+            for b in range(2):
+                m.d.comb += act_rp[b].addr.eq(mp.read_addr)
 
         # -- controller --------------------------------------------------------------------
         layer = Signal(range(cfg.program_depth))
         in_addr = Signal(aw)
+        in_lane = Signal(lw)
         cycles = Signal(cfg.cycle_bits)
         out_idx = Signal(range(cfg.out_depth + 1))
         counting = Signal()
@@ -329,12 +355,12 @@ class Accelerator(wiring.Component):
         # Writes of the write-back unit and of the max-pool's stage 1 (never both busy).
         with m.If(d.kind == KIND_POOL):
             m.d.comb += [wr_en.eq(mp.write.valid), wr_addr.eq(mp.write.payload.addr),
-                         wr_data.eq(mp.write.payload.data)]
+                         wr_data.eq(mp.write.payload.data), wr_lanes.eq(mp.write.payload.en)]
         with m.Elif(d.last):
             m.d.comb += out_wp.en.eq(wb.write.valid)
         with m.Else():
             m.d.comb += [wr_en.eq(wb.write.valid), wr_addr.eq(wb.write.payload.addr),
-                         wr_data.eq(wb.write.payload.act)]
+                         *one_lane(wb.write.payload.act, wb.write.payload.lane)]
 
         # Everything the layer started is done after this cycle: no beat in flight, no
         # result in (or on its way out of) the engine, the write-back unit idle and its
@@ -378,21 +404,25 @@ class Accelerator(wiring.Component):
                 with m.Elif(rb.read):
                     m.d.comb += [rd[name].addr.eq(rb.addr) for name in rd]
                     m.d.comb += [rd[name].en.eq(1) for name in rd]
+                # Input words fill the words of buffer 0 lane by lane.
                 take_input = self.inp.valid & self.inp.ready
-                m.d.comb += [wr_buf.eq(0), wr_en.eq(take_input),
-                             wr_addr.eq(in_addr), wr_data.eq(self.inp.payload.data)]
+                m.d.comb += [wr_buf.eq(0), wr_en.eq(take_input), wr_addr.eq(in_addr),
+                             *one_lane(self.inp.payload.data, in_lane)]
                 with m.If(take_input):
-                    m.d.sync += in_addr.eq(in_addr + 1)
+                    m.d.sync += in_lane.eq(in_lane + 1)
+                    with m.If(in_lane == cfg.taps - 1):
+                        m.d.sync += [in_lane.eq(0), in_addr.eq(in_addr + 1)]
                     with m.If(self.inp.payload.last):
-                        m.d.sync += [in_addr.eq(0), layer.eq(0), cycles.eq(0)]
+                        m.d.sync += [in_addr.eq(0), in_lane.eq(0), layer.eq(0), cycles.eq(0)]
                         m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += [counting.eq(1), self.busy.eq(1)]
                 desc = rd["program"].data
                 m.d.sync += [d.eq(desc), y.eq(0), x.eq(0), pos.eq(0), group.eq(0), step.eq(0),
-                             second.eq(0), chan.eq(0), gaddr.eq(0),
-                             wrow.eq(desc.weight_base), brow.eq(desc.bias_base),
-                             in_base.eq(0), pool_out.eq(0), pool_chan.eq(0), phase.eq(0)]
+                             second.eq(0), chan.eq(0), pos_w.eq(0), pos_l.eq(0), grp_w.eq(0),
+                             grp_l.eq(0), wrow.eq(desc.weight_base), brow.eq(desc.bias_base),
+                             in_base.eq(0), group_base.eq(0), pool_out.eq(0), pool_lane.eq(0),
+                             pool_sel.eq(0), pool_chan.eq(0), phase.eq(0)]
                 m.d.sync += [steps_last.eq(desc.steps - 1),
                              groups_last.eq(desc.groups1 + desc.groups2 - 1),
                              groups1_last.eq(desc.groups1 - 1),
@@ -419,14 +449,20 @@ class Accelerator(wiring.Component):
                             with m.If(fill_row + 1 == d.fill_groups):
                                 m.d.sync += filling.eq(0)
                     with m.If(group_end):
+                        next_w, next_l = word_add(cfg, grp_w, grp_l, d.group_w, d.group_l,
+                                                  d.carry)
                         m.d.sync += [group.eq(group + 1), brow.eq(brow + 1),
-                                     chan.eq(chan + cfg.lanes),
-                                     gaddr.eq(gaddr + d.area * cfg.lanes)]
+                                     chan.eq(chan + cfg.lanes), grp_w.eq(next_w),
+                                     grp_l.eq(next_l)]
                         with m.If(group == groups1_last):
-                            m.d.sync += [chan.eq(d.n1), gaddr.eq(d.n1_addr)]
+                            m.d.sync += [chan.eq(d.n1), grp_w.eq(d.n1_w), grp_l.eq(d.n1_l)]
                     with m.If(pos_end):
-                        # The same weight and bias rows serve every position.
-                        m.d.sync += [group.eq(0), chan.eq(0), gaddr.eq(0), pos.eq(pos + 1),
+                        # The same weight and bias rows serve every position. The next
+                        # position's outputs are a word further (grouped) or a lane
+                        # further (flat, whose carry is 1).
+                        next_w, next_l = word_add(cfg, pos_w, pos_l, ~d.flat, d.flat, d.carry)
+                        m.d.sync += [group.eq(0), chan.eq(0), grp_w.eq(0), grp_l.eq(0),
+                                     pos.eq(pos + 1), pos_w.eq(next_w), pos_l.eq(next_l),
                                      wrow.eq(d.weight_base), brow.eq(d.bias_base),
                                      x.eq(x + 1)]
                         if cfg.precompute:
@@ -441,12 +477,29 @@ class Accelerator(wiring.Component):
                 with m.If(phase == phases - 1):
                     m.d.sync += [phase.eq(0), pool_out.eq(pool_out + 1),
                                  in_base.eq(in_base + 2), x.eq(x + 1)]
+                    with m.If(d.flat):
+                        # A flat output: one activation further.
+                        m.d.sync += pool_lane.eq(pool_lane + 1)
+                        with m.If(pool_lane != cfg.taps - 1):
+                            m.d.sync += pool_out.eq(pool_out)
+                        with m.Else():
+                            m.d.sync += pool_lane.eq(0)
                     with m.If(x == width_last):
                         m.d.sync += [x.eq(0), y.eq(y + 1),
                                      in_base.eq(in_base + 2 + d.row_skip)]
                         with m.If(y == height_last):
+                            next_group = in_base + 2 + d.row_skip + d.chan_skip
                             m.d.sync += [y.eq(0), pool_chan.eq(pool_chan + 1),
-                                         in_base.eq(in_base + 2 + d.row_skip + d.chan_skip)]
+                                         in_base.eq(next_group), group_base.eq(next_group)]
+                            with m.If(d.flat):
+                                # The next channel: the next lane of the same words, or
+                                # the first lane of the next group's.
+                                m.d.sync += pool_sel.eq(pool_sel + 1)
+                                with m.If(pool_sel != cfg.taps - 1):
+                                    m.d.sync += [in_base.eq(group_base),
+                                                 group_base.eq(group_base)]
+                                with m.Else():
+                                    m.d.sync += pool_sel.eq(0)
                             with m.If(pool_chan + 1 == d.channels):
                                 m.next = "DRAIN"
                 with m.Else():

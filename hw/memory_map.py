@@ -27,7 +27,7 @@ def region_widths(cfg: AcceleratorConfig) -> dict[str, int]:
     pool = cfg.engine == "pool"
     return {
         "program": field_width(descriptor_fields(cfg)),
-        "taps": cfg.taps * field_width(tap_fields(cfg)),
+        "taps": field_width(tap_fields(cfg)),
         "weights": cfg.lanes * cfg.taps * cfg.code_width,
         "bias": cfg.lanes * cfg.acc_width,
         "indices": cfg.lanes * cfg.index_bits if pool else 0,

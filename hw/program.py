@@ -16,7 +16,7 @@ __all__ = [
     "tap_fields",
     "offset_width", "row_addr_width", "pool_row_fields", "lut_shift_width",
     "addr_width", "pack", "unpack", "field_width", "struct_layout", "POOL_WINDOW",
-    "pool_phases",
+    "pool_phases", "act_words", "lane_width",
 ]
 
 KIND_MAC = 0
@@ -42,9 +42,20 @@ def count_width(limit: int) -> int:
 
 
 def pool_phases(cfg: AcceleratorConfig) -> int:
-    """Read cycles per max-pool output: ``ceil(4 / taps)`` (the window's four words
-    through the ``taps`` read ports of an activation buffer)."""
-    return -(-POOL_WINDOW // cfg.taps)
+    """Read cycles per max-pool output word: 4 (the window's four words through the
+    activation buffer's one read port)."""
+    return POOL_WINDOW
+
+
+def act_words(cfg: AcceleratorConfig) -> int:
+    """Rows of each activation buffer: ``ceil(act_depth / taps)`` words of ``taps``
+    activations (lanes) each."""
+    return -(-cfg.act_depth // cfg.taps)
+
+
+def lane_width(cfg: AcceleratorConfig) -> int:
+    """Bits of a lane index ``0 .. taps - 1`` within an activation word."""
+    return addr_width(cfg.taps)
 
 
 def channel_limit(cfg: AcceleratorConfig) -> int:
@@ -60,8 +71,8 @@ def group_limit(cfg: AcceleratorConfig) -> int:
 
 
 def offset_width(cfg: AcceleratorConfig) -> int:
-    """Signed width of a tap's address offset ``c*H*W + dy*W + dx``."""
-    return count_width(cfg.act_depth + cfg.max_dim + 1) + 1
+    """Signed width of a tap's word offset ``g*H*W + dy*W + dx``."""
+    return count_width(act_words(cfg) + cfg.max_dim + 1) + 1
 
 
 def row_addr_width(cfg: AcceleratorConfig) -> int:
@@ -84,6 +95,8 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     """
     dim = count_width(cfg.max_dim)
     addr = count_width(cfg.act_depth)
+    words = count_width(act_words(cfg))
+    lane = lane_width(cfg)
     # Channel and group counts: a hidden layer's are bounded by act_depth, the output
     # layer's by out_depth.
     chans = count_width(channel_limit(cfg))
@@ -104,8 +117,18 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
         ("groups1", groups),    # lane groups taking one pass
         ("groups2", groups),    # lane groups taking two passes (after the one-pass ones)
         ("n1", chans),          # channels in one-pass groups
-        ("channels", chans),    # MAC: output channels; pool: channels
-        ("n1_addr", chans),     # n1*area: first address of the two-pass channels
+        ("channels", chans),    # MAC: output channels; pool: channels (flat) or groups
+        # Where the layer's outputs go in the activation buffer (docs/model-format.md,
+        # "activation words"): a word offset and a lane offset, added with a carry of
+        # `carry` words when the lanes pass `taps`.
+        ("flat", 1),            # the output map is stored flat (a dense layer reads it)
+        ("carry", words),       # words a lane carry adds: area (grouped) or 1 (flat)
+        ("lane_w", words),      # one channel further: + (lane_w, lane_l)
+        ("lane_l", lane),
+        ("group_w", count_width(cfg.lanes * act_words(cfg))),   # one lane group further
+        ("group_l", lane),
+        ("n1_w", words),        # the first two-pass channel n1
+        ("n1_l", lane),
         # pool: input words skipped at the end of an output row (W or W + 1) and at the
         # end of a channel (0 or W)
         ("row_skip", count_width(cfg.max_dim + 1)),
@@ -132,8 +155,11 @@ def pool_row_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
 
 
 def tap_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
-    """Fields of one tap-table entry; a tap row holds ``cfg.taps`` entries."""
-    return [("offset", offset_width(cfg)), ("dy", 2), ("dx", 2), ("valid", 1)]
+    """Fields of one tap-table row (one step): the word it reads (``offset`` from the
+    position's word, the kernel offset ``dy``, ``dx`` for the padding test) and
+    ``mask``, the lanes of that word that are real inputs (bit ``j``: lane ``j``; the
+    others read as 0)."""
+    return [("offset", offset_width(cfg)), ("dy", 2), ("dx", 2), ("mask", cfg.taps)]
 
 
 def field_width(fields: list[tuple[str, int]]) -> int:

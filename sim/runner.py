@@ -459,7 +459,7 @@ def make_job(image: Image, inputs: np.ndarray, results: Path, seed: int = 0,
         # bench's own idle gaps and back-pressure.
         "cycle_limit": cycle_limit or 4 * inference_cycles(image) + 1000,
         "act_bits": cfg.act_bits, "acc_width": cfg.acc_width,
-        "inputs": np.asarray(inputs, dtype=np.int64).reshape(len(inputs), -1).tolist(),
+        "inputs": image.input_stream(inputs).tolist(),
         "outputs": image.output_words,
         "results": str(results),
     }

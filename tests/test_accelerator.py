@@ -127,7 +127,7 @@ def run_rtl(image: Image, x: np.ndarray, seed: int, idle_gap: float,
     inference."""
     cfg = image.config
     dut = Accelerator(cfg)
-    inputs = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
+    inputs = image.input_stream(x)
     classes = image.output_words
     outputs, cycles = [], []
     # No handshake can wait longer than a whole inference, with slack for the gaps, or

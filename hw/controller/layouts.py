@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Mux, unsigned
 from amaranth.lib import data
 
 from ..config import AcceleratorConfig
 from ..program import (
+    act_words,
     addr_width,
     channel_limit,
     count_width,
     descriptor_fields,
+    lane_width,
     row_addr_width,
     struct_layout,
 )
 
-__all__ = ["beat_layout", "chan_shape", "descriptor_layout", "group_layout"]
+__all__ = ["beat_layout", "chan_shape", "descriptor_layout", "group_layout", "word_add"]
 
 
 def descriptor_layout(cfg: AcceleratorConfig) -> data.StructLayout:
@@ -36,14 +38,25 @@ def group_layout(cfg: AcceleratorConfig) -> data.StructLayout:
     chan : compiled channel of lane 0
     two : a two-pass group (its channels are valid below ``channels``, else ``n1``)
     bias : the group's bias row
-    addr : activation address of lane 0's output, ``chan * area + pos`` (hidden layers)
+    addr, lane : activation word and lane of lane 0's output (hidden layers;
+        ``docs/model-format.md``, "activation words")
     """
     return data.StructLayout({
         "chan": chan_shape(cfg),
         "two": 1,
         "bias": unsigned(addr_width(cfg.bias_depth)),
-        "addr": unsigned(addr_width(cfg.act_depth)),
+        "addr": unsigned(addr_width(act_words(cfg))),
+        "lane": unsigned(lane_width(cfg)),
     })
+
+
+def word_add(cfg: AcceleratorConfig, word, lane, dw, dl, carry):
+    """``(word, lane) + (dw, dl)`` in activation words: lanes past ``taps - 1`` wrap
+    and add ``carry`` words (the descriptor's ``carry``). Returns ``(word, lane)``
+    expressions; ``lane`` and ``dl`` are below ``taps``."""
+    total = lane + dl
+    over = total >= cfg.taps
+    return (word + dw + Mux(over, carry, 0)), Mux(over, total - cfg.taps, total)
 
 
 def beat_layout(cfg: AcceleratorConfig) -> data.StructLayout:
@@ -56,7 +69,7 @@ def beat_layout(cfg: AcceleratorConfig) -> data.StructLayout:
         "last": 1,
         "y": unsigned(count_width(cfg.max_dim)),
         "x": unsigned(count_width(cfg.max_dim)),
-        "pos": unsigned(count_width(cfg.act_depth)),
+        "pos": unsigned(count_width(act_words(cfg))),
         "wrow": unsigned(row_addr_width(cfg)),
         "group": group_layout(cfg),
     }

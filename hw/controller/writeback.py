@@ -9,9 +9,9 @@ from amaranth.utils import ceil_log2
 
 from ..config import AcceleratorConfig
 from ..engines.common import engine_output_layout
-from ..program import addr_width
+from ..program import act_words, addr_width, lane_width
 from ..requantizer import requantize
-from .layouts import descriptor_layout, group_layout
+from .layouts import descriptor_layout, group_layout, word_add
 
 __all__ = ["WriteBack", "result_layout", "wb_layer_layout", "write_layout"]
 
@@ -28,15 +28,17 @@ def wb_layer_layout(cfg: AcceleratorConfig) -> data.StructLayout:
     """The descriptor fields the write-back unit uses (shaped as in the descriptor)."""
     desc = descriptor_layout(cfg)
     return data.StructLayout({name: desc[name].shape
-                              for name in ("shift", "area", "n1", "channels")})
+                              for name in ("shift", "carry", "lane_w", "lane_l", "n1",
+                                           "channels")})
 
 
 def write_layout(cfg: AcceleratorConfig) -> data.StructLayout:
-    """One lane's write: its activation address and requantized value (hidden
+    """One lane's write: its activation word, lane and requantized value (hidden
     layers), its compiled channel (an output memory row) and the value before
     requantization (the output layer)."""
     return data.StructLayout({
-        "addr": unsigned(addr_width(cfg.act_depth)),
+        "addr": unsigned(addr_width(act_words(cfg))),
+        "lane": unsigned(lane_width(cfg)),
         "chan": unsigned(ceil_log2(cfg.out_depth)),
         "act": unsigned(cfg.act_bits),
         "value": signed(cfg.acc_width),
@@ -64,12 +66,14 @@ class WriteBack(wiring.Component):
     result : In(stream.Signature(result_layout(config)))
         The engine's result and its group's data.
     layer : In(wb_layer_layout(config))
-        The running layer's ``shift``, ``area``, ``n1`` and ``channels``.
+        The running layer's ``shift``, ``n1``, ``channels`` and the step of one
+        channel in the activation buffer (``lane_w``, ``lane_l``, ``carry``).
     bias : In(memory.ReadPort.Signature(ceil_log2(bias_depth), bias row))
         The bias memory's read port (driven by the unit).
     write : Out(stream.Signature(write_layout(config), always_ready=True))
         Lane ``k``: ``value = acc[k] + bias[k]``, ``act`` its requantization by
-        ``shift``, at activation address ``group.addr + k * area`` and channel
+        ``shift``, at activation word and lane ``(group.addr, group.lane) + k *
+        (lane_w, lane_l)`` (lanes carrying into words, :func:`word_add`) and channel
         ``group.chan + k``.
     idle : Out(1)
         Nothing captured is still to be written after this cycle's write.
@@ -96,7 +100,8 @@ class WriteBack(wiring.Component):
         lane = Signal(range(cfg.lanes))
         acc = Signal(engine_output_layout(cfg))
         group = Signal(group_layout(cfg))
-        addr = Signal(addr_width(cfg.act_depth))
+        addr = Signal(addr_width(act_words(cfg)))
+        alane = Signal(lane_width(cfg))
         chan = group.chan + lane
         limit = Mux(group.two, layer.channels, layer.n1)
         # Whether the lane being written is the group's last, a register computed a
@@ -113,7 +118,9 @@ class WriteBack(wiring.Component):
             self.bias.en.eq(capture),
         ]
         with m.If(busy):
-            m.d.sync += [lane.eq(lane + 1), addr.eq(addr + layer.area),
+            next_addr, next_lane = word_add(cfg, addr, alane, layer.lane_w, layer.lane_l,
+                                            layer.carry)
+            m.d.sync += [lane.eq(lane + 1), addr.eq(next_addr), alane.eq(next_lane),
                          lane_last.eq((lane + 1 == cfg.lanes - 1) | (chan + 2 >= limit))]
             with m.If(lane_last):
                 m.d.sync += busy.eq(0)
@@ -122,7 +129,7 @@ class WriteBack(wiring.Component):
             m.d.sync += lane_last.eq(
                 (cfg.lanes == 1) | (first.chan + 1 >= Mux(first.two, layer.channels, layer.n1)))
             m.d.sync += [busy.eq(1), lane.eq(0), acc.eq(res.payload.acc),
-                         group.eq(first), addr.eq(first.addr)]
+                         group.eq(first), addr.eq(first.addr), alane.eq(first.lane)]
         value = Signal(signed(cfg.acc_width))
         m.d.comb += value.eq(acc[lane] + self.bias.data[lane])
         # Two register stages follow: the bias add ends in the first, the requantizer
@@ -130,10 +137,12 @@ class WriteBack(wiring.Component):
         # the lane was selected.
         vq = Signal(write_layout(cfg))
         vq_valid = Signal()
-        m.d.sync += [vq_valid.eq(busy), vq.addr.eq(addr), vq.chan.eq(chan), vq.value.eq(value)]
+        m.d.sync += [vq_valid.eq(busy), vq.addr.eq(addr), vq.lane.eq(alane), vq.chan.eq(chan),
+                     vq.value.eq(value)]
         act = requantize(m, vq.value, layer.shift, cfg.act_bits)
         wq = self.write.payload
-        m.d.sync += [self.write.valid.eq(vq_valid), wq.addr.eq(vq.addr), wq.chan.eq(vq.chan),
+        m.d.sync += [self.write.valid.eq(vq_valid), wq.addr.eq(vq.addr), wq.lane.eq(vq.lane),
+                     wq.chan.eq(vq.chan),
                      wq.act.eq(act), wq.value.eq(vq.value)]
         m.d.comb += self.idle.eq(~busy & ~vq_valid)
         return m

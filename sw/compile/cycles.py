@@ -30,9 +30,11 @@ MAC layer
     the sum over ``j`` is ``area`` times the sum over one position's groups, with the
     last group of the previous position before the first.
 Max-pool layer
-    One output per ``ceil(4 / taps)`` cycles (the window's four words through the
-    buffer's ``taps`` read ports) from cycle 1, the last one written one cycle after
-    its last read: ``C*H*W * ceil(4 / taps) + 2`` cycles.
+    One output per 4 cycles (the window's four words through the buffer's one read
+    port) from cycle 1, the last one written one cycle after its last read: ``U*H*W*4
+    + 2`` cycles, where an output is a word of ``taps`` channels (``U = ceil(C /
+    taps)`` channel groups) when the next layer reads a grouped map, one activation
+    (``U = C``) when it reads a flat one (a dense layer).
 
 The counter covers the program from the first DECODE to the final layer's last
 write, so an inference takes the sum of its layers' cycles.
@@ -59,7 +61,7 @@ Pool engine (``hw/engines/pool.py``)
 from __future__ import annotations
 
 from ...hw.program import pool_phases
-from .image import Image, MacPlan
+from .image import Image, MacPlan, map_layout
 
 __all__ = ["ISSUE_LATENCY", "group_shapes", "layer_cycles", "inference_cycles"]
 
@@ -115,7 +117,8 @@ def layer_cycles(image: Image) -> list[int]:
     for i, (layer, plan) in enumerate(zip(image.model.layers, image.plans, strict=True)):
         if plan is None:
             c, h, w = layer.out_shape
-            out.append(1 + c * h * w * pool_phases(cfg) + 1)
+            units = c if map_layout(image.model, i + 1) == "flat" else -(-c // cfg.taps)
+            out.append(1 + units * h * w * pool_phases(cfg) + 1)
         elif cfg.engine == "pool":
             planes = image.planes.get(i, cfg.act_bits) if layer.is_pool else cfg.act_bits
             fill = cfg.fill_rows * plan.steps if image.modes.get(i) == "precompute" else 0

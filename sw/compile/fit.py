@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ...hw.config import MAX_POOL_SIZE, POOL_GROUP, AcceleratorConfig, ConfigError, ceil_log2
 from ..model.file import QuantModel
 from ..schemes import golden
-from .image import compile_model, engine_for_model
+from .image import act_need, compile_model, engine_for_model
 
 __all__ = ["fit_config"]
 
@@ -56,9 +54,7 @@ def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, mode="direct",
     roomy = AcceleratorConfig(**base)
     used = {name: max(1, info["used"]) for name, info in
             compile_model(model, roomy, mode=mode).memory_map().items()}
-    sizes = [int(np.prod(model.input_shape))]
-    sizes += [int(np.prod(layer.out_shape)) for layer in model.layers[:-1]]
-    fitted = dict(base, act_depth=max(sizes), weight_depth=used["weights"],
+    fitted = dict(base, act_depth=act_need(model, base["taps"]), weight_depth=used["weights"],
                   tap_depth=used["taps"], bias_depth=used["bias"],
                   program_depth=used["program"], out_depth=model.classes,
                   max_dim=max(sides, default=1))

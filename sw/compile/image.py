@@ -18,14 +18,13 @@ import dataclasses
 
 import numpy as np
 
-from ...hw.config import POOL_GROUP, AcceleratorConfig, ConfigError
+from ...hw.config import AcceleratorConfig, ConfigError
 from ...hw.memory_map import region_depths, region_widths
 from ...hw.program import (
     KIND_MAC,
     KIND_POOL,
     REGIONS,
     descriptor_fields,
-    field_width,
     pack,
     pool_row_fields,
     tap_fields,
@@ -33,7 +32,24 @@ from ...hw.program import (
 from ..model.file import QuantModel
 from ..schemes import golden, pool_golden
 
-__all__ = ["Image", "MacPlan", "compile_model", "encode_code", "engine_for_model"]
+__all__ = ["Image", "MacPlan", "compile_model", "encode_code", "engine_for_model",
+           "map_layout", "map_words"]
+
+
+def map_layout(model: QuantModel, i: int) -> str:
+    """How the input map of layer ``i`` is stored in activation words
+    (``docs/model-format.md``, "activation words"): ``"flat"`` for a dense layer (the
+    CHW-flattened vector, ``taps`` consecutive activations per word), else
+    ``"grouped"`` (a word holds ``taps`` channels of one position)."""
+    return "flat" if model.layers[i].kind == "dense" else "grouped"
+
+
+def map_words(taps: int, shape: tuple, layout: str) -> int:
+    """Activation words of ``taps`` lanes a ``(C, H, W)`` map takes in ``layout``."""
+    c, area = shape[0], int(np.prod(shape[1:]))
+    if layout == "flat":
+        return -(-c * area // taps)
+    return -(-c // taps) * area
 
 #: Which engine runs which scheme.
 
@@ -90,7 +106,29 @@ class Image:
 
     @property
     def input_words(self) -> int:
-        return int(np.prod(self.model.input_shape))
+        """Input values the host sends per inference: every lane of the input map's
+        words (:meth:`input_stream`)."""
+        shape = tuple(self.model.input_shape)
+        return map_words(self.config.taps, shape, map_layout(self.model, 0)) * self.config.taps
+
+    def input_stream(self, x: np.ndarray) -> np.ndarray:
+        """The values the host sends for integer inputs ``x`` (``(N, C, H, W)``):
+        ``(N, input_words)``, the input map's activation words in address order, each
+        word lane by lane, the lanes past the map zero."""
+        taps = self.config.taps
+        shape = tuple(self.model.input_shape)
+        x = np.asarray(x, dtype=np.int64).reshape((-1,) + shape)
+        n = len(x)
+        if map_layout(self.model, 0) == "flat":
+            flat = x.reshape(n, -1)
+            out = np.zeros((n, self.input_words), dtype=np.int64)
+            out[:, :flat.shape[1]] = flat
+            return out
+        c, area = shape[0], int(np.prod(shape[1:]))
+        groups = -(-c // taps)
+        padded = np.zeros((n, groups * taps, area), dtype=np.int64)
+        padded[:, :c] = x.reshape(n, c, area)
+        return padded.reshape(n, groups, taps, area).transpose(0, 1, 3, 2).reshape(n, -1)
 
     @property
     def output_words(self) -> int:
@@ -141,13 +179,11 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
                           f"model's {model.exp_bits}-bit exponents")
     if engine == "pool":
         _check_pool_fit(model, cfg)
-    sizes = [int(np.prod(model.input_shape))]
     for d in model.input_shape[1:]:
         if d > cfg.max_dim:
             raise ConfigError(f"input: feature map side {d} exceeds config field 'max_dim' = "
                               f"{cfg.max_dim}")
     for i, layer in enumerate(model.layers):
-        sizes.append(int(np.prod(layer.out_shape)))
         for d in layer.out_shape[1:]:
             if d > cfg.max_dim:
                 raise ConfigError(f"layer {i}: feature map side {d} exceeds config field "
@@ -163,15 +199,25 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
             if np.abs(layer.bias).max(initial=0) >= limit:
                 raise ConfigError(f"layer {i}: a bias exceeds +-2**{cfg.sum_log2}, the range "
                                   f"the accumulator is sized for; raise 'max_fan_in'")
-    if max(sizes[:-1]) > cfg.act_depth:
+    need = act_need(model, cfg.taps)
+    if need > cfg.act_depth:
         raise ConfigError(f"config field 'act_depth' = {cfg.act_depth} is too small: a feature "
-                          f"map needs {max(sizes[:-1])} words")
+                          f"map needs {need} activations ({need // cfg.taps} words of "
+                          f"{cfg.taps})")
     if model.classes > cfg.out_depth:
         raise ConfigError(f"config field 'out_depth' = {cfg.out_depth} is too small for "
                           f"{model.classes} outputs")
     if len(model.layers) > cfg.program_depth:
         raise ConfigError(f"config field 'program_depth' = {cfg.program_depth} is too small "
                           f"for {len(model.layers)} layers")
+
+
+def act_need(model: QuantModel, taps: int) -> int:
+    """Activations (``taps`` per word) the largest map stored on chip takes: the input
+    map of every layer, in its :func:`map_layout`."""
+    shapes = [tuple(model.input_shape)] + [tuple(layer.out_shape) for layer in model.layers]
+    return max(map_words(taps, shapes[i], map_layout(model, i))
+               for i in range(len(model.layers))) * taps
 
 
 def _check_pool_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
@@ -192,7 +238,12 @@ def _plan(cfg: AcceleratorConfig, model: QuantModel, i: int) -> MacPlan:
     layer = model.layers[i]
     co = layer.out_shape[0]
     area = int(np.prod(layer.out_shape[1:])) if layer.kind == "conv3x3" else 1
-    steps = -(-layer.fan_in // cfg.taps)
+    # A step reads one word: taps input channels at one kernel offset (conv), taps
+    # consecutive inputs (dense).
+    if layer.kind == "conv3x3":
+        steps = 9 * -(-(layer.fan_in // 9) // cfg.taps)
+    else:
+        steps = -(-layer.fan_in // cfg.taps)
     last = i == len(model.layers) - 1
     k = np.asarray(layer.k) if layer.k is not None else np.ones(co, dtype=np.int64)
     if last:
@@ -233,7 +284,8 @@ _DESCRIPTOR_BOUND = {
     "tap_base": "tap_depth", "steps": "tap_depth", "weight_base": "weight_depth",
     "bias_base": "bias_depth", "plane_lo": "act_bits", "height": "max_dim",
     "width": "max_dim", "in_width": "max_dim",
-    "shift": "max_fan_in", "area": "act_depth", "n1_addr": "act_depth",
+    "shift": "max_fan_in", "area": "act_depth", "carry": "act_depth", "lane_w": "act_depth",
+    "group_w": "act_depth", "n1_w": "act_depth",
     "row_skip": "max_dim", "chan_skip": "max_dim", "groups1": "act_depth",
     "groups2": "act_depth", "n1": "act_depth", "channels": "act_depth",
 }
@@ -266,49 +318,53 @@ def _pack_descriptor(cfg: AcceleratorConfig, index: int, regions: dict, values: 
         raise
 
 
-def _tap_row(cfg: AcceleratorConfig, entries) -> int:
-    """One tap-table row from ``taps`` entries (dicts; an empty one is an unused tap)."""
-    fields = tap_fields(cfg)
-    width = field_width(fields)
-    row = 0
-    for j, entry in enumerate(entries):
-        row |= pack(fields, entry) << (j * width)
-    return row
-
-
-def _mac_taps(cfg: AcceleratorConfig, layer, plan: MacPlan, shape: tuple, fan_in: int):
-    """Tap rows of an int8/shift-add layer: entry ``t = s*taps + j`` of the dot product
-    (input channel major, then ky, kx) reads activation ``pos + offset``."""
-    for s in range(plan.steps):
-        entries = []
-        for j in range(cfg.taps):
-            t = s * cfg.taps + j
-            if t >= fan_in:
-                entries.append({})
-            elif layer.kind == "conv3x3":
-                c, r = divmod(t, 9)
-                dy, dx = r // 3 - 1, r % 3 - 1
-                entries.append(dict(offset=c * plan.area + dy * shape[2] + dx, dy=dy, dx=dx,
-                                    valid=1))
-            else:
-                entries.append(dict(offset=t, valid=1))
-        yield _tap_row(cfg, entries)
-
-
-def _lookup_taps(cfg: AcceleratorConfig, layer, plan: MacPlan, shape: tuple):
-    """Tap rows of a pool layer: step ``s`` is one group of 8 inputs, conv3x3 ``s = g*9
-    + ky*3 + kx`` (channels ``8g .. 8g+7`` at ``(ky, kx)``), dense ``s = g`` (inputs
-    ``8g .. 8g+7``); tap ``j`` is the group's input ``j``, the pattern's bit ``j``."""
+def _step_inputs(cfg: AcceleratorConfig, layer, plan: MacPlan, fan_in: int) -> list:
+    """Per step, the dot-product input (``c*9 + ky*3 + kx`` for conv3x3, the input
+    index for dense) each lane of the step's word carries, -1 for a lane that is no
+    input: conv3x3 step ``s = g*9 + ky*3 + kx`` reads channels ``g*taps ..`` at
+    ``(ky, kx)``, dense step ``s`` inputs ``s*taps ..``."""
+    out = []
     for s in range(plan.steps):
         if layer.kind == "conv3x3":
             g, r = divmod(s, 9)
-            dy, dx = r // 3 - 1, r % 3 - 1
-            yield _tap_row(cfg, [dict(offset=(POOL_GROUP * g + j) * plan.area
-                                      + dy * shape[2] + dx, dy=dy, dx=dx, valid=1)
-                                 for j in range(POOL_GROUP)])
+            lanes = [(g * cfg.taps + j) * 9 + r for j in range(cfg.taps)]
         else:
-            yield _tap_row(cfg, [dict(offset=POOL_GROUP * s + j, valid=1)
-                                 for j in range(POOL_GROUP)])
+            lanes = [s * cfg.taps + j for j in range(cfg.taps)]
+        out.append([t if t < fan_in else -1 for t in lanes])
+    return out
+
+
+def _mac_taps(cfg: AcceleratorConfig, layer, plan: MacPlan, shape: tuple, fan_in: int):
+    """Tap rows of a MAC layer, one per step: the word ``pos + offset`` (conv3x3: group
+    ``g`` at ``(dy, dx)``, ``offset = g*H*W + dy*W + dx``; dense: word ``s``) and the
+    mask of its lanes that are inputs."""
+    for s, inputs in enumerate(_step_inputs(cfg, layer, plan, fan_in)):
+        mask = sum(1 << j for j, t in enumerate(inputs) if t >= 0)
+        if layer.kind == "conv3x3":
+            g, r = divmod(s, 9)
+            dy, dx = r // 3 - 1, r % 3 - 1
+            entry = dict(offset=g * plan.area + dy * shape[2] + dx, dy=dy, dx=dx, mask=mask)
+        else:
+            entry = dict(offset=s, mask=mask)
+        yield pack(tap_fields(cfg), entry)
+
+
+def _out_fields(cfg: AcceleratorConfig, layout: str, area: int, n1: int) -> dict:
+    """The descriptor fields that say where a MAC layer's outputs go: the output map
+    (``area`` positions) stored in ``layout``; ``n1`` is its first two-pass channel."""
+    taps = cfg.taps
+    if layout == "flat":
+        def offset(c):                  # channel c's first activation, c*area
+            return divmod(c * area, taps)
+        carry = 1
+    else:
+        def offset(c):                  # channel c's group and lane
+            return (c // taps) * area, c % taps
+        carry = area
+    (lane_w, lane_l), (group_w, group_l), (n1_w, n1_l) = (
+        offset(1), offset(cfg.lanes), offset(n1))
+    return dict(flat=int(layout == "flat"), carry=carry, lane_w=lane_w, lane_l=lane_l,
+                group_w=group_w, group_l=group_l, n1_w=n1_w, n1_l=n1_l)
 
 
 def _pool_rows(cfg: AcceleratorConfig, model: QuantModel) -> list[int]:
@@ -348,8 +404,12 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
         if layer.kind == "maxpool2":
             c, h, w = shape
             oh, ow = h // 2, w // 2
+            # The source is grouped; a grouped output is written a word per window of
+            # `taps` channels, a flat one an activation per window of one channel.
+            flat = map_layout(model, i + 1) == "flat"
             regions["program"].append(_pack_descriptor(cfg, i, regions, dict(
-                kind=KIND_POOL, src=src, height=oh, width=ow, in_width=w, channels=c,
+                kind=KIND_POOL, src=src, height=oh, width=ow, in_width=w,
+                channels=c if flat else -(-c // cfg.taps), flat=int(flat),
                 row_skip=2 * w - 2 * ow, chan_skip=(h - 2 * oh) * w)))
             plans.append(None)
             shape = tuple(layer.out_shape)
@@ -362,14 +422,15 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
         bias = np.asarray(layer.bias, dtype=np.int64)[plan.order]
         if layer.is_pool:
             # Pool layers keep their channel order (no k to sort by), and so do the
-            # int8 layers of a pool model.
-            regions["taps"].extend(_lookup_taps(cfg, layer, plan, shape))
+            # int8 layers of a pool model. A step is one 8-vector: one word.
+            regions["taps"].extend(_mac_taps(cfg, layer, plan, shape, layer.fan_in))
             row_region = "indices"
             index = np.asarray(layer.index, dtype=np.int64).reshape(co, plan.steps)
         else:
             vals = _terms(layer, plan.order, in_perm)
             fan_in = vals.shape[2]
             regions["taps"].extend(_mac_taps(cfg, layer, plan, shape, fan_in))
+            inputs = _step_inputs(cfg, layer, plan, fan_in)
             row_region = "weights"
         # Weight rows: group by group, pass by pass, step by step.
         weight_base = len(regions[row_region])
@@ -389,9 +450,8 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
                         continue
                     codes = []
                     for ch in chans:
-                        for j in range(cfg.taps):
-                            t = s * cfg.taps + j
-                            ok = ch < limit and t < fan_in and p < len(vals)
+                        for t in inputs[s]:
+                            ok = ch < limit and t >= 0 and p < len(vals)
                             codes.append(encode_code(cfg, vals[p, ch, t]) if ok else 0)
                     regions["weights"].append(_pack_array(codes, cfg.code_width))
         h, w = (shape[1], shape[2]) if layer.kind == "conv3x3" else (1, 1)
@@ -399,7 +459,9 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
             kind=KIND_MAC, last=int(last), src=src, shift=int(layer.shift),
             height=h, width=w, area=plan.area, steps=plan.steps, tap_base=tap_base,
             weight_base=weight_base, bias_base=bias_base, groups1=plan.groups1,
-            groups2=plan.groups2, n1=plan.n1, channels=co, n1_addr=plan.n1 * plan.area)
+            groups2=plan.groups2, n1=plan.n1, channels=co)
+        if not last:
+            fields.update(_out_fields(cfg, map_layout(model, i + 1), plan.area, plan.n1))
         if cfg.engine == "pool":
             fields.update(lookup=int(layer.is_pool),
                           plane_lo=model.act_bits - planes[i] if layer.is_pool else 0)

@@ -8,8 +8,9 @@ The memories are the ones the gateware builds (``hw/accelerator.py``,
 * each load region (program, taps, bias, indices, pool) is one memory with one read
   port; the weights are a single-port memory (``hw/memories.SinglePortMemory``),
   which goes to SPRAM on an iCE40 UltraPlus, else to block RAM;
-* the two activation buffers each have ``taps`` read ports: yosys keeps one copy of a
-  buffer per read port, so a buffer is counted ``taps`` times;
+* the two activation buffers are memories of ``ceil(act_depth / taps)`` words of
+  ``taps * act_bits`` bits, each with one read port and one write port with lane
+  enables: one copy each;
 * the pool engine holds one lookup table of ``256 * pool_size`` entries per lane,
   single-ported, in SPRAM when all lanes' copies fit the device's SPRAMs (as
   ``hw/engines/pool.py`` decides), else in block RAM; its precompute store is not
@@ -38,6 +39,7 @@ import dataclasses
 
 from ...hw.config import AcceleratorConfig
 from ...hw.memory_map import region_depths, region_widths
+from ...hw.program import act_words
 
 __all__ = ["BlockRam", "Device", "DEVICES", "MemoryNeed", "Placement", "MemoryFit",
            "accelerator_memories", "bram_blocks", "estimate_memories"]
@@ -122,8 +124,7 @@ def accelerator_memories(cfg: AcceleratorConfig, link_payload: int | None = None
     widths, depths = region_widths(cfg), region_depths(cfg)
     needs = [MemoryNeed(name, widths[name], depths[name], single_port=(name == "weights"))
              for name in widths if depths[name] and widths[name]]
-    needs += [MemoryNeed(f"act{b}", cfg.act_bits, cfg.act_depth, copies=cfg.taps)
-              for b in range(2)]
+    needs += [MemoryNeed(f"act{b}", cfg.taps * cfg.act_bits, act_words(cfg)) for b in range(2)]
     needs.append(MemoryNeed("out", cfg.acc_width, cfg.out_depth))
     if cfg.engine == "pool":
         needs.append(MemoryNeed("lut", cfg.lut_bits, 256 * cfg.pool_size, copies=cfg.lanes,

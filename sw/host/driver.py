@@ -429,7 +429,8 @@ class Device:
                               "(the device's memories may hold anything)")
         ident = self.identity
         model = self._image.model
-        x = golden.check_inputs(model, inputs).reshape(-1, int(np.prod(model.input_shape)))
+        # The values sent: the input map's activation words, lane by lane.
+        x = self._image.input_stream(golden.check_inputs(model, inputs))
         classes = model.classes
         size = row_bytes(ident.cycle_bits) + classes * row_bytes(ident.acc_width)
         payload_limit = min(ident.max_payload, ident.act_depth * row_bytes(ident.act_bits))
