@@ -71,6 +71,31 @@ def groups(layer: Layer, lanes: int, last: bool) -> tuple[int, int]:
     return one, len(group_k) - one
 
 
+def step_count(layer: Layer, taps: int) -> int:
+    """Steps (words read) per pass: a conv3x3 step is one word of ``taps`` input
+    channels at one of the 9 kernel offsets, a dense step ``taps`` consecutive inputs."""
+    if layer.kind == "conv3x3":
+        return 9 * ceil_div(layer.in_shape[0], taps)
+    return ceil_div(fan_in(layer), taps)
+
+
+def step_input(layer: Layer, taps: int, s: int, j: int) -> int:
+    """The dot-product input (``c*9 + ky*3 + kx`` / dense input) lane ``j`` of step
+    ``s`` carries."""
+    if layer.kind == "conv3x3":
+        g, r = divmod(s, 9)
+        return (g * taps + j) * 9 + r
+    return s * taps + j
+
+
+def stored_words(model, i: int, shape: tuple, taps: int) -> int:
+    """Words of layer ``i``'s input map: flat for a dense layer, channel-grouped else."""
+    c, area = shape[0], int(np.prod(shape[1:]))
+    if model.layers[i].kind == "dense":
+        return ceil_div(c * area, taps)
+    return ceil_div(c, taps) * area
+
+
 def needs(case: Case) -> dict:
     """The smallest value of every sizing field the model fits, computed from the model."""
     model, lanes, taps = case.model, case.lanes, case.taps
@@ -78,14 +103,15 @@ def needs(case: Case) -> dict:
     for i, layer in enumerate(model.layers):
         if not layer.is_mac:
             continue
-        steps = ceil_div(fan_in(layer), taps)
+        steps = step_count(layer, taps)
         g1, g2 = groups(layer, lanes, last=i == len(model.layers) - 1)
         taps_rows += steps
         bias_rows += g1 + g2
         weight_rows += steps * (g1 + 2 * g2)
     maps = [tuple(model.input_shape)] + [tuple(layer.out_shape) for layer in model.layers]
     return {
-        "act_depth": max(int(np.prod(s)) for s in maps[:-1]),
+        "act_depth": max(stored_words(model, i, maps[i], taps)
+                         for i in range(len(model.layers))) * taps,
         "out_depth": model.layers[-1].out_shape[0],
         "max_fan_in": max(fan_in(layer) for layer in model.layers if layer.is_mac),
         "max_dim": max(d for s in maps for d in s[1:]),
@@ -160,7 +186,7 @@ def check_images(case: Case, image) -> None:
                     for lane in range(cfg.lanes):
                         for j in range(cfg.taps):
                             code = row >> ((lane * cfg.taps + j) * cfg.code_width) & mask
-                            ch, t = first + lane, s * cfg.taps + j
+                            ch, t = first + lane, step_input(layer, cfg.taps, s, j)
                             if ch < limit and t < n_in:
                                 got_w[ch, t] += decode_code(cfg, code)
                             else:
@@ -192,7 +218,9 @@ def test_exact_fit_compiles_and_decodes(seed):
         assert all(0 <= row < 1 << widths[name] for row in rows), f"{case.where}: {name}"
     for name, entry in image.memory_map().items():
         assert entry["used"] <= entry["depth"], f"{case.where}: {name}"
-    assert image.input_words == int(np.prod(case.model.input_shape)), case.where
+    shape = tuple(case.model.input_shape)
+    assert image.input_words == stored_words(case.model, 0, shape, case.taps) * case.taps, \
+        case.where
     assert image.output_words == case.model.classes, case.where
     check_images(case, image)
 
