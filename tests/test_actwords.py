@@ -1,0 +1,69 @@
+# amaranth: UnusedElaboratable=no
+"""Activation words (``docs/model-format.md``, "activation words"): each activation
+buffer is one memory of ``taps``-lane words with one read port, so yosys keeps one
+block-RAM copy of it; maps whose channel counts are not multiples of ``taps`` (pad
+lanes, grouped and flat maps, max-pool into a dense layer, conv into a dense layer)
+stay bit-exact against the golden model with the cycle model's cycles."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from amaranth.back import rtlil
+from shiftpool.hw.accelerator import Accelerator
+from shiftpool.hw.config import AcceleratorConfig
+from shiftpool.sw.compile.fit import fit_config
+from shiftpool.sw.compile.image import compile_model, map_layout
+from shiftpool.sw.model.randmodel import random_model
+
+from test_accelerator import Case, check_case
+
+_CELL = re.compile(r"cell (\$mem(?:rd|wr)_v2) .*?\n(.*?)\n\s*end", re.S)
+
+
+def memory_ports(design: str, memory: str) -> dict[str, int]:
+    """Read and write port cells of ``memory`` in an RTLIL ``design``."""
+    ports = {"$memrd_v2": 0, "$memwr_v2": 0}
+    for kind, body in _CELL.findall(design):
+        if re.search(rf'MEMID "\\\\{memory}"', body):
+            ports[kind] += 1
+    return ports
+
+
+@pytest.mark.parametrize("engine,taps", [("shiftadd", 4), ("int8", 3), ("pool", 8)])
+def test_each_activation_buffer_has_one_read_port(engine, taps):
+    cfg = AcceleratorConfig(engine=engine, lanes=2, taps=taps, act_depth=64, weight_depth=16,
+                            tap_depth=8, bias_depth=4, program_depth=4, out_depth=8,
+                            max_dim=4, max_fan_in=16, index_depth=8, pool_size=4)
+    design = rtlil.convert(Accelerator(cfg))
+    for buffer in ("act0_mem", "act1_mem"):
+        assert memory_ports(design, buffer) == {"$memrd_v2": 1, "$memwr_v2": 1}, buffer
+    # The counter is not vacuous: the program memory has its port too.
+    assert memory_ports(design, "program_mem")["$memrd_v2"] == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_channels_not_a_multiple_of_taps(seed):
+    """Conv layers of ``taps * q + r`` channels (``0 < r``), then either a max-pool
+    into a dense layer (flat max-pool output) or a dense layer straight after a conv
+    (flat write-back); random lanes, inputs of several channels."""
+    rng = np.random.default_rng(900 + seed)
+    taps = int(rng.integers(2, 6))
+    lanes = int(rng.integers(1, 5))
+    convs = tuple(int(taps * rng.integers(0, 3) + rng.integers(1, taps)) for _ in range(2))
+    pool = bool(seed % 2)
+    input_shape = (int(rng.integers(1, 2 * taps)), 4 + 2 * int(rng.integers(0, 2)), 4)
+    model = random_model(rng, scheme=("flightnn", "int8")[seed % 3 == 0], act_bits=6,
+                         k_mode="mixed", input_shape=input_shape, convs=convs, pool=pool,
+                         dense=(int(rng.integers(2, 9)),))
+    config = fit_config(model, lanes=lanes, taps=taps)
+    image = compile_model(model, config)
+    kinds = [layer.kind for layer in model.layers]
+    dense = kinds.index("dense")
+    assert map_layout(model, dense) == "flat" and map_layout(model, dense - 1) == "grouped"
+    assert any(c % taps for c in convs), convs
+    print(f"seed {900 + seed}: taps {taps}, lanes {lanes}, layers {kinds}, convs {convs}")
+    check_case(Case(900 + seed, model, config, rng.integers(0, 64, size=(2,) + input_shape),
+                    idle_gap=0.3, back_pressure=0.3))
