@@ -15,9 +15,8 @@ from amaranth.back import rtlil
 from shiftpool.hw.accelerator import Accelerator
 from shiftpool.hw.config import AcceleratorConfig
 from shiftpool.sw.compile.fit import fit_config
-from shiftpool.sw.compile.image import compile_model, map_layout
+from shiftpool.sw.compile.image import map_layout
 from shiftpool.sw.model.randmodel import random_model
-
 from test_accelerator import Case, check_case
 
 _CELL = re.compile(r"cell (\$mem(?:rd|wr)_v2) .*?\n(.*?)\n\s*end", re.S)
@@ -59,7 +58,6 @@ def test_channels_not_a_multiple_of_taps(seed):
                          k_mode="mixed", input_shape=input_shape, convs=convs, pool=pool,
                          dense=(int(rng.integers(2, 9)),))
     config = fit_config(model, lanes=lanes, taps=taps)
-    image = compile_model(model, config)
     kinds = [layer.kind for layer in model.layers]
     dense = kinds.index("dense")
     assert map_layout(model, dense) == "flat" and map_layout(model, dense - 1) == "grouped"

@@ -71,28 +71,39 @@ def groups(layer: Layer, lanes: int, last: bool) -> tuple[int, int]:
     return one, len(group_k) - one
 
 
-def step_count(layer: Layer, taps: int) -> int:
+def im2col(layer: Layer, first: bool, taps: int) -> bool:
+    """A first conv3x3 layer reads an im2col input when its 9*C inputs take fewer
+    words than 9 words of ceil(C / taps) channel groups."""
+    c = layer.in_shape[0]
+    return first and layer.kind == "conv3x3" and ceil_div(9 * c, taps) < 9 * ceil_div(c, taps)
+
+
+def step_count(layer: Layer, taps: int, first: bool = False) -> int:
     """Steps (words read) per pass: a conv3x3 step is one word of ``taps`` input
-    channels at one of the 9 kernel offsets, a dense step ``taps`` consecutive inputs."""
-    if layer.kind == "conv3x3":
+    channels at one of the 9 kernel offsets, a dense (or im2col) step ``taps``
+    consecutive inputs."""
+    if layer.kind == "conv3x3" and not im2col(layer, first, taps):
         return 9 * ceil_div(layer.in_shape[0], taps)
     return ceil_div(fan_in(layer), taps)
 
 
-def step_input(layer: Layer, taps: int, s: int, j: int) -> int:
+def step_input(layer: Layer, taps: int, s: int, j: int, first: bool = False) -> int:
     """The dot-product input (``c*9 + ky*3 + kx`` / dense input) lane ``j`` of step
     ``s`` carries."""
-    if layer.kind == "conv3x3":
+    if layer.kind == "conv3x3" and not im2col(layer, first, taps):
         g, r = divmod(s, 9)
         return (g * taps + j) * 9 + r
     return s * taps + j
 
 
 def stored_words(model, i: int, shape: tuple, taps: int) -> int:
-    """Words of layer ``i``'s input map: flat for a dense layer, channel-grouped else."""
+    """Words of layer ``i``'s input map: flat for a dense layer, channel-grouped else
+    (an im2col input: 9*C channels)."""
     c, area = shape[0], int(np.prod(shape[1:]))
     if model.layers[i].kind == "dense":
         return ceil_div(c * area, taps)
+    if im2col(model.layers[i], i == 0, taps):
+        c *= 9
     return ceil_div(c, taps) * area
 
 
@@ -103,7 +114,7 @@ def needs(case: Case) -> dict:
     for i, layer in enumerate(model.layers):
         if not layer.is_mac:
             continue
-        steps = step_count(layer, taps)
+        steps = step_count(layer, taps, first=i == 0)
         g1, g2 = groups(layer, lanes, last=i == len(model.layers) - 1)
         taps_rows += steps
         bias_rows += g1 + g2
@@ -186,7 +197,7 @@ def check_images(case: Case, image) -> None:
                     for lane in range(cfg.lanes):
                         for j in range(cfg.taps):
                             code = row >> ((lane * cfg.taps + j) * cfg.code_width) & mask
-                            ch, t = first + lane, step_input(layer, cfg.taps, s, j)
+                            ch, t = first + lane, step_input(layer, cfg.taps, s, j, i == 0)
                             if ch < limit and t < n_in:
                                 got_w[ch, t] += decode_code(cfg, code)
                             else:

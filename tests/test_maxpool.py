@@ -57,8 +57,8 @@ def test_maxima_and_timing(taps, flat, seed):
     beats, outputs = [], []
     units = [(ch // taps, ch % taps) for ch in range(c)] if flat else [(g, 0) for g in
                                                                           range(groups)]
-    for out, ((g, sel), y, x) in enumerate(
-            (u, y, x) for u in units for y in range(h // 2) for x in range(w // 2)):
+    for (g, sel), y, x in ((u, y, x) for u in units for y in range(h // 2)
+                           for x in range(w // 2)):
         base = g * h * w + 2 * y * w + 2 * x
         addr, lane = (int(rng.integers(0, act_words(cfg))), int(rng.integers(0, taps)))
         beats += [{"base": base, "phase": p, "addr": addr, "lane": lane, "sel": sel}

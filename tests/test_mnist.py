@@ -132,7 +132,8 @@ def test_estimate_counts_every_memory_of_the_design():
     assert names == ["program", "taps", "weights", "bias", "act0", "act1", "out"]
     fit = estimate_memories(cfg, "iCE40UP5K")
     act = [p for p in fit.placements if p.need.name == "act0"][0]
-    assert act.blocks == 4 * 2              # a copy per tap; 600 words of 8 bits = 2 EBR
+    # One copy: 150 words of 4 x 8 bits, two 256 x 16 EBR side by side.
+    assert (act.need.width, act.need.depth, act.need.copies, act.blocks) == (32, 150, 1, 2)
     assert fit.spram_used == 4              # a 64-bit weight row is four SPRAMs wide
     with pytest.raises(ValueError, match="unknown device"):
         estimate_memories(cfg, "XC7A35T")
@@ -143,6 +144,8 @@ SYNTH_CONFIGS = [
     dict(engine="shiftadd", lanes=2, taps=2, exp_bits=2, max_fan_in=72, act_depth=600,
          weight_depth=300, tap_depth=40, bias_depth=20, program_depth=4, out_depth=10,
          max_dim=8),
+    dict(engine="int8", lanes=2, taps=4, max_fan_in=72, act_depth=2048, weight_depth=300,
+         tap_depth=40, bias_depth=20, program_depth=4, out_depth=10, max_dim=16),
 ]
 
 

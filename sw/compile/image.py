@@ -33,14 +33,30 @@ from ..model.file import QuantModel
 from ..schemes import golden, pool_golden
 
 __all__ = ["Image", "MacPlan", "compile_model", "encode_code", "engine_for_model",
-           "map_layout", "map_words"]
+           "map_layout", "map_words", "uses_im2col"]
 
 
-def map_layout(model: QuantModel, i: int) -> str:
+def uses_im2col(model: QuantModel, taps: int) -> bool:
+    """Whether the first layer runs on an im2col input: a conv3x3 layer that is not
+    pooled and whose ``9 * C`` dot-product inputs pack into fewer words than its ``C``
+    channels do at each of the 9 kernel offsets (``ceil(9C / taps) < 9 *
+    ceil(C / taps)``, e.g. one input channel)."""
+    first = model.layers[0]
+    if first.kind != "conv3x3" or first.is_pool:
+        return False
+    c = model.input_shape[0]
+    return -(-9 * c // taps) < 9 * -(-c // taps)
+
+
+def map_layout(model: QuantModel, i: int, taps: int | None = None) -> str:
     """How the input map of layer ``i`` is stored in activation words
     (``docs/model-format.md``, "activation words"): ``"flat"`` for a dense layer (the
-    CHW-flattened vector, ``taps`` consecutive activations per word), else
+    CHW-flattened vector, ``taps`` consecutive activations per word), ``"im2col"`` for
+    the first layer when :func:`uses_im2col` (``taps`` given) says so (the ``9 * C``
+    inputs of each position's 3x3 neighbourhood, grouped as channels), else
     ``"grouped"`` (a word holds ``taps`` channels of one position)."""
+    if i == 0 and taps is not None and uses_im2col(model, taps):
+        return "im2col"
     return "flat" if model.layers[i].kind == "dense" else "grouped"
 
 
@@ -49,6 +65,8 @@ def map_words(taps: int, shape: tuple, layout: str) -> int:
     c, area = shape[0], int(np.prod(shape[1:]))
     if layout == "flat":
         return -(-c * area // taps)
+    if layout == "im2col":
+        c *= 9
     return -(-c // taps) * area
 
 #: Which engine runs which scheme.
@@ -109,7 +127,8 @@ class Image:
         """Input values the host sends per inference: every lane of the input map's
         words (:meth:`input_stream`)."""
         shape = tuple(self.model.input_shape)
-        return map_words(self.config.taps, shape, map_layout(self.model, 0)) * self.config.taps
+        taps = self.config.taps
+        return map_words(taps, shape, map_layout(self.model, 0, taps)) * taps
 
     def input_stream(self, x: np.ndarray) -> np.ndarray:
         """The values the host sends for integer inputs ``x`` (``(N, C, H, W)``):
@@ -119,11 +138,20 @@ class Image:
         shape = tuple(self.model.input_shape)
         x = np.asarray(x, dtype=np.int64).reshape((-1,) + shape)
         n = len(x)
-        if map_layout(self.model, 0) == "flat":
+        layout = map_layout(self.model, 0, taps)
+        if layout == "flat":
             flat = x.reshape(n, -1)
             out = np.zeros((n, self.input_words), dtype=np.int64)
             out[:, :flat.shape[1]] = flat
             return out
+        if layout == "im2col":
+            # Channel c*9 + ky*3 + kx at (y, x) is the input at (y + ky - 1, x + kx - 1),
+            # 0 outside the image.
+            _, h, w = shape
+            pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+            x = np.stack([pad[:, :, ky:ky + h, kx:kx + w] for ky in range(3) for kx in range(3)],
+                         axis=2).reshape(n, 9 * shape[0], h, w)
+            shape = x.shape[1:]
         c, area = shape[0], int(np.prod(shape[1:]))
         groups = -(-c // taps)
         padded = np.zeros((n, groups * taps, area), dtype=np.int64)
@@ -216,7 +244,7 @@ def act_need(model: QuantModel, taps: int) -> int:
     """Activations (``taps`` per word) the largest map stored on chip takes: the input
     map of every layer, in its :func:`map_layout`."""
     shapes = [tuple(model.input_shape)] + [tuple(layer.out_shape) for layer in model.layers]
-    return max(map_words(taps, shapes[i], map_layout(model, i))
+    return max(map_words(taps, shapes[i], map_layout(model, i, taps))
                for i in range(len(model.layers))) * taps
 
 
@@ -240,9 +268,10 @@ def _plan(cfg: AcceleratorConfig, model: QuantModel, i: int) -> MacPlan:
     area = int(np.prod(layer.out_shape[1:])) if layer.kind == "conv3x3" else 1
     # A step reads one word: taps input channels at one kernel offset (conv), taps
     # consecutive inputs (dense).
-    if layer.kind == "conv3x3":
+    if layer.kind == "conv3x3" and map_layout(model, i, cfg.taps) != "im2col":
         steps = 9 * -(-(layer.fan_in // 9) // cfg.taps)
     else:
+        # dense, and an im2col first layer: taps consecutive dot-product inputs
         steps = -(-layer.fan_in // cfg.taps)
     last = i == len(model.layers) - 1
     k = np.asarray(layer.k) if layer.k is not None else np.ones(co, dtype=np.int64)
@@ -318,14 +347,15 @@ def _pack_descriptor(cfg: AcceleratorConfig, index: int, regions: dict, values: 
         raise
 
 
-def _step_inputs(cfg: AcceleratorConfig, layer, plan: MacPlan, fan_in: int) -> list:
+def _step_inputs(cfg: AcceleratorConfig, layer, plan: MacPlan, fan_in: int,
+                 layout: str) -> list:
     """Per step, the dot-product input (``c*9 + ky*3 + kx`` for conv3x3, the input
     index for dense) each lane of the step's word carries, -1 for a lane that is no
     input: conv3x3 step ``s = g*9 + ky*3 + kx`` reads channels ``g*taps ..`` at
-    ``(ky, kx)``, dense step ``s`` inputs ``s*taps ..``."""
+    ``(ky, kx)``; dense and im2col step ``s`` inputs ``s*taps ..``."""
     out = []
     for s in range(plan.steps):
-        if layer.kind == "conv3x3":
+        if layout == "grouped":
             g, r = divmod(s, 9)
             lanes = [(g * cfg.taps + j) * 9 + r for j in range(cfg.taps)]
         else:
@@ -334,16 +364,20 @@ def _step_inputs(cfg: AcceleratorConfig, layer, plan: MacPlan, fan_in: int) -> l
     return out
 
 
-def _mac_taps(cfg: AcceleratorConfig, layer, plan: MacPlan, shape: tuple, fan_in: int):
+def _mac_taps(cfg: AcceleratorConfig, layer, plan: MacPlan, shape: tuple, fan_in: int,
+              layout: str):
     """Tap rows of a MAC layer, one per step: the word ``pos + offset`` (conv3x3: group
-    ``g`` at ``(dy, dx)``, ``offset = g*H*W + dy*W + dx``; dense: word ``s``) and the
-    mask of its lanes that are inputs."""
-    for s, inputs in enumerate(_step_inputs(cfg, layer, plan, fan_in)):
+    ``g`` at ``(dy, dx)``, ``offset = g*H*W + dy*W + dx``; im2col: group ``s`` at the
+    position itself, ``offset = s*H*W``; dense: word ``s``) and the mask of its lanes
+    that are inputs."""
+    for s, inputs in enumerate(_step_inputs(cfg, layer, plan, fan_in, layout)):
         mask = sum(1 << j for j, t in enumerate(inputs) if t >= 0)
-        if layer.kind == "conv3x3":
+        if layout == "grouped":
             g, r = divmod(s, 9)
             dy, dx = r // 3 - 1, r % 3 - 1
             entry = dict(offset=g * plan.area + dy * shape[2] + dx, dy=dy, dx=dx, mask=mask)
+        elif layout == "im2col":
+            entry = dict(offset=s * plan.area, mask=mask)
         else:
             entry = dict(offset=s, mask=mask)
         yield pack(tap_fields(cfg), entry)
@@ -423,14 +457,16 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
         if layer.is_pool:
             # Pool layers keep their channel order (no k to sort by), and so do the
             # int8 layers of a pool model. A step is one 8-vector: one word.
-            regions["taps"].extend(_mac_taps(cfg, layer, plan, shape, layer.fan_in))
+            regions["taps"].extend(_mac_taps(cfg, layer, plan, shape, layer.fan_in,
+                                             map_layout(model, i, cfg.taps)))
             row_region = "indices"
             index = np.asarray(layer.index, dtype=np.int64).reshape(co, plan.steps)
         else:
             vals = _terms(layer, plan.order, in_perm)
             fan_in = vals.shape[2]
-            regions["taps"].extend(_mac_taps(cfg, layer, plan, shape, fan_in))
-            inputs = _step_inputs(cfg, layer, plan, fan_in)
+            layout = map_layout(model, i, cfg.taps)
+            regions["taps"].extend(_mac_taps(cfg, layer, plan, shape, fan_in, layout))
+            inputs = _step_inputs(cfg, layer, plan, fan_in, layout)
             row_region = "weights"
         # Weight rows: group by group, pass by pass, step by step.
         weight_base = len(regions[row_region])
