@@ -49,6 +49,7 @@ from .program import (
     addr_width,
     channel_limit,
     count_width,
+    flat_phases,
     lane_width,
     pool_phases,
     struct_layout,
@@ -317,25 +318,24 @@ class Accelerator(wiring.Component):
         ]
 
         # -- max-pool ------------------------------------------------------------------
-        # The POOL state walks the windows (one read beat per cycle); the unit reads
-        # them through the source buffer's read port and writes their maxima: a word
-        # per window of channel groups (a grouped output), or one activation per
-        # window of one channel (a flat output, channel by channel: `pool_sel` is the
-        # channel's lane in the source words, `group_base` its group's first word).
-        phases = pool_phases(cfg)
+        # The POOL state walks the windows of each channel group (one read beat per
+        # cycle, pool_phases per window; flat_phases for a flat output, whose maxima
+        # the unit writes lane by lane); the unit reads them through the source
+        # buffer's read port. A window's outputs start at the group's first word
+        # `pool_out` plus the position's (pos_w, pos_l), as in a MAC layer.
         m.submodules.maxpool = mp = MaxPool(cfg)
         in_base = Signal.like(mp.window.payload.base)
-        group_base = Signal.like(in_base)
         pool_out = Signal(aw)
-        pool_lane = Signal(lw)
-        pool_sel = Signal(lw)
         pool_chan = Signal(count_width(channel_limit(cfg)))
         phase = Signal.like(mp.window.payload.phase)
+        phase_last = Mux(d.flat, flat_phases(cfg) - 1, pool_phases(cfg) - 1)
         m.d.comb += [
             mp.window.payload.base.eq(in_base), mp.window.payload.phase.eq(phase),
-            mp.window.payload.addr.eq(pool_out), mp.window.payload.lane.eq(pool_lane),
-            mp.window.payload.sel.eq(pool_sel), mp.in_width.eq(d.in_width),
-            mp.flat.eq(d.flat), mp.word.eq(act_rdata),
+            mp.window.payload.addr.eq(pool_out + pos_w), mp.window.payload.lane.eq(pos_l),
+            mp.window.payload.count.eq(Mux(pool_chan + 1 == d.channels, d.n1, cfg.taps)),
+            mp.in_width.eq(d.in_width), mp.flat.eq(d.flat), mp.word.eq(act_rdata),
+            mp.step.carry.eq(d.carry), mp.step.lane_w.eq(d.lane_w),
+            mp.step.lane_l.eq(d.lane_l),
         ]
         with m.If(d.kind == KIND_POOL):
             for b in range(2):
@@ -366,7 +366,7 @@ class Accelerator(wiring.Component):
         # result in (or on its way out of) the engine, the write-back unit idle and its
         # first register stage empty (the last write, or a max-pool write in stage 1,
         # happens in this cycle).
-        drained = ~s1.valid & ~s2.valid & ~s3.valid & ~result_pending & wb.idle
+        drained = ~s1.valid & ~s2.valid & ~s3.valid & ~result_pending & wb.idle & mp.idle
 
         # -- readback ----------------------------------------------------------------------
         # While idle the read ports are free: a request is taken into a register (so the
@@ -421,8 +421,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += [d.eq(desc), y.eq(0), x.eq(0), pos.eq(0), group.eq(0), step.eq(0),
                              second.eq(0), chan.eq(0), pos_w.eq(0), pos_l.eq(0), grp_w.eq(0),
                              grp_l.eq(0), wrow.eq(desc.weight_base), brow.eq(desc.bias_base),
-                             in_base.eq(0), group_base.eq(0), pool_out.eq(0), pool_lane.eq(0),
-                             pool_sel.eq(0), pool_chan.eq(0), phase.eq(0)]
+                             in_base.eq(0), pool_out.eq(0), pool_chan.eq(0), phase.eq(0)]
                 m.d.sync += [steps_last.eq(desc.steps - 1),
                              groups_last.eq(desc.groups1 + desc.groups2 - 1),
                              groups1_last.eq(desc.groups1 - 1),
@@ -474,32 +473,22 @@ class Accelerator(wiring.Component):
             with m.State("POOL"):
                 m.d.comb += [counting.eq(1), self.busy.eq(1)]
                 m.d.comb += mp.window.valid.eq(1)
-                with m.If(phase == phases - 1):
-                    m.d.sync += [phase.eq(0), pool_out.eq(pool_out + 1),
+                with m.If(phase == phase_last):
+                    # The next window's outputs: a word further (grouped) or a lane
+                    # further (flat, whose carry is 1).
+                    next_w, next_l = word_add(cfg, pos_w, pos_l, ~d.flat, d.flat, d.carry)
+                    m.d.sync += [phase.eq(0), pos_w.eq(next_w), pos_l.eq(next_l),
                                  in_base.eq(in_base + 2), x.eq(x + 1)]
-                    with m.If(d.flat):
-                        # A flat output: one activation further.
-                        m.d.sync += pool_lane.eq(pool_lane + 1)
-                        with m.If(pool_lane != cfg.taps - 1):
-                            m.d.sync += pool_out.eq(pool_out)
-                        with m.Else():
-                            m.d.sync += pool_lane.eq(0)
                     with m.If(x == width_last):
                         m.d.sync += [x.eq(0), y.eq(y + 1),
                                      in_base.eq(in_base + 2 + d.row_skip)]
                         with m.If(y == height_last):
-                            next_group = in_base + 2 + d.row_skip + d.chan_skip
+                            # The next channel group: its outputs start `area` words on
+                            # (grouped: area positions; flat: taps * area activations).
                             m.d.sync += [y.eq(0), pool_chan.eq(pool_chan + 1),
-                                         in_base.eq(next_group), group_base.eq(next_group)]
-                            with m.If(d.flat):
-                                # The next channel: the next lane of the same words, or
-                                # the first lane of the next group's.
-                                m.d.sync += pool_sel.eq(pool_sel + 1)
-                                with m.If(pool_sel != cfg.taps - 1):
-                                    m.d.sync += [in_base.eq(group_base),
-                                                 group_base.eq(group_base)]
-                                with m.Else():
-                                    m.d.sync += pool_sel.eq(0)
+                                         in_base.eq(in_base + 2 + d.row_skip + d.chan_skip),
+                                         pool_out.eq(pool_out + d.area), pos_w.eq(0),
+                                         pos_l.eq(0)]
                             with m.If(pool_chan + 1 == d.channels):
                                 m.next = "DRAIN"
                 with m.Else():

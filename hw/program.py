@@ -16,7 +16,7 @@ __all__ = [
     "tap_fields",
     "offset_width", "row_addr_width", "pool_row_fields", "lut_shift_width",
     "addr_width", "pack", "unpack", "field_width", "struct_layout", "POOL_WINDOW",
-    "pool_phases", "act_words", "lane_width",
+    "pool_phases", "flat_phases", "act_words", "lane_width",
 ]
 
 KIND_MAC = 0
@@ -45,6 +45,13 @@ def pool_phases(cfg: AcceleratorConfig) -> int:
     """Read cycles per max-pool output word: 4 (the window's four words through the
     activation buffer's one read port)."""
     return POOL_WINDOW
+
+
+def flat_phases(cfg: AcceleratorConfig) -> int:
+    """Cycles per max-pool window when the output is flat: ``max(4, taps)`` (the
+    window's four reads, and the ``taps`` lane writes of the previous window's maxima,
+    which overlap the next window's reads)."""
+    return max(POOL_WINDOW, cfg.taps)
 
 
 def act_words(cfg: AcceleratorConfig) -> int:

@@ -30,11 +30,15 @@ MAC layer
     the sum over ``j`` is ``area`` times the sum over one position's groups, with the
     last group of the previous position before the first.
 Max-pool layer
-    One output per 4 cycles (the window's four words through the buffer's one read
-    port) from cycle 1, the last one written one cycle after its last read: ``U*H*W*4
-    + 2`` cycles, where an output is a word of ``taps`` channels (``U = ceil(C /
-    taps)`` channel groups) when the next layer reads a grouped map, one activation
-    (``U = C``) when it reads a flat one (a dense layer).
+    ``N = ceil(C / taps) * H * W`` windows of words (``H, W`` the output sides), read
+    through the buffer's one read port, a window's four words in four cycles, from
+    cycle 1. When the next layer reads a grouped map, the window's word of maxima is
+    written one cycle after its last read: ``4*N + 2`` cycles. When it reads a flat
+    map (a dense layer), a window takes ``P = max(4, taps)`` cycles and its ``V``
+    channels (``taps``, or ``C - (ceil(C/taps) - 1)*taps`` in the last group) are
+    written one per cycle from the second cycle after its last read; the layer ends
+    with the last write or when the reads end: ``max(1 + N*P, 5 + (N - 1)*P + V_last)
+    + 1`` cycles.
 
 The counter covers the program from the first DECODE to the final layer's last
 write, so an inference takes the sum of its layers' cycles.
@@ -60,7 +64,7 @@ Pool engine (``hw/engines/pool.py``)
 
 from __future__ import annotations
 
-from ...hw.program import pool_phases
+from ...hw.program import flat_phases, pool_phases
 from .image import Image, MacPlan, map_layout
 
 __all__ = ["ISSUE_LATENCY", "group_shapes", "layer_cycles", "inference_cycles"]
@@ -117,8 +121,15 @@ def layer_cycles(image: Image) -> list[int]:
     for i, (layer, plan) in enumerate(zip(image.model.layers, image.plans, strict=True)):
         if plan is None:
             c, h, w = layer.out_shape
-            units = c if map_layout(image.model, i + 1) == "flat" else -(-c // cfg.taps)
-            out.append(1 + units * h * w * pool_phases(cfg) + 1)
+            groups = -(-c // cfg.taps)
+            windows = groups * h * w
+            if map_layout(image.model, i + 1) == "flat":
+                period = flat_phases(cfg)
+                last_lanes = c - (groups - 1) * cfg.taps
+                out.append(max(1 + windows * period,
+                               5 + (windows - 1) * period + last_lanes) + 1)
+            else:
+                out.append(1 + windows * pool_phases(cfg) + 1)
         elif cfg.engine == "pool":
             planes = image.planes.get(i, cfg.act_bits) if layer.is_pool else cfg.act_bits
             fill = cfg.fill_rows * plan.steps if image.modes.get(i) == "precompute" else 0

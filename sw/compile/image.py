@@ -439,11 +439,16 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
             c, h, w = shape
             oh, ow = h // 2, w // 2
             # The source is grouped; a grouped output is written a word per window of
-            # `taps` channels, a flat one an activation per window of one channel.
+            # `taps` channels, a flat one lane by lane.
+            # `channels` counts channel groups, `n1` the last one's channels; a flat
+            # output's next channel is `oh*ow` activations further.
             flat = map_layout(model, i + 1) == "flat"
+            groups = -(-c // cfg.taps)
+            lane_w, lane_l = divmod(oh * ow, cfg.taps) if flat else (0, 0)
             regions["program"].append(_pack_descriptor(cfg, i, regions, dict(
-                kind=KIND_POOL, src=src, height=oh, width=ow, in_width=w,
-                channels=c if flat else -(-c // cfg.taps), flat=int(flat),
+                kind=KIND_POOL, src=src, height=oh, width=ow, in_width=w, area=oh * ow,
+                channels=groups, n1=c - (groups - 1) * cfg.taps, flat=int(flat),
+                carry=int(flat), lane_w=lane_w, lane_l=lane_l,
                 row_skip=2 * w - 2 * ow, chan_skip=(h - 2 * oh) * w)))
             plans.append(None)
             shape = tuple(layer.out_shape)
