@@ -8,8 +8,7 @@
   5 bits per weight, it takes 3 SPRAMs at 2 x 2; fine-tuning may push it to k=2);
 * ``cnn``: maxpool2 (28 -> 14), conv3x3(1->8) + ReLU, maxpool2, conv3x3(8->16) + ReLU,
   maxpool2, dense(144->10). It pools first so that the largest feature map (8 x 14 x
-  14 = 1568 activations) stays small: every activation buffer is held ``taps`` times
-  in block RAM.
+  14 = 1568 activations) stays small.
 
 Models are cached as the digits model is (:func:`~.digits.cache_dir_default`); the
 file name carries :data:`RECIPE_VERSION`, so a changed recipe retrains.
