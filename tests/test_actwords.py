@@ -65,3 +65,33 @@ def test_channels_not_a_multiple_of_taps(seed):
     print(f"seed {900 + seed}: taps {taps}, lanes {lanes}, layers {kinds}, convs {convs}")
     check_case(Case(900 + seed, model, config, rng.integers(0, 64, size=(2,) + input_shape),
                     idle_gap=0.3, back_pressure=0.3))
+
+
+@pytest.mark.parametrize("taps,channels", [(4, 1), (8, 1), (8, 3), (5, 2)])
+def test_first_conv_reads_an_im2col_input(taps, channels):
+    """A first conv layer with few input channels: the host sends, per position, the
+    3x3 neighbourhood of every input channel (zeros outside the image) as 9*C
+    channels in grouped words, and the layer takes ceil(9C / taps) steps."""
+    from shiftpool.sw.compile.image import compile_model, uses_im2col
+
+    rng = np.random.default_rng(taps * 10 + channels)
+    h, w = 3, 4
+    model = random_model(rng, scheme="int8", act_bits=8, input_shape=(channels, h, w),
+                         convs=(3,), pool=False, dense=(4,))
+    assert uses_im2col(model, taps)
+    image = compile_model(model, fit_config(model, lanes=2, taps=taps))
+    groups = -(-9 * channels // taps)
+    assert image.plans[0].steps == groups
+    x = rng.integers(1, 256, size=(2, channels, h, w))
+    sent = image.input_stream(x)
+    assert sent.shape == (2, groups * h * w * taps) and image.input_words == sent.shape[1]
+    for n in range(2):
+        words = sent[n].reshape(groups, h * w, taps)
+        for y, xx, c, ky, kx in np.ndindex(h, w, channels, 3, 3):
+            t = c * 9 + ky * 3 + kx
+            yy, xs = y + ky - 1, xx + kx - 1
+            want = x[n, c, yy, xs] if 0 <= yy < h and 0 <= xs < w else 0
+            assert words[t // taps, y * w + xx, t % taps] == want
+        # the lanes past the 9*C inputs are 0
+        lanes = np.arange(groups * taps).reshape(groups, 1, taps)
+        assert np.all(words[np.broadcast_to(lanes >= 9 * channels, words.shape)] == 0)
