@@ -12,6 +12,7 @@ with the demo model, through a proxy that damages bytes, from the command line
 from __future__ import annotations
 
 import collections
+import dataclasses
 import faulthandler
 import json
 import os
@@ -66,7 +67,9 @@ def small_image(lanes: int = 2, taps: int = 4, convs=(6,)):
     rng = np.random.default_rng(5)
     model = random_model(rng, scheme="flightnn", input_shape=(2, 5, 5), convs=convs, pool=True,
                          dense=(5,))
-    return compile_model(model, fit_config(model, lanes=lanes, taps=taps))
+    # Its im2col input (500 values at 4 taps) is longer than the fake link's 128-byte
+    # RUN frame, so the driver loads the plain input's images (100 values): these.
+    return compile_model(model, fit_config(model, lanes=lanes, taps=taps), im2col=False)
 
 
 class FakeDevice(protocol_loop.Serial):
@@ -172,8 +175,7 @@ class FakeDevice(protocol_loop.Serial):
             return None, b""
         if cmd == Command.RUN:
             image = self.image
-            x = np.frombuffer(p, dtype=np.uint8).astype(np.int64)
-            x = x.reshape((1,) + tuple(image.model.input_shape))
+            x = input_from_words(image, np.frombuffer(p, dtype=np.uint8).astype(np.int64))
             loaded = all(self.rows[n][:len(image.regions[n])] == image.regions[n]
                          for n in REGIONS)
             outs = (golden.run(image.model, x, bits=self.bits)[0] if loaded
@@ -183,6 +185,44 @@ class FakeDevice(protocol_loop.Serial):
                                                            "little")
                           + b"".join(int(v).to_bytes(ob, "little", signed=True) for v in outs))
         return Reason.UNKNOWN_COMMAND, b""
+
+
+def input_from_words(image, values: np.ndarray) -> np.ndarray:
+    """The ``(1, C, H, W)`` input in the values a RUN carries: the input map's words,
+    lane by lane (docs/model-format.md §2.2: flat, grouped, or im2col, whose centre
+    taps ``c*9 + 4`` are the input channels; the driver picks im2col or not, the
+    number of values tells which)."""
+    c, h, w = image.model.input_shape
+    taps = image.config.taps
+    if image.model.layers[0].kind == "dense":
+        return values[:c * h * w].reshape(1, c, h, w)
+    lanes = values.reshape(-1, h * w, taps).transpose(0, 2, 1).reshape(-1, h * w)
+    im2col = len(values) == -(-9 * c // taps) * h * w * taps
+    chans = lanes[4::9][:c] if im2col else lanes[:c]
+    return chans.reshape(1, c, h, w)
+
+
+def test_the_driver_takes_im2col_where_the_run_frame_holds_it():
+    """Both images fit the fitted configuration; the driver loads the im2col one when
+    its input fits one RUN frame, the plain one otherwise, and both give the golden
+    outputs with the cycle model's cycles."""
+    plain = small_image()
+    model, config = plain.model, plain.config
+    im2col = compile_model(model, config, im2col=True)
+    assert im2col.im2col and not plain.im2col
+    assert im2col.input_words == 500 and plain.input_words == 100
+    assert inference_cycles(im2col) < inference_cycles(plain)
+    x = inputs_for(plain, 2)
+    for link, want in ((FAKE_LINK, plain), (dataclasses.replace(FAKE_LINK, max_payload=1024),
+                                            im2col)):
+        fake = FakeDevice(want, link=link)
+        with Device(fake, timeout=FAST, progress=False) as dev:
+            dev.load(model)
+            out, cycles = dev.run(x)
+        for name in REGIONS:
+            assert fake.rows[name][:len(want.regions[name])] == want.regions[name], name
+        assert np.array_equal(out, golden.run(model, x))
+        assert cycles.tolist() == [inference_cycles(want)] * 2
 
 
 def inputs_for(image, n: int, seed: int = 0):
@@ -288,7 +328,7 @@ def test_a_given_configuration_is_used():
     works when its configuration is given (as ``--design`` does)."""
     image = small_image()
     roomy = AcceleratorConfig.from_dict({**image.config.as_dict(), "weight_depth": 300})
-    fake = FakeDevice(compile_model(image.model, roomy))
+    fake = FakeDevice(compile_model(image.model, roomy, im2col=False))
     with Device(fake, timeout=FAST, progress=False) as dev:
         with pytest.raises(ConfigMismatchError, match="fitted"):
             dev.load(image.model)

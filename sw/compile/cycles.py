@@ -123,7 +123,7 @@ def layer_cycles(image: Image) -> list[int]:
             c, h, w = layer.out_shape
             groups = -(-c // cfg.taps)
             windows = groups * h * w
-            if map_layout(image.model, i + 1) == "flat":
+            if map_layout(image.model, i + 1, image.im2col) == "flat":
                 period = flat_phases(cfg)
                 last_lanes = c - (groups - 1) * cfg.taps
                 out.append(max(1 + windows * period,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...hw.config import MAX_POOL_SIZE, POOL_GROUP, AcceleratorConfig, ConfigError, ceil_log2
 from ..model.file import QuantModel
 from ..schemes import golden
-from .image import act_need, compile_model, engine_for_model
+from .image import act_need, compile_model, engine_for_model, uses_im2col
 
 __all__ = ["fit_config"]
 
@@ -52,9 +52,14 @@ def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, mode="direct",
                  for i, m in golden.layer_modes(model, mode).items() if m == "precompute"]
         base.update(precompute_steps=max(steps, default=0))
     roomy = AcceleratorConfig(**base)
-    used = {name: max(1, info["used"]) for name, info in
-            compile_model(model, roomy, mode=mode).memory_map().items()}
-    fitted = dict(base, act_depth=act_need(model, base["taps"]), weight_depth=used["weights"],
+    # Where the first layer can read an im2col input, room for the images with and
+    # without it (the host picks per load: docs/model-format.md §2.2).
+    im2col = uses_im2col(model, base["taps"])
+    maps = [compile_model(model, roomy, mode=mode, im2col=choice).memory_map()
+            for choice in ((False, True) if im2col else (False,))]
+    used = {name: max(1, *(m[name]["used"] for m in maps)) for name in maps[0]}
+    fitted = dict(base, act_depth=act_need(model, base["taps"], im2col),
+                  weight_depth=used["weights"],
                   tap_depth=used["taps"], bias_depth=used["bias"],
                   program_depth=used["program"], out_depth=model.classes,
                   max_dim=max(sides, default=1))

@@ -48,14 +48,14 @@ def uses_im2col(model: QuantModel, taps: int) -> bool:
     return -(-9 * c // taps) < 9 * -(-c // taps)
 
 
-def map_layout(model: QuantModel, i: int, taps: int | None = None) -> str:
+def map_layout(model: QuantModel, i: int, im2col: bool = False) -> str:
     """How the input map of layer ``i`` is stored in activation words
     (``docs/model-format.md``, "activation words"): ``"flat"`` for a dense layer (the
     CHW-flattened vector, ``taps`` consecutive activations per word), ``"im2col"`` for
-    the first layer when :func:`uses_im2col` (``taps`` given) says so (the ``9 * C``
-    inputs of each position's 3x3 neighbourhood, grouped as channels), else
-    ``"grouped"`` (a word holds ``taps`` channels of one position)."""
-    if i == 0 and taps is not None and uses_im2col(model, taps):
+    the first layer of an image compiled with ``im2col`` (the ``9 * C`` inputs of each
+    position's 3x3 neighbourhood, grouped as channels), else ``"grouped"`` (a word
+    holds ``taps`` channels of one position)."""
+    if i == 0 and im2col:
         return "im2col"
     return "flat" if model.layers[i].kind == "dense" else "grouped"
 
@@ -121,6 +121,7 @@ class Image:
     plans: list             # per layer: MacPlan or None (pool)
     planes: dict = dataclasses.field(default_factory=dict)  # pool layer -> bit-planes run
     modes: dict = dataclasses.field(default_factory=dict)   # pool layer -> direct/precompute
+    im2col: bool = False    # the first layer reads an im2col input (docs/model-format.md §2.2)
 
     @property
     def input_words(self) -> int:
@@ -128,7 +129,7 @@ class Image:
         words (:meth:`input_stream`)."""
         shape = tuple(self.model.input_shape)
         taps = self.config.taps
-        return map_words(taps, shape, map_layout(self.model, 0, taps)) * taps
+        return map_words(taps, shape, map_layout(self.model, 0, self.im2col)) * taps
 
     def input_stream(self, x: np.ndarray) -> np.ndarray:
         """The values the host sends for integer inputs ``x`` (``(N, C, H, W)``):
@@ -138,7 +139,7 @@ class Image:
         shape = tuple(self.model.input_shape)
         x = np.asarray(x, dtype=np.int64).reshape((-1,) + shape)
         n = len(x)
-        layout = map_layout(self.model, 0, taps)
+        layout = map_layout(self.model, 0, self.im2col)
         if layout == "flat":
             flat = x.reshape(n, -1)
             out = np.zeros((n, self.input_words), dtype=np.int64)
@@ -194,7 +195,7 @@ def _pack_array(values, width: int) -> int:
     return word
 
 
-def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
+def _check_fit(model: QuantModel, cfg: AcceleratorConfig, im2col: bool) -> None:
     engine = engine_for_model(model)
     if cfg.engine != engine:
         raise ConfigError(f"config field 'engine' = {cfg.engine!r} cannot run a {model.scheme} "
@@ -227,7 +228,7 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
             if np.abs(layer.bias).max(initial=0) >= limit:
                 raise ConfigError(f"layer {i}: a bias exceeds +-2**{cfg.sum_log2}, the range "
                                   f"the accumulator is sized for; raise 'max_fan_in'")
-    need = act_need(model, cfg.taps)
+    need = act_need(model, cfg.taps, im2col)
     if need > cfg.act_depth:
         raise ConfigError(f"config field 'act_depth' = {cfg.act_depth} is too small: a feature "
                           f"map needs {need} activations ({need // cfg.taps} words of "
@@ -240,11 +241,11 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
                           f"for {len(model.layers)} layers")
 
 
-def act_need(model: QuantModel, taps: int) -> int:
+def act_need(model: QuantModel, taps: int, im2col: bool = False) -> int:
     """Activations (``taps`` per word) the largest map stored on chip takes: the input
     map of every layer, in its :func:`map_layout`."""
     shapes = [tuple(model.input_shape)] + [tuple(layer.out_shape) for layer in model.layers]
-    return max(map_words(taps, shapes[i], map_layout(model, i, taps))
+    return max(map_words(taps, shapes[i], map_layout(model, i, im2col))
                for i in range(len(model.layers))) * taps
 
 
@@ -262,13 +263,13 @@ def _check_pool_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
     # Index shapes and ranges against the pool: model.validate().
 
 
-def _plan(cfg: AcceleratorConfig, model: QuantModel, i: int) -> MacPlan:
+def _plan(cfg: AcceleratorConfig, model: QuantModel, i: int, im2col: bool) -> MacPlan:
     layer = model.layers[i]
     co = layer.out_shape[0]
     area = int(np.prod(layer.out_shape[1:])) if layer.kind == "conv3x3" else 1
     # A step reads one word: taps input channels at one kernel offset (conv), taps
     # consecutive inputs (dense).
-    if layer.kind == "conv3x3" and map_layout(model, i, cfg.taps) != "im2col":
+    if layer.kind == "conv3x3" and map_layout(model, i, im2col) != "im2col":
         steps = 9 * -(-(layer.fan_in // 9) // cfg.taps)
     else:
         # dense, and an im2col first layer: taps consecutive dot-product inputs
@@ -413,7 +414,8 @@ def _pool_rows(cfg: AcceleratorConfig, model: QuantModel) -> list[int]:
 
 
 def compile_model(model: QuantModel, cfg: AcceleratorConfig,
-                  bits: int | dict | None = None, mode: str | dict = "direct") -> Image:
+                  bits: int | dict | None = None, mode: str | dict = "direct",
+                  im2col: bool | None = None) -> Image:
     """Lay ``model`` out for ``cfg``; raises :class:`ConfigError` naming what does not fit.
 
     ``bits`` is a pool model's run-time precision (as :func:`shiftpool.sw.schemes.golden.run`
@@ -421,9 +423,23 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
     rewrites the program region only. ``mode`` picks direct or precompute evaluation
     per pool layer (as ``golden.run`` takes it); precompute needs a configuration with
     ``precompute_steps`` covering the layer's steps.
+
+    ``im2col``: whether the first layer reads an im2col input (``docs/model-format.md``
+    §2.2); it changes the tap rows, the program and the input values, never the
+    hardware. ``None`` takes it where :func:`uses_im2col` says it packs into fewer
+    words and its images fit the configuration's memories; ``True`` where it packs
+    into fewer words.
     """
     model.validate()
-    _check_fit(model, cfg)
+    if im2col is None:
+        if uses_im2col(model, cfg.taps):
+            try:
+                return compile_model(model, cfg, bits, mode, im2col=True)
+            except ConfigError:
+                pass        # the im2col images do not fit the memories: the plain input
+        im2col = False
+    im2col = bool(im2col) and uses_im2col(model, cfg.taps)
+    _check_fit(model, cfg, im2col)
     planes = golden.layer_bits(model, bits)
     modes = golden.layer_modes(model, mode)
     regions = {name: [] for name in REGIONS}
@@ -453,7 +469,7 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
             plans.append(None)
             shape = tuple(layer.out_shape)
             continue
-        plan = _plan(cfg, model, i)
+        plan = _plan(cfg, model, i, im2col)
         plans.append(plan)
         co = layer.out_shape[0]
         tap_base = len(regions["taps"])
@@ -463,13 +479,13 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
             # Pool layers keep their channel order (no k to sort by), and so do the
             # int8 layers of a pool model. A step is one 8-vector: one word.
             regions["taps"].extend(_mac_taps(cfg, layer, plan, shape, layer.fan_in,
-                                             map_layout(model, i, cfg.taps)))
+                                             map_layout(model, i, im2col)))
             row_region = "indices"
             index = np.asarray(layer.index, dtype=np.int64).reshape(co, plan.steps)
         else:
             vals = _terms(layer, plan.order, in_perm)
             fan_in = vals.shape[2]
-            layout = map_layout(model, i, cfg.taps)
+            layout = map_layout(model, i, im2col)
             regions["taps"].extend(_mac_taps(cfg, layer, plan, shape, fan_in, layout))
             inputs = _step_inputs(cfg, layer, plan, fan_in, layout)
             row_region = "weights"
@@ -520,4 +536,4 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
         shape = tuple(layer.out_shape)
     _check_depths(cfg, regions)
     return Image(config=cfg, model=model, regions=regions, plans=plans, planes=planes,
-                 modes=modes)
+                 modes=modes, im2col=im2col)

@@ -482,7 +482,8 @@ class Device:
         if old.model.scheme != "pool":
             raise DeviceError(f"the loaded model is {old.model.scheme}: only pool models "
                               f"have a run-time activation precision (--bits)")
-        image = compile_model(old.model, old.config, bits=bits, mode=old.modes or "direct")
+        image = compile_model(old.model, old.config, bits=bits, mode=old.modes or "direct",
+                              im2col=old.im2col)
         changed = [n for n in REGIONS if image.regions[n] != old.regions[n]]
         if set(changed) - {"program"}:
             raise DeviceError(f"changing the precision would change the regions "
@@ -553,6 +554,11 @@ class Device:
                     f"simulated device for this model, build the board for it, or pass the "
                     f"device's design (manifest) as the configuration")
             image = compile_model(model, config, bits=bits)
+            if image.im2col and image.input_words * row_bytes(config.act_bits) > min(
+                    ident.max_payload, ident.act_depth * row_bytes(config.act_bits)):
+                # An im2col input (docs/model-format.md §2.2) too long for one RUN frame:
+                # the first layer reads the plain input instead (same hardware).
+                image = compile_model(model, config, bits=bits, im2col=False)
         if image.config.hash != ident.config_hash:
             raise ConfigMismatchError(f"the image is for configuration {image.config.hash}, "
                                       f"the device has {ident.config_hash}")
