@@ -182,7 +182,7 @@ def test_readback_around_inferences(seed):
         for name in REGIONS:
             seen["rows"][name] = [await tester.read(ctx, name, addr)
                                   for addr in range(len(image.regions[name]))]
-        for n, words in enumerate(x.reshape(len(x), -1)):
+        for n, words in enumerate(image.input_stream(x)):
             # A request offered during the inference must wait until it is over.
             for i, word in enumerate(words):
                 await tester._offer(ctx, dut.inp, {"data": int(word),
@@ -266,7 +266,7 @@ def test_input_waits_for_a_pending_response():
         _, _, row = await ctx.tick().sample(rb.resp.payload)
         ctx.set(rb.resp.ready, 0)
         seen["row"] = row
-        seen["out"], seen["cycles"] = await tester.infer(ctx, x.reshape(-1),
+        seen["out"], seen["cycles"] = await tester.infer(ctx, image.input_stream(x)[0],
                                                          image.output_words)
 
     run(dut, bench)
