@@ -435,8 +435,13 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
         if uses_im2col(model, cfg.taps):
             try:
                 return compile_model(model, cfg, bits, mode, im2col=True)
-            except ConfigError:
-                pass        # the im2col images do not fit the memories: the plain input
+            except ConfigError as error:
+                # The im2col images do not fit the memories: the plain input's, or the
+                # im2col error (what fit_config sizes for) if they do not fit either.
+                try:
+                    return compile_model(model, cfg, bits, mode, im2col=False)
+                except ConfigError:
+                    raise error from None
         im2col = False
     im2col = bool(im2col) and uses_im2col(model, cfg.taps)
     _check_fit(model, cfg, im2col)
