@@ -370,7 +370,8 @@ def test_missed_clock_is_one_line_naming_the_clock(tmp_path):
 @pytest.mark.synth
 @pytest.mark.slow
 def test_design_that_does_not_fit_names_the_resource(tmp_path, capsys):
-    """Activation buffers of 16K words need about 64 block RAMs; the UP5K has 30."""
+    """Activation buffers of 16K activations (8K words of 2) need 64 block RAMs; the UP5K
+    has 30."""
     model = small_model()
     save_model(model, tmp_path / "small.npz")
     config = fit_config(model, lanes=1, taps=2, act_depth=1 << 14)
