@@ -383,7 +383,7 @@ def cmd_demo_pool(args, float_model, data, x_test, y_test, float_acc) -> int:
 
 def cmd_demo_mnist(args) -> int:
     """``demo --data mnist``: the built-in MNIST models (``shiftpool/mnist_demo.py``)."""
-    from .mnist_demo import DEFAULT_POOL_SIZES, run_mnist_demo, table
+    from .mnist_demo import DEFAULT_POOL_SIZES, headline, run_mnist_demo, table
     from .sw.schemes.registry import get_scheme
     from .sw.train.mnist import MNIST_MODELS
 
@@ -415,9 +415,13 @@ def cmd_demo_mnist(args) -> int:
     for line in table(rows):
         _say(line)
     _say()
+    for line in headline(rows):
+        _say(line)
     _say("b/w: weight bits per weight (codes without padding; pool: indices + pool + int8 "
          "layers); fits: memory estimate (EBR/SPRAM/BSRAM) of accelerator + link; "
-         "inf/s at the board's build clock (iCEBreaker 24 MHz, ULX3S 40 MHz)")
+         "w/cyc: weights (MACs) per cycle; bound: the weights per cycle the iCEBreaker's 4 "
+         "SPRAM ports (64 bits per cycle) deliver at that b/w; inf/s at the board's build "
+         "clock (iCEBreaker 24 MHz, ULX3S 40 MHz)")
     match = all(r.cycles_match for r in rows)
     _say(f"cycles match the cycle model: {match}")
     if args.json:

@@ -283,3 +283,39 @@ def test_memory_fit_needs_no_amaranth(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     assert proc.returncode == 0 and "iCE40UP5K" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.icarus
+@pytest.mark.slow
+def test_mnist_demo_shows_the_big_mlp_fits_only_compressed(mnist_data, mnist_cache,
+                                                           sim_build_dir, monkeypatch):
+    """``demo --data mnist`` on the big MLP (trained one epoch here, no fine-tuning, one
+    RTL image per scheme on Icarus): every scheme's RTL equals golden; int8 fits no
+    engine on the iCEBreaker, FLightNN does; the weights per cycle are the MACs over
+    the cycles, and the bound is the UP5K's 64 SPRAM bits per cycle over b/w."""
+    from shiftpool.mnist_demo import headline, run_mnist_demo, table
+    from shiftpool.sw.train import mnist
+
+    monkeypatch.setitem(mnist.RECIPES, "mlp192", {"epochs": 1, "batch_size": 64,
+                                                  "lr": 1e-3})
+    rows, picked = run_mnist_demo(
+        ("mlp192",), lanes=2, taps=2, pool_sizes=(16,), rtl_samples=1, simulator="icarus",
+        build_dir=sim_build_dir, seed=SEED, cache_dir=mnist_cache,
+        options={"epochs": 0, "exp_bits": 2}, step=lambda _: None)
+    by = {r.scheme: r for r in rows}
+    assert list(by) == ["flightnn", "lightnn2", "int8", "pool-16"] and len(picked) == 1
+    macs = 784 * 192 + 192 * 10
+    for r in rows:
+        assert r.rtl_equal == r.rtl_n == 1 and r.cycles_match, r.scheme
+        assert r.macs == macs and r.macs_per_cycle == pytest.approx(macs / r.cycles)
+        assert r.weight_bound("icebreaker") == pytest.approx(64 / r.bits_per_weight)
+        assert r.weight_bound("ulx3s-85f") is None
+    assert by["int8"].code_bits == 8 * macs and not by["int8"].fits["icebreaker"]
+    assert by["flightnn"].fits["icebreaker"], by["flightnn"].fit_messages["icebreaker"]
+    (line,) = headline(rows)
+    assert line.startswith("mlp192 on icebreaker: int8 (golden ")
+    assert (f"its {8 * macs:,} weight bits are more than all of the iCE40UP5K's block memory"
+            f" ({4 * 262144 + 30 * 4096:,} bits): no engine size fits it") in line
+    assert "fits as flightnn (" in line
+    text = "\n".join(table(rows))
+    assert "w/cyc" in text and "bound" in text and "mlp192 int8 on icebreaker:" in text
