@@ -231,8 +231,9 @@ def test_mlp_and_cnn_flightnn_rtl_equal_golden_verilator(mlp192_models, small_cn
                                                           mnist_data, sim_build_dir):
     """The big MLP and the CNN as FLightNN on one 2 x 2 design that holds both (one
     Verilator build)."""
-    from shiftpool.mnist_demo import rtl_slice
     from shiftpool.sw.compile.fit import fit_config
+
+    from shiftpool.mnist_demo import rtl_slice
 
     models = {"mlp192": mlp192_models["flightnn"],
               "cnn": _small_cnn(small_cnn_float, mnist_data, "flightnn")}
@@ -241,7 +242,7 @@ def test_mlp_and_cnn_flightnn_rtl_equal_golden_verilator(mlp192_models, small_cn
              for name in ("max_fan_in", "act_depth", "weight_depth", "tap_depth",
                           "bias_depth", "program_depth", "out_depth", "max_dim")}
     x_test = mnist_data[2]
-    for (name, qm), count in zip(models.items(), (12, 20), strict=True):
+    for qm, count in zip(models.values(), (12, 20), strict=True):
         picked = rtl_slice(len(x_test), count, SEED)
         _check_rtl(qm, qm.quantize_input(x_test[picked]), fit_config(qm, 2, 2, **sizes),
                    "verilator", sim_build_dir)
@@ -250,8 +251,9 @@ def test_mlp_and_cnn_flightnn_rtl_equal_golden_verilator(mlp192_models, small_cn
 @pytest.mark.icarus
 @pytest.mark.slow
 def test_cnn_int8_rtl_equals_golden_icarus(small_cnn_float, mnist_data, sim_build_dir):
-    from shiftpool.mnist_demo import rtl_slice
     from shiftpool.sw.compile.fit import fit_config
+
+    from shiftpool.mnist_demo import rtl_slice
 
     qm = _small_cnn(small_cnn_float, mnist_data, "int8")
     x_test = mnist_data[2]
@@ -293,8 +295,9 @@ def test_mnist_demo_shows_the_big_mlp_fits_only_compressed(mnist_data, mnist_cac
     RTL image per scheme on Icarus): every scheme's RTL equals golden; int8 fits no
     engine on the iCEBreaker, FLightNN does; the weights per cycle are the MACs over
     the cycles, and the bound is the UP5K's 64 SPRAM bits per cycle over b/w."""
-    from shiftpool.mnist_demo import headline, run_mnist_demo, table
     from shiftpool.sw.train import mnist
+
+    from shiftpool.mnist_demo import headline, run_mnist_demo, table
 
     monkeypatch.setitem(mnist.RECIPES, "mlp192", {"epochs": 1, "batch_size": 64,
                                                   "lr": 1e-3})

@@ -222,8 +222,8 @@ class FLightNNTransform(WeightTransform):
     """FLightNN fine-tuning: per-filter k with trainable thresholds.
 
     Forward: ``w~_i = R(w_i) + 1[r_i > t_i] * R(w_i - R(w_i))`` in each layer's
-    window as the model had it at construction (:func:`frozen_windows`). Backward: straight through to
-    the latent weights; for the thresholds the hard indicator's derivative is
+    window as the model had it at construction (:func:`frozen_windows`). Backward:
+    straight through to the latent weights; for the thresholds the hard indicator's derivative is
     replaced by that of ``sigmoid((r_i - t_i) / tau)``. The penalty
     ``lam * sum_i sigmoid((r_i - t_i) / tau)`` (a soft count of k = 2 filters)
     pushes thresholds up, i.e. filters toward k = 1; only the thresholds receive
