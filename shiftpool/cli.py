@@ -146,11 +146,65 @@ def _check_scheme_options(args) -> None:
 
 # -- commands ------------------------------------------------------------------------
 
+def _is_qonnx(source) -> bool:
+    """Whether ``--float-model`` is an ONNX file with QONNX ``Quant`` nodes (a model
+    quantized already, e.g. by Brevitas)."""
+    path = Path(str(source))
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return False
+    try:
+        import onnx
+
+        return any(n.op_type in ("Quant", "BipolarQuant")
+                   for n in onnx.load(str(path), load_external_data=False).graph.node)
+    except Exception:       # not readable as ONNX: the float importer names the problem
+        return False
+
+
+def _import_qonnx(args) -> int:
+    """``compress --float-model quantized.onnx``: the QONNX model as it is, checked
+    against qonnx's own execution on the test split."""
+    from .sw.model.file import save_model
+    from .sw.schemes.compress import evaluate
+    from .sw.train.datasets import load_digits_split, load_mnist_split, load_npz_split
+    from .sw.train.qonnx_import import compare_with_qonnx, import_qonnx
+
+    if args.scheme != "int8":
+        raise UsageError(f"--float-model {args.float_model}: a QONNX model is quantized "
+                         f"already and runs on the int8 engine as it is; pass --scheme int8 "
+                         f"(to compress with {args.scheme}, give its float model)")
+    qm, notes = import_qonnx(args.float_model)
+    data_arg = args.data
+    if data_arg in ("digits", "mnist"):
+        data = load_digits_split() if data_arg == "digits" else load_mnist_split()
+        if tuple(data[0].shape[1:]) != qm.input_shape:
+            raise UsageError(f"--float-model {args.float_model}: input shape "
+                             f"{qm.input_shape} does not match the {data_arg} data "
+                             f"{data[0].shape[1:]}; pass your data with --data FILE.npz")
+    else:
+        data = load_npz_split(data_arg, qm.input_shape)
+    x = data[2][:ONNX_CHECK_SAMPLES]
+    _step(f"running {len(x)} test samples through qonnx's executor and the golden model")
+    check = compare_with_qonnx(args.float_model, qm, x)
+    qm.meta.update(accuracy=evaluate(qm, data[2], data[3]), qonnx_check=check,
+                   qonnx_inexact=notes["inexact"])
+    save_model(qm, args.output)
+    _say(f"wrote {args.output}: scheme int8 (imported from QONNX), {len(qm.layers)} layers")
+    _say(f"  outputs equal to qonnx's execution on {check['equal']}/{check['samples']} test "
+         f"samples (largest difference {check['max_abs_diff']:.3g})")
+    for line in notes["inexact"]:
+        _say(f"  not exact: {line}")
+    _say(f"  accuracy             {qm.meta['accuracy']:.4f} (golden integer model)")
+    return 0
+
+
 def cmd_compress(args) -> int:
     from .sw.model.file import save_model
 
     _check_scheme_options(args)
     _check_output_file("-o", args.output)
+    if _is_qonnx(getattr(args, "float_model", None)):
+        return _import_qonnx(args)
     float_model, data = _float_model_and_data(args)
     _step(f"compressing to {args.scheme} (quantization-aware fine-tuning)")
     qm = _compress(args, float_model, data, args.scheme)
