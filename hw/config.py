@@ -129,6 +129,7 @@ class AcceleratorConfig:
     index_depth: int = 512
     precompute_steps: int = 0
     slot_bits: int = 16
+    rounding: str = "half_up"
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -154,6 +155,9 @@ class AcceleratorConfig:
         _check_range("index_depth", self.index_depth, 1)
         _check_range("precompute_steps", self.precompute_steps, 0)
         _check_range("slot_bits", self.slot_bits, 2, 16)
+        if self.rounding not in ("half_up", "half_even"):
+            raise ConfigError(f"config field 'rounding' = {self.rounding!r} is unknown; "
+                              f"allowed: half_up, half_even")
         if self.precompute_steps and (self.lanes & (self.lanes - 1)
                                       or self.lanes > self.pool_size):
             raise ConfigError(f"config field 'lanes' = {self.lanes}: precompute mode "

@@ -74,10 +74,11 @@ class Graph:
         return path
 
 
-def random_cnn(rng, path, rounding="HALF_UP", act_bits=8):
+def random_cnn(rng, path, rounding="HALF_UP", act_bits=8, shift1=None):
     """input (1, 8, 8) -> Quant -> conv 3x3 (4) -> Relu -> Quant -> MaxPool -> Flatten
-    -> Gemm (6) -> Relu -> Quant -> Gemm (3), power-of-two scales drawn from ``rng``;
-    biases on the accumulator's grid."""
+    -> Gemm (6) -> Relu -> Quant -> Gemm (3), power-of-two scales drawn from ``rng``
+    (``shift1``: the first requantizer's shift, which sets how often a value falls
+    exactly halfway); biases on the accumulator's grid."""
     g = Graph((1, 8, 8))
     f_in = int(rng.integers(4, 8))
     g.act_quant(2.0 ** -f_in, act_bits, rounding)
@@ -86,7 +87,7 @@ def random_cnn(rng, path, rounding="HALF_UP", act_bits=8):
     acc1 = f_in + w1f
     g.conv(w1, 2.0 ** -w1f, rng.integers(-500, 500, 4) * 2.0 ** -acc1)
     g.op("Relu")
-    f1 = int(rng.integers(2, 5))
+    f1 = int(rng.integers(2, 5)) if shift1 is None else acc1 - shift1
     g.act_quant(2.0 ** -f1, act_bits, rounding)
     g.op("MaxPool", kernel_shape=[2, 2], strides=[2, 2])
     g.op("Flatten", axis=1)
@@ -123,17 +124,55 @@ def test_half_up_qonnx_model_is_bit_exact_against_qonnx(seed, tmp_path):
     assert off["equal"] == 0 and off["max_abs_diff"] == 2.0 ** -qm.output_frac
 
 
-def test_round_to_even_is_flagged_and_measured(tmp_path):
-    """Halves to even (qonnx's default) is imported with a note; where a tie occurs the
-    golden model is one step higher, and the comparison counts it."""
+def test_round_to_even_is_exact_with_a_half_even_requantizer(tmp_path):
+    """Halves to even (qonnx's default): the model rounds half to even and its outputs
+    equal qonnx's; the first layer's activations equal qonnx's Quant output exactly,
+    and rounding halves up instead would change some of them (ties occur here)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+
     seed = 7
     rng = np.random.default_rng(seed)
-    path = random_cnn(rng, tmp_path / "m.onnx", rounding="ROUND")
+    path = random_cnn(rng, tmp_path / "m.onnx", rounding="ROUND", shift1=3)
     qm, notes = import_qonnx(path)
-    assert not notes["exact"] and len(notes["inexact"]) == 2, notes
-    assert all("halves to even" in line for line in notes["inexact"])
-    result = compare_with_qonnx(path, qm, rng.uniform(0, 1, (4, 1, 8, 8)))
-    assert result["samples"] == 4 and 0 <= result["equal"] <= 4, f"seed {seed}"
+    assert notes["exact"] and qm.rounding == "half_even", notes
+    x = rng.uniform(0, 1, (12, 1, 8, 8))
+    assert compare_with_qonnx(path, qm, x)["equal"] == 12, f"seed {seed}"
+    # The first activation Quant of qonnx against the golden model's first layer.
+    wrapper = ModelWrapper(str(path)).transform(InferShapes())
+    inits = {t.name: numpy_helper.to_array(t) for t in wrapper.graph.initializer}
+    node = [n for n in wrapper.graph.node if n.op_type == "Quant"
+            and n.input[0] not in inits][1]
+    scale = float(inits[node.input[1]])
+    q = qm.quantize_input(x)
+    even = golden.run(qm, q, trace=True)[1][1]
+    qm.rounding = "half_up"
+    up = golden.run(qm, q, trace=True)[1][1]
+    ties = int(np.sum(even != up))
+    print(f"seed {seed}: {ties} first-layer activations are ties")
+    assert ties > 0, f"seed {seed}"
+    for n in range(len(x)):
+        feed = (q[n:n + 1] * 2.0 ** -qm.input_frac).astype(np.float32)
+        ctx = execute_onnx(wrapper, {"x": feed}, return_full_exec_context=True)
+        assert np.array_equal(ctx[node.output[0]].astype(np.float64) / scale, even[n:n + 1]), (
+            f"seed {seed} sample {n}")
+
+
+def test_mixed_roundings_are_refused(tmp_path):
+    g = Graph((1, 4, 4))
+    g.act_quant(2.0 ** -6, 8)
+    rng = np.random.default_rng(1)
+    g.conv(rng.normal(0, 0.3, (2, 1, 3, 3)), 2.0 ** -6, np.zeros(2))
+    g.op("Relu")
+    g.act_quant(2.0 ** -4, 8, "ROUND")
+    g.op("Flatten", axis=1)
+    g.gemm(rng.normal(0, 0.3, (4, 32)), 2.0 ** -6, np.zeros(4))
+    g.op("Relu")
+    g.act_quant(2.0 ** -4, 8, "HALF_UP")
+    g.gemm(rng.normal(0, 0.3, (3, 4)), 2.0 ** -6, np.zeros(3))
+    with pytest.raises(QonnxImportError, match="rounds one way in the whole model"):
+        import_qonnx(g.save(tmp_path / "m.onnx", 3))
 
 
 def test_the_imported_weights_are_qonnxs_integers(tmp_path):
@@ -199,9 +238,12 @@ def test_a_float_weight_and_junk_files_are_refused(tmp_path):
 
 
 @pytest.mark.icarus
-def test_compress_imports_a_qonnx_model_that_the_rtl_runs(tmp_path, capsys, sim_build_dir):
+@pytest.mark.parametrize("rounding", ["HALF_UP", "ROUND"])
+def test_compress_imports_a_qonnx_model_that_the_rtl_runs(tmp_path, capsys, sim_build_dir,
+                                                         rounding):
     """``compress --float-model q.onnx --scheme int8``: imported as it is, checked against
-    qonnx on the test split; the written model runs bit-exact on the RTL (Icarus)."""
+    qonnx on the test split; the written model runs bit-exact on the RTL (Icarus), with
+    either rounding of the requantizer."""
     from shiftpool.sim.flow import first_mismatch, simulate
     from shiftpool.sw.compile.fit import fit_config
     from shiftpool.sw.model.file import load_model
@@ -210,7 +252,7 @@ def test_compress_imports_a_qonnx_model_that_the_rtl_runs(tmp_path, capsys, sim_
 
     seed = 11
     rng = np.random.default_rng(seed)
-    path = random_cnn(rng, tmp_path / "q.onnx")
+    path = random_cnn(rng, tmp_path / "q.onnx", rounding=rounding)
     data = tmp_path / "d.npz"
     np.savez(data, x=rng.uniform(0, 1, (40, 1, 8, 8)), y=rng.integers(0, 3, 40))
     out = tmp_path / "m.npz"
@@ -221,7 +263,8 @@ def test_compress_imports_a_qonnx_model_that_the_rtl_runs(tmp_path, capsys, sim_
     stdout = capsys.readouterr().out
     assert "outputs equal to qonnx's execution on 8/8 test samples" in stdout, stdout
     qm = load_model(out)
-    x = rng.integers(0, 256, (2, 1, 8, 8))
+    assert qm.rounding == ("half_up" if rounding == "HALF_UP" else "half_even")
+    x = rng.integers(0, 256, (3, 1, 8, 8))
     result = simulate(qm, x, fit_config(qm, lanes=2, taps=4), simulator="icarus",
                       build_dir=sim_build_dir, seed=seed)
     assert first_mismatch(qm, x, result) is None and result.cycles_match, f"seed {seed}"

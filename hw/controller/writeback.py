@@ -131,7 +131,8 @@ class WriteBack(wiring.Component):
         vq = Signal(write_layout(cfg))
         vq_valid = Signal()
         m.d.sync += [vq_valid.eq(busy), vq.addr.eq(addr), vq.chan.eq(chan), vq.value.eq(value)]
-        act = requantize(m, vq.value, layer.shift, cfg.act_bits)
+        act = requantize(m, vq.value, layer.shift, cfg.act_bits,
+                         half_even=cfg.rounding == "half_even")
         wq = self.write.payload
         m.d.sync += [self.write.valid.eq(vq_valid), wq.addr.eq(vq.addr), wq.chan.eq(vq.chan),
                      wq.act.eq(act), wq.value.eq(vq.value)]

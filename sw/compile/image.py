@@ -136,6 +136,9 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
     if cfg.act_bits != model.act_bits:
         raise ConfigError(f"config field 'act_bits' = {cfg.act_bits} but the model uses "
                           f"{model.act_bits}-bit activations")
+    if cfg.rounding != model.rounding:
+        raise ConfigError(f"config field 'rounding' = {cfg.rounding!r} but the model's "
+                          f"requantizer rounds {model.rounding!r}")
     if engine == "shiftadd" and cfg.exp_bits < model.exp_bits:
         raise ConfigError(f"config field 'exp_bits' = {cfg.exp_bits} is too small for the "
                           f"model's {model.exp_bits}-bit exponents")

@@ -24,11 +24,12 @@ What maps exactly, and what does not (the import says which in its notes):
   ones qonnx computes, so the golden model's logits times ``2**-output_frac`` equal
   qonnx's outputs (both sides are exact while ``|logit|`` stays below ``2**24``
   accumulator steps, float32's integer range);
-- an activation ``Quant`` with ``rounding_mode = "HALF_UP"``: exact (post-ReLU values
-  are not negative, so qonnx's halves-away-from-zero is the requantizer's halves-up);
-  ``"ROUND"`` (halves to even, qonnx's default) differs from halves-up only on a value
-  exactly halfway between two steps: up to one activation step there.
-  :func:`compare_with_qonnx` counts, on the user's data, the outputs that differ;
+- activation ``Quant`` nodes with ``rounding_mode = "HALF_UP"``: exact (post-ReLU
+  values are not negative, so qonnx's halves-away-from-zero is the requantizer's
+  halves-up); with ``"ROUND"`` / ``"HALF_EVEN"`` (qonnx's default): exact too, the
+  model's ``rounding`` is ``"half_even"`` and the requantizer rounds halves to even
+  (``docs/arithmetic.md`` §6). One model has one rounding: a graph that mixes them is
+  refused;
 - a scale that is not a power of two, or a signed / zero-point activation quantizer:
   refused, naming the node (the accelerator's scales are powers of two and its
   activations unsigned), rather than imported with an error no one measured.
@@ -203,6 +204,7 @@ class _Walk:
         self.pending = None         # a MAC layer waiting for its Relu + Quant (or the end)
         self.relu_seen = False
         self.bias_rounded: list[str] = []
+        self.rounding = None        # of the activation Quant nodes, once one is read
 
     def activation_quant(self, params, where, notes) -> None:
         exp, bits, signed, narrow, rounding = params
@@ -227,13 +229,16 @@ class _Walk:
             raise QonnxImportError(f"{where}: scale 2**{exp} is finer than the layer's "
                                    f"accumulator (2**{-acc_frac}); the requantizer only "
                                    f"shifts right")
-        if rounding not in ("HALF_UP", "ROUND", "HALF_EVEN"):
+        mode = {"HALF_UP": "half_up", "ROUND": "half_even", "HALF_EVEN": "half_even"}.get(
+            rounding)
+        if mode is None:
             raise QonnxImportError(f"{where}: rounding_mode {rounding} is not supported "
-                                   f"(HALF_UP maps exactly, ROUND to within one step on ties)")
-        if rounding != "HALF_UP" and shift > 0:
-            notes["inexact"].append(
-                f"{where}: rounds halves to even, the requantizer halves up: an activation "
-                f"exactly halfway between two steps can be one step higher")
+                                   f"(HALF_UP, ROUND and HALF_EVEN are)")
+        if self.rounding not in (None, mode):
+            raise QonnxImportError(f"{where}: rounding_mode {rounding} after "
+                                   f"{self.rounding} in an earlier layer; the requantizer "
+                                   f"rounds one way in the whole model")
+        self.rounding = mode
         layer.shift, layer.relu = int(shift), True
         self._emit_pending()
         self.frac = -exp
@@ -340,7 +345,8 @@ class _Walk:
         self._emit_pending()
         qm = QuantModel(scheme="int8", act_bits=self.act_bits, input_shape=self.input_shape,
                         input_frac=self.input_frac, layers=self.layers, exp_bits=0,
-                        output_frac=acc_frac, meta={"source": str(path), "imported": "qonnx"})
+                        output_frac=acc_frac, rounding=self.rounding or "half_up",
+                        meta={"source": str(path), "imported": "qonnx"})
         try:
             qm.validate()
         except ModelError as exc:
