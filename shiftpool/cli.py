@@ -314,6 +314,17 @@ def _check_output_file(option: str, path: Path) -> None:
             return
 
 
+def _check_output_dir(option: str, path: Path) -> None:
+    """Before any work: ``path`` is a folder or can become one."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise UsageError(f"{option} {path}: {part} is a file, not a folder; choose "
+                                 f"another path")
+            return
+
+
 def _save_npy(path, array) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -586,6 +597,30 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    """``explore``: every scheme and knob on every engine size whose memories fit each
+    board (``shiftpool/explore.py``)."""
+    from .boards.registry import BOARDS
+    from .explore import explore, summary, write_results
+
+    boards = [b for b in args.boards.split(",") if b]
+    unknown = [b for b in boards if b not in BOARDS]
+    if unknown or not boards:
+        raise UsageError(f"--boards: {unknown[0] if unknown else args.boards!r} is not a "
+                         f"board; choose from {', '.join(BOARDS)}")
+    sizes = _parse_sizes(args.sizes)
+    _check_output_dir("-o", args.output)
+    float_model, data = _float_model_and_data(args)
+    points = explore(float_model, data, boards, sizes=sizes, epochs=args.epochs,
+                     seed=args.seed, step=_step)
+    command = "shiftpool " + " ".join(sys.argv[1:]) if sys.argv[1:] else "shiftpool explore"
+    path = write_results(points, args.output, command)
+    for line in summary(points):
+        _say(line)
+    _say(f"wrote {path}, {args.output / 'results.json'} and the plots pareto-BOARD.png")
+    return 0
+
+
 def _bench_soak(args) -> int:
     """``bench --soak N``: the link soak of ``sim/soak.py`` on the demo's FLightNN model
     (2 lanes x 4 taps) through serve-sim on Verilator; writes ``soak.json``."""
@@ -736,6 +771,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soak-rate", type=float, default=1e-2,
                    help="--soak: faults per byte in each direction (default 0.01)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("explore", help="every scheme and knob on every engine size whose "
+                       "memories fit each board: the Pareto front of accuracy, inferences "
+                       "per second and bits per weight")
+    _add_common(p)
+    p.add_argument("--float-model", default=None,
+                   help="the float model: an .npz or .onnx file, or a built-in ("
+                   + ", ".join(BUILTIN_MODELS) + "; default: the --data set's)")
+    p.add_argument("--data", default="digits",
+                   help="digits (default), mnist, or an .npz with x and y (as compress takes)")
+    p.add_argument("--boards", default="icebreaker,ulx3s-85f",
+                   help="boards, comma-separated (default icebreaker,ulx3s-85f)")
+    p.add_argument("--sizes", default=",".join(f"{a}x{b}" for a in (1, 2, 4, 8)
+                                               for b in (1, 2, 4, 8)),
+                   help="engine sizes LANESxTAPS tried on every board (default lanes and "
+                   "taps 1, 2, 4, 8; the pool engine always has 8 taps)")
+    p.add_argument("--epochs", type=int, default=10,
+                   help="fine-tuning epochs of every variant (default 10)")
+    p.add_argument("-o", "--output", type=Path, default=Path("explore-results"),
+                   help="folder for pareto.md, results.json and the plots")
+    p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("compress", help="float model -> compressed integer model file")
     from .sw.schemes.registry import schemes
