@@ -241,15 +241,40 @@ SIMULATORS = [
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
-@pytest.mark.parametrize("seed", seeds(2, start=1500))
-def test_generator_on_cocotb(simulator, seed, sim_build_dir):
+def test_generator_on_cocotb(simulator, sim_build_dir):
+    """One random config built once; its layers run without stalls (the row period
+    checked) and with idle requests and back-pressure on the rows."""
     from shiftpool.sim.units import run_unit
 
-    cfg, load, requests, rows, counts = random_case(seed, layers=8)
-    idle, stall = (0.0, 0.0) if seed % 2 == 0 else (0.3, 0.4)
-    run = run_unit("generator", cfg, load, requests, len(rows), simulator, seed, idle, stall,
+    for seed, idle, stall in ((seeds(1, start=1500)[0], 0.0, 0.0),
+                              (seeds(1, start=1500)[0], 0.3, 0.4)):
+        cfg, load, requests, rows, counts = random_case(seed, layers=8)
+        run = run_unit("generator", cfg, load, requests, len(rows), simulator, seed, idle,
+                       stall, build_dir=sim_build_dir)
+        assert decode_rows(cfg, run.outputs) == rows, f"seed {seed}, {simulator}, {cfg}"
+        if not idle and not stall:
+            assert [o - i for i, o in zip(run.in_cycles, run.out_cycles, strict=True)] == [
+                row_cycles(n) for n in counts], f"seed {seed}, {simulator}"
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_engine_on_cocotb(simulator, sim_build_dir):
+    """The in-situ engine alone: random beats of full-width generated weights (the
+    extremes included) against ``engine_reference``, with idle beats and back-pressure."""
+    from shiftpool.sim.units import run_unit
+    from test_engines import beat_payload, random_beats, reference
+
+    seed = seeds(1, start=1600)[0]
+    rng = np.random.default_rng(seed)
+    cfg = random_config(rng)
+    cfg = AcceleratorConfig(**{**cfg.as_dict(), "act_bits": int(rng.integers(2, 9)),
+                               "max_fan_in": 5 * cfg.taps})
+    beats = random_beats(rng, cfg, products=12)
+    words = [int(beat_payload(cfg, beat).as_value().value) for beat in beats]
+    expected = reference(cfg, beats)
+    run = run_unit("engine", cfg, [], words, len(expected), simulator, seed, 0.3, 0.4,
                    build_dir=sim_build_dir)
-    assert decode_rows(cfg, run.outputs) == rows, f"seed {seed}, {simulator}, {cfg}"
-    if not idle and not stall:
-        assert [o - i for i, o in zip(run.in_cycles, run.out_cycles, strict=True)] == [
-            row_cycles(n) for n in counts], f"seed {seed}, {simulator}"
+    width, mask = cfg.acc_width, (1 << cfg.acc_width) - 1
+    got = [[(w >> (lane * width) & mask) - ((w >> (lane * width + width - 1) & 1) << width)
+            for lane in range(cfg.lanes)] for w in run.outputs]
+    assert got == expected, f"seed {seed}, {simulator}, {cfg}"
