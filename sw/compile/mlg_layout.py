@@ -67,8 +67,10 @@ def place_layer(cfg: AcceleratorConfig, model, index: int, stores: dict) -> MlgP
     layer = model.layers[index]
     _check_fit(cfg, index, layer, model)
     layouts = store_layouts(cfg)
-    co, ci = layer.out_shape[0], layer.in_shape[0]
-    kk = KERNEL_TAPS if layer.kind == "conv3x3" else 1
+    conv = layer.kind == "conv3x3"
+    co = layer.out_shape[0]
+    ci = layer.in_shape[0] if conv else int(np.prod(layer.in_shape))
+    kk = KERNEL_TAPS if conv else 1
     fan_in = ci * kk
     steps = -(-fan_in // cfg.taps)
     level1, level2 = layer.mlg_b is not None, layer.mlg_v is not None
