@@ -16,10 +16,11 @@ import dataclasses
 import numpy as np
 
 from ...hw.config import KERNEL_TAPS, AcceleratorConfig, ConfigError
-from ...hw.generator_layout import STORES, request_fields, store_layouts
+from ...hw.generator_layout import STORES, request_fields, row_cycles, store_layouts
 from ...hw.program import pack
 
-__all__ = ["MlgPlacement", "layer_requests", "pack_requests", "pack_store_row", "place_layer"]
+__all__ = ["MlgPlacement", "generator_cycles", "layer_requests", "mlg_cycle_table", "pack_requests",
+           "pack_store_row", "place_layer"]
 
 
 def pack_store_row(values, width: int) -> int:
@@ -135,3 +136,35 @@ def pack_requests(cfg: AcceleratorConfig, requests: list[dict]) -> list[int]:
     """The requests as the generator's ``i`` payloads."""
     fields = request_fields(cfg)
     return [pack(fields, r) for r in requests]
+
+
+def generator_cycles(requests: list[dict]) -> int:
+    """Cycles the generator takes for ``requests`` when they are offered back to back
+    and its rows are taken at once: ``sum(count + GEN_LATENCY)``."""
+    return sum(row_cycles(r["count"]) for r in requests)
+
+
+def mlg_cycle_table(cfg: AcceleratorConfig, model) -> list[dict]:
+    """Per MAC layer of the mlg ``model``: its levels, weight rows, the generator's
+    cycles to make them once (:func:`generator_cycles`) and the MAC cycles the layer
+    takes in the accelerator's schedule (``sw/compile/cycles.py``, one-pass groups),
+    which reads every row once per output position."""
+    from .cycles import _mac_cycles
+    from .image import MacPlan
+
+    stores = {name: [] for name in STORES}
+    out = []
+    for i, layer in enumerate(model.layers):
+        if not layer.is_mac:
+            continue
+        placed = place_layer(cfg, model, i, stores)
+        requests = layer_requests(cfg, placed)
+        co = layer.out_shape[0]
+        area = int(np.prod(layer.out_shape[1:])) if layer.kind == "conv3x3" else 1
+        groups = -(-co // cfg.lanes)
+        plan = MacPlan(order=np.arange(co), n1=co, groups1=groups, groups2=0,
+                       steps=placed.steps, area=area)
+        out.append({"layer": i, "level1": placed.level1, "level2": placed.level2,
+                    "rows": len(requests), "generator_cycles": generator_cycles(requests),
+                    "mac_cycles": _mac_cycles(plan, co, cfg.lanes)})
+    return out
