@@ -165,3 +165,25 @@ def test_generator_expands_the_digits_model(mlg_model):
             for code, name in enumerate(STORES) for addr, row in enumerate(stores[name])]
     got = simulate(cfg, load, pack_requests(cfg, requests), len(rows), 11, 0.2, 0.3)
     assert got == rows
+
+
+def test_generator_cycles_of_the_digits_model(mlg_model):
+    """``mlg_cycle_table``'s generator cycles: per row ``count + 3`` (``count`` = Bc with
+    level 2, else the group's valid lanes), rows = groups x steps, from the layer shapes."""
+    from shiftpool.hw.config import AcceleratorConfig
+    from shiftpool.sw.compile.mlg_layout import mlg_cycle_table
+
+    cfg = AcceleratorConfig(engine="insitu", lanes=3, taps=8, mlg_qb=mlg_model.qb,
+                            mlg_qu=mlg_model.qu, mlg_qv=mlg_model.qv, mlg_bi=2, mlg_bc=8,
+                            mlg_depth=1024)
+    table = mlg_cycle_table(cfg, mlg_model)
+    macs = [layer for layer in mlg_model.layers if layer.is_mac]
+    assert [row["layer"] for row in table] == [i for i, la in enumerate(mlg_model.layers)
+                                               if la.is_mac]
+    for row, layer in zip(table, macs, strict=True):
+        co, fan_in = layer.out_shape[0], layer.fan_in
+        steps = -(-fan_in // 8)
+        counts = ([layer.mlg_v.shape[1]] * -(-co // 3) if layer.mlg_v is not None
+                  else [min(3, co - g) for g in range(0, co, 3)])
+        assert row["rows"] == len(counts) * steps
+        assert row["generator_cycles"] == steps * sum(c + 3 for c in counts)
