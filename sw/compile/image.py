@@ -54,6 +54,11 @@ def engine_for_model(model: QuantModel) -> str:
         raise ConfigError(f"no accelerator runs scheme {model.scheme!r} yet: the binary engine "
                           f"exists (hw/engines/binary.py) but the compiler and the controller "
                           f"do not lay out its rounds yet; the golden model runs it")
+    if engine == "insitu":
+        raise ConfigError(f"no accelerator runs scheme {model.scheme!r} yet: the in-situ engine "
+                          f"and its weight generator exist (hw/engines/insitu.py, generator.py) "
+                          f"but the controller does not drive the generator yet; the golden "
+                          f"model runs it")
     return engine
 
 
