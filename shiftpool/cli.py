@@ -215,7 +215,28 @@ def cmd_compress(args) -> int:
     _say(f"  compressed accuracy  {meta['accuracy']:.4f} (golden integer model)")
     if "k1_share" in meta:
         _say(f"  k=1 filter share     {meta['k1_share']:.3f}")
+    if args.scheme == "rbnn":
+        _rbnn_rounds_and_baseline(args, float_model, data, qm)
     return 0
+
+
+def _rbnn_rounds_and_baseline(args, float_model, data, qm) -> None:
+    """``compress --scheme rbnn``: the rounds, then the plain binary network of equal
+    storage (one round in the same slots, trained by the same code) beside it."""
+    import argparse
+
+    meta = qm.meta
+    slots, bits = meta["slots"], qm.layers[0].slot_bits
+    _say("  round  binary weights  stored bits per weight  training accuracy")
+    for r, acc in enumerate(meta["train_accuracy_per_round"]):
+        _say(f"  {r + 1:>5}  {(r + 1) * slots:>14}  {bits / (r + 1):>22.2f}  {acc:>17.4f}")
+    _step("training the plain binary network of equal storage (1 round, the same slots)")
+    base = _compress(argparse.Namespace(**{**vars(args), "rounds": 1}), float_model, data,
+                     "rbnn")
+    _say(f"  golden accuracy: rbnn {meta['accuracy']:.4f} ({qm.layers[0].rounds} rounds, "
+         f"{bits / qm.layers[0].rounds:.2f} stored bits per weight) vs the plain binary "
+         f"network of equal storage {base.meta['accuracy']:.4f} (1 round, {bits} bits per "
+         f"slot, {slots} binary weights)")
 
 
 def _config_from_args(args, model):
