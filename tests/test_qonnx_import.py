@@ -268,3 +268,20 @@ def test_compress_imports_a_qonnx_model_that_the_rtl_runs(tmp_path, capsys, sim_
     result = simulate(qm, x, fit_config(qm, lanes=2, taps=4), simulator="icarus",
                       build_dir=sim_build_dir, seed=seed)
     assert first_mismatch(qm, x, result) is None and result.cycles_match, f"seed {seed}"
+
+
+def test_a_brevitas_export_is_bit_exact_against_qonnx():
+    """``tests/data/brevitas_cnn.onnx``, exported by Brevitas 0.13.4 / torch 2.13.0
+    (``scripts/export_brevitas_cnn.py``: power-of-two quantizers, int32 biases, round
+    half to even), imports exactly and equals qonnx's execution."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "brevitas_cnn.onnx"
+    qm, notes = import_qonnx(path)
+    assert notes["exact"] and qm.rounding == "half_even", notes
+    assert [layer.kind for layer in qm.layers] == ["conv3x3", "maxpool2", "dense", "dense"]
+    seed = 21
+    x = np.random.default_rng(seed).uniform(0, 1, (16, 1, 8, 8))
+    result = compare_with_qonnx(path, qm, x)
+    print(f"seed {seed}: {result}")
+    assert result == {"samples": 16, "equal": 16, "max_abs_diff": 0.0}, f"seed {seed}"

@@ -85,9 +85,9 @@ def _quant_params(node, consts, where) -> tuple[int, int, bool, bool, str]:
         raise QonnxImportError(f"{where}: zero point {np.unique(zeropt).tolist()} is not 0; "
                                f"the accelerator's quantizers are symmetric")
     bits = np.unique(np.asarray(bits).reshape(-1))
-    if len(bits) != 1 or bits[0] != int(bits[0]) or not 1 <= bits[0] <= 16:
+    if len(bits) != 1 or bits[0] != int(bits[0]) or not 1 <= bits[0] <= 32:
         raise QonnxImportError(f"{where}: bit width {bits.tolist()} must be one integer in "
-                               f"1..16")
+                               f"1..32")
     rounding = attrs.get("rounding_mode", b"ROUND")
     rounding = (rounding.decode() if isinstance(rounding, bytes) else str(rounding)).upper()
     return (_pow2_exponent(scale, where, "the Quant"), int(bits[0]),
@@ -211,6 +211,9 @@ class _Walk:
         if signed or narrow:
             raise QonnxImportError(f"{where}: activations must be quantized unsigned and not "
                                    f"narrow (the accelerator's are 0 .. 2**A - 1)")
+        if not 2 <= bits <= 16:
+            raise QonnxImportError(f"{where}: {bits}-bit activations; the accelerator's are "
+                                   f"2..16 bits")
         if self.act_bits is None:
             if self.layers or self.pending:
                 raise QonnxImportError(f"{where}: the first Quant must be on the input")
