@@ -10,11 +10,20 @@ import dataclasses
 import hashlib
 import json
 
-__all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "ENGINE_FIELDS", "MAX_POOL_SIZE",
-           "POOL_GROUP", "ceil_log2"]
+__all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "ENGINE_FIELDS", "KERNEL_TAPS",
+           "MAX_MLG_BI", "MAX_POOL_SIZE", "POOL_GROUP", "ceil_log2"]
 
 #: Fields only the pool engine uses.
 POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth", "precompute_steps")
+
+#: Fields only the in-situ (MLG) engine and its weight generator use.
+MLG_FIELDS = ("mlg_qb", "mlg_qu", "mlg_qv", "mlg_bi", "mlg_bc", "mlg_depth")
+
+#: Most level-1 bases ``Bi`` (level 1 needs ``Bi < kk = 9``).
+MAX_MLG_BI = 8
+
+#: Positions of a 3x3 kernel: the level-1 bases' length.
+KERNEL_TAPS = 9
 
 #: The engines the accelerator can be generated with (in the order of their IDENTIFY
 #: codes), each with the config fields only it uses: another engine's hash leaves
@@ -25,6 +34,7 @@ ENGINE_FIELDS = {
     "int8": (),
     "pool": POOL_FIELDS,
     "binary": ("slot_bits",),
+    "insitu": MLG_FIELDS,
 }
 
 #: Engines the accelerator can be generated with.
@@ -107,6 +117,17 @@ class AcceleratorConfig:
         Pool engine: most steps (8-vectors per output) of a layer run in precompute
         mode; 0 builds no precompute store. Needs ``lanes`` a power of two
         (``pool_size`` is one).
+    mlg_qb, mlg_qu, mlg_qv : int
+        In-situ engine: the largest bit widths (2..8) of the MLG bases ``B``, the
+        coefficients ``U`` (and a stored ``W1``) and the mixing coefficients ``V``
+        (``docs/arithmetic.md`` section 14); the stored values are odd integers within
+        ``+-(2**q - 1)``, ``q + 1`` signed bits.
+    mlg_bi : int
+        In-situ engine: the largest level-1 basis size ``Bi`` (1..8).
+    mlg_bc : int
+        In-situ engine: the largest level-2 basis size ``Bc`` (1..4096).
+    mlg_depth : int
+        In-situ engine: rows in each of the generator's four stores (V, U, B, W1).
     """
 
     engine: str = "shiftadd"
@@ -129,6 +150,13 @@ class AcceleratorConfig:
     index_depth: int = 512
     precompute_steps: int = 0
     slot_bits: int = 16
+    rounding: str = "half_up"
+    mlg_qb: int = 3
+    mlg_qu: int = 6
+    mlg_qv: int = 3
+    mlg_bi: int = 2
+    mlg_bc: int = 64
+    mlg_depth: int = 256
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -154,6 +182,14 @@ class AcceleratorConfig:
         _check_range("index_depth", self.index_depth, 1)
         _check_range("precompute_steps", self.precompute_steps, 0)
         _check_range("slot_bits", self.slot_bits, 2, 16)
+        if self.rounding not in ("half_up", "half_even"):
+            raise ConfigError(f"config field 'rounding' = {self.rounding!r} is unknown; "
+                              f"allowed: half_up, half_even")
+        for name in ("mlg_qb", "mlg_qu", "mlg_qv"):
+            _check_range(name, getattr(self, name), 2, 8)
+        _check_range("mlg_bi", self.mlg_bi, 1, MAX_MLG_BI)
+        _check_range("mlg_bc", self.mlg_bc, 1, 4096)
+        _check_range("mlg_depth", self.mlg_depth, 1)
         if self.precompute_steps and (self.lanes & (self.lanes - 1)
                                       or self.lanes > self.pool_size):
             raise ConfigError(f"config field 'lanes' = {self.lanes}: precompute mode "
@@ -174,7 +210,21 @@ class AcceleratorConfig:
         engine) or a signed byte (the int8 engine, and the pool engine's int8 path)."""
         if self.engine == "binary":
             return self.slot_bits
+        if self.engine == "insitu":
+            return self.mlg_w_width
         return self.exp_bits + 2 if self.engine == "shiftadd" else 8
+
+    @property
+    def mlg_w1_width(self) -> int:
+        """Signed bits of a level-1 weight ``W1 = U @ B``: ``qu + qb + ceil(log2 Bi) + 1``
+        (``|W1| <= Bi (2**qu - 1)(2**qb - 1)``); it also holds a stored ``W1`` (``qu + 1``)."""
+        return self.mlg_qu + self.mlg_qb + ceil_log2(self.mlg_bi) + 1
+
+    @property
+    def mlg_w_width(self) -> int:
+        """Signed bits of a generated weight ``W = V @ W1``: ``qv + ceil(log2 Bc)`` more
+        than ``W1`` (``|W| <= Bc (2**qv - 1) max|W1|``); the in-situ engine's code."""
+        return self.mlg_w1_width + self.mlg_qv + ceil_log2(self.mlg_bc)
 
     @property
     def precompute(self) -> bool:
@@ -206,6 +256,8 @@ class AcceleratorConfig:
             return max(7, self.lut_bits - 1)
         if self.engine == "binary":
             return 0
+        if self.engine == "insitu":
+            return self.mlg_w_width - 1
         return 7
 
     @property

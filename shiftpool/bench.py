@@ -29,13 +29,24 @@ from .sw.compile.image import compile_model
 from .sw.model.file import QuantModel
 from .sw.schemes import golden
 
-__all__ = ["BenchRow", "SpeedRow", "measure_speed", "run_bench", "weight_bits",
+__all__ = ["BenchRow", "SpeedRow", "mac_count", "measure_speed", "run_bench", "weight_bits",
            "write_report"]
 
 SCHEMES = ("flightnn", "lightnn2", "int8")
 #: Weight-pool variants measured on the sizes with 8 taps (the pool engine's group):
 #: (pool size, run-time activation bits).
 POOL_VARIANTS = ((64, 8), (64, 4))
+
+
+def mac_count(model: QuantModel) -> int:
+    """Multiply-accumulates of one inference: every weight of a dense layer once, of a
+    conv3x3 layer once per output position."""
+    total = 0
+    for layer in model.layers:
+        if layer.is_mac:
+            positions = int(np.prod(layer.out_shape[1:])) if layer.kind == "conv3x3" else 1
+            total += len(layer.bias) * layer.fan_in * positions
+    return total
 
 
 def weight_bits(model: QuantModel, code_width: int) -> tuple[int, int]:

@@ -146,11 +146,65 @@ def _check_scheme_options(args) -> None:
 
 # -- commands ------------------------------------------------------------------------
 
+def _is_qonnx(source) -> bool:
+    """Whether ``--float-model`` is an ONNX file with QONNX ``Quant`` nodes (a model
+    quantized already, e.g. by Brevitas)."""
+    path = Path(str(source))
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return False
+    try:
+        import onnx
+
+        return any(n.op_type in ("Quant", "BipolarQuant")
+                   for n in onnx.load(str(path), load_external_data=False).graph.node)
+    except Exception:       # not readable as ONNX: the float importer names the problem
+        return False
+
+
+def _import_qonnx(args) -> int:
+    """``compress --float-model quantized.onnx``: the QONNX model as it is, checked
+    against qonnx's own execution on the test split."""
+    from .sw.model.file import save_model
+    from .sw.schemes.compress import evaluate
+    from .sw.train.datasets import load_digits_split, load_mnist_split, load_npz_split
+    from .sw.train.qonnx_import import compare_with_qonnx, import_qonnx
+
+    if args.scheme != "int8":
+        raise UsageError(f"--float-model {args.float_model}: a QONNX model is quantized "
+                         f"already and runs on the int8 engine as it is; pass --scheme int8 "
+                         f"(to compress with {args.scheme}, give its float model)")
+    qm, notes = import_qonnx(args.float_model)
+    data_arg = args.data
+    if data_arg in ("digits", "mnist"):
+        data = load_digits_split() if data_arg == "digits" else load_mnist_split()
+        if tuple(data[0].shape[1:]) != qm.input_shape:
+            raise UsageError(f"--float-model {args.float_model}: input shape "
+                             f"{qm.input_shape} does not match the {data_arg} data "
+                             f"{data[0].shape[1:]}; pass your data with --data FILE.npz")
+    else:
+        data = load_npz_split(data_arg, qm.input_shape)
+    x = data[2][:ONNX_CHECK_SAMPLES]
+    _step(f"running {len(x)} test samples through qonnx's executor and the golden model")
+    check = compare_with_qonnx(args.float_model, qm, x)
+    qm.meta.update(accuracy=evaluate(qm, data[2], data[3]), qonnx_check=check,
+                   qonnx_inexact=notes["inexact"])
+    save_model(qm, args.output)
+    _say(f"wrote {args.output}: scheme int8 (imported from QONNX), {len(qm.layers)} layers")
+    _say(f"  outputs equal to qonnx's execution on {check['equal']}/{check['samples']} test "
+         f"samples (largest difference {check['max_abs_diff']:.3g})")
+    for line in notes["inexact"]:
+        _say(f"  not exact: {line}")
+    _say(f"  accuracy             {qm.meta['accuracy']:.4f} (golden integer model)")
+    return 0
+
+
 def cmd_compress(args) -> int:
     from .sw.model.file import save_model
 
     _check_scheme_options(args)
     _check_output_file("-o", args.output)
+    if _is_qonnx(getattr(args, "float_model", None)):
+        return _import_qonnx(args)
     float_model, data = _float_model_and_data(args)
     _step(f"compressing to {args.scheme} (quantization-aware fine-tuning)")
     qm = _compress(args, float_model, data, args.scheme)
@@ -161,7 +215,28 @@ def cmd_compress(args) -> int:
     _say(f"  compressed accuracy  {meta['accuracy']:.4f} (golden integer model)")
     if "k1_share" in meta:
         _say(f"  k=1 filter share     {meta['k1_share']:.3f}")
+    if args.scheme == "rbnn":
+        _rbnn_rounds_and_baseline(args, float_model, data, qm)
     return 0
+
+
+def _rbnn_rounds_and_baseline(args, float_model, data, qm) -> None:
+    """``compress --scheme rbnn``: the rounds, then the plain binary network of equal
+    storage (one round in the same slots, trained by the same code) beside it."""
+    import argparse
+
+    meta = qm.meta
+    slots, bits = meta["slots"], qm.layers[0].slot_bits
+    _say("  round  binary weights  stored bits per weight  training accuracy")
+    for r, acc in enumerate(meta["train_accuracy_per_round"]):
+        _say(f"  {r + 1:>5}  {(r + 1) * slots:>14}  {bits / (r + 1):>22.2f}  {acc:>17.4f}")
+    _step("training the plain binary network of equal storage (1 round, the same slots)")
+    base = _compress(argparse.Namespace(**{**vars(args), "rounds": 1}), float_model, data,
+                     "rbnn")
+    _say(f"  golden accuracy: rbnn {meta['accuracy']:.4f} ({qm.layers[0].rounds} rounds, "
+         f"{bits / qm.layers[0].rounds:.2f} stored bits per weight) vs the plain binary "
+         f"network of equal storage {base.meta['accuracy']:.4f} (1 round, {bits} bits per "
+         f"slot, {slots} binary weights)")
 
 
 def _config_from_args(args, model):
@@ -257,6 +332,17 @@ def _check_output_file(option: str, path: Path) -> None:
             if not parent.is_dir():
                 raise UsageError(f"{option} {path}: {parent} is a file, not a folder; "
                                  f"choose another path")
+            return
+
+
+def _check_output_dir(option: str, path: Path) -> None:
+    """Before any work: ``path`` is a folder or can become one."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise UsageError(f"{option} {path}: {part} is a file, not a folder; choose "
+                                 f"another path")
             return
 
 
@@ -383,7 +469,7 @@ def cmd_demo_pool(args, float_model, data, x_test, y_test, float_acc) -> int:
 
 def cmd_demo_mnist(args) -> int:
     """``demo --data mnist``: the built-in MNIST models (``shiftpool/mnist_demo.py``)."""
-    from .mnist_demo import DEFAULT_POOL_SIZES, run_mnist_demo, table
+    from .mnist_demo import DEFAULT_POOL_SIZES, headline, run_mnist_demo, table
     from .sw.schemes.registry import get_scheme
     from .sw.train.mnist import MNIST_MODELS
 
@@ -415,9 +501,13 @@ def cmd_demo_mnist(args) -> int:
     for line in table(rows):
         _say(line)
     _say()
+    for line in headline(rows):
+        _say(line)
     _say("b/w: weight bits per weight (codes without padding; pool: indices + pool + int8 "
          "layers); fits: memory estimate (EBR/SPRAM/BSRAM) of accelerator + link; "
-         "inf/s at the board's build clock (iCEBreaker 24 MHz, ULX3S 40 MHz)")
+         "w/cyc: weights (MACs) per cycle; bound: the weights per cycle the iCEBreaker's 4 "
+         "SPRAM ports (64 bits per cycle) deliver at that b/w; inf/s at the board's build "
+         "clock (iCEBreaker 24 MHz, ULX3S 40 MHz)")
     match = all(r.cycles_match for r in rows)
     _say(f"cycles match the cycle model: {match}")
     if args.json:
@@ -525,6 +615,30 @@ def cmd_bench(args) -> int:
     _say(path.read_text())
     _say(f"wrote {path}, {args.output / 'results.json'}"
          + (f", {args.output / 'cycles.png'}" if rows else ""))
+    return 0
+
+
+def cmd_explore(args) -> int:
+    """``explore``: every scheme and knob on every engine size whose memories fit each
+    board (``shiftpool/explore.py``)."""
+    from .boards.registry import BOARDS
+    from .explore import explore, summary, write_results
+
+    boards = [b for b in args.boards.split(",") if b]
+    unknown = [b for b in boards if b not in BOARDS]
+    if unknown or not boards:
+        raise UsageError(f"--boards: {unknown[0] if unknown else args.boards!r} is not a "
+                         f"board; choose from {', '.join(BOARDS)}")
+    sizes = _parse_sizes(args.sizes)
+    _check_output_dir("-o", args.output)
+    float_model, data = _float_model_and_data(args)
+    points = explore(float_model, data, boards, sizes=sizes, epochs=args.epochs,
+                     seed=args.seed, step=_step)
+    command = "shiftpool " + " ".join(sys.argv[1:]) if sys.argv[1:] else "shiftpool explore"
+    path = write_results(points, args.output, command)
+    for line in summary(points):
+        _say(line)
+    _say(f"wrote {path}, {args.output / 'results.json'} and the plots pareto-BOARD.png")
     return 0
 
 
@@ -678,6 +792,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soak-rate", type=float, default=1e-2,
                    help="--soak: faults per byte in each direction (default 0.01)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("explore", help="every scheme and knob on every engine size whose "
+                       "memories fit each board: the Pareto front of accuracy, inferences "
+                       "per second and bits per weight")
+    _add_common(p)
+    p.add_argument("--float-model", default=None,
+                   help="the float model: an .npz or .onnx file, or a built-in ("
+                   + ", ".join(BUILTIN_MODELS) + "; default: the --data set's)")
+    p.add_argument("--data", default="digits",
+                   help="digits (default), mnist, or an .npz with x and y (as compress takes)")
+    p.add_argument("--boards", default="icebreaker,ulx3s-85f",
+                   help="boards, comma-separated (default icebreaker,ulx3s-85f)")
+    p.add_argument("--sizes", default=",".join(f"{a}x{b}" for a in (1, 2, 4, 8)
+                                               for b in (1, 2, 4, 8)),
+                   help="engine sizes LANESxTAPS tried on every board (default lanes and "
+                   "taps 1, 2, 4, 8; the pool engine always has 8 taps)")
+    p.add_argument("--epochs", type=int, default=10,
+                   help="fine-tuning epochs of every variant (default 10)")
+    p.add_argument("-o", "--output", type=Path, default=Path("explore-results"),
+                   help="folder for pareto.md, results.json and the plots")
+    p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("compress", help="float model -> compressed integer model file")
     from .sw.schemes.registry import schemes

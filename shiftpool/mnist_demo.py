@@ -15,18 +15,20 @@ import time
 
 import numpy as np
 
-from .bench import weight_bits
-from .boards.memory_fit import board_memory_fit
+from .bench import mac_count, weight_bits
+from .boards.memory_fit import BOARD_DEVICES, board_memory_fit
 from .boards.registry import BOARDS
 from .hw.config import POOL_GROUP
 from .sim.flow import first_mismatch, simulate
 from .sw.compile.fit import fit_config
+from .sw.compile.resources import DEVICES
 from .sw.schemes import golden
 from .sw.schemes.compress import compress
 from .sw.train.datasets import load_mnist_split
 from .sw.train.mnist import MNIST_MODELS, mnist_float_model
 
-__all__ = ["DEFAULT_POOL_SIZES", "MnistRow", "rtl_slice", "run_mnist_demo", "table"]
+__all__ = ["DEFAULT_POOL_SIZES", "MnistRow", "headline", "rtl_slice", "run_mnist_demo",
+           "table"]
 
 #: Pool sizes the demo compresses to.
 DEFAULT_POOL_SIZES = (16, 64)
@@ -52,6 +54,7 @@ class MnistRow:
     cycles_match: bool          # equal to the cycle model
     weights: int
     code_bits: int              # the weights' codes without padding
+    macs: int                   # multiply-accumulates per inference
     fits: dict                  # board -> bool
     fit_messages: dict          # board -> one line
     clock_hz: dict              # board -> build clock
@@ -63,6 +66,18 @@ class MnistRow:
 
     def inferences_per_s(self, board: str) -> float:
         return self.clock_hz[board] / self.cycles
+
+    @property
+    def macs_per_cycle(self) -> float:
+        """Weights the engine consumed per cycle, averaged over the inference."""
+        return self.macs / self.cycles
+
+    def weight_bound(self, board: str) -> float | None:
+        """Weights per cycle the board's single-port memories can deliver at this
+        scheme's bits per weight (iCE40 UltraPlus: 4 SPRAM x 16 bits = 64 bits per
+        cycle); None for a board without them."""
+        port_bits = DEVICES[BOARD_DEVICES[board]].spram_port_bits
+        return port_bits / self.bits_per_weight if port_bits else None
 
 
 def rtl_slice(n_test: int, samples: int, seed: int) -> np.ndarray:
@@ -127,7 +142,7 @@ def run_mnist_demo(models=MNIST_MODELS, lanes: int = 2, taps: int = 4,
                 rtl_equal=int(result.equal.sum()), rtl_n=len(picked),
                 cycles=int(result.cycles.max()),
                 cycles_match=bool(result.cycles_match),
-                weights=weights, code_bits=bits,
+                weights=weights, code_bits=bits, macs=mac_count(qm),
                 fits={b: f.fits for b, f in fits.items()},
                 fit_messages={b: f.message for b, f in fits.items()},
                 clock_hz={b: BOARDS[b].clock_hz for b in boards}, wall=wall))
@@ -141,19 +156,45 @@ def table(rows: list[MnistRow], boards=tuple(BOARDS)) -> list[str]:
     fit_head = " ".join(f"{short.get(b, b):>5}" for b in boards)
     head = (f"{'model':<7} {'scheme':<9} {'engine':<12} {'float':>6} {'golden':>6} "
             f"{'RTL':>6} {'RTL==gold':>9} {'b/w':>5} {fit_head} {'cycles/inf':>10} "
-            f"{'inf/s iCEB':>10} {'inf/s ULX3S':>11}")
+            f"{'w/cyc':>5} {'bound':>5} {'inf/s iCEB':>10} {'inf/s ULX3S':>11}")
     lines = [head, "-" * len(head)]
     for r in rows:
         fit = " ".join(f"{'yes' if r.fits[b] else 'no':>5}" for b in boards)
         ips = {b: (f"{r.inferences_per_s(b):.0f}" if b in r.clock_hz else "-")
                for b in ("icebreaker", "ulx3s-85f")}
+        bound = r.weight_bound("icebreaker")
         lines.append(
             f"{r.model:<7} {r.scheme:<9} {r.engine + f' {r.lanes}x{r.taps}':<12} "
             f"{r.float_acc:>6.3f} {r.golden_acc:>6.3f} {r.rtl_acc:>6.3f} "
             f"{f'{r.rtl_equal}/{r.rtl_n}':>9} {r.bits_per_weight:>5.2f} {fit} "
-            f"{r.cycles:>10} {ips['icebreaker']:>10} {ips['ulx3s-85f']:>11}")
+            f"{r.cycles:>10} {r.macs_per_cycle:>5.2f} "
+            f"{f'{bound:.1f}' if bound else '-':>5} {ips['icebreaker']:>10} "
+            f"{ips['ulx3s-85f']:>11}")
     misses = [f"  {r.model} {r.scheme} on {b}: {r.fit_messages[b]}"
               for r in rows for b in boards if not r.fits[b]]
     if misses:
         lines += ["", "does not fit:"] + misses
+    return lines
+
+
+def headline(rows: list[MnistRow], board: str = "icebreaker") -> list[str]:
+    """Per model, whether int8 fits ``board`` and which compressed schemes do; when
+    int8's weights alone pass all of the device's block memory, no engine size can
+    fit it, and the line says so."""
+    device = DEVICES[BOARD_DEVICES[board]]
+    lines = []
+    for model in dict.fromkeys(r.model for r in rows):
+        mine = [r for r in rows if r.model == model]
+        int8 = next((r for r in mine if r.scheme == "int8"), None)
+        fitting = [f"{r.scheme} ({r.bits_per_weight:.2f} b/w, golden {r.golden_acc:.3f})"
+                   for r in mine if r.scheme != "int8" and r.fits[board]]
+        if int8 is None or int8.fits[board]:
+            continue
+        why = (f"its {int8.code_bits:,} weight bits are more than all of the "
+               f"{device.name}'s block memory ({device.memory_bits:,} bits): no engine size "
+               f"fits it" if int8.code_bits > device.memory_bits
+               else f"at {int8.lanes}x{int8.taps}: {int8.fit_messages[board]}")
+        lines.append(f"{model} on {board}: int8 (golden {int8.golden_acc:.3f}) does not fit, "
+                     f"{why}; compressed, it fits as "
+                     f"{', '.join(fitting) if fitting else 'none of the schemes run here'}")
     return lines

@@ -22,7 +22,7 @@ from shiftpool.hw.engines.shiftadd import ShiftAddEngine
 from shiftpool.sim.kit import stream_get, stream_put, watchdog
 from shiftpool.sw.compile.engine_model import code_value, engine_reference, pack_code
 
-ENGINES = ("shiftadd", "int8", "binary")
+ENGINES = ("shiftadd", "int8", "binary", "insitu")
 CLOCK_PERIOD = 1e-6
 MAX_PRODUCT_BEATS = 5
 
@@ -40,6 +40,9 @@ def random_config(rng: np.random.Generator, engine: str) -> AcceleratorConfig:
         act_bits=int(rng.integers(2, 9)),
         exp_bits=int(rng.integers(1, 5)),
         slot_bits=int(rng.integers(2, 17)),
+        mlg_qb=int(rng.integers(2, 9)), mlg_qu=int(rng.integers(2, 9)),
+        mlg_qv=int(rng.integers(2, 9)), mlg_bi=int(rng.integers(1, 9)),
+        mlg_bc=int(rng.integers(1, 300)),
         max_fan_in=MAX_PRODUCT_BEATS * taps,
     )
 
@@ -54,8 +57,9 @@ def random_codes(rng: np.random.Generator, config: AcceleratorConfig, shape) -> 
     if config.engine == "shiftadd":
         top = (1 << config.exp_bits) - 1
         extreme = pack_code(config, rng.choice([-1, 1], size=shape) << top)
-    else:
-        extreme = pack_code(config, rng.choice([-128, 127], size=shape))
+    else:                                   # int8, insitu: the signed extremes
+        top = (1 << (config.code_width - 1)) - 1
+        extreme = pack_code(config, rng.choice([-top - 1, top], size=shape))
     codes = np.where(pick < 0.2, extreme, codes)
     return np.where(pick > 0.85, 0, codes)
 
@@ -209,7 +213,8 @@ def test_output_held_under_back_pressure(engine):
 @pytest.mark.parametrize("sign", [-1, 1])
 def test_acc_width_holds_largest_dot_product(engine, sign):
     """``max_fan_in`` largest activations times largest-magnitude weights (two terms of
-    the largest exponent for shift-add, -128 or 127 for int8) do not wrap."""
+    the largest exponent for shift-add, -128 or 127 for int8, the extremes of the
+    generated width for insitu) do not wrap."""
     config = AcceleratorConfig(engine=engine, lanes=2, taps=3, act_bits=5, exp_bits=2,
                                max_fan_in=20)
     act_max = (1 << config.act_bits) - 1
@@ -219,8 +224,9 @@ def test_acc_width_holds_largest_dot_product(engine, sign):
     elif engine == "binary":                # round 0: the slot's top bit is the sign
         term = (1 << (config.slot_bits - 1)) if sign < 0 else 0
         passes, weight = 1, sign
-    else:
-        weight = -128 if sign < 0 else 127
+    else:                                   # int8 and insitu: the signed code's extremes
+        top = 1 << (config.code_width - 1)
+        weight = -top if sign < 0 else top - 1
         passes, term = 1, weight
     steps = -(-config.max_fan_in // config.taps)
     used = np.arange(steps * config.taps).reshape(steps, config.taps) < config.max_fan_in

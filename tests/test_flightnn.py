@@ -246,3 +246,25 @@ def test_flightnn_transform_forward_and_threshold_gradient():
     assert np.allclose(grads[1e-2], 10 * grads[1e-3]), f"seed {seed}"
     with pytest.raises(ValueError, match="lam"):
         FLightNNTransform(model, 2, 0.5, lam=-1.0)
+
+
+def test_fine_tuning_keeps_each_layers_window():
+    """The window is the float model's: a weight that grows past a rounding cut clips
+    to ``2**emax`` rather than moving the whole layer's window up (which would flush
+    the layer's small weights to 0 and send its filters to k = 2)."""
+    seed = 42
+    model = _tiny_model(seed)
+    flight = FLightNNTransform(model, exp_bits=2, k1_target=0.5, lam=1e-2)
+    light = LightNNTransform(2, 2, model)
+    for i in (0, 3):
+        w = model.layers[i].weight
+        emax = layer_emax(w)
+        assert flight.emax[i] == light.emax[i] == emax, f"seed {seed} layer {i}"
+        grown = w * 4.0                      # its own window would be two exponents up
+        assert layer_emax(grown) == emax + 2
+        wq, _ = flightnn_quantize(grown, flight.thresholds(i), 2, emax)
+        assert np.array_equal(flight(i, grown), wq), f"seed {seed} layer {i}"
+        assert np.abs(flight(i, grown)).max() <= 2.0 ** (emax + 1), f"seed {seed} layer {i}"
+        assert np.array_equal(light(i, grown), lightnn(grown, 2, 2, emax))
+        # Nothing flushes that did not flush in the float model's window.
+        assert np.count_nonzero(light(i, grown)) >= np.count_nonzero(light(i, w))

@@ -123,3 +123,67 @@ def test_malformed_mlg_layers_name_the_field(mlg_model, change, words):
     change(model)
     with pytest.raises(ModelError, match=words):
         model.validate()
+
+
+def test_no_accelerator_yet_is_one_clear_error(mlg_model):
+    from shiftpool.hw.config import ConfigError
+    from shiftpool.sw.compile.fit import fit_config
+
+    with pytest.raises(ConfigError, match="no accelerator runs scheme 'mlg' yet: the in-situ "
+                                          "engine and its weight generator exist"):
+        fit_config(mlg_model)
+
+
+def test_generator_expands_the_digits_model(mlg_model):
+    """Every MAC layer of the trained digits mlg model, laid out in one set of stores,
+    comes out of the weight generator (Amaranth's simulator, idle requests and
+    back-pressure) as the golden model's weights, row by row."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from shiftpool.hw.config import AcceleratorConfig
+    from shiftpool.hw.generator_layout import STORES
+    from shiftpool.hw.program import pack
+    from shiftpool.sim.units import load_fields
+    from shiftpool.sw.compile.mlg_layout import layer_requests, pack_requests, place_layer
+    from test_insitu import expected_rows, simulate
+
+    cfg = AcceleratorConfig(engine="insitu", lanes=2, taps=8, mlg_qb=mlg_model.qb,
+                            mlg_qu=mlg_model.qu, mlg_qv=mlg_model.qv, mlg_bi=2, mlg_bc=8,
+                            mlg_depth=512)
+    stores = {name: [] for name in STORES}
+    requests, rows, levels = [], [], []
+    for i, layer in enumerate(mlg_model.layers):
+        if layer.is_mac:
+            placed = place_layer(cfg, mlg_model, i, stores)
+            levels.append((placed.level1, placed.level2))
+            requests += layer_requests(cfg, placed)
+            rows += expected_rows(cfg, layer)
+    assert (True, True) in levels and (False, True) in levels      # both kinds occur
+    load = [pack(load_fields(cfg), dict(store=code, addr=addr, data=row))
+            for code, name in enumerate(STORES) for addr, row in enumerate(stores[name])]
+    got = simulate(cfg, load, pack_requests(cfg, requests), len(rows), 11, 0.2, 0.3)
+    assert got == rows
+
+
+def test_generator_cycles_of_the_digits_model(mlg_model):
+    """``mlg_cycle_table``'s generator cycles: per row ``count + 3`` (``count`` = Bc with
+    level 2, else the group's valid lanes), rows = groups x steps, from the layer shapes."""
+    from shiftpool.hw.config import AcceleratorConfig
+    from shiftpool.sw.compile.mlg_layout import mlg_cycle_table
+
+    cfg = AcceleratorConfig(engine="insitu", lanes=3, taps=8, mlg_qb=mlg_model.qb,
+                            mlg_qu=mlg_model.qu, mlg_qv=mlg_model.qv, mlg_bi=2, mlg_bc=8,
+                            mlg_depth=1024)
+    table = mlg_cycle_table(cfg, mlg_model)
+    macs = [layer for layer in mlg_model.layers if layer.is_mac]
+    assert [row["layer"] for row in table] == [i for i, la in enumerate(mlg_model.layers)
+                                               if la.is_mac]
+    for row, layer in zip(table, macs, strict=True):
+        co, fan_in = layer.out_shape[0], layer.fan_in
+        steps = -(-fan_in // 8)
+        counts = ([layer.mlg_v.shape[1]] * -(-co // 3) if layer.mlg_v is not None
+                  else [min(3, co - g) for g in range(0, co, 3)])
+        assert row["rows"] == len(counts) * steps
+        assert row["generator_cycles"] == steps * sum(c + 3 for c in counts)

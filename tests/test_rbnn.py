@@ -161,3 +161,27 @@ def test_no_engine_yet_is_one_clear_error(rbnn_model):
     with pytest.raises(ConfigError, match="no accelerator runs scheme 'rbnn' yet: the binary "
                                           "engine exists"):
         fit_config(rbnn_model)
+
+
+def test_compress_prints_the_rounds_beside_the_plain_binary_network(tmp_path, capsys):
+    """``compress --scheme rbnn``: a line per round (binary weights and N/K stored bits
+    per weight grow and shrink with the rounds), then the plain binary network of equal
+    storage, trained by the same code, beside it."""
+    from shiftpool.sw.train.nn import Dense, FloatModel, ReLU, save_float_model
+
+    from shiftpool.cli import main
+
+    rng = np.random.default_rng(3)
+    save_float_model(FloatModel([Dense(64, 24, rng), ReLU(), Dense(24, 10, rng)],
+                                (1, 8, 8)), tmp_path / "mlp.npz")
+    code = main(["compress", "--scheme", "rbnn", "--float-model", str(tmp_path / "mlp.npz"),
+                 "--rounds", "3", "--slot-bits", "8", "--slot-lr", "0.05", "--epochs", "2",
+                 "-o", str(tmp_path / "r.npz")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    slots = 64 * 24 + 24 * 10
+    for r in (1, 2, 3):
+        assert re.search(rf"^\s+{r}\s+{r * slots}\s+{8 / r:.2f}\s+0\.\d{{4}}$", out, re.M), out
+    line = [s for s in out.splitlines() if "plain binary network of equal storage" in s]
+    assert len(line) == 1 and "(3 rounds, 2.67 stored bits per weight)" in line[0]
+    assert f"(1 round, 8 bits per slot, {slots} binary weights)" in line[0]

@@ -139,7 +139,8 @@ class WriteBack(wiring.Component):
         vq_valid = Signal()
         m.d.sync += [vq_valid.eq(busy), vq.addr.eq(addr), vq.lane.eq(alane), vq.chan.eq(chan),
                      vq.value.eq(value)]
-        act = requantize(m, vq.value, layer.shift, cfg.act_bits)
+        act = requantize(m, vq.value, layer.shift, cfg.act_bits,
+                         half_even=cfg.rounding == "half_even")
         wq = self.write.payload
         m.d.sync += [self.write.valid.eq(vq_valid), wq.addr.eq(vq.addr), wq.lane.eq(vq.lane),
                      wq.chan.eq(vq.chan),

@@ -6,6 +6,6 @@ engine: its module, its line below, its name and config fields in
 ``hw/config.py``'s ``ENGINE_FIELDS``.
 """
 
-from . import binary, int8mac, pool, shiftadd
+from . import binary, generator, insitu, int8mac, pool, shiftadd
 
-__all__ = ["binary", "int8mac", "pool", "shiftadd"]
+__all__ = ["binary", "generator", "insitu", "int8mac", "pool", "shiftadd"]

@@ -42,6 +42,8 @@ def pack_code(config: AcceleratorConfig, value) -> int | np.ndarray:
         ``e | sign << exp_bits | nonzero << (exp_bits + 1)`` (zero packs to ``0``).
         ``"int8"``: ``-128 .. 127``, packed as its two's complement byte.
         ``"binary"``: a storage slot ``0 .. 2**slot_bits - 1``, packed as itself.
+        ``"insitu"``: a generated weight of ``mlg_w_width`` signed bits, packed as
+        its two's complement.
 
     Raises
     ------
@@ -54,10 +56,11 @@ def pack_code(config: AcceleratorConfig, value) -> int | np.ndarray:
         if np.any((v < 0) | (v >> width != 0)):
             raise ValueError(f"binary-engine slots must be in 0..{(1 << width) - 1}")
         return _scalar_or_array(v)
-    if config.engine == "int8":
+    if config.engine in ("int8", "insitu"):
         lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
         if np.any((v < lo) | (v > hi)):
-            raise ValueError(f"int8 weights must be in {lo}..{hi}; got {v[(v < lo) | (v > hi)]}")
+            raise ValueError(f"{config.engine} weights must be in {lo}..{hi}; got "
+                             f"{v[(v < lo) | (v > hi)]}")
         return _scalar_or_array(v & ((1 << width) - 1))
     mag = np.abs(v)
     exp = np.where(mag > 0, np.log2(np.maximum(mag, 1)).round().astype(np.int64), 0)
@@ -87,7 +90,7 @@ def code_value(config: AcceleratorConfig, code, round_: int = 0) -> int | np.nda
     if np.any((c < 0) | (c >> width != 0)):
         bad = (c < 0) | (c >> width != 0)
         raise ValueError(f"codes must be in 0..{(1 << width) - 1}; got {c[bad]}")
-    if config.engine == "int8":
+    if config.engine in ("int8", "insitu"):
         return _scalar_or_array(np.where(c >> (width - 1) != 0, c - (1 << width), c))
     if config.engine == "binary":
         if not 0 <= round_ < width:

@@ -37,6 +37,7 @@ def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, mode="direct",
     sides = [d for layer in model.layers for d in layer.out_shape[1:]]
     sides += list(model.input_shape[1:])
     base = dict(engine=engine, lanes=lanes, taps=taps, act_bits=model.act_bits,
+                rounding=model.rounding,
                 exp_bits=max(model.exp_bits, 1), max_fan_in=fan_in, **_ROOMY)
     if engine == "pool" and len(model.pool) > MAX_POOL_SIZE:
         raise ConfigError(f"config field 'pool_size': the model's pool has {len(model.pool)} "

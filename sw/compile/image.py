@@ -88,6 +88,11 @@ def engine_for_model(model: QuantModel) -> str:
         raise ConfigError(f"no accelerator runs scheme {model.scheme!r} yet: the binary engine "
                           f"exists (hw/engines/binary.py) but the compiler and the controller "
                           f"do not lay out its rounds yet; the golden model runs it")
+    if engine == "insitu":
+        raise ConfigError(f"no accelerator runs scheme {model.scheme!r} yet: the in-situ engine "
+                          f"and its weight generator exist (hw/engines/insitu.py, generator.py) "
+                          f"but the controller does not drive the generator yet; the golden "
+                          f"model runs it")
     return engine
 
 
@@ -203,6 +208,9 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig, im2col: bool) -> None:
     if cfg.act_bits != model.act_bits:
         raise ConfigError(f"config field 'act_bits' = {cfg.act_bits} but the model uses "
                           f"{model.act_bits}-bit activations")
+    if cfg.rounding != model.rounding:
+        raise ConfigError(f"config field 'rounding' = {cfg.rounding!r} but the model's "
+                          f"requantizer rounds {model.rounding!r}")
     if engine == "shiftadd" and cfg.exp_bits < model.exp_bits:
         raise ConfigError(f"config field 'exp_bits' = {cfg.exp_bits} is too small for the "
                           f"model's {model.exp_bits}-bit exponents")

@@ -83,6 +83,17 @@ class Device:
     spram: BlockRam | None = None
     spram_count: int = 0
 
+    @property
+    def memory_bits(self) -> int:
+        """All the device's block memory, in bits: what no model's weights can pass."""
+        spram = self.spram.bits * self.spram_count if self.spram else 0
+        return self.bram.bits * self.bram_count + spram
+
+    @property
+    def spram_port_bits(self) -> int:
+        """Bits the single-port blocks give per cycle in all (one port each)."""
+        return max(w for _, w in self.spram.modes) * self.spram_count if self.spram else 0
+
 
 #: The devices of the supported boards, by part.
 DEVICES = {d.name: d for d in (

@@ -214,6 +214,10 @@ class QuantModel:
     qb: int = 0
     qu: int = 0
     qv: int = 0
+    #: How the requantizer rounds a value exactly halfway between two steps:
+    #: ``"half_up"`` (toward +infinity, every compressed model) or ``"half_even"``
+    #: (imported models whose quantizers round halves to even; ``docs/arithmetic.md`` §6).
+    rounding: str = "half_up"
 
     @property
     def classes(self) -> int:
@@ -260,6 +264,10 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+#: The requantizer's rounding of halves (``QuantModel.rounding``).
+ROUNDINGS = ("half_up", "half_even")
+
+
 def validate_model(m: QuantModel) -> None:
     # Type checks first: a header from a file may hold any JSON value.
     for field in ("act_bits", "exp_bits", "input_frac", "output_frac", "pool_bits",
@@ -271,6 +279,9 @@ def validate_model(m: QuantModel) -> None:
         raise _err(None, "scheme", f"{m.scheme!r} is unknown; allowed: {', '.join(stored)}")
     if not (2 <= m.act_bits <= 16):
         raise _err(None, "act_bits", f"{m.act_bits} is out of range 2..16")
+    if m.rounding not in ROUNDINGS:
+        raise _err(None, "rounding", f"{m.rounding!r} is unknown; allowed: "
+                   f"{', '.join(ROUNDINGS)}")
     if not (0 <= m.input_frac <= MAX_INPUT_FRAC):
         raise _err(None, "input_frac", f"{m.input_frac} is out of range 0..{MAX_INPUT_FRAC} "
                    f"(inputs are quantized as round(x * 2**input_frac))")
@@ -595,6 +606,9 @@ def save_model(model: QuantModel, path: str | os.PathLike) -> None:
         arrays["pool"] = _storage("pool", np.asarray(model.pool), model)
     if model.scheme == "mlg":
         header.update(qb=model.qb, qu=model.qu, qv=model.qv)
+    if model.rounding != "half_up":
+        # Only files that round otherwise carry it, so existing files stay as they were.
+        header["rounding"] = model.rounding
     arrays["header"] = np.frombuffer(json.dumps(header, indent=1).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -663,7 +677,8 @@ def load_model(path: str | os.PathLike) -> QuantModel:
                 layers=layers, meta=header.get("meta", {}),
                 pool=member("pool") if "pool" in npz.files else None,
                 pool_bits=header.get("pool_bits", 0), lut_bits=header.get("lut_bits", 0),
-                qb=header.get("qb", 0), qu=header.get("qu", 0), qv=header.get("qv", 0))
+                qb=header.get("qb", 0), qu=header.get("qu", 0), qv=header.get("qv", 0),
+                rounding=header.get("rounding", "half_up"))
         except ModelError:
             raise
         except KeyError as exc:

@@ -10,7 +10,8 @@ Reconstruction of Ding et al., "FLightNNs" (DAC 2019) as written in SEEDS.md sec
   ``t_i`` on the residual norm ``r_i = ||w_i - R(w_i)||_2``: k = 2 iff ``r_i > t_i``.
 - :class:`FLightNNTransform` fine-tunes the latent weights (straight-through) and
   the thresholds (sigmoid surrogate of the indicator, plus a penalty that pushes
-  filters toward k = 1).
+  filters toward k = 1). Both transforms fix each layer's exponent window when
+  fine-tuning starts (:func:`frozen_windows`).
 - :func:`term_codes` turns the result into the model file's term codes.
 """
 
@@ -24,8 +25,8 @@ from .registry import Option, Quantizer, Scheme, register
 __all__ = [
     "FLIGHTNN", "LIGHTNN2", "FLightNNQuantizer", "LightNN2Quantizer",
     "exponent_window", "layer_emax", "pow2_round", "lightnn", "residual_norms",
-    "thresholds_for_share", "flightnn_quantize", "term_codes", "FLightNNTransform",
-    "LightNNTransform",
+    "thresholds_for_share", "flightnn_quantize", "term_codes", "frozen_windows",
+    "FLightNNTransform", "LightNNTransform",
 ]
 
 
@@ -175,6 +176,20 @@ def _per_filter(v: np.ndarray, ndim: int) -> np.ndarray:
     return np.asarray(v, dtype=np.float64).reshape((-1,) + (1,) * (ndim - 1))
 
 
+def frozen_windows(model: FloatModel) -> dict[int, int]:
+    """``{layer index: emax}`` of every MAC layer of ``model``, taken once.
+
+    Fine-tuning keeps each layer's window where the float model puts it. Were
+    ``emax`` recomputed from the latent weights at every step, one weight growing
+    past a rounding cut would move the whole layer's window up: with a small window
+    (E = 2) the bottom exponent then flushes a large part of the layer's weights to
+    0, every residual norm jumps (by 1.5x on the MNIST MLP) and every filter goes to
+    k = 2. A weight that grows past ``2**emax`` clips to it instead.
+    """
+    return {i: layer_emax(layer.weight) for i, layer in enumerate(model.layers)
+            if layer.kind in ("conv3x3", "dense")}
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     # tanh form: no overflow warning for large |z|.
     return 0.5 * (1.0 + np.tanh(0.5 * z))
@@ -189,22 +204,26 @@ class LightNNTransform(WeightTransform):
         Terms per weight (1 or 2).
     exp_bits:
         Exponent window size ``2**exp_bits``.
+    model:
+        When given, each layer's window is fixed to the one of ``model``'s weights
+        (:func:`frozen_windows`); otherwise it follows the weights it is applied to.
     """
 
-    def __init__(self, k: int, exp_bits: int) -> None:
+    def __init__(self, k: int, exp_bits: int, model: FloatModel | None = None) -> None:
         lightnn(np.zeros(1), k, exp_bits)  # validates k and exp_bits
         self.k, self.exp_bits = k, exp_bits
+        self.emax = frozen_windows(model) if model is not None else {}
 
     def __call__(self, index: int, weight: np.ndarray) -> np.ndarray:
-        return lightnn(weight, self.k, self.exp_bits)
+        return lightnn(weight, self.k, self.exp_bits, self.emax.get(index))
 
 
 class FLightNNTransform(WeightTransform):
     """FLightNN fine-tuning: per-filter k with trainable thresholds.
 
-    Forward: ``w~_i = R(w_i) + 1[r_i > t_i] * R(w_i - R(w_i))`` with ``emax``
-    recomputed from the latent weights at every step. Backward: straight through to
-    the latent weights; for the thresholds the hard indicator's derivative is
+    Forward: ``w~_i = R(w_i) + 1[r_i > t_i] * R(w_i - R(w_i))`` in each layer's
+    window as the model had it at construction (:func:`frozen_windows`). Backward:
+    straight through to the latent weights; for the thresholds the hard indicator's derivative is
     replaced by that of ``sigmoid((r_i - t_i) / tau)``. The penalty
     ``lam * sum_i sigmoid((r_i - t_i) / tau)`` (a soft count of k = 2 filters)
     pushes thresholds up, i.e. filters toward k = 1; only the thresholds receive
@@ -240,10 +259,9 @@ class FLightNNTransform(WeightTransform):
         self.theta: dict[int, np.ndarray] = {}
         self._grad: dict[int, np.ndarray] = {}
         self._cache: dict[int, tuple] = {}
-        for i, layer in enumerate(model.layers):
-            if layer.kind not in ("conv3x3", "dense"):
-                continue
-            r = residual_norms(layer.weight, exp_bits)
+        self.emax = frozen_windows(model)
+        for i in self.emax:
+            r = residual_norms(model.layers[i].weight, exp_bits, self.emax[i])
             med = float(np.median(r))
             self.scale[i] = med if med > 0 else 1.0
             t = thresholds_for_share(r, k1_target)
@@ -255,7 +273,7 @@ class FLightNNTransform(WeightTransform):
         return self.theta[index] * self.scale[index]
 
     def __call__(self, index: int, weight: np.ndarray) -> np.ndarray:
-        emax = layer_emax(weight)
+        emax = self.emax[index]
         q1 = pow2_round(weight, emax, self.exp_bits)
         q2 = pow2_round(weight - q1, emax, self.exp_bits)
         r = np.sqrt(((weight - q1).reshape(len(weight), -1) ** 2).sum(axis=1))
@@ -307,14 +325,15 @@ class FLightNNQuantizer(Quantizer):
 
     def filter_terms(self, index: int, weight: np.ndarray) -> np.ndarray:
         """k (1 or 2) of every filter of layer ``index``."""
-        return flightnn_quantize(weight, self.transform.thresholds(index), self.exp_bits)[1]
+        return flightnn_quantize(weight, self.transform.thresholds(index), self.exp_bits,
+                                 self.transform.emax[index])[1]
 
     def model_fields(self):
         return {"exp_bits": self.exp_bits}
 
     def integerize(self, index, weight):
         k = self.filter_terms(index, weight)
-        codes, emin = term_codes(weight, k, self.exp_bits)
+        codes, emin = term_codes(weight, k, self.exp_bits, self.transform.emax[index])
         self.k1_layers.append(float(np.mean(k == 1)))
         return {"terms": codes, "k": k}, -emin
 
@@ -328,7 +347,7 @@ class LightNN2Quantizer(FLightNNQuantizer):
     """LightNN-2: two terms in every filter, for comparison with FLightNN."""
 
     def make_transform(self, model) -> WeightTransform:
-        return LightNNTransform(2, self.exp_bits)
+        return LightNNTransform(2, self.exp_bits, model)
 
     def filter_terms(self, index, weight):
         return np.full(len(weight), 2, dtype=np.uint8)

@@ -20,12 +20,19 @@ __all__ = ["mac", "requantize", "run", "check_inputs", "conv3x3", "maxpool2", "p
            "layer_bits", "layer_modes"]
 
 
-def requantize(v: np.ndarray, shift: int, act_bits: int) -> np.ndarray:
+def requantize(v: np.ndarray, shift: int, act_bits: int,
+               rounding: str = "half_up") -> np.ndarray:
     """``clip((v + 2**(shift-1)) >> shift, 0, 2**act_bits - 1)``; no rounding term for
-    ``shift = 0``. The shift is arithmetic (floor), so halves round up."""
+    ``shift = 0``. The shift is arithmetic (floor), so halves round up; with
+    ``rounding="half_even"`` a value exactly halfway goes to the even neighbour
+    (``docs/arithmetic.md`` §6)."""
     v = np.asarray(v, dtype=np.int64)
     if shift > 0:
-        v = (v + (1 << (shift - 1))) >> shift
+        q = (v + (1 << (shift - 1))) >> shift
+        if rounding == "half_even":
+            tie = (v & ((1 << shift) - 1)) == (1 << (shift - 1))
+            q = q - (tie & (q & 1 == 1))
+        v = q
     return np.clip(v, 0, (1 << act_bits) - 1)
 
 
@@ -161,6 +168,7 @@ def run(model: QuantModel, x: np.ndarray, trace: bool = False,
                 v = mac(layer, a)
             v = v + (layer.bias.astype(np.int64)[None, :, None, None] if layer.kind == "conv3x3"
                      else layer.bias.astype(np.int64)[None, :])
-            a = requantize(v, int(layer.shift), act_bits) if layer.relu else v
+            a = (requantize(v, int(layer.shift), act_bits, model.rounding) if layer.relu
+                 else v)
         outputs.append(a)
     return (a, outputs) if trace else a
