@@ -568,9 +568,10 @@ def _add_compress_options(p) -> None:
     # Declared once, by the schemes' registrations (shiftpool.sw.schemes.registry).
     for option, users in _compression_options().values():
         where = f"; schemes {', '.join(users)}" if users else ""
+        default = option.default if option.kind is str else f"{option.default:g}"
         p.add_argument(option.flag, type=option.kind, default=option.default,
-                       help=f"{option.help} ({option.allowed}, default {option.default:g}"
-                       f"{where})")
+                       choices=option.choices or None,
+                       help=f"{option.help} ({option.allowed}, default {default}{where})")
 
 
 def _add_common(p) -> None:
