@@ -1,0 +1,216 @@
+"""The two organisations of the pool engine's lookup table (``docs/arithmetic.md``
+§12.3): the golden model's half tables against the formula written here with plain
+Python ints, exact tables identical in both organisations, and where the organisation
+is recorded (model file, config, compiler, command line) with its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from shiftpool.hw.config import AcceleratorConfig, ConfigError
+from shiftpool.sw.compile.fit import fit_config
+from shiftpool.sw.compile.image import compile_model
+from shiftpool.sw.model.file import ModelError, load_model, save_model
+from shiftpool.sw.model.randmodel import random_model
+from shiftpool.sw.schemes import golden, pool_golden
+from shiftpool.sw.schemes.registry import get_scheme
+
+# -- references (plain Python ints and loops) ------------------------------------------
+
+
+def half_entry(pool, p: int, nibble: int, high: bool) -> int:
+    """``LO[nibble][p]`` (``high`` false) or ``HI[nibble][p]``, by the definition."""
+    base = 4 if high else 0
+    return sum(int(pool[p][base + j]) for j in range(4) if (nibble >> j) & 1)
+
+
+def round_half_up(e: int, k: int) -> int:
+    """``e / 2**k`` rounded to nearest, halves toward +infinity, in exact rationals."""
+    return (2 * e + (1 << k)) // (1 << (k + 1))
+
+
+def half_reference(pool, lut_bits: int) -> tuple[list, int]:
+    """The half-table datapath's entries ``[256][S]`` and its shift: the smallest ``k``
+    whose narrowed half entries all fit a signed ``lut_bits`` word, then per pattern
+    ``q`` the narrowed low-nibble entry plus the narrowed high-nibble entry."""
+    halves = [half_entry(pool, p, n, high) for p in range(len(pool)) for n in range(16)
+              for high in (False, True)]
+    top = 1 << (lut_bits - 1)
+    k = 0
+    while not all(-top <= round_half_up(e, k) <= top - 1 for e in halves):
+        k += 1
+    lut = [[round_half_up(half_entry(pool, p, q & 15, False), k)
+            + round_half_up(half_entry(pool, p, q >> 4, True), k)
+            for p in range(len(pool))] for q in range(256)]
+    return lut, k
+
+
+def random_pool(rng, size: int, pool_bits: int) -> np.ndarray:
+    top = (1 << (pool_bits - 1)) - 1
+    pool = rng.integers(-top, top + 1, size=(size, 8))
+    pool[0, :4] = top        # a half's extremes are reached
+    pool[-1, 4:] = -top
+    return pool
+
+
+# -- the golden model -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6), ids=[f"seed{s}" for s in range(6)])
+def test_half_tables_match_the_formula(seed):
+    rng = np.random.default_rng(seed)
+    pool_bits = int(rng.integers(2, 13))
+    pool = random_pool(rng, int(rng.integers(2, 20)), pool_bits)
+    for lut_bits in (2, 3, 5, pool_bits, pool_bits + 1, pool_bits + 2, 16):
+        where = f"seed {seed}, pool_bits {pool_bits}, lut_bits {lut_bits}"
+        want, k = half_reference(pool, lut_bits)
+        lut, shift = pool_golden.table(pool, lut_bits, "half")
+        assert shift == k, where
+        assert lut.tolist() == want, where
+        assert not lut[0].any(), where
+        # Exact halves fit pool_bits + 2 signed bits: no narrowing from there on.
+        if lut_bits >= pool_bits + 2:
+            assert k == 0, where
+
+
+@pytest.mark.parametrize("seed", range(4), ids=[f"seed{s}" for s in range(4)])
+def test_exact_tables_are_identical_in_both_organisations(seed):
+    """With ``k = 0`` in both, both organisations read the exact table, and a model run
+    with either gives the same integers at every precision."""
+    rng = np.random.default_rng(100 + seed)
+    pool_bits = int(rng.integers(3, 9))
+    lut_bits = pool_bits + 3 + int(rng.integers(0, 4))
+    model = random_model(rng, scheme="pool", input_shape=(8, 4, 4), convs=(8,), dense=(3,),
+                         pool_size=int(rng.choice([4, 16])), pool_bits=pool_bits,
+                         lut_bits=lut_bits)
+    full, k_full = pool_golden.table(model.pool, lut_bits, "full")
+    half, k_half = pool_golden.table(model.pool, lut_bits, "half")
+    assert k_full == k_half == 0, f"seed {seed}"
+    exact = [[sum(int(model.pool[p][j]) for j in range(8) if (q >> j) & 1)
+              for p in range(len(model.pool))] for q in range(256)]
+    assert full.tolist() == half.tolist() == exact, f"seed {seed}"
+    x = rng.integers(0, 256, size=(3, 8, 4, 4))
+    runs = {}
+    for organisation in ("full", "half"):
+        model.pool_table = organisation
+        runs[organisation] = [golden.run(model, x, bits=bits) for bits in (8, 3)]
+    for a, b in zip(runs["full"], runs["half"], strict=True):
+        assert np.array_equal(a, b), f"seed {seed}"
+
+
+def test_narrowed_organisations_differ_and_run_uses_the_models():
+    """A narrowed table: the organisation changes the integers, and the golden model
+    reads the one the model names (checked against the formula's table)."""
+    rng = np.random.default_rng(3)
+    model = random_model(rng, scheme="pool", input_shape=(8, 1, 1), convs=(), pool=False,
+                         dense=(4,), pool_size=8, pool_bits=8, lut_bits=7,
+                         pool_table="half")
+    want, k = half_reference(model.pool, 7)
+    assert k > 0
+    assert not np.array_equal(pool_golden.table(model.pool, 7, "full")[0], np.array(want))
+    x = rng.integers(0, 256, size=(5, 8, 1, 1))
+    patterns = [[sum(((int(v) >> b) & 1) << j for j, v in enumerate(row.ravel()))
+                 for b in range(8)] for row in x]
+    layer = model.layers[0]
+    expect = [[int(layer.bias[f]) + sum(want[pat[b]][int(layer.index[f, 0])] << b
+                                        for b in range(8))
+               for f in range(4)] for pat in patterns]
+    assert golden.run(model, x).tolist() == expect
+
+
+def test_unknown_organisation_is_one_line():
+    with pytest.raises(ModelError, match=r"^model: field 'pool_table': 'quarter' is unknown; "
+                                         r"allowed: full, half"):
+        pool_golden.table(np.zeros((2, 8), np.int64), 8, "quarter")
+    with pytest.raises(ConfigError, match=r"^config field 'pool_table' = 'quarter' is "
+                                          r"unknown; allowed: full, half"):
+        AcceleratorConfig(engine="pool", pool_table="quarter")
+
+
+# -- where the organisation is recorded ------------------------------------------------
+
+
+def _pool_model(pool_table: str = "half", lut_bits: int = 16):
+    return random_model(np.random.default_rng(7), scheme="pool", input_shape=(8, 4, 4),
+                        convs=(8,), dense=(3,), pool_size=16, lut_bits=lut_bits,
+                        pool_table=pool_table)
+
+
+def test_model_file_records_the_organisation(tmp_path):
+    model = _pool_model("half", lut_bits=8)
+    path = tmp_path / "half.npz"
+    save_model(model, path)
+    with np.load(path) as npz:
+        header = json.loads(bytes(npz["header"]).decode())
+    assert header["pool_table"] == "half"
+    back = load_model(path)
+    assert back.pool_table == "half"
+    x = np.random.default_rng(1).integers(0, 256, size=(2, 8, 4, 4))
+    assert np.array_equal(golden.run(model, x), golden.run(back, x))
+    # A file without the field (written before half tables) is a full-table model.
+    with np.load(path) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    del header["pool_table"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert load_model(tmp_path / "old.npz").pool_table == "full"
+    header["pool_table"] = "quarter"
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ModelError) as info:
+        load_model(tmp_path / "bad.npz")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "model: field 'pool_table': 'quarter' is unknown; allowed: full, half" in message
+
+
+def test_config_hashes_the_organisation_for_the_pool_engine_only():
+    full = AcceleratorConfig(engine="pool")
+    half = AcceleratorConfig(engine="pool", pool_table="half")
+    assert full.hash != half.hash
+    assert half.as_dict()["pool_table"] == "half"
+    assert AcceleratorConfig.from_dict(half.as_dict()) == half
+    assert "pool_table" not in AcceleratorConfig(engine="int8").as_dict()
+    assert (AcceleratorConfig(engine="int8").hash
+            == AcceleratorConfig(engine="int8", pool_table="half").hash)
+    # A half entry sums two lut_bits words.
+    assert (half.entry_bits, full.entry_bits) == (17, 16)
+    assert half.weight_log2 == 16 and full.weight_log2 == 15
+
+
+def test_fit_and_compile_follow_the_model():
+    narrowed = _pool_model("half", lut_bits=8)
+    assert pool_golden.model_lut(narrowed)[1] > 0
+    assert fit_config(narrowed, lanes=2).pool_table == "half"
+    # Narrowed entries are rounded for one organisation: the other is refused, by name.
+    with pytest.raises(ConfigError) as info:
+        fit_config(narrowed, lanes=2, pool_table="full")
+    message = str(info.value)
+    assert message.startswith("config field 'pool_table' = 'full' does not match the "
+                              "model's 'half' table"), message
+    assert "--pool-table half" in message and "\n" not in message
+    # Exact tables are the same integers: either organisation runs the model.
+    exact = _pool_model("full", lut_bits=16)
+    cfg = fit_config(exact, lanes=2, pool_table="half")
+    image = compile_model(exact, cfg)
+    shift_field = image.regions["pool"][0] >> (8 * cfg.pool_bits)
+    assert shift_field == 0
+
+
+def test_scheme_declares_the_option():
+    option = {o.name: o for o in get_scheme("pool").options}["pool_table"]
+    assert (option.kind, option.default, option.choices) == (str, "full", ("full", "half"))
+    assert option.check("half") == "half"
+    with pytest.raises(ValueError, match="pool_table must be one of full, half, not 'x'"):
+        option.check("x")
+
+
+def test_storage_counts_half_tables():
+    from shiftpool.sw.schemes.pool import storage
+
+    full, half = storage(_pool_model("full")), storage(_pool_model("half"))
+    assert full.lut_storage == 256 * 16 * 16
+    assert half.lut_storage == 2 * 16 * 16 * 16
+    assert half.index_storage == full.index_storage
