@@ -170,7 +170,13 @@ def _config_from_args(args, model):
 
     if getattr(args, "design", None):
         return load_manifest(args.design)
-    return fit_config(model, lanes=args.lanes, taps=args.taps, mode=args.mode)
+    fields = {}
+    if getattr(args, "pool_table", None) is not None:
+        if model.scheme != "pool":
+            raise UsageError(f"--pool-table is for pool models; this one is {model.scheme!r}: "
+                             f"drop --pool-table")
+        fields["pool_table"] = args.pool_table
+    return fit_config(model, lanes=args.lanes, taps=args.taps, mode=args.mode, **fields)
 
 
 def cmd_generate(args) -> int:
@@ -602,6 +608,15 @@ def _add_bits(p) -> None:
                    "off for layers with more filters than pool vectors (default direct)")
 
 
+def _add_pool_table(p) -> None:
+    # The compression option, declared once by its scheme (shiftpool.sw.schemes.pool).
+    option, _ = _compression_options()["pool_table"]
+    p.add_argument(option.flag, choices=option.choices, default=None,
+                   help=f"pool models: the engine's {option.help.partition(': ')[2]} "
+                   f"(default: the model's); the other organisation runs only a model whose "
+                   f"table is exact (not narrowed)")
+
+
 def _add_sim(p, default: str) -> None:
     from .sim.runner import SIMULATORS
 
@@ -702,6 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     _add_engine(p)
     _add_bits(p)
+    _add_pool_table(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("sim", help="run inputs through the RTL and compare with the "
@@ -719,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
                    ".fst (Icarus) (default mismatch.vcd)")
     _add_engine(p)
     _add_bits(p)
+    _add_pool_table(p)
     _add_sim(p, "verilator")
     p.set_defaults(func=cmd_sim)
 

@@ -214,3 +214,45 @@ def test_storage_counts_half_tables():
     assert full.lut_storage == 256 * 16 * 16
     assert half.lut_storage == 2 * 16 * 16 * 16
     assert half.index_storage == full.index_storage
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+def _cli(capsys, *argv):
+    from shiftpool.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_compress_and_generate_record_the_organisation(tmp_path, capsys, digits_cache):
+    out = tmp_path / "half.npz"
+    code, _, err = _cli(capsys, "compress", "--scheme", "pool", "--pool-size", "16",
+                        "--pool-table", "half", "--lut-bits", "8", "--epochs", "0",
+                        "--cache-dir", digits_cache, "-o", out)
+    assert code == 0, err
+    model = load_model(out)
+    assert (model.pool_table, model.meta["pool_table"]) == ("half", "half")
+    assert pool_golden.model_lut(model)[1] > 0          # narrowed: the organisation matters
+    design = tmp_path / "design"
+    code, _, err = _cli(capsys, "generate", out, "-o", design)
+    assert code == 0, err
+    manifest = json.loads((design / "manifest.json").read_text())
+    assert manifest["config"]["pool_table"] == "half"
+    # The other organisation would round the narrowed entries otherwise: one line.
+    code, _, err = _cli(capsys, "generate", out, "-o", tmp_path / "other", "--pool-table",
+                        "full")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "'pool_table'" in lines[0], err
+    assert not (tmp_path / "other").exists()
+    # An unknown organisation is refused by the parser, naming the choices.
+    with pytest.raises(SystemExit):
+        _cli(capsys, "compress", "--scheme", "pool", "--pool-table", "quarter", "-o",
+             tmp_path / "q.npz")
+    assert "--pool-table: invalid choice: 'quarter'" in capsys.readouterr().err
+    # --pool-table on a scheme that has no pool is named, as the other pool options are.
+    code, _, err = _cli(capsys, "compress", "--scheme", "int8", "--pool-table", "half",
+                        "--epochs", "0", "--cache-dir", digits_cache, "-o", tmp_path / "i.npz")
+    assert code == 2 and "--pool-table is an option of scheme pool" in err, err

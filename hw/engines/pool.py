@@ -18,7 +18,7 @@ from amaranth.utils import ceil_log2
 
 from ..config import POOL_GROUP, AcceleratorConfig
 from ..memories import SinglePortMemory, has_spram, spram_blocks
-from ..program import addr_width, count_width
+from ..program import addr_width, count_width, table_build_cycles
 from .common import _adder_tree, check_engine_config, engine_output_layout, register_engine
 
 __all__ = [
@@ -290,8 +290,9 @@ class PoolLookupEngine(wiring.Component):
     @property
     def build_cycles(self) -> int:
         """Cycles from one pool vector's acceptance on ``build`` to the earliest
-        acceptance of the next: one per pattern of a table, plus one."""
-        return (1 << (POOL_GROUP // self.table_count)) + 1
+        acceptance of the next: one per row of a table, plus one
+        (:func:`~shiftpool.hw.program.table_build_cycles`)."""
+        return table_build_cycles(self._config)
 
     def elaborate(self, platform):
         m = Module()
