@@ -256,3 +256,21 @@ def test_cli_compress_and_generate_record_the_organisation(tmp_path, capsys, dig
     code, _, err = _cli(capsys, "compress", "--scheme", "int8", "--pool-table", "half",
                         "--epochs", "0", "--cache-dir", digits_cache, "-o", tmp_path / "i.npz")
     assert code == 2 and "--pool-table is an option of scheme pool" in err, err
+
+
+def test_memory_estimate_puts_half_tables_in_block_ram():
+    """The host-side estimate (``sw/compile/resources.py``) follows the engine: a full
+    table per lane goes to SPRAM when all copies fit, half tables to block RAM."""
+    from shiftpool.sw.compile.resources import estimate_memories
+
+    def lut(pool_table):
+        cfg = AcceleratorConfig(engine="pool", lanes=2, pool_size=64, lut_bits=16,
+                                pool_table=pool_table)
+        fit = estimate_memories(cfg, "iCE40UP5K")
+        return [p for p in fit.placements if p.need.name == "lut"][0]
+
+    full, half = lut("full"), lut("half")
+    # 256 * 64 entries of 16 bits = one 16K x 16 SPRAM per lane.
+    assert (full.block.name, full.blocks) == ("SPRAM", 2)
+    # 2 halves x 16 * 64 entries x 16 bits = 2 x 16 kbit = 8 EBR (4 kbit) per lane.
+    assert (half.block.name, half.blocks) == ("EBR", 2 * 8)

@@ -169,6 +169,15 @@ class PoolLookupEngine(wiring.Component):
     are all read (no new beat starts while it waits); ``build.ready`` and ``i.ready``
     stay low for the 256 cycles that follow.
 
+    **Half tables** (``config.pool_table == "half"``, ``docs/arithmetic.md`` §12.3). Per
+    pool vector two 16-entry tables: ``LO[n][p]`` from ``values[0..3]`` and ``HI[n][p]``
+    from ``values[4..7]``, each ``(E + 2**(k-1)) >> k`` of its exact sum, truncated to
+    ``signed(lut_bits)``. A build writes both, one nibble ``n`` per cycle, in 16 cycles
+    (``build.ready`` low for 16). A lookup reads ``LO[pattern & 15][index]`` and
+    ``HI[pattern >> 4][index]`` from two memories in the same cycle and adds them
+    (``entry_bits = lut_bits + 1``): ``sw.pool_golden.table(pool, lut_bits, "half")``.
+    Everything else, timing included, is as with the full table.
+
     **Memory organisation.** The table is replicated per lane: lane ``l`` owns a memory of
     ``256 * pool_size`` entries of ``signed(lut_bits)`` at address
     ``Cat(index, pattern)``. All lanes see the same pattern in a cycle but different
@@ -181,7 +190,10 @@ class PoolLookupEngine(wiring.Component):
     device does not have (and its 120 Kbit of block RAM would not hold even one copy).
     Each copy is a :class:`~shiftpool.hw.memories.SinglePortMemory`: on an iCE40
     UltraPlus platform it asks for SPRAM if all copies fit the device's four (yosys
-    then maps it to SB_SPRAM256KA blocks); otherwise it is block RAM.
+    then maps it to SB_SPRAM256KA blocks); otherwise it is block RAM. Half tables are
+    two memories of ``16 * pool_size`` entries per lane, always block RAM (a 64-vector
+    pair of 16-bit entries is 8 of the UP5K's 30 EBR, so lanes scale; an SPRAM per
+    half would hold 16 times what it needs).
 
     **Pipeline.** Planes are issued LSB first (stage 0: pattern, table address, int8
     term); the table read is synchronous, and the next cycle (stage 1) folds the term
