@@ -165,14 +165,15 @@ def test_random_pool_configurations_bit_exact(seed, simulator, sim_build_dir):
     assert_table_build_cycles(model, config, result, what)
 
 
-@pytest.mark.parametrize("simulator", [
-    pytest.param("verilator", marks=[pytest.mark.verilator, pytest.mark.slow]),
-    pytest.param("icarus", marks=[pytest.mark.icarus, pytest.mark.slow]),
+@pytest.mark.parametrize("simulator, seed", [
+    pytest.param("verilator", 606, marks=[pytest.mark.verilator, pytest.mark.slow]),
+    pytest.param("verilator", 707, marks=[pytest.mark.verilator, pytest.mark.slow]),
+    pytest.param("icarus", 707, marks=[pytest.mark.icarus, pytest.mark.slow]),
 ])
-@pytest.mark.parametrize("seed", [606, 707])
 def test_random_half_table_configurations_bit_exact(seed, simulator, sim_build_dir):
     """Half tables (two 16-entry tables per vector, summed), narrowed entries, direct
-    (even seed) and precompute mode (odd seed)."""
+    (even seed) and precompute mode (odd seed; Icarus runs that one, the larger
+    design, as the default run's budget allows)."""
     model, config, x, bits, mode = random_pool_case(seed, pool_table="half")
     from shiftpool.sw.schemes.pool_golden import model_lut
 
