@@ -274,3 +274,23 @@ def test_memory_estimate_puts_half_tables_in_block_ram():
     assert (full.block.name, full.blocks) == ("SPRAM", 2)
     # 2 halves x 16 * 64 entries x 16 bits = 2 x 16 kbit = 8 EBR (4 kbit) per lane.
     assert (half.block.name, half.blocks) == ("EBR", 2 * 8)
+
+
+def test_build_cycles_of_the_cycle_model():
+    """Per pool row the engine writes 256 (full) or 16 (half) table rows, one per cycle,
+    and takes the next load row one cycle later; the RTL check is in test_rtl.py."""
+    from shiftpool.sw.compile.cycles import build_cycles, pool_row_accepts
+
+    model = _pool_model("full")
+    for pool_table, rows in (("full", 256), ("half", 16)):
+        cfg = fit_config(model, lanes=2, pool_table=pool_table)
+        assert build_cycles(compile_model(model, cfg)) == len(model.pool) * rows
+        # Offered back to back from cycle 10, then one row late, one after a long gap.
+        offers = [10, 11, 12 + rows, 2000]
+        assert pool_row_accepts(cfg, offers) == [10, 11 + rows, 12 + 2 * rows, 2000]
+    assert build_cycles(compile_model(*_int8_case())) == 0
+
+
+def _int8_case():
+    model = random_model(np.random.default_rng(2), scheme="int8")
+    return model, fit_config(model, lanes=2, taps=4)
