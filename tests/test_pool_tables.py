@@ -294,3 +294,23 @@ def test_build_cycles_of_the_cycle_model():
 def _int8_case():
     model = random_model(np.random.default_rng(2), scheme="int8")
     return model, fit_config(model, lanes=2, taps=4)
+
+
+def test_worked_example_with_half_tables():
+    """docs/arithmetic.md §12.10 at lut_bits = 3 with half tables, worked by hand there:
+    k = 1 (the full table's is 2), hidden [6, 3], outputs [3, 6]."""
+    from shiftpool.sw.model.file import Layer, QuantModel
+
+    pool = np.array([[3, -1, 0, 2, -3, 1, 0, -2], [-2, 3, 1, 0, 1, -1, 3, 0]], np.int8)
+    d0 = Layer("dense", (1, 2, 4), (2,), index=np.array([[0], [1]], np.uint8),
+               bias=np.array([1, -2]), shift=1, relu=True)
+    d1 = Layer("dense", (2,), (2,), weight=np.array([[1, -1], [0, 2]], np.int8),
+               bias=np.array([0, 0]), shift=0, relu=False)
+    m = QuantModel("pool", act_bits=3, input_shape=(1, 2, 4), input_frac=3, layers=[d0, d1],
+                   pool=pool, pool_bits=3, lut_bits=3, pool_table="half")
+    x = np.array([[[[5, 2, 7, 0], [1, 6, 3, 4]]]])
+    assert pool_golden.model_lut(m)[1] == 1
+    assert pool_golden.table(pool, 3, "full")[1] == 2
+    lut = pool_golden.model_lut(m)[0]
+    assert (lut[85].tolist(), lut[102].tolist(), lut[165].tolist()) == ([1, 2], [1, 3], [2, 0])
+    assert [t.tolist() for t in golden.run(m, x, trace=True)[1][1:]] == [[[6, 3]], [[3, 6]]]
