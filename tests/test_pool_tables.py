@@ -241,6 +241,7 @@ def test_cli_compress_and_generate_record_the_organisation(tmp_path, capsys, dig
     assert code == 0, err
     manifest = json.loads((design / "manifest.json").read_text())
     assert manifest["config"]["pool_table"] == "half"
+    assert manifest["cycles"]["table_build"] == 16 * 16        # 16 rows, 16 cycles each
     # The other organisation would round the narrowed entries otherwise: one line.
     code, _, err = _cli(capsys, "generate", out, "-o", tmp_path / "other", "--pool-table",
                         "full")
