@@ -11,10 +11,17 @@ import hashlib
 import json
 
 __all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "ENGINE_FIELDS", "KERNEL_TAPS",
-           "MAX_MLG_BI", "MAX_POOL_SIZE", "POOL_GROUP", "ceil_log2"]
+           "MAX_MLG_BI", "MAX_POOL_SIZE", "POOL_GROUP", "POOL_TABLES", "ceil_log2",
+           "check_pool_table"]
 
 #: Fields only the pool engine uses.
-POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth", "precompute_steps")
+POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth", "precompute_steps",
+               "pool_table")
+
+#: Organisations of the pool engine's lookup table (``docs/arithmetic.md`` §12.3):
+#: ``"full"``, one table of 256 patterns per pool vector; ``"half"``, two tables of 16
+#: (the low and the high nibble of the pattern) whose entries are summed.
+POOL_TABLES = ("full", "half")
 
 #: Fields only the in-situ (MLG) engine and its weight generator use.
 MLG_FIELDS = ("mlg_qb", "mlg_qu", "mlg_qv", "mlg_bi", "mlg_bc", "mlg_depth")
@@ -54,6 +61,15 @@ class ConfigError(ValueError):
 def ceil_log2(n: int) -> int:
     """Smallest ``w`` with ``2**w >= n`` (0 for ``n <= 1``)."""
     return max(0, (int(n) - 1).bit_length())
+
+
+def check_pool_table(value, where: str = "config field 'pool_table'") -> str:
+    """``value`` if it is one of :data:`POOL_TABLES`; else a ValueError (``ConfigError``)
+    naming ``where`` and the allowed values."""
+    if value not in POOL_TABLES:
+        raise ConfigError(f"{where} = {value!r} is unknown; allowed: {', '.join(POOL_TABLES)} "
+                          f"(full: 256-entry tables, half: two 16-entry tables per vector)")
+    return value
 
 
 def _check_range(name: str, value, lo: int, hi: int | None = None) -> None:
@@ -128,6 +144,10 @@ class AcceleratorConfig:
         In-situ engine: the largest level-2 basis size ``Bc`` (1..4096).
     mlg_depth : int
         In-situ engine: rows in each of the generator's four stores (V, U, B, W1).
+    pool_table : str
+        Pool engine: the lookup table's organisation, one of :data:`POOL_TABLES`:
+        ``"full"`` (``256 * pool_size`` entries per lane) or ``"half"`` (two tables of
+        ``16 * pool_size`` entries per lane, summed per lookup).
     """
 
     engine: str = "shiftadd"
@@ -157,6 +177,7 @@ class AcceleratorConfig:
     mlg_bi: int = 2
     mlg_bc: int = 64
     mlg_depth: int = 256
+    pool_table: str = "full"
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -190,6 +211,7 @@ class AcceleratorConfig:
         _check_range("mlg_bi", self.mlg_bi, 1, MAX_MLG_BI)
         _check_range("mlg_bc", self.mlg_bc, 1, 4096)
         _check_range("mlg_depth", self.mlg_depth, 1)
+        check_pool_table(self.pool_table)
         if self.precompute_steps and (self.lanes & (self.lanes - 1)
                                       or self.lanes > self.pool_size):
             raise ConfigError(f"config field 'lanes' = {self.lanes}: precompute mode "
@@ -237,6 +259,13 @@ class AcceleratorConfig:
         return self.pool_size // self.lanes
 
     @property
+    def entry_bits(self) -> int:
+        """Signed width of one lookup-table entry as the pool engine's lookup path adds
+        it: ``lut_bits`` (full table), ``lut_bits + 1`` (half tables: the sum of two
+        ``lut_bits``-bit half entries)."""
+        return self.lut_bits + (self.pool_table == "half")
+
+    @property
     def index_bits(self) -> int:
         """Bits of one pool index (pool engine)."""
         return max(1, ceil_log2(self.pool_size))
@@ -247,13 +276,13 @@ class AcceleratorConfig:
 
         A shift-add weight is at most two terms of ``2**(2**E - 1)``; an int8 weight
         is in ``-127..127``. A pool engine's lookup entry (the weight of a whole group
-        of 8 activations) is below ``2**(lut_bits - 1)`` in magnitude, and its int8
+        of 8 activations) is at most ``2**(entry_bits - 1)`` in magnitude, and its int8
         path takes int8 weights. A binary weight is +-1.
         """
         if self.engine == "shiftadd":
             return 1 << self.exp_bits
         if self.engine == "pool":
-            return max(7, self.lut_bits - 1)
+            return max(7, self.entry_bits - 1)
         if self.engine == "binary":
             return 0
         if self.engine == "insitu":

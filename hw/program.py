@@ -16,7 +16,7 @@ __all__ = [
     "tap_fields",
     "offset_width", "row_addr_width", "pool_row_fields", "lut_shift_width",
     "addr_width", "pack", "unpack", "field_width", "struct_layout", "POOL_WINDOW",
-    "pool_phases", "flat_phases", "act_words", "lane_width",
+    "pool_phases", "flat_phases", "act_words", "lane_width", "table_build_cycles",
 ]
 
 KIND_MAC = 0
@@ -63,6 +63,14 @@ def act_words(cfg: AcceleratorConfig) -> int:
 def lane_width(cfg: AcceleratorConfig) -> int:
     """Bits of a lane index ``0 .. taps - 1`` within an activation word."""
     return addr_width(cfg.taps)
+
+
+def table_build_cycles(cfg: AcceleratorConfig) -> int:
+    """Pool engine: cycles from the acceptance of one pool row (a table column build) to
+    the earliest acceptance of the next load row: one per row of a table, ``256`` (full
+    table) or ``16`` (half tables, both halves written side by side), plus one."""
+    rows = 1 << (POOL_GROUP // 2 if cfg.pool_table == "half" else POOL_GROUP)
+    return rows + 1
 
 
 def channel_limit(cfg: AcceleratorConfig) -> int:

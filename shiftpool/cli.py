@@ -245,7 +245,13 @@ def _config_from_args(args, model):
 
     if getattr(args, "design", None):
         return load_manifest(args.design)
-    return fit_config(model, lanes=args.lanes, taps=args.taps, mode=args.mode)
+    fields = {}
+    if getattr(args, "pool_table", None) is not None:
+        if model.scheme != "pool":
+            raise UsageError(f"--pool-table is for pool models; this one is {model.scheme!r}: "
+                             f"drop --pool-table")
+        fields["pool_table"] = args.pool_table
+    return fit_config(model, lanes=args.lanes, taps=args.taps, mode=args.mode, **fields)
 
 
 def cmd_generate(args) -> int:
@@ -682,9 +688,10 @@ def _add_compress_options(p) -> None:
     # Declared once, by the schemes' registrations (shiftpool.sw.schemes.registry).
     for option, users in _compression_options().values():
         where = f"; schemes {', '.join(users)}" if users else ""
+        default = option.default if option.kind is str else f"{option.default:g}"
         p.add_argument(option.flag, type=option.kind, default=option.default,
-                       help=f"{option.help} ({option.allowed}, default {option.default:g}"
-                       f"{where})")
+                       choices=option.choices or None,
+                       help=f"{option.help} ({option.allowed}, default {default}{where})")
 
 
 def _add_common(p) -> None:
@@ -713,6 +720,15 @@ def _add_bits(p) -> None:
                    help="pool models: evaluation order of the pool layers; precompute "
                    "first sums each step's table entries for every pool vector, which pays "
                    "off for layers with more filters than pool vectors (default direct)")
+
+
+def _add_pool_table(p) -> None:
+    # The compression option, declared once by its scheme (shiftpool.sw.schemes.pool).
+    option, _ = _compression_options()["pool_table"]
+    p.add_argument(option.flag, choices=option.choices, default=None,
+                   help=f"pool models: the engine's {option.help.partition(': ')[2]} "
+                   f"(default: the model's); the other organisation runs only a model whose "
+                   f"table is exact (not narrowed)")
 
 
 def _add_sim(p, default: str) -> None:
@@ -836,6 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     _add_engine(p)
     _add_bits(p)
+    _add_pool_table(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("sim", help="run inputs through the RTL and compare with the "
@@ -853,6 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
                    ".fst (Icarus) (default mismatch.vcd)")
     _add_engine(p)
     _add_bits(p)
+    _add_pool_table(p)
     _add_sim(p, "verilator")
     p.set_defaults(func=cmd_sim)
 

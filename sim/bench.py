@@ -131,8 +131,10 @@ class StreamSource:
         self.payload = getattr(dut, f"{name}__payload")
         self.ready = getattr(dut, f"{name}__ready")
 
-    async def send(self, beats) -> int:
-        """Send every beat of ``beats``; returns the cycle the last one moved at.
+    async def send(self, beats, log: list | None = None) -> int:
+        """Send every beat of ``beats``; returns the cycle the last one moved at. With
+        ``log``, append ``(offered, moved)`` per beat: the first cycle its ``valid`` was
+        high and the cycle it moved at.
 
         Raises
         ------
@@ -147,10 +149,13 @@ class StreamSource:
                 await self.edges.skip(idle)
             self.payload.value = beat
             self.valid.value = 1
+            offered = self.edges.now() + 1
             if not await self.edges.until_high(self.ready, self.edges.now() + self.limit):
                 raise BenchTimeout(f"{self.name}.ready stayed low for {self.limit} cycles "
                                    f"(busy = {self.dut.busy.value})")
             moved = self.edges.now() + 1
+            if log is not None:
+                log.append((offered, moved))
             await self.edges.falling
         self.valid.value = 0
         return moved
@@ -233,12 +238,13 @@ class WordDecoder:
 
 async def _send_per_cycle(dut, stream, payload, rng, gap, limit):
     """Offer one beat on ``stream`` and wait until it is accepted (at most ``limit``
-    cycles), looking at ``ready`` on every cycle."""
+    cycles), looking at ``ready`` on every cycle; returns the cycle it was offered in."""
     while gap and rng.random() < gap:
         getattr(dut, f"{stream}__valid").value = 0
         await FallingEdge(dut.clk)
     getattr(dut, f"{stream}__payload").value = payload
     getattr(dut, f"{stream}__valid").value = 1
+    offered = Edges.now() + 1
     for _ in range(limit):
         # The transfer happens at the rising edge if ready is high just before it.
         await ReadOnly()
@@ -251,6 +257,7 @@ async def _send_per_cycle(dut, stream, payload, rng, gap, limit):
         raise BenchTimeout(f"{stream}.ready stayed low for {limit} cycles (busy = "
                            f"{dut.busy.value})")
     getattr(dut, f"{stream}__valid").value = 0
+    return offered
 
 
 class PerCycleSource:
@@ -259,11 +266,14 @@ class PerCycleSource:
     def __init__(self, dut, name, edges, rng, gap, limit):
         self.dut, self.name, self.rng, self.gap, self.limit = dut, name, rng, gap, limit
 
-    async def send(self, beats) -> int:
+    async def send(self, beats, log: list | None = None) -> int:
         moved = None
         for beat in beats:
-            await _send_per_cycle(self.dut, self.name, beat, self.rng, self.gap, self.limit)
+            offered = await _send_per_cycle(self.dut, self.name, beat, self.rng, self.gap,
+                                            self.limit)
             moved = Edges.now()
+            if log is not None:
+                log.append((offered, moved))
         return moved
 
 
@@ -371,10 +381,14 @@ async def run_job(dut, job) -> dict:
     out = sink_cls(dut, edges, rng, stall, limit, job["acc_width"])
     addr_shift = job["region_bits"]
     data_shift = addr_shift + job["addr_bits"]
-    await load.send(code | addr << addr_shift | int(row, 16) << data_shift
-                    for code, rows in enumerate(job["regions"])
-                    for addr, row in enumerate(rows))
-    res = {"outputs": [], "cycles": [], "in_cycles": [], "out_cycles": []}
+    # The pool region (the last) is logged: each of its rows builds a table column.
+    pool_rows: list = []
+    for code, rows in enumerate(job["regions"]):
+        await load.send((code | addr << addr_shift | int(row, 16) << data_shift
+                         for addr, row in enumerate(rows)),
+                        log=pool_rows if code == job.get("pool_region") else None)
+    res = {"outputs": [], "cycles": [], "in_cycles": [], "out_cycles": [],
+           "pool_rows": pool_rows}
     progress = _Progress(job.get("progress_file"))
     start, t0, cpu0 = Edges.now(), time.perf_counter(), time.process_time()
     last_bit = 1 << job["act_bits"]

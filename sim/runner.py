@@ -416,6 +416,10 @@ class BenchRun:
         The bench's clock period (cycle ``c``'s rising edge is at ``c * clock_ns``).
     waves : Path or None
         The waveform written, if one was asked for.
+    pool_rows : int64 (R, 2)
+        Pool engine: per row of the ``pool`` region, the cycle it was first offered on
+        the load port and the cycle it moved at (each row builds a table column, which
+        holds the port: ``sw.compile.cycles.pool_row_accepts``); empty otherwise.
     """
 
     outputs: np.ndarray
@@ -427,6 +431,7 @@ class BenchRun:
     cpu: float
     clock_ns: int
     waves: Path | None = None
+    pool_rows: np.ndarray | None = None
 
 
 #: The build recipe (:func:`build_design`) each bench mode runs on.
@@ -455,6 +460,7 @@ def make_job(image: Image, inputs: np.ndarray, results: Path, seed: int = 0,
         "progress_file": str(progress_file) if progress_file else None,
         "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
         "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
+        "pool_region": REGIONS.index("pool"),
         # No handshake may take longer than a whole inference, with slack for the
         # bench's own idle gaps and back-pressure.
         "cycle_limit": cycle_limit or 4 * inference_cycles(image) + 1000,
@@ -474,7 +480,8 @@ def read_results(path: Path, waves: Path | None = None) -> BenchRun:
         in_cycles=np.asarray(res["in_cycles"], dtype=np.int64),
         out_cycles=np.asarray(res["out_cycles"], dtype=np.int64),
         sim_cycles=int(res["sim_cycles"]), wall=float(res["wall"]), cpu=float(res["cpu"]),
-        clock_ns=int(res["clock_ns"]), waves=waves)
+        clock_ns=int(res["clock_ns"]), waves=waves,
+        pool_rows=np.asarray(res.get("pool_rows", []), dtype=np.int64).reshape(-1, 2))
 
 
 def _wave_args(simulator: str, waves: Path) -> dict:

@@ -26,7 +26,7 @@ from shiftpool.sw.compile.fit import fit_config
 from shiftpool.sw.compile.image import Image, compile_model
 from shiftpool.sw.model.file import QuantModel
 from shiftpool.sw.model.randmodel import random_model
-from shiftpool.sw.schemes import golden
+from shiftpool.sw.schemes import golden, pool_golden
 
 CLOCK_PERIOD = 1e-6
 #: (scheme, k_mode) the seeds take in turn.
@@ -95,7 +95,8 @@ def random_case(seed: int) -> Case:
 
 def random_pool_case(seed: int) -> Case:
     """A random pool model: int8 first layer (1..3 input channels), pooled layers where
-    the inputs group by 8, random pool size, value and entry widths, lanes, precision."""
+    the inputs group by 8, random pool size, value and entry widths, lanes, precision;
+    odd seeds have half tables."""
     rng = np.random.default_rng(seed)
     lanes = int(rng.integers(1, 5))
     act_bits = int(rng.integers(2, 9))
@@ -108,7 +109,8 @@ def random_pool_case(seed: int) -> Case:
     model = random_model(rng, scheme="pool", act_bits=act_bits, input_shape=input_shape,
                          convs=convs, pool=pool, dense=dense,
                          pool_size=int(rng.choice([2, 4, 8, 16])),
-                         pool_bits=int(rng.integers(3, 9)), lut_bits=int(rng.integers(6, 17)))
+                         pool_bits=int(rng.integers(3, 9)), lut_bits=int(rng.integers(6, 17)),
+                         pool_table=("full", "half")[seed % 2])
     # Precompute mode needs a power-of-two lane count no larger than the pool.
     pooled = any(layer.is_pool for layer in model.layers)
     mode = ("precompute" if pooled and lanes in (1, 2, 4) and lanes <= len(model.pool)
@@ -214,6 +216,9 @@ def test_pool_cases_cover_the_space():
     assert len({c.config.pool_size for c in cases}) >= 3
     assert any(c.bits is None for c in cases) and any(c.bits == 1 for c in cases)
     assert {c.mode for c in cases} == {"direct", "precompute"}
+    half = [c for c in cases if c.config.pool_table == "half"]
+    assert half and len(half) < len(cases)
+    assert any(pool_golden.model_lut(c.model)[1] > 0 for c in half)    # narrowed halves
 
 
 def test_writeback_bound_layer():

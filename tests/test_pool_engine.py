@@ -25,7 +25,7 @@ from shiftpool.hw.engines.pool import (
 )
 from shiftpool.hw.memories import DROP_INIT, spram_blocks
 from shiftpool.hw.program import addr_width, count_width
-from shiftpool.sw.schemes.pool_golden import build_lut, lut_dot, lut_shift, narrow_lut
+from shiftpool.sw.schemes.pool_golden import build_lut, lut_dot, narrow_lut, table
 
 CLOCK_PERIOD = 1e-6
 MAX_GROUP_BEATS = 4
@@ -36,10 +36,10 @@ MAX_STEPS = 6
 
 # -- stimulus ------------------------------------------------------------------------
 
-def random_config(rng: np.random.Generator) -> AcceleratorConfig:
+def random_config(rng: np.random.Generator, pool_table: str = "full") -> AcceleratorConfig:
     """A small random pool engine whose ``max_fan_in`` covers :func:`random_beats`."""
     return AcceleratorConfig(
-        engine="pool",
+        engine="pool", pool_table=pool_table,
         lanes=int(rng.integers(1, 5)),
         act_bits=int(rng.integers(2, 9)),
         pool_size=int(rng.choice(POOL_SIZES)),
@@ -57,10 +57,11 @@ def random_pool(rng: np.random.Generator, config: AcceleratorConfig) -> np.ndarr
     return np.where(rng.random(pool.shape) < 0.2, extreme, pool)
 
 
-def random_precompute_config(rng: np.random.Generator, pool_size: int) -> AcceleratorConfig:
+def random_precompute_config(rng: np.random.Generator, pool_size: int,
+                             pool_table: str = "full") -> AcceleratorConfig:
     """A small random pool engine with a precompute store (``lanes`` a power of two)."""
     return AcceleratorConfig(
-        engine="pool",
+        engine="pool", pool_table=pool_table,
         lanes=int(rng.choice([lanes for lanes in (1, 2, 4) if lanes <= pool_size])),
         act_bits=int(rng.integers(2, 9)),
         pool_size=pool_size,
@@ -133,7 +134,12 @@ def precompute_beats(rng: np.random.Generator, config: AcceleratorConfig, positi
 
 
 def table_shift(config: AcceleratorConfig, pool: np.ndarray) -> int:
-    return lut_shift(build_lut(pool), config.lut_bits)
+    return table(pool, config.lut_bits, config.pool_table)[1]
+
+
+def engine_table(config: AcceleratorConfig, pool: np.ndarray) -> np.ndarray:
+    """The golden model's 256-row table for the engine's organisation."""
+    return table(pool, config.lut_bits, config.pool_table)[0]
 
 
 # -- reference -----------------------------------------------------------------------
@@ -161,8 +167,7 @@ def reference(config: AcceleratorConfig, steps: list) -> list:
     results = []
     for kind, item in steps:
         if kind == "build":
-            pool = item[0]
-            lut = narrow_lut(build_lut(pool), table_shift(config, pool))
+            lut = engine_table(config, item[0])
             continue
         if item.get("fill"):
             continue
@@ -304,9 +309,9 @@ def simulate(config: AcceleratorConfig, steps: list, seed: int, idle: float, sta
 @pytest.mark.parametrize("seed", range(20))
 def test_random_streams(seed):
     """Table built on chip, then beats; then a few pool vectors rebuilt (at a random
-    point, possibly inside a dot product) and more beats."""
+    point, possibly inside a dot product) and more beats. Odd seeds: half tables."""
     rng = np.random.default_rng(seed)
-    config = random_config(rng)
+    config = random_config(rng, pool_table=("full", "half")[seed % 2])
     pool = random_pool(rng, config)
     beats = random_beats(rng, config, groups=int(rng.integers(8, 16)))
     cut = int(rng.integers(0, len(beats) + 1))
@@ -332,7 +337,8 @@ def test_random_precompute_streams(seed):
     of random steps and precision, direct lookup and int8 groups between them, and a few
     pool vectors rebuilt between two of these segments."""
     rng = np.random.default_rng(seed)
-    config = random_precompute_config(rng, POOL_SIZES[seed % len(POOL_SIZES)])
+    config = random_precompute_config(rng, POOL_SIZES[seed % len(POOL_SIZES)],
+                                      pool_table=("full", "half")[seed % 2])
     pool = random_pool(rng, config)
 
     def layer():
@@ -359,13 +365,15 @@ def test_random_precompute_streams(seed):
         f"seed {seed}, {config}, idle {idle}, stall {stall}")
 
 
+@pytest.mark.parametrize("pool_table", ["full", "half"])
 @pytest.mark.parametrize("sign", [-1, 1])
-def test_extreme_values_do_not_overflow(sign):
+def test_extreme_values_do_not_overflow(sign, pool_table):
     """Largest-magnitude pool values of either sign (16-bit pool, 16-bit entries, so the
-    table is narrowed), all-ones activations, int8 weights -128 and 127, and
-    ``max_fan_in`` inputs per dot product: every sum is exact."""
+    table is narrowed; half tables: entries of 17 bits, the sum of two halves),
+    all-ones activations, int8 weights -128 and 127, and ``max_fan_in`` inputs per dot
+    product: every sum is exact."""
     config = AcceleratorConfig(engine="pool", lanes=3, act_bits=8, pool_size=4,
-                               pool_bits=16, lut_bits=16, max_fan_in=32)
+                               pool_bits=16, lut_bits=16, max_fan_in=32, pool_table=pool_table)
     top = (1 << (config.pool_bits - 1)) - 1
     pool = np.zeros((config.pool_size, POOL_GROUP), dtype=np.int64)
     pool[0], pool[1] = sign * top, -sign * top
@@ -382,26 +390,28 @@ def test_extreme_values_do_not_overflow(sign):
     steps = ([("build", (pool, np.arange(config.pool_size)))] +
              [("beat", b) for b in group(1) + group(0)])
     expected = reference(config, steps)
-    lut = narrow_lut(build_lut(pool), table_shift(config, pool))
+    lut = engine_table(config, pool)
     entry = int(lut[255, 0])
-    assert abs(entry) >= 1 << (config.lut_bits - 2)           # the table's range is used
+    width = config.lut_bits + (pool_table == "half")       # a half entry sums two words
+    assert abs(entry) >= 1 << (width - 2)                   # the entries' range is used
     assert expected[0][:2] == [beats * act_max * entry, -beats * act_max * entry]
     assert expected[1][:2] == [beats * act_max * 8 * -128, beats * act_max * 8 * 127]
-    # One beat's bit-serial sum reaches the top of a signed(lut_bits + act_bits) word.
-    assert abs(act_max * entry) >= 1 << (config.lut_bits + config.act_bits - 2)
+    # One beat's bit-serial sum reaches the top of a signed(width + act_bits) word.
+    assert abs(act_max * entry) >= 1 << (width + config.act_bits - 2)
     for seed, (idle, stall) in enumerate([(0.0, 0.0), (0.5, 0.5)]):
         assert simulate(config, steps, seed, idle, stall) == expected, f"seed {seed}"
 
 
+@pytest.mark.parametrize("pool_table", ["full", "half"])
 @pytest.mark.parametrize("pool_bits, lut_bits", [(16, 16), (4, 16)])
-def test_precompute_extreme_values(pool_bits, lut_bits):
+def test_precompute_extreme_values(pool_bits, lut_bits, pool_table):
     """Precomputed values at the bound of ``precompute_shape``: the extreme entries of
     a narrowed 16-bit table (``-2**15``, ``2**15 - 1``), or of an exact table of a
     4-bit pool (``8 * -8 = -2**6``, ``8 * 7``), times all-ones 8-bit activations, and
     ``max_fan_in`` inputs per dot product."""
     config = AcceleratorConfig(engine="pool", lanes=2, act_bits=8, pool_size=4,
                                pool_bits=pool_bits, lut_bits=lut_bits, max_fan_in=32,
-                               precompute_steps=4)
+                               precompute_steps=4, pool_table=pool_table)
     top = 1 << (config.pool_bits - 1)
     pool = np.zeros((config.pool_size, POOL_GROUP), dtype=np.int64)
     pool[0], pool[1] = -top, top - 1
@@ -420,7 +430,7 @@ def test_precompute_extreme_values(pool_bits, lut_bits):
                   for n in range(steps_)]
     steps = [("build", (pool, np.arange(config.pool_size)))] + [("beat", b) for b in beats]
     expected = reference(config, steps)
-    lut = narrow_lut(build_lut(pool), table_shift(config, pool))
+    lut = engine_table(config, pool)
     low, high = int(lut[255, 0]), int(lut[255, 1])
     width = precompute_shape(config).width
     assert low == -(1 << (width - config.act_bits - 1))     # the most negative entry
@@ -623,12 +633,14 @@ def test_gather_reads_row_being_written():
     assert all(list(s) != e for s, e in zip(stale, expected[1:], strict=True))
 
 
-def test_build_waits_for_beats_in_flight():
+@pytest.mark.parametrize("pool_table, table_rows", [("full", 256), ("half", 16)])
+def test_build_waits_for_beats_in_flight(pool_table, table_rows):
     """A pool vector offered while a beat is being processed is taken once that beat
     has read all its planes (it sees the old table); a beat offered meanwhile waits for
-    the build (and sees the new table)."""
+    the build (and sees the new table). A build writes one row of each table per cycle:
+    256 cycles for a full table, 16 for half tables (both halves side by side)."""
     config = AcceleratorConfig(engine="pool", lanes=2, act_bits=8, pool_size=2,
-                               pool_bits=6, lut_bits=9, max_fan_in=8)
+                               pool_bits=6, lut_bits=9, max_fan_in=8, pool_table=pool_table)
     rng = np.random.default_rng(11)
     old, new = random_pool(rng, config), random_pool(rng, config)
     new[:, 0] = -old[:, 0]                        # every lookup sees the change
@@ -675,10 +687,12 @@ def test_build_waits_for_beats_in_flight():
     sim.add_testbench(bench)
     sim.run()
     # x (P = 8) goes in in cycle 7 and its last plane is read in 8: the build starts in
-    # 9 (y, offered from 8, waits), the second vector 257 cycles later, y when that one
-    # is written.
-    assert log["build"] == [9, 9 + 257]
-    assert log["i"] == [7, 9 + 2 * 257 + 7]
+    # 9 (y, offered from 8, waits), the second vector table_rows + 1 cycles later, y when
+    # that one is written.
+    per_vector = table_rows + 1
+    assert dut.build_cycles == per_vector
+    assert log["build"] == [9, 9 + per_vector]
+    assert log["i"] == [7, 9 + 2 * per_vector + 7]
     steps = [("build", (old, [0, 1])), ("beat", x), ("build", (new, [0, 1])), ("beat", y)]
     assert log["results"] == reference(config, steps)
     assert log["results"][0] != log["results"][1]
@@ -704,6 +718,14 @@ def test_make_engine_and_layouts():
         pool_shift_bits(config) - 1)
     assert dut.lut_depth == 256 * config.pool_size
     assert not {"fill", "gather", "step", "fill_row"} & {name for name, _ in layout}
+    half = PoolLookupEngine(AcceleratorConfig(engine="pool", lanes=3, act_bits=6,
+                                              pool_size=16, pool_bits=5, lut_bits=12,
+                                              pool_table="half"))
+    assert (half.table_count, half.table_depth, half.lut_depth) == (2, 16 * 16, 2 * 16 * 16)
+    # Two table reads per lane, each 12 bits wide.
+    text = rtlil.convert(half)
+    assert re.findall(r"memory width (\d+) size (\d+)", text) == [("12", "256")] * 6
+    assert text.count("cell $memrd_v2 ") == 2 * 3
 
 
 def test_precompute_layout_and_store():
@@ -753,6 +775,8 @@ def test_table_copies_are_spram_on_ultraplus():
     assert sprams(lanes=1, pool_size=128, lut_bits=16) == (2, 0)
     assert sprams(lanes=2, pool_size=32, lut_bits=20) == (4, 0)
     assert sprams(lanes=3, pool_size=128, lut_bits=16) == (0, 3)
+    # Half tables stay in block RAM: two memories per lane.
+    assert sprams(lanes=2, pool_size=64, lut_bits=16, pool_table="half") == (0, 4)
     config = AcceleratorConfig(engine="pool", lanes=2)
     assert "ram_style" not in rtlil.convert(PoolLookupEngine(config))
 

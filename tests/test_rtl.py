@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from shiftpool.sim.flow import first_mismatch, simulate
+from shiftpool.sw.compile.cycles import pool_row_accepts
 from shiftpool.sw.compile.fit import fit_config
 from shiftpool.sw.model.randmodel import random_model
 
@@ -29,6 +30,19 @@ def assert_bit_exact(model, x, result, what: str) -> None:
     assert mismatch is None, f"{what}: {mismatch}"
     assert result.cycles_match, (f"{what}: RTL cycles {sorted(set(result.cycles.tolist()))} "
                                  f"!= cycle model {result.predicted_cycles}")
+
+
+def assert_table_build_cycles(model, config, result, what: str) -> None:
+    """Every pool row was taken when the cycle model says (each builds a table column,
+    which holds the load port: 257 cycles with the full table, 17 with half tables)."""
+    rows = result.run.pool_rows
+    assert len(rows) == len(model.pool), what
+    offered, moved = rows[:, 0].tolist(), rows[:, 1].tolist()
+    assert moved == pool_row_accepts(config, offered), f"{what}: pool rows {rows.tolist()}"
+    # Back to back (no idle gap before a row), rows are one build apart.
+    per_row = {"full": 257, "half": 17}[config.pool_table]
+    assert all(b - a == per_row for a, b, o in zip(moved, moved[1:], offered[1:], strict=False)
+               if o <= a + 1), f"{what}: pool rows {rows.tolist()}"
 
 
 @pytest.mark.parametrize("simulator", [
@@ -111,17 +125,21 @@ def test_digits_pool_models_bit_exact(simulator, size, bits, images, digits_pool
     assert len(result.rtl) == images
 
 
-def random_pool_case(seed: int):
+def random_pool_case(seed: int, pool_table: str = "full"):
     """A random pool model (int8 first layer, pooled conv and dense layers), lanes,
-    pool size, entry width and precision; every choice comes from ``seed``."""
+    pool size, entry width and precision; every choice comes from ``seed``. Half
+    tables get entries narrow enough that the table is narrowed (``k > 0``)."""
     rng = np.random.default_rng(seed)
     act_bits = int(rng.integers(3, 9))
+    pool_bits = int(rng.integers(3, 9))
+    lut_bits = (int(rng.integers(3, pool_bits + 1)) if pool_table == "half"
+                else int(rng.integers(6, 17)))
     model = random_model(
         rng, scheme="pool", act_bits=act_bits,
         input_shape=(int(rng.integers(1, 4)), int(rng.integers(3, 6)), int(rng.integers(3, 6))),
         convs=(8, int(rng.choice([8, 16]))), pool=bool(rng.integers(0, 2)),
         dense=(int(rng.integers(2, 9)),), pool_size=int(rng.choice([4, 8, 16, 32])),
-        pool_bits=int(rng.integers(3, 9)), lut_bits=int(rng.integers(6, 17)))
+        pool_bits=pool_bits, lut_bits=lut_bits, pool_table=pool_table)
     # Every other seed runs the pooled layers in precompute mode (lanes: a power of two).
     mode = "precompute" if seed % 2 else "direct"
     lanes = int(rng.choice([1, 2, 4])) if mode == "precompute" else int(rng.integers(1, 5))
@@ -144,3 +162,27 @@ def test_random_pool_configurations_bit_exact(seed, simulator, sim_build_dir):
     result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir,
                       seed=seed, idle_gap=0.3, back_pressure=0.3, bits=bits, mode=mode)
     assert_bit_exact(model, x, result, what)
+    assert_table_build_cycles(model, config, result, what)
+
+
+@pytest.mark.parametrize("simulator, seed", [
+    pytest.param("verilator", 606, marks=[pytest.mark.verilator, pytest.mark.slow]),
+    pytest.param("verilator", 707, marks=[pytest.mark.verilator, pytest.mark.slow]),
+    pytest.param("icarus", 707, marks=[pytest.mark.icarus, pytest.mark.slow]),
+])
+def test_random_half_table_configurations_bit_exact(seed, simulator, sim_build_dir):
+    """Half tables (two 16-entry tables per vector, summed), narrowed entries, direct
+    (even seed) and precompute mode (odd seed; Icarus runs that one, the larger
+    design, as the default run's budget allows)."""
+    model, config, x, bits, mode = random_pool_case(seed, pool_table="half")
+    from shiftpool.sw.schemes.pool_golden import model_lut
+
+    what = (f"seed {seed}, {simulator}, half tables, pool S {config.pool_size}, pool_bits "
+            f"{config.pool_bits}, lut_bits {config.lut_bits}, lanes {config.lanes}, act_bits "
+            f"{config.act_bits}, bits {bits}, {mode}, layers "
+            f"{[(layer.kind, layer.out_shape) for layer in model.layers]}")
+    assert config.pool_table == "half" and model_lut(model)[1] > 0, what
+    result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir,
+                      seed=seed, idle_gap=0.3, back_pressure=0.3, bits=bits, mode=mode)
+    assert_bit_exact(model, x, result, what)
+    assert_table_build_cycles(model, config, result, what)

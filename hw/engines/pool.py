@@ -18,7 +18,7 @@ from amaranth.utils import ceil_log2
 
 from ..config import POOL_GROUP, AcceleratorConfig
 from ..memories import SinglePortMemory, has_spram, spram_blocks
-from ..program import addr_width, count_width
+from ..program import addr_width, count_width, table_build_cycles
 from .common import _adder_tree, check_engine_config, engine_output_layout, register_engine
 
 __all__ = [
@@ -52,12 +52,13 @@ def precompute_shape(config: AcceleratorConfig):
     """Shape of one precomputed value ``R = sum_{b in planes} 2**b * LUT[pattern_b][p]``.
 
     A table entry built on chip is at most ``2**(L-1)`` in magnitude, ``L =
-    min(lut_bits, pool_bits + 3)`` (a narrowed entry is a ``signed(lut_bits)``; an exact
-    one is a sum of 8 ``signed(pool_bits)`` values, ``-2**(pool_bits+2) .. 2**(pool_bits+2)
-    - 8``), so ``|R| <= (2**act_bits - 1) * 2**(L-1) < 2**(act_bits + L - 1)``:
-    ``signed(act_bits + L)`` (``docs/arithmetic.md`` §12.7).
+    min(entry_bits, pool_bits + 3)``: a narrowed full-table entry is a
+    ``signed(lut_bits)``, a half-table entry the sum of two (``entry_bits = lut_bits +
+    1``); an exact one is a sum of 8 ``signed(pool_bits)`` values, ``-2**(pool_bits+2) ..
+    2**(pool_bits+2) - 8``. So ``|R| <= (2**act_bits - 1) * 2**(L-1) < 2**(act_bits +
+    L - 1)``: ``signed(act_bits + L)`` (``docs/arithmetic.md`` §12.7).
     """
-    return signed(config.act_bits + min(config.lut_bits, config.pool_bits + 3))
+    return signed(config.act_bits + min(config.entry_bits, config.pool_bits + 3))
 
 
 def pool_input_layout(config: AcceleratorConfig) -> data.StructLayout:
@@ -168,6 +169,15 @@ class PoolLookupEngine(wiring.Component):
     are all read (no new beat starts while it waits); ``build.ready`` and ``i.ready``
     stay low for the 256 cycles that follow.
 
+    **Half tables** (``config.pool_table == "half"``, ``docs/arithmetic.md`` §12.3). Per
+    pool vector two 16-entry tables: ``LO[n][p]`` from ``values[0..3]`` and ``HI[n][p]``
+    from ``values[4..7]``, each ``(E + 2**(k-1)) >> k`` of its exact sum, truncated to
+    ``signed(lut_bits)``. A build writes both, one nibble ``n`` per cycle, in 16 cycles
+    (``build.ready`` low for 16). A lookup reads ``LO[pattern & 15][index]`` and
+    ``HI[pattern >> 4][index]`` from two memories in the same cycle and adds them
+    (``entry_bits = lut_bits + 1``): ``sw.pool_golden.table(pool, lut_bits, "half")``.
+    Everything else, timing included, is as with the full table.
+
     **Memory organisation.** The table is replicated per lane: lane ``l`` owns a memory of
     ``256 * pool_size`` entries of ``signed(lut_bits)`` at address
     ``Cat(index, pattern)``. All lanes see the same pattern in a cycle but different
@@ -180,7 +190,10 @@ class PoolLookupEngine(wiring.Component):
     device does not have (and its 120 Kbit of block RAM would not hold even one copy).
     Each copy is a :class:`~shiftpool.hw.memories.SinglePortMemory`: on an iCE40
     UltraPlus platform it asks for SPRAM if all copies fit the device's four (yosys
-    then maps it to SB_SPRAM256KA blocks); otherwise it is block RAM.
+    then maps it to SB_SPRAM256KA blocks); otherwise it is block RAM. Half tables are
+    two memories of ``16 * pool_size`` entries per lane, always block RAM (a 64-vector
+    pair of 16-bit entries is 8 of the UP5K's 30 EBR, so lanes scale; an SPRAM per
+    half would hold 16 times what it needs).
 
     **Pipeline.** Planes are issued LSB first (stage 0: pattern, table address, int8
     term); the table read is synchronous, and the next cycle (stage 1) folds the term
@@ -270,9 +283,28 @@ class PoolLookupEngine(wiring.Component):
         return self._config
 
     @property
+    def table_count(self) -> int:
+        """Memories per lane: 1 (full table) or 2 (half tables: low and high nibble)."""
+        return 2 if self._config.pool_table == "half" else 1
+
+    @property
+    def table_depth(self) -> int:
+        """Entries of each of a lane's table memories: ``256 * pool_size`` (full),
+        ``16 * pool_size`` (half)."""
+        return (1 << (POOL_GROUP // self.table_count)) * self._config.pool_size
+
+    @property
     def lut_depth(self) -> int:
-        """Entries in each lane's copy of the table: ``256 * pool_size``."""
-        return PATTERNS * self._config.pool_size
+        """Entries of one lane's copy of the table: ``256 * pool_size`` (full),
+        ``2 * 16 * pool_size`` (half)."""
+        return self.table_count * self.table_depth
+
+    @property
+    def build_cycles(self) -> int:
+        """Cycles from one pool vector's acceptance on ``build`` to the earliest
+        acceptance of the next: one per row of a table, plus one
+        (:func:`~shiftpool.hw.program.table_build_cycles`)."""
+        return table_build_cycles(self._config)
 
     def elaborate(self, platform):
         m = Module()
@@ -281,27 +313,39 @@ class PoolLookupEngine(wiring.Component):
         beat = self.i.payload
         new = self.build.payload
 
-        # -- table build: one pattern per cycle, in Gray-code order ------------------
+        # -- table build: one pattern (per table) per cycle, in Gray-code order -------
+        # Full: one table addressed by the 8 pattern bits. Half: two tables, addressed
+        # by the low and the high nibble, built side by side from values 0..3 and 4..7.
+        parts = self.table_count
+        part_bits = POOL_GROUP // parts                 # pattern bits addressing one table
         building = Signal()
         build_index = Signal.like(new.index)
         build_values = Signal.like(new.values)
         build_shift = Signal.like(new.shift)
-        count = Signal(POOL_GROUP)
-        exact = Signal(signed(config.pool_bits + 3))    # |E| <= 8 * 2**(pool_bits - 1)
-
-        count_next = Signal(POOL_GROUP + 1)
-        gray = Signal(POOL_GROUP)
-        flip = Signal(POOL_GROUP)                      # the one bit the next pattern flips
-        step = Signal(signed(config.pool_bits))
-        entry = Signal(signed(config.pool_bits + 4))
+        count = Signal(part_bits)
+        count_next = Signal(part_bits + 1)
+        gray = Signal(part_bits)
+        flip = Signal(part_bits)                        # the one bit the next pattern flips
         m.d.comb += [
             count_next.eq(count + 1),
             gray.eq(count ^ (count >> 1)),
             flip.eq(gray ^ (count_next ^ (count_next >> 1))),
-            step.eq(_or_tree(Mux(flip[j], build_values[j], 0) for j in range(POOL_GROUP))),
-            # (E + 2**(k-1)) >> k, which is ((2E >> k) + 1) >> 1 for every k >= 0.
-            entry.eq((((exact << 1) >> build_shift) + 1) >> 1),
         ]
+        exacts, entries = [], []
+        for t in range(parts):
+            values = [build_values[t * part_bits + j] for j in range(part_bits)]
+            # |E| <= part_bits * 2**(pool_bits - 1): signed(pool_bits + log2(part_bits))
+            exact = Signal(signed(config.pool_bits + ceil_log2(part_bits)),
+                           name=f"exact{t}")
+            step = Signal(signed(config.pool_bits), name=f"step{t}")
+            entry = Signal(signed(exact.shape().width + 1), name=f"entry{t}")
+            m.d.comb += [
+                step.eq(_or_tree(Mux(flip[j], values[j], 0) for j in range(part_bits))),
+                # (E + 2**(k-1)) >> k, which is ((2E >> k) + 1) >> 1 for every k >= 0.
+                entry.eq((((exact << 1) >> build_shift) + 1) >> 1),
+            ]
+            exacts.append((exact, step))
+            entries.append(entry)
 
         # -- stage 0: issue one plane of the beat on i -------------------------------
         precompute = config.precompute
@@ -351,15 +395,14 @@ class PoolLookupEngine(wiring.Component):
                 build_values.eq(new.values),
                 build_shift.eq(new.shift),
                 count.eq(0),
-                exact.eq(0),
             ]
+            m.d.sync += [exact.eq(0) for exact, _ in exacts]
         with m.Elif(building):
             rising = (flip & ~gray).any()
-            m.d.sync += [
-                count.eq(count_next),
-                exact.eq(Mux(rising, exact + step, exact - step)),
-            ]
-            with m.If(count == PATTERNS - 1):
+            m.d.sync += count.eq(count_next)
+            m.d.sync += [exact.eq(Mux(rising, exact + step, exact - step))
+                         for exact, step in exacts]
+            with m.If(count == (1 << part_bits) - 1):
                 m.d.sync += building.eq(0)
 
         with m.If(~stall):
@@ -397,27 +440,35 @@ class PoolLookupEngine(wiring.Component):
 
         acc = Signal(engine_output_layout(config))
         m.d.comb += self.o.payload.eq(acc)
-        use_spram = (has_spram(platform) and
-                     config.lanes * spram_blocks(config.lut_bits, self.lut_depth) <= SPRAM_COUNT)
-        term_shape = signed(max(config.lut_bits, _int8_term_shape(config).width))
+        # Half tables are small: they stay in block RAM (SPRAM is left to the weights).
+        use_spram = (parts == 1 and has_spram(platform) and
+                     config.lanes * spram_blocks(config.lut_bits, self.table_depth)
+                     <= SPRAM_COUNT)
+        term_shape = signed(max(config.entry_bits, _int8_term_shape(config).width))
         for lane in range(config.lanes):
-            # One lane's copy of the table: written while building, read while running.
-            table = SinglePortMemory(shape=signed(config.lut_bits), depth=self.lut_depth,
-                                     spram=use_spram)
-            m.submodules[f"lut{lane}"] = table
             index = beat.index[lane]
             if precompute:
                 # A fill beat's lane l computes R for pool vector fill_row * lanes + l.
                 index = Mux(fill, Cat(Const(lane, lanes_log2), beat.fill_row[:rows_log2]),
                             index)
-            m.d.comb += [
-                # One address for writes and reads: a single-ported RAM holds the copy.
-                table.addr.eq(Mux(building, Cat(build_index, gray), Cat(index, pattern))),
-                table.wr_data.eq(entry),
-                table.wr_en.eq(building),
-                # Low while stalled, so the read data of the waiting plane is held.
-                table.rd_en.eq(issue & ~gather),
-            ]
+            looked_up = []
+            for t in range(parts):
+                # One lane's copy of a table: written while building, read while running.
+                table = SinglePortMemory(shape=signed(config.lut_bits), depth=self.table_depth,
+                                         spram=use_spram)
+                m.submodules[f"lut{lane}" if parts == 1 else f"lut{lane}_{t}"] = table
+                nibble = pattern[t * part_bits:(t + 1) * part_bits]
+                m.d.comb += [
+                    # One address for writes and reads: a single-ported RAM holds the copy.
+                    table.addr.eq(Mux(building, Cat(build_index, gray), Cat(index, nibble))),
+                    table.wr_data.eq(entries[t]),
+                    table.wr_en.eq(building),
+                    # Low while stalled, so the read data of the waiting plane is held.
+                    table.rd_en.eq(issue & ~gather),
+                ]
+                looked_up.append(table.rd_data)
+            # Half tables: the entry is the sum of the two halves (entry_bits wide).
+            entry_value = looked_up[0] if parts == 1 else looked_up[0] + looked_up[1]
 
             int8_term = Signal(_int8_term_shape(config), name=f"int8_term{lane}")
             with m.If(issue):
@@ -425,7 +476,7 @@ class PoolLookupEngine(wiring.Component):
                 m.d.sync += int8_term.eq(_adder_tree(Mux(pattern[j], weights[j], 0)
                                                      for j in range(POOL_GROUP)))
 
-            term = Mux(s1_lookup, table.rd_data, int8_term)
+            term = Mux(s1_lookup, entry_value, int8_term)
             partial = Signal(signed(term_shape.width + config.act_bits), name=f"partial{lane}")
             prev = Mux(s1_start, 0, partial)
             # (prev >> 1) + (term << top_plane): the low top_plane bits need no adder.

@@ -60,14 +60,23 @@ Pool engine (``hw/engines/pool.py``)
     beats of ``P`` cycles (they store values, produce no result and wait for none),
     and the groups' beats then take one cycle each (a store read instead of ``P``
     table reads).
+
+Loading a pool model (not part of an inference's count)
+    Each row of the ``pool`` region builds one column of the lookup table: the load
+    port takes nothing for ``B = table_build_cycles(cfg)`` cycles after a pool row (257
+    with the full table, 17 with half tables), so the row offered in cycle ``o_r`` is
+    taken in cycle ``a_r = max(o_r, a_{r-1} + B)`` (:func:`pool_row_accepts`), and the
+    whole table is built in ``rows * (B - 1)`` cycles of writing (:func:`build_cycles`).
 """
 
 from __future__ import annotations
 
-from ...hw.program import flat_phases, pool_phases
+from ...hw.config import AcceleratorConfig
+from ...hw.program import flat_phases, pool_phases, table_build_cycles
 from .image import Image, MacPlan, map_layout
 
-__all__ = ["ISSUE_LATENCY", "group_shapes", "layer_cycles", "inference_cycles"]
+__all__ = ["ISSUE_LATENCY", "group_shapes", "layer_cycles", "inference_cycles",
+           "build_cycles", "pool_row_accepts", "table_build_cycles"]
 
 #: Cycles from a beat's issue until it enters the engine.
 ISSUE_LATENCY = 3
@@ -142,3 +151,22 @@ def layer_cycles(image: Image) -> list[int]:
 def inference_cycles(image: Image) -> int:
     """Cycles the accelerator's counter reports for one inference."""
     return sum(layer_cycles(image))
+
+
+def build_cycles(image: Image) -> int:
+    """Cycles the pool engine spends writing its lookup table while ``image`` loads:
+    ``table_build_cycles - 1`` per pool row (0 for other engines)."""
+    if image.config.engine != "pool":
+        return 0
+    return len(image.regions["pool"]) * (table_build_cycles(image.config) - 1)
+
+
+def pool_row_accepts(cfg: AcceleratorConfig, offers: list[int]) -> list[int]:
+    """The cycles at which the accelerator takes consecutive pool rows offered (valid
+    raised) in cycles ``offers``, the first after any earlier build is done:
+    ``a_0 = o_0``, ``a_r = max(o_r, a_{r-1} + table_build_cycles(cfg))``."""
+    accepts: list[int] = []
+    for offer in offers:
+        accepts.append(offer if not accepts
+                       else max(offer, accepts[-1] + table_build_cycles(cfg)))
+    return accepts

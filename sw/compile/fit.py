@@ -48,6 +48,7 @@ def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, mode="direct",
         # The pool engine takes groups of 8; its table is sized for the model's pool.
         base.update(taps=POOL_GROUP, pool_size=1 << ceil_log2(max(2, len(model.pool))),
                     pool_bits=model.pool_bits, lut_bits=model.lut_bits,
+                    pool_table=model.pool_table,
                     index_depth=1 << 20)
         steps = [model.layers[i].fan_in // POOL_GROUP
                  for i, m in golden.layer_modes(model, mode).items() if m == "precompute"]

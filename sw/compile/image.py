@@ -268,6 +268,17 @@ def _check_pool_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
     if model.lut_bits > cfg.lut_bits:
         raise ConfigError(f"config field 'lut_bits' = {cfg.lut_bits} is too small for the "
                           f"model's {model.lut_bits}-bit lookup-table entries")
+    if cfg.pool_table != model.pool_table:
+        # Exact tables are the same integers in both organisations; narrowed ones are
+        # rounded per entry (full) or per half entry (half), so they differ.
+        want, shift = pool_golden.model_lut(model)
+        got, _ = pool_golden.table(model.pool, model.lut_bits, cfg.pool_table)
+        if not np.array_equal(want, got):
+            raise ConfigError(
+                f"config field 'pool_table' = {cfg.pool_table!r} does not match the model's "
+                f"{model.pool_table!r} table, whose entries are narrowed (shift {shift}) and "
+                f"rounded for that organisation; set pool_table = {model.pool_table!r} "
+                f"(--pool-table {model.pool_table})")
     # Index shapes and ranges against the pool: model.validate().
 
 
@@ -412,8 +423,9 @@ def _out_fields(cfg: AcceleratorConfig, layout: str, area: int, n1: int) -> dict
 
 def _pool_rows(cfg: AcceleratorConfig, model: QuantModel) -> list[int]:
     """The pool region: row ``p`` holds pool vector ``p`` and the table's narrowing
-    shift (the engine builds ``LUT[pattern][p]`` from it as the row is written)."""
-    shift = pool_golden.lut_shift(pool_golden.build_lut(model.pool), model.lut_bits)
+    shift (the engine builds its table column ``p``, full or half, from it as the row
+    is written)."""
+    shift = pool_golden.table(model.pool, model.lut_bits, cfg.pool_table)[1]
     rows = []
     for vector in np.asarray(model.pool, dtype=np.int64):
         values = {f"v{j}": int(v) for j, v in enumerate(vector)}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ... import __version__
 from ...hw.config import AcceleratorConfig, ConfigError
-from .cycles import layer_cycles
+from .cycles import build_cycles, layer_cycles
 from .image import Image
 
 __all__ = ["MANIFEST_FORMAT", "load_manifest", "manifest"]
@@ -37,7 +37,10 @@ def manifest(image: Image, model_path: Path | None = None) -> dict:
             "input_shape": list(image.model.input_shape), "classes": image.model.classes,
         },
         "memory_map": image.memory_map(),
-        "cycles": {"per_inference": sum(per_layer), "per_layer": per_layer},
+        "cycles": {"per_inference": sum(per_layer), "per_layer": per_layer,
+                   # Pool engine: cycles writing the lookup table while the pool loads.
+                   **({"table_build": build_cycles(image)}
+                      if image.config.engine == "pool" else {})},
     }
 
 

@@ -13,8 +13,9 @@ The memories are the ones the gateware builds (``hw/accelerator.py``,
   enables: one copy each;
 * the pool engine holds one lookup table of ``256 * pool_size`` entries per lane,
   single-ported, in SPRAM when all lanes' copies fit the device's SPRAMs (as
-  ``hw/engines/pool.py`` decides), else in block RAM; its precompute store is not
-  counted (the demo runs direct mode);
+  ``hw/engines/pool.py`` decides), else in block RAM; with half tables
+  (``pool_table = "half"``) two of ``16 * pool_size`` entries per lane, in block RAM;
+  its precompute store is not counted (the demo runs direct mode);
 * the link (when ``link_payload`` is given): the frame decoder's ``max_payload``-byte
   buffer, the handler's RUN output buffer and the receive FIFO.
 
@@ -137,7 +138,10 @@ def accelerator_memories(cfg: AcceleratorConfig, link_payload: int | None = None
              for name in widths if depths[name] and widths[name]]
     needs += [MemoryNeed(f"act{b}", cfg.taps * cfg.act_bits, act_words(cfg)) for b in range(2)]
     needs.append(MemoryNeed("out", cfg.acc_width, cfg.out_depth))
-    if cfg.engine == "pool":
+    if cfg.engine == "pool" and cfg.pool_table == "half":
+        # Two 16-entry half tables per vector and lane, always in block RAM.
+        needs.append(MemoryNeed("lut", cfg.lut_bits, 16 * cfg.pool_size, copies=2 * cfg.lanes))
+    elif cfg.engine == "pool":
         needs.append(MemoryNeed("lut", cfg.lut_bits, 256 * cfg.pool_size, copies=cfg.lanes,
                                 single_port=True))
     if link_payload is not None:

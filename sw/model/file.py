@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...hw.config import POOL_TABLES
 from ..schemes.registry import stored_schemes
 from .npzfile import json_header, open_npz
 
@@ -197,7 +198,9 @@ class QuantModel:
 
     Pool models (``scheme="pool"``) also carry the network-wide ``pool`` (``[S, 8]``
     signed integers of ``pool_bits`` bits) and ``lut_bits``, the width of the lookup
-    table entries the bit-serial datapath reads (``docs/arithmetic.md`` §12).
+    table entries the bit-serial datapath reads, and ``pool_table``, the table's
+    organisation (``"full"`` or ``"half"``), which sets how narrowed entries are rounded
+    (``docs/arithmetic.md`` §12).
     """
 
     scheme: str
@@ -211,6 +214,7 @@ class QuantModel:
     pool: np.ndarray | None = None
     pool_bits: int = 0
     lut_bits: int = 0
+    pool_table: str = "full"
     qb: int = 0
     qu: int = 0
     qv: int = 0
@@ -333,6 +337,10 @@ def _check_pool(m: QuantModel) -> None:
         raise _err(None, "pool_bits", f"{m.pool_bits} is out of range 2..16")
     if not 2 <= m.lut_bits <= 32:
         raise _err(None, "lut_bits", f"{m.lut_bits} is out of range 2..32")
+    if not isinstance(m.pool_table, str) or m.pool_table not in POOL_TABLES:
+        raise _err(None, "pool_table", f"{m.pool_table!r} is unknown; allowed: "
+                   f"{', '.join(POOL_TABLES)} (full: 256-entry tables, half: two 16-entry "
+                   f"tables per vector)")
     if m.pool is None:
         raise _err(None, "pool", "a pool model needs its pool: an integer array [S, 8]")
     pool = np.asarray(m.pool)
@@ -602,7 +610,8 @@ def save_model(model: QuantModel, path: str | os.PathLike) -> None:
     }
     if model.scheme == "pool":
         # Only pool files carry these, so flightnn/int8 files stay as they were.
-        header.update(pool_bits=model.pool_bits, lut_bits=model.lut_bits)
+        header.update(pool_bits=model.pool_bits, lut_bits=model.lut_bits,
+                      pool_table=model.pool_table)
         arrays["pool"] = _storage("pool", np.asarray(model.pool), model)
     if model.scheme == "mlg":
         header.update(qb=model.qb, qu=model.qu, qv=model.qv)
@@ -677,6 +686,7 @@ def load_model(path: str | os.PathLike) -> QuantModel:
                 layers=layers, meta=header.get("meta", {}),
                 pool=member("pool") if "pool" in npz.files else None,
                 pool_bits=header.get("pool_bits", 0), lut_bits=header.get("lut_bits", 0),
+                pool_table=header.get("pool_table", "full"),
                 qb=header.get("qb", 0), qu=header.get("qu", 0), qv=header.get("qv", 0),
                 rounding=header.get("rounding", "half_up"))
         except ModelError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..schemes.pool_golden import build_lut, lut_shift
+from ..schemes.pool_golden import table
 from .file import GROUP, Layer, QuantModel, group_axis
 
 __all__ = ["random_model"]
@@ -45,13 +45,15 @@ def _mac(rng, kind, in_shape, co, scheme, exp_bits, k_mode, last, pool=None, poo
 def random_model(rng: np.random.Generator, scheme: str = "flightnn", act_bits: int = 8,
                  exp_bits: int = 3, k_mode: str = "mixed", input_shape=(2, 6, 5),
                  convs=(5,), pool: bool = True, dense=(7,), pool_size: int = 16,
-                 pool_bits: int = 8, lut_bits: int = 16) -> QuantModel:
+                 pool_bits: int = 8, lut_bits: int = 16, pool_table: str = "full"
+                 ) -> QuantModel:
     """A random legal model: ``convs`` conv3x3 widths, an optional max-pool, then
     ``dense`` widths (the last one is the output layer).
 
     ``scheme="pool"``: a random pool of ``pool_size`` vectors of ``pool_bits``-bit
-    values (the extremes ``±(2**(pool_bits-1) - 1)`` included); layers whose input
-    channels are a multiple of 8 get random indices, the others int8 weights.
+    values (the extremes ``±(2**(pool_bits-1) - 1)`` included) and a lookup table of
+    organisation ``pool_table``; layers whose input channels are a multiple of 8 get
+    random indices, the others int8 weights.
     """
     vectors, pool_max = None, 1
     if scheme == "pool":
@@ -59,7 +61,7 @@ def random_model(rng: np.random.Generator, scheme: str = "flightnn", act_bits: i
         vectors = rng.integers(-top, top + 1, size=(pool_size, GROUP))
         vectors[0, 0], vectors[-1, -1] = top, -top
         # A narrowed LUT divides a pool layer's accumulators by 2**shift.
-        pool_max = max(1, top >> lut_shift(build_lut(vectors), lut_bits))
+        pool_max = max(1, top >> table(vectors, lut_bits, pool_table)[1])
     layers = []
     shape = tuple(input_shape)
     plan = [("conv3x3", c) for c in convs] + [("dense", c) for c in dense]
@@ -77,5 +79,6 @@ def random_model(rng: np.random.Generator, scheme: str = "flightnn", act_bits: i
     if scheme == "pool":
         model.exp_bits = 0
         model.pool, model.pool_bits, model.lut_bits = vectors, pool_bits, lut_bits
+        model.pool_table = pool_table
     model.validate()
     return model

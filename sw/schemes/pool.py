@@ -30,7 +30,7 @@ from ..model.file import GROUP, QuantModel, group_axis, pool_weight
 from ..train.nn import FloatModel, WeightTransform
 from . import pool_golden
 from .int8 import Int8Quantizer, Int8Transform
-from .pool_golden import PATTERNS
+from .pool_golden import POOL_TABLES, table_entries
 from .registry import Option, Scheme, register
 
 __all__ = ["POOL", "PoolQuantizer", "poolable", "pool_layer_indices", "to_vectors",
@@ -321,6 +321,7 @@ class PoolStorage(WeightStorage):
     pool_bits: int
     lut_bits: int
     pooled_weights: int
+    pool_table: str = "full"
 
     @property
     def pooled_streamed_per_weight(self) -> float:
@@ -348,7 +349,8 @@ def storage(model: QuantModel) -> PoolStorage:
     """Count the weight bits of a pool model (see :class:`PoolStorage`).
 
     Indices are packed at :func:`index_width` bits, pool entries at ``pool_bits``,
-    LUT entries (``256 * S``) at ``lut_bits``, int8 weights at 8 bits.
+    LUT entries (``256 * S``, or ``2 * 16 * S`` for half tables) at ``lut_bits``, int8
+    weights at 8 bits.
     """
     if model.scheme != "pool":
         raise ValueError(f"storage: scheme {model.scheme!r} is not 'pool'")
@@ -369,8 +371,9 @@ def storage(model: QuantModel) -> PoolStorage:
     return PoolStorage(
         pool_size=size, pool_bits=model.pool_bits, lut_bits=model.lut_bits, weights=weights,
         pooled_weights=pooled, index_storage=vectors * index_width(size),
-        pool_storage=size * GROUP * model.pool_bits,
-        lut_storage=PATTERNS * size * model.lut_bits, int8_storage=8 * int8)
+        pool_storage=size * GROUP * model.pool_bits, pool_table=model.pool_table,
+        lut_storage=table_entries(size, model.pool_table) * model.lut_bits,
+        int8_storage=8 * int8)
 
 
 def image_storage(image) -> WeightStorage:
@@ -391,7 +394,8 @@ def image_storage(image) -> WeightStorage:
 
     return WeightStorage(weights=weights, index_storage=bits("indices"),
                          pool_storage=bits("pool"), int8_storage=bits("weights"),
-                         lut_storage=cfg.lanes * PATTERNS * cfg.pool_size * cfg.lut_bits)
+                         lut_storage=cfg.lanes * table_entries(cfg.pool_size, cfg.pool_table)
+                         * cfg.lut_bits)
 
 
 # -- the scheme ------------------------------------------------------------------------
@@ -418,7 +422,7 @@ class PoolQuantizer(Int8Quantizer):
 
     def model_fields(self):
         return {"pool": self.transform.pool, "pool_bits": self.options["pool_bits"],
-                "lut_bits": self.options["lut_bits"]}
+                "lut_bits": self.options["lut_bits"], "pool_table": self.options["pool_table"]}
 
     def begin(self, qm):
         self.lut, self.lut_shift = pool_golden.model_lut(qm)
@@ -437,7 +441,8 @@ class PoolQuantizer(Int8Quantizer):
 
     def meta(self, qm):
         return {"pool_size": self.options["pool_size"], "pool_bits": self.options["pool_bits"],
-                "lut_bits": self.options["lut_bits"], "lut_shift": self.lut_shift,
+                "lut_bits": self.options["lut_bits"], "pool_table": self.options["pool_table"],
+                "lut_shift": self.lut_shift,
                 "pool_layers": [i for i, layer in enumerate(qm.layers) if layer.is_pool],
                 "storage": storage(qm).as_dict()}
 
@@ -451,5 +456,8 @@ POOL = register(Scheme(
         Option("pool_bits", int, 8, 2, 16, "weight pools: bits of a pool value"),
         Option("lut_bits", int, 16, 2, 32, "weight pools: bits of a lookup-table entry "
                "(entries are narrowed by a shift when lut_bits < pool_bits + 3)"),
+        Option("pool_table", str, "full", help="weight pools: lookup-table organisation, "
+               "full (256 entries per pool vector) or half (two 16-entry tables per vector, "
+               "summed; entries narrowed per half)", choices=POOL_TABLES),
     )))
 

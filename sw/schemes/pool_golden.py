@@ -8,8 +8,9 @@ of the pool vector ``p``'s entries selected by the pattern) replaces 8 multiply-
     acc = sum_g sum_{b in planes} 2**b * LUT[pattern_b(g)][index(g)]
 
 - :func:`build_lut` is the exact table, :func:`lut_shift` / :func:`narrow_lut` its
-  narrowing to ``lut_bits``-bit signed entries (round half up), :func:`model_lut` the
-  table a model's datapath reads.
+  narrowing to ``lut_bits``-bit signed entries (round half up); :func:`build_half_luts`
+  the two exact 16-entry half tables of the ``"half"`` organisation; :func:`table` the
+  256-row table either organisation's datapath reads, :func:`model_lut` a model's.
 - :func:`planes` is the run-time precision rule: only the top ``bits`` of the
   ``act_bits`` bit-planes are processed.
 - :func:`lut_dot` is the per-block reference (direct and precompute mode);
@@ -22,13 +23,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...hw.config import POOL_TABLES
 from ..model.file import GROUP, Layer, ModelError, QuantModel
 
-__all__ = ["PATTERNS", "MODES", "pattern_bits", "build_lut", "lut_shift", "narrow_lut",
+__all__ = ["PATTERNS", "HALF", "HALF_PATTERNS", "MODES", "POOL_TABLES", "pattern_bits",
+           "build_lut", "build_half_luts", "lut_shift", "narrow_lut", "table", "table_entries",
            "model_lut", "planes", "check_bits", "patterns", "lut_dot", "pool_mac"]
 
 #: Number of 8-bit patterns, i.e. LUT rows.
 PATTERNS = 1 << GROUP
+#: Pattern bits that address one half table (the low or the high nibble).
+HALF = GROUP // 2
+#: Rows of one half table.
+HALF_PATTERNS = 1 << HALF
 #: Evaluation orders of a pool layer; both give bit-identical results.
 MODES = ("direct", "precompute")
 
@@ -55,6 +62,23 @@ def build_lut(pool: np.ndarray) -> np.ndarray:
     if pool.ndim != 2 or pool.shape[1] != GROUP:
         raise ModelError(f"model: field 'pool': shape {pool.shape} must be (S, {GROUP})")
     return pattern_bits() @ pool.T
+
+
+def build_half_luts(pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exact half tables ``LO[n][p] = sum_{j<4} bit_j(n) * pool[p][j]`` and
+    ``HI[n][p] = sum_{j<4} bit_j(n) * pool[p][4 + j]`` for ``n`` in ``0..15``, so that
+    ``build_lut(pool)[q] = LO[q & 15] + HI[q >> 4]``.
+
+    Returns
+    -------
+    lo, hi:
+        int64 ``[16, S]`` each; row 0 is all zero.
+    """
+    pool = np.asarray(pool, dtype=np.int64)
+    if pool.ndim != 2 or pool.shape[1] != GROUP:
+        raise ModelError(f"model: field 'pool': shape {pool.shape} must be (S, {GROUP})")
+    bits = pattern_bits()[:HALF_PATTERNS, :HALF]
+    return bits @ pool[:, :HALF].T, bits @ pool[:, HALF:].T
 
 
 def _round_shift(v: np.ndarray, shift: int) -> np.ndarray:
@@ -87,20 +111,61 @@ def narrow_lut(lut: np.ndarray, shift: int) -> np.ndarray:
     return _round_shift(lut, shift)
 
 
-def model_lut(model: QuantModel) -> tuple[np.ndarray, int]:
-    """The table a pool model's datapath reads and its narrowing shift.
+def table(pool: np.ndarray, lut_bits: int, organisation: str = "full"
+          ) -> tuple[np.ndarray, int]:
+    """The entries a lookup datapath of ``organisation`` reads for every pattern, and the
+    table's narrowing shift (``docs/arithmetic.md`` §12.3).
+
+    - ``"full"``: one 256-entry table per vector, ``shift = lut_shift(X, lut_bits)``
+      of the exact table ``X = build_lut(pool)``, entries ``narrow_lut(X, shift)``.
+    - ``"half"``: two 16-entry tables per vector (:func:`build_half_luts`), each entry
+      a signed ``lut_bits`` word: ``shift = lut_shift(LO and HI together, lut_bits)``,
+      and the entry of pattern ``q`` is ``narrow(LO[q & 15]) + narrow(HI[q >> 4])``
+      (each half narrowed with halves up, then summed; at most ``lut_bits + 1`` bits).
+
+    With ``shift = 0`` in both organisations both give ``build_lut(pool)`` exactly.
 
     Returns
     -------
     lut, shift:
-        int64 ``[256, S]`` entries of at most ``model.lut_bits`` signed bits, and
-        ``shift = lut_shift(build_lut(pool), lut_bits)``; with ``shift > 0`` a pool
-        layer's accumulator is ``2**-shift`` times the exact dot product (rounded per
+        int64 ``[256, S]`` and the shift ``k``.
+    """
+    if organisation not in POOL_TABLES:
+        raise ModelError(f"model: field 'pool_table': {organisation!r} is unknown; allowed: "
+                         f"{', '.join(POOL_TABLES)}")
+    if organisation == "full":
+        exact = build_lut(pool)
+        shift = lut_shift(exact, lut_bits)
+        return narrow_lut(exact, shift), shift
+    lo, hi = build_half_luts(pool)
+    shift = lut_shift(np.concatenate([lo, hi]), lut_bits)
+    q = np.arange(PATTERNS)
+    return (narrow_lut(lo, shift)[q & (HALF_PATTERNS - 1)]
+            + narrow_lut(hi, shift)[q >> HALF]), shift
+
+
+def table_entries(pool_size: int, organisation: str = "full") -> int:
+    """Stored entries of one copy of the table: ``256 * S`` (full), ``2 * 16 * S``
+    (half)."""
+    if organisation not in POOL_TABLES:
+        raise ModelError(f"model: field 'pool_table': {organisation!r} is unknown; allowed: "
+                         f"{', '.join(POOL_TABLES)}")
+    return (PATTERNS if organisation == "full" else 2 * HALF_PATTERNS) * int(pool_size)
+
+
+def model_lut(model: QuantModel) -> tuple[np.ndarray, int]:
+    """The table a pool model's datapath reads and its narrowing shift:
+    :func:`table` of the model's ``pool``, ``lut_bits`` and ``pool_table``.
+
+    Returns
+    -------
+    lut, shift:
+        int64 ``[256, S]`` entries (at most ``model.lut_bits`` signed bits, ``+ 1`` for
+        half tables) and the shift; with ``shift > 0`` a pool layer's accumulator is
+        ``2**-shift`` times the exact dot product (rounded per entry, or per half
         entry), and the layer's bias and shift are stored for that scale.
     """
-    exact = build_lut(model.pool)
-    shift = lut_shift(exact, model.lut_bits)
-    return narrow_lut(exact, shift), shift
+    return table(model.pool, model.lut_bits, model.pool_table)
 
 
 def planes(act_bits: int, bits: int | None = None) -> range:

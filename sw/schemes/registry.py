@@ -40,13 +40,15 @@ class Option:
     name : str
         Keyword argument of :func:`~shiftpool.sw.schemes.compress.compress`.
     kind : type
-        ``int`` or ``float``.
-    default : int or float
+        ``int``, ``float`` or ``str``.
+    default : int or float or str
         Value when the option is not given.
     lo, hi : int or float or None
         Allowed range, both ends included; ``None``: unbounded on that side.
     help : str
         One phrase for ``--help`` (the default and range are appended).
+    choices : tuple of str
+        ``str`` options: the allowed values (the command line's ``choices``).
     """
 
     name: str
@@ -55,6 +57,7 @@ class Option:
     lo: Any = None
     hi: Any = None
     help: str = ""
+    choices: tuple = ()
 
     @property
     def flag(self) -> str:
@@ -62,6 +65,8 @@ class Option:
 
     @property
     def allowed(self) -> str:
+        if self.choices:
+            return ", ".join(self.choices)
         if self.lo is not None and self.hi is not None:
             return f"{self.lo}..{self.hi}"
         if self.lo is not None:
@@ -73,6 +78,10 @@ class Option:
         the wrong type or out of range."""
         import numpy as np
 
+        if self.kind is str:
+            if value not in self.choices:
+                raise ValueError(f"{self.name} must be one of {self.allowed}, not {value!r}")
+            return value
         ok_type = (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
                    if self.kind is int else
                    isinstance(value, (int, float, np.integer, np.floating))
