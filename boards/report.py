@@ -34,7 +34,7 @@ from .build import build
 __all__ = ["SCHEMES", "measure", "figures_table", "main"]
 
 #: Demo variants compared, the baseline last.
-SCHEMES = ("flightnn", "int8")
+SCHEMES = ("flightnn", "lightnn2", "pool", "int8")
 
 
 def demo_models(cache_dir: Path | None = None) -> dict:
@@ -180,10 +180,12 @@ def _model_files(paths) -> dict:
     models = {}
     for path in paths:
         model = read_model(path)
-        if model.scheme in models:
-            raise ValueError(f"--model {path}: a second {model.scheme} model; give one "
+        # the registered scheme (lightnn2 is stored as flightnn)
+        scheme = model.meta.get("scheme", model.scheme)
+        if scheme in models:
+            raise ValueError(f"--model {path}: a second {scheme} model; give one "
                              f"model per scheme")
-        models[model.scheme] = model
+        models[scheme] = model
     if "int8" not in models:
         raise ValueError("--model: no int8 model among them; add one (shiftpool compress "
                          "--scheme int8), it is the baseline of the ratios")

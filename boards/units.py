@@ -28,9 +28,15 @@ rather than a list of modules:
 The flattened build optimizes across module boundaries, so the units' sum is close
 to, not equal to, the whole design's count (``report.json`` has both).
 
-yosys 0.70's ABC9 has tripped an internal assertion on some unflattened designs (not
-seen on the current gateware); a build then reports ``units_error`` instead of
-failing, since the flat build does not depend on this pass.
+Unflattened, yosys 0.70's ABC9 asserts (``count_id(wire->name) == 0`` in
+``rtlil.cc``) on a module with a wire ``words`` beside wires ``words[0]``, ... (an
+Amaranth list of signals next to a signal of the same name, as the max-pool unit has
+at 2 lanes x 4 taps): reading ABC's result back, yosys takes ``words`` for bit 0 of a
+wide wire, renames it ``words[0]`` and collides (YosysHQ/yosys#4349). The flat build
+does not meet it, since flattening prefixes the names. :func:`units_script` therefore
+makes the bracketed names private (``rename -hide``) before synthesis: names only,
+the logic is the same. Should the pass still fail, a build reports ``units_error``
+rather than failing.
 """
 
 from __future__ import annotations
@@ -44,8 +50,9 @@ from pathlib import Path
 from .board import BoardError
 from .tools import run_tool
 
-__all__ = ["UNITS", "UNIT_CELLS", "demo_sized_config", "link_luts", "main", "module_stat",
-           "unit_of", "units_from_stat", "units_script"]
+__all__ = ["HIDE_INDEXED_NAMES", "UNITS", "UNIT_CELLS", "board_synth", "demo_sized_config",
+           "link_luts", "main", "module_stat", "synth_cells", "unit_of", "units_from_stat",
+           "units_script"]
 
 #: Units, in the order tables show them.
 UNITS = ("link", "controller", "engine", "memories", "other")
@@ -58,6 +65,9 @@ UNIT_CELLS = {
     "gowin": {"lut": ("LUT1", "LUT2", "LUT3", "LUT4"), "ff": ("DFF",),
               "bram": ("SP", "SDPB", "DPB", "DP"), "spram": (), "dsp": ("MULT",)},
 }
+#: Makes ``words[0]``-style wire names private, so that ABC9 does not collide them
+#: with a wire ``words`` in an unflattened synthesis (YosysHQ/yosys#4349).
+HIDE_INDEXED_NAMES = "rename -hide w:*[[]*]"
 #: Columns whose cells are memories: in the accelerator they count as ``memories``.
 _MEMORY_COLUMNS = ("bram", "spram")
 
@@ -80,11 +90,13 @@ def unit_of(path: str) -> str:
 
 def units_script(top_ys: str) -> str:
     """The per-module statistics script from the build's ``top.ys``: the same reads
-    and synthesis with ``-noflatten``, ``stat -json`` into ``units.json``, no netlist."""
+    and synthesis with ``-noflatten`` (bracketed wire names made private first, see
+    the module's docstring), ``stat -json`` into ``units.json``, no netlist."""
     out = []
     for line in top_ys.splitlines():
         word = line.strip().split(" ", 1)[0]
         if word.startswith("synth_"):
+            out.append(HIDE_INDEXED_NAMES)
             out.append(f"{line.rstrip()} -noflatten")
             out.append("tee -q -o units.json stat -json")
         elif word in ("write_json", "tee"):
@@ -153,18 +165,29 @@ def module_stat(component, *, family: str = "ice40", synth: str = "synth_ice40 -
     BoardError
         yosys fails (its last line).
     """
-    from amaranth.back import verilog
+    return _own_cells(synth_cells(component, synth=synth, flatten=flatten, top=top,
+                                  where=where), family)
 
+
+def synth_cells(component, *, synth: str, flatten: bool = False, top: str = "top",
+                where: Path | None = None) -> dict[str, dict[str, int]]:
+    """Cells by type of every module of ``component`` (or its Verilog text, top
+    module ``top``) synthesized alone with ``synth``: ``{module name: {cell type:
+    count}}``."""
+    if not isinstance(component, str):
+        from amaranth.back import verilog
+
+        component = verilog.convert(component, name=top)
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp) if where is None else Path(where)
-        (where / "design.v").write_text(verilog.convert(component, name=top))
-        # Verilog, as amaranth writes it: the RTLIL route is the board build's.
-        flat = "" if flatten else " -noflatten"
-        proc = run_tool("yosys", ["-q", "-p", f"read_verilog design.v; {synth}{flat} "
-                                  f"-top {top}; tee -q -o stat.json stat -json"], where)
+        (where / "design.v").write_text(component)
+        synth = f"{synth} -top {top}" if flatten else \
+            f"{HIDE_INDEXED_NAMES}; {synth} -top {top} -noflatten"
+        proc = run_tool("yosys", ["-q", "-p", f"read_verilog design.v; {synth}; "
+                                  f"tee -q -o stat.json stat -json"], where)
         if proc.returncode != 0:
             raise BoardError(f"yosys failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
-        return _own_cells(_read_stat(where / "stat.json"), family)
+        return _read_stat(where / "stat.json")
 
 
 def demo_sized_config(lanes: int = 2, taps: int = 4, engine: str = "shiftadd"):
@@ -180,7 +203,7 @@ def demo_sized_config(lanes: int = 2, taps: int = 4, engine: str = "shiftadd"):
                              exp_bits=3 if engine == "shiftadd" else 1)
 
 
-def _board_synth(board) -> tuple[str, str]:
+def board_synth(board) -> tuple[str, str]:
     """``(family, synth command)`` of ``board``, as its builds synthesize."""
     from .build import synth_options
 
@@ -196,7 +219,7 @@ def link_luts(config, board: str = "icebreaker", baud: int = 115_200
 
     board = get_board(board)
     link = LinkConfig.for_baud(board.clock_hz, baud, **board.link_fields)
-    family, synth = _board_synth(board)
+    family, synth = board_synth(board)
     stat = module_stat(UARTLink(config, link), family=family, synth=synth)
     return {name: (cells["lut"], cells["bram"]) for name, cells in stat.items()}
 
@@ -226,7 +249,7 @@ def main(argv=None) -> int:
             from ..hw.engines.common import make_engine
 
             part = make_engine(config)
-        family, synth = _board_synth(board)
+        family, synth = board_synth(board)
         rows = module_stat(part, family=family, synth=synth)
     except (BoardError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

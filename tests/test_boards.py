@@ -123,7 +123,7 @@ def test_units_script_synthesizes_the_same_design_unflattened():
            "tee -q -o stat.json stat -json\nwrite_json top.json\n")
     script = units_script(top).splitlines()
     assert script == ["read_rtlil top.il", "delete t:$meminit_v2",
-                      "synth_ice40 -dsp -top top -noflatten",
+                      "rename -hide w:*[[]*]", "synth_ice40 -dsp -top top -noflatten",
                       "tee -q -o units.json stat -json"]
 
 

@@ -1,0 +1,66 @@
+"""The ``--fit`` pre-filter (``boards/fit_estimate.py``): the memory verdict against
+the memory estimate, the logic verdict's arithmetic on a reference report, and an
+engine's cost extrapolated over lanes against the engine synthesized at that size."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from shiftpool.boards.fit_estimate import EngineCost, engine_cost, logic_verdict, memory_verdict
+from shiftpool.boards.registry import get_board
+from shiftpool.boards.units import demo_sized_config
+
+
+def _reference(logic_used: int, dsp_used: int) -> dict:
+    """A placed-and-routed reference's report, as much of it as the verdict reads
+    (the iCE40UP5K's logic cells and DSPs)."""
+    return {"lanes": 1, "taps": 1, "resources": {
+        "logic": {"used": logic_used, "available": 5280, "bel": "ICESTORM_LC"},
+        "dsp": {"used": dsp_used, "available": 8, "bel": "ICESTORM_DSP"}}}
+
+
+def test_logic_verdict_adds_the_engines_difference_to_the_reference():
+    ref = _reference(5000, 1)
+    small = EngineCost(logic=100, dsp=1)
+    # 5000 + (380 - 100) = 5280 cells: exactly full fits
+    assert logic_verdict(ref, small, EngineCost(logic=380, dsp=1)) is None
+    why = logic_verdict(ref, small, EngineCost(logic=381, dsp=1))
+    assert why is not None and "about 5281 logic cells (ICESTORM_LC), 5280 available" in why
+    assert "1x1 placed and routed" in why and "DSP" not in why
+    # 1 + (9 - 1) = 9 DSPs of 8
+    why = logic_verdict(ref, small, EngineCost(logic=100, dsp=9))
+    assert why is not None and "about 9 DSP blocks (ICESTORM_DSP), 8 available" in why
+    assert "logic cells" not in why
+
+
+def test_memory_verdict_names_the_memory_that_is_missing():
+    board = get_board("icebreaker")
+    assert memory_verdict(board, demo_sized_config(2, 2, "shiftadd")) is None
+    # 16 lanes x 16 taps of 4-bit codes: 1024-bit weight rows, 64 SPRAMs side by side
+    why = memory_verdict(board, demo_sized_config(16, 16, "shiftadd"))
+    assert why is not None and why.startswith("memory estimate: does not fit iCE40UP5K")
+    assert "SPRAM needed, 4 on the device" in why
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("engine", ["shiftadd", "int8"])
+def test_engine_cost_over_lanes_matches_the_engine_synthesized(engine, tmp_path):
+    """An engine's logic and DSPs at 4 lanes, extrapolated from 1 and 2 lanes, within
+    5% (logic) and exactly (DSPs, one per int8 multiply) of yosys' count of the
+    4-lane engine; a second call reads the cache."""
+    from shiftpool.boards.fit_estimate import _engine_verilog, _synthesize
+
+    board = get_board("icebreaker")
+    config = demo_sized_config(4, 1, engine)
+    cache = tmp_path / "engines.json"
+    guess = engine_cost(board, config, cache)
+    real = _synthesize(board, _engine_verilog(config))
+    assert real.logic > 0
+    assert abs(guess.logic - real.logic) <= 0.05 * real.logic, (guess, real)
+    assert guess.dsp == real.dsp == (4 if engine == "int8" else 0)
+    lines = []
+    # another candidate's depths, the same engine
+    other = dataclasses.replace(config, act_depth=2 * config.act_depth)
+    assert engine_cost(board, other, cache, lines.append) == guess
+    assert lines == []          # nothing synthesized again
