@@ -193,6 +193,8 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
         if reference is None:      # the smallest does not fit the device: none larger
             why = f"the smallest candidate left, {plans[-1][1]}x{plans[-1][2]}, does not " \
                   f"fit: {ref_why}"
+        elif _cache_key(board, clock_mhz, config) in cache:
+            why = None             # built before: its outcome is known
         else:
             why = logic_verdict(reference, ref_engine,
                                 engine_cost(board, config, engines, say))
