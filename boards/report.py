@@ -1,22 +1,23 @@
-"""The board figures of the demo model, measured in one command:
+"""The board figures of the demo models, measured in one command:
 
     python -m shiftpool.boards.report [-o board-figures] [--boards icebreaker,ulx3s-85f]
                                       [--sizes 2x2,4x8] [--fit] [--model FILE ...]
 
 For each board and engine size (by default the board's own ``engine_size``, the one
-``shiftpool build`` uses) it places and routes (``report_only``) the device
-for the digits demo's FLightNN model and its int8 baseline (or the ``--model`` files,
-one of them int8), and tabulates utilization (LUT4, logic cells, flip-flops, block
-RAM, SPRAM, DSPs), Fmax, cycles per inference (the cycle model), inferences per
-second at Fmax and inferences per second per 1000 LUT4 (yosys' LUT4 count on iCE40,
-the logic count elsewhere), each also as a ratio to int8 at the same size; a line per
-board and scheme then says where int8 wins. With ``--fit`` each scheme gets the
-largest engine of the ``--sizes`` candidates (default
-:data:`~shiftpool.boards.fit.CANDIDATES`) that fits the board and meets its clock
-(:func:`~shiftpool.boards.fit.fit_build`, cached), and the ratios are to int8's
-fitted engine on the same board. A design that does not fit is listed with the
-resources it over-uses. Writes ``figures.md`` and ``figures.json`` (with each
-build's ``units``) into the output folder.
+``shiftpool build`` uses) it places and routes (``report_only``) the device for the
+digits demo's FLightNN, LightNN-2, weight-pool and int8 models (or the ``--model``
+files, one per registered scheme, one of them int8), and tabulates utilization
+(LUT4, logic cells, flip-flops, block RAM, SPRAM, DSPs), Fmax, cycles per inference
+(the cycle model), inferences per second at Fmax and inferences per second per 1000
+LUT4 (yosys' LUT4 count on iCE40, the logic count elsewhere), and each of them as a
+ratio to int8 at the same size (:func:`add_ratios`); a line per board and scheme
+then says where int8 wins. With ``--fit`` each scheme gets the largest engine of the
+``--sizes`` candidates (default :data:`~shiftpool.boards.fit.CANDIDATES`) that fits
+the board and meets its clock (:func:`~shiftpool.boards.fit.fit_build`: estimates
+drop candidates, the chosen one is placed and routed; cached, so a second run is
+quick), and the ratios are to int8's fitted engine on the same board. A design that
+does not fit is listed with the resources it over-uses. Writes ``figures.md`` and
+``figures.json`` (with each build's ``units``) into the output folder.
 """
 
 from __future__ import annotations
