@@ -4,13 +4,15 @@ that fits a board at its clock.
 :func:`fit_build` first drops, without a tool, the candidates the model cannot be laid
 out for (``ConfigError``), those that make the same design as a larger one (the pool
 engine's taps are always 8) and those whose memories do not fit
-(:func:`~shiftpool.boards.fit_estimate.memory_verdict`). It then places and routes
-the smallest candidate left, the *reference*, and goes through the others largest
-first (by lanes x taps, then taps): a candidate whose logic or DSP estimate
-(:func:`~shiftpool.boards.fit_estimate.logic_verdict`: the reference plus the
-difference of the engines synthesized alone) exceeds the device is dropped, the
-others are placed and routed, and the first that fits the device and meets the
-clock is the answer (the reference if none does). Estimates only reject; the chosen
+(:func:`~shiftpool.boards.fit_estimate.memory_verdict`). With more than two
+candidates left, it then places and routes the smallest, the *reference*, and
+goes through the others largest first (by lanes x taps, then taps): a candidate
+whose logic or DSP estimate (:func:`~shiftpool.boards.fit_estimate.logic_verdict`:
+the reference plus the difference of the engines synthesized alone) exceeds the
+device is dropped, the others are built (a misfit ends after synthesis and
+nextpnr's packing, :func:`~shiftpool.boards.build.build`), and the first that fits
+the device and meets the clock is the answer (the reference if none does); two or
+fewer are placed and routed largest first without a reference. Estimates only reject; the chosen
 engine is always placed and routed. Each build's outcome is cached in
 ``OUT/fit/cache.json``, keyed by board, clock, configuration hash and the gateware's
 digest, so a second ``--fit`` places and routes nothing it has placed and routed
@@ -181,16 +183,20 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
 
     engines = out_dir / "fit" / "engines.json"
     reference = ref_why = ref_built = None
-    if plans:
+    # With two candidates or fewer a reference build saves none: build them in order.
+    estimate = len(plans) > 2
+    if estimate:
         n, lanes, taps, config = plans[-1]
         say(f"fit: {lanes}x{taps}, the smallest left, is the reference of the estimates")
         reference, ref_why, ref_built = attempt(n, lanes, taps, config)
         ref_tried = tried.pop()         # listed in its place, last
         ref_engine = engine_cost(board, config, engines, say) \
             if reference is not None else None
-    for n, lanes, taps, config in plans[:-1]:
+    for n, lanes, taps, config in plans[:-1] if estimate else plans:
         size = f"{lanes}x{taps}"
-        if reference is None:      # the smallest does not fit the device: none larger
+        if not estimate:
+            why = None
+        elif reference is None:    # the smallest does not fit the device: none larger
             why = f"the smallest candidate left, {plans[-1][1]}x{plans[-1][2]}, does not " \
                   f"fit: {ref_why}"
         elif _cache_key(board, clock_mhz, config) in cache:
@@ -204,8 +210,9 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
             continue
         report, why, built = attempt(n, lanes, taps, config)
         if why is None:
-            return _chosen(out_dir, report, lanes, taps, tried, built)
-    if plans:
+            return _chosen(out_dir, report, lanes, taps,
+                           tried + ([ref_tried] if estimate else []), built)
+    if estimate:
         tried.append(ref_tried)
         if ref_why is None:
             return _chosen(out_dir, dict(reference), plans[-1][1], plans[-1][2], tried,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 from shiftpool.boards.fit_estimate import EngineCost, engine_cost, logic_verdict, memory_verdict
 from shiftpool.boards.registry import get_board
@@ -64,3 +65,52 @@ def test_engine_cost_over_lanes_matches_the_engine_synthesized(engine, tmp_path)
     other = dataclasses.replace(config, act_depth=2 * config.act_depth)
     assert engine_cost(board, other, cache, lines.append) == guess
     assert lines == []          # nothing synthesized again
+
+
+def test_fit_flow_drops_on_estimates_and_builds_the_rest_largest_first(tmp_path, monkeypatch):
+    """``fit_build`` with a stand-in for the build (logic cells grow with lanes x taps)
+    and for the estimates: memory drops 4x4 without a build, the smallest (1x1) is
+    built first as the reference, the logic estimate drops 4x2, 2x2 is built and
+    misses the device, 1x2 fits and is chosen; a second run builds nothing."""
+    import shiftpool.boards.build as build_module
+    import shiftpool.boards.fit_estimate as estimate
+    from shiftpool.boards.board import BoardError
+    from shiftpool.boards.fit import fit_build
+    from shiftpool.sw.model.randmodel import random_model
+
+    model = random_model(np.random.default_rng(5), scheme="flightnn", act_bits=4,
+                         exp_bits=2, input_shape=(1, 4, 4), convs=(2,), pool=False,
+                         dense=(3,))
+    built = []
+
+    def fake_build(model, board, where, *, lanes, taps, **kwargs):
+        built.append((lanes, taps))
+        logic = 4000 + 400 * lanes * taps
+        if logic > 5280:
+            raise BoardError(f"the design does not fit the iCE40UP5K of icebreaker: logic "
+                             f"cells (ICESTORM_LC) {logic} used, 5280 available")
+        report = {"lanes": lanes, "taps": taps, "bitstream": None, "resources": {
+            "logic": {"used": logic, "available": 5280, "bel": "ICESTORM_LC"},
+            "dsp": {"used": 0, "available": 8, "bel": "ICESTORM_DSP"}}}
+        (where / "build").mkdir(parents=True, exist_ok=True)
+        return report
+
+    monkeypatch.setattr(build_module, "build", fake_build)
+    monkeypatch.setattr(estimate, "memory_verdict", lambda board, config:
+                        "memory estimate: too big" if config.lanes * config.taps > 8 else None)
+    # the engine estimate: 200 cells per lane x tap (below the fake build's 400)
+    monkeypatch.setattr(estimate, "engine_cost", lambda board, config, path, say=None:
+                        EngineCost(200 * config.lanes * config.taps, 0))
+    sizes = [(4, 4), (4, 2), (2, 2), (1, 2), (1, 1)]
+    report = fit_build(model, "icebreaker", tmp_path, sizes=sizes, report_only=True)
+    assert built == [(1, 1), (2, 2), (1, 2)]
+    assert (report["lanes"], report["taps"]) == (1, 2) == tuple(report["fit"]["chosen"])
+    tried = {(t["lanes"], t["taps"]): t for t in report["fit"]["tried"]}
+    assert tried[(4, 4)]["estimated"] and tried[(4, 4)]["why"] == "memory estimate: too big"
+    # 4400 (1x1) + 200 * (8 - 1) = 5800 > 5280; 2x2: 5000, built
+    assert tried[(4, 2)]["estimated"] and "about 5800 logic cells" in tried[(4, 2)]["why"]
+    assert not tried[(2, 2)]["fits"] and "5600 used" in tried[(2, 2)]["why"]
+    assert tried[(1, 2)]["fits"] and tried[(1, 1)]["fits"]
+    built.clear()
+    again = fit_build(model, "icebreaker", tmp_path, sizes=sizes, report_only=True)
+    assert built == [] and again["fit"]["chosen"] == [1, 2]
