@@ -219,11 +219,17 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
                            ref_built)
     if (out_dir / "report.json").exists():
         os.remove(out_dir / "report.json")      # a missed candidate's, not a result
-    # The reason of the largest candidate that was built, else of the largest.
+    # The reason of the largest candidate that was built, else of the smallest an
+    # estimate dropped (the nearest to fitting), else of the largest.
     built = [t for t in tried if not t.get("skipped") and not t.get("estimated")]
-    first = (built or tried or [None])[0]
-    why = "" if first is None else \
-        f"; the largest{' built' if built else ''}, {first['lanes']}x{first['taps']}: " \
-        f"{first['why']}"
+    dropped = [t for t in tried if t.get("estimated")]
+    if built:
+        what, first = "the largest built", built[0]
+    elif dropped:
+        what, first = "the smallest", dropped[-1]
+    else:
+        what, first = "the largest", (tried or [None])[0]
+    why = "" if first is None else f"; {what}, {first['lanes']}x{first['taps']}: " \
+                                   f"{first['why']}"
     raise BoardError(f"no engine of {', '.join(f'{a}x{b}' for a, b in order)} fits "
                      f"{board.name}{why}")

@@ -114,3 +114,24 @@ def test_fit_flow_drops_on_estimates_and_builds_the_rest_largest_first(tmp_path,
     built.clear()
     again = fit_build(model, "icebreaker", tmp_path, sizes=sizes, report_only=True)
     assert built == [] and again["fit"]["chosen"] == [1, 2]
+
+
+def test_fit_where_no_memory_fits_names_the_smallest(tmp_path, monkeypatch):
+    """Every candidate dropped on the memory estimate: one line naming the smallest
+    (the nearest to fitting), and nothing built."""
+    import shiftpool.boards.build as build_module
+    import shiftpool.boards.fit_estimate as estimate
+    from shiftpool.boards.board import BoardError
+    from shiftpool.boards.fit import fit_build
+    from shiftpool.sw.model.randmodel import random_model
+
+    model = random_model(np.random.default_rng(5), scheme="flightnn", act_bits=4,
+                         exp_bits=2, input_shape=(1, 4, 4), convs=(2,), pool=False,
+                         dense=(3,))
+    monkeypatch.setattr(build_module, "build", lambda *a, **k: pytest.fail("built"))
+    monkeypatch.setattr(estimate, "memory_verdict", lambda board, config:
+                        f"memory estimate: {config.lanes * config.taps} EBR missing")
+    with pytest.raises(BoardError) as info:
+        fit_build(model, "icebreaker", tmp_path, sizes=[(2, 2), (1, 2)], report_only=True)
+    assert str(info.value) == ("no engine of 2x2, 1x2 fits icebreaker; the smallest, 1x2: "
+                               "memory estimate: 2 EBR missing")
