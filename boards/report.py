@@ -103,8 +103,8 @@ def measure(models: dict, boards, sizes, out_dir: Path, log=print, fit: bool = F
                     row["inf_per_s_per_klut"] = row["inf_per_s"] / (row["lut"] / 1000)
                     row["tools"] = rep["tools"]
                 row["seconds"] = round(time.monotonic() - t0, 1)
-                size = "fit" if row["lanes"] is None else f"{row['lanes']}x{row['taps']}"
-                log(f"[shiftpool] {board} {size} {scheme}: "
+                label = "fit" if row["lanes"] is None else f"{row['lanes']}x{row['taps']}"
+                log(f"[shiftpool] {board} {label} {scheme}: "
                     f"{row.get('error') or 'placed and routed'} ({row['seconds']} s)")
                 rows.append(row)
     return add_ratios(rows, fit)
