@@ -14,9 +14,10 @@ programming the result onto the board.
 * the bitstream (``top.bin``, ``top.bit`` or ``top.fs``), unless ``report_only``;
 * ``build/``: the tools' inputs, outputs and logs.
 
-A design that does not fit its device, or that misses the clock, ends in a
-:class:`~shiftpool.boards.board.BoardError` whose message names the resource or
-the clock.
+A design that does not fit its device ends, as soon as nextpnr has packed it
+(before the per-unit synthesis and placement), in a :class:`~shiftpool.boards.board.BoardError`
+whose message names the resources it over-uses; one that misses the clock, after
+place and route, in one that names the clock.
 """
 
 from __future__ import annotations
@@ -194,28 +195,38 @@ def _netlist(family: str) -> str:
     return "top.syn.json" if family == "gowin" else "top.json"
 
 
+def _pnr_args(board: Board) -> list[str]:
+    return [*board.nextpnr_args, "--json", _netlist(board.family),
+            *_constraint_args(board, board.family)]
+
+
+def _check_packed(board: Board, where: Path, device: str) -> None:
+    """nextpnr's packing alone (seconds, no placement): a design whose packed cells
+    over-use the device raises naming the resources, before the long steps."""
+    pnr = _FLOW[board.family][0]
+    run_tool(pnr, [*_pnr_args(board), "--pack-only", "--report", "pack-report.json",
+                   "--quiet"], where, log=where / "pack.log")
+    if (where / "pack-report.json").exists():
+        packed = parse_nextpnr_report(json.loads((where / "pack-report.json").read_text()),
+                                      board.family)
+        over = _over_used(packed["resources"])
+        if over:
+            raise BoardError(f"the design does not fit the {device} of {board.name}: "
+                             f"{'; '.join(over)}")
+
+
 def _place_and_route(board: Board, where: Path, device: str) -> dict:
     """nextpnr with a JSON report; a design that does not fit raises naming the
     resources it over-uses."""
     family = board.family
     pnr = _FLOW[family][0]
-    args = [*board.nextpnr_args, "--json", _netlist(family), *_constraint_args(board, family)]
     outputs = {"ice40": ["--asc", "top.asc"], "ecp5": ["--textcfg", "top.config"],
                "gowin": ["--write", "top.pnr.json"]}[family]
-    proc = run_tool(pnr, [*args, *outputs, "--report", "nextpnr-report.json",
+    proc = run_tool(pnr, [*_pnr_args(board), *outputs, "--report", "nextpnr-report.json",
                           "--timing-allow-fail", "--log", "nextpnr.log", "--quiet"], where)
     if proc.returncode == 0:
         return json.loads((where / "nextpnr-report.json").read_text())
-    # Find out whether it failed for room: packing alone reports the utilization.
-    run_tool(pnr, [*args, "--pack-only", "--report", "pack-report.json", "--quiet"], where,
-             log=where / "pack.log")
-    if (where / "pack-report.json").exists():
-        packed = parse_nextpnr_report(json.loads((where / "pack-report.json").read_text()),
-                                      family)
-        over = _over_used(packed["resources"])
-        if over:
-            raise BoardError(f"the design does not fit the {device} of {board.name}: "
-                             f"{'; '.join(over)}")
+    _check_packed(board, where, device)    # did it fail for room?
     raise BoardError(f"{pnr} failed on {board.name}: {_last_error(where / 'nextpnr.log')}")
 
 
@@ -305,11 +316,13 @@ def build(design, board: str | Board, out_dir: Path, report_only: bool = False, 
     proc = run_tool("yosys", ["-q", "-l", "yosys.log", "top.ys"], where)
     if proc.returncode != 0:
         raise BoardError(f"yosys failed on {board.name}: {_last_error(where / 'yosys.log')}")
+    device = board.device
+    say(f"packing ({_FLOW[board.family][0]} --pack-only): does it fit the {device}?")
+    _check_packed(board, where, device)
     say("per-unit statistics (yosys, -noflatten)")
     units, units_error = _unit_statistics(board, where)
     if units_error:
         say(f"no per-unit statistics: {units_error}")
-    device = board.device
     say(f"place and route ({_FLOW[board.family][0]}) for the {device}")
     raw = _place_and_route(board, where, device)
     parsed = parse_nextpnr_report(raw, board.family)

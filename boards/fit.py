@@ -1,19 +1,30 @@
 """Engines that fill the board: the largest engine (lanes x taps) of a model's scheme
 that fits a board at its clock.
 
-:func:`fit_build` places and routes the candidates largest first (by lanes x taps,
-then taps) and keeps the first that fits the device and meets the clock; a candidate
-the model cannot be laid out for (``ConfigError``) is skipped without a build. Each
-candidate's outcome is cached in ``OUT/fit/cache.json``, keyed by board, clock,
-configuration hash and the gateware's digest, so a second ``--fit`` places and
-routes nothing it has placed and routed before (with ``report_only`` the cached fit's
-report is the answer; otherwise the fit is built again to make its bitstream).
+:func:`fit_build` first drops, without a tool, the candidates the model cannot be laid
+out for (``ConfigError``), those that make the same design as a larger one (the pool
+engine's taps are always 8) and those whose memories do not fit
+(:func:`~shiftpool.boards.fit_estimate.memory_verdict`). With more than two
+candidates left, it then places and routes the smallest, the *reference*, and
+goes through the others largest first (by lanes x taps, then taps): a candidate
+whose logic or DSP estimate (:func:`~shiftpool.boards.fit_estimate.logic_verdict`:
+the reference plus the difference of the engines synthesized alone) exceeds the
+device is dropped, the others are built (a misfit ends after synthesis and
+nextpnr's packing, :func:`~shiftpool.boards.build.build`), and the first that fits
+the device and meets the clock is the answer (the reference if none does); two or
+fewer are placed and routed largest first without a reference. Estimates only reject; the chosen
+engine is always placed and routed. Each build's outcome is cached in
+``OUT/fit/cache.json``, keyed by board, clock, configuration hash and the gateware's
+digest, so a second ``--fit`` places and routes nothing it has placed and routed
+before (with ``report_only`` the cached fit's report is the answer; otherwise the
+fit is built again to make its bitstream).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,7 +68,16 @@ def _save_cache(path: Path, cache: dict) -> None:
     os.replace(tmp, path)
 
 
-def _chosen(out_dir: Path, report: dict, lanes: int, taps: int, tried: list) -> dict:
+def _chosen(out_dir: Path, report: dict, lanes: int, taps: int, tried: list,
+            built: Path | None = None) -> dict:
+    """Write the chosen candidate's report into ``out_dir``, with its build folder and
+    bitstream when it was ``built`` (placed and routed) in this run."""
+    if built is not None:
+        if (out_dir / "build").exists():
+            shutil.rmtree(out_dir / "build")
+        shutil.copytree(built / "build", out_dir / "build")
+        if report.get("bitstream"):
+            shutil.copy2(built / report["bitstream"], out_dir / report["bitstream"])
     report["fit"] = {"chosen": [lanes, taps], "tried": tried}
     tmp = out_dir / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2) + "\n")
@@ -65,12 +85,17 @@ def _chosen(out_dir: Path, report: dict, lanes: int, taps: int, tried: list) -> 
     return report
 
 
+def _record(tried: list, lanes: int, taps: int, why: str | None, **flags) -> None:
+    tried.append({"lanes": lanes, "taps": taps, "fits": why is None, "why": why, **flags})
+
+
 def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = False,
               clock_mhz: float | None = None, progress: Callable[[str], None] | None = None,
               **build_args) -> dict:
     """Build ``model`` (a QuantModel or model file) for ``board`` with the largest
     engine of ``sizes`` that fits and meets the clock; returns its report (written to
-    ``out_dir/report.json``, with ``fit``: the sizes tried and why each was left).
+    ``out_dir/report.json``, with ``fit``: the sizes tried and why each was left;
+    ``estimated``: left on an estimate, not a build).
 
     Raises
     ------
@@ -81,6 +106,7 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
     from ..sw.compile.fit import fit_config
     from ..sw.model.file import QuantModel, read_model
     from .build import build
+    from .fit_estimate import engine_cost, logic_verdict, memory_verdict
 
     say = progress or (lambda text: None)
     board = get_board(board)
@@ -91,50 +117,119 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
     cache = _load_cache(cache_path)
     tried = []
     order = candidate_sizes(sizes)
+    total = len(order)
+
+    # Without a tool: layout, duplicates, memories.
+    plans, seen = [], {}
     for n, (lanes, taps) in enumerate(order, 1):
         size = f"{lanes}x{taps}"
         try:
             config = fit_config(model, lanes=lanes, taps=taps)
         except ConfigError as exc:
-            tried.append({"lanes": lanes, "taps": taps, "fits": False, "why": str(exc),
-                          "skipped": True})
-            say(f"fit {n}/{len(order)}: {size} skipped: {exc}")
+            _record(tried, lanes, taps, str(exc), skipped=True)
+            say(f"fit {n}/{total}: {size} skipped: {exc}")
             continue
+        if (config.lanes, config.taps) != (lanes, taps):    # the pool engine's 8 taps
+            lanes, taps = config.lanes, config.taps
+            size = f"{size} ({lanes}x{taps})"
+        if config.hash in seen:
+            _record(tried, lanes, taps, f"the same design as {seen[config.hash]}",
+                    skipped=True)
+            say(f"fit {n}/{total}: {size} skipped: the same design as {seen[config.hash]}")
+            continue
+        seen[config.hash] = size
+        why = memory_verdict(board, config)
+        if why:
+            _record(tried, lanes, taps, why, estimated=True)
+            say(f"fit {n}/{total}: {size} does not fit: {why}")
+            continue
+        plans.append((n, lanes, taps, config))
+
+    def attempt(n, lanes, taps, config) -> tuple[dict | None, str | None, Path | None]:
+        """Place and route one candidate in ``OUT/fit/LxT`` (or take its cached
+        outcome): ``(report or None, why it does not fit or None, folder if built)``."""
+        size = f"{lanes}x{taps}"
+        where = out_dir / "fit" / size
         key = _cache_key(board, clock_mhz, config)
         known = cache.get(key)
         if known is not None and not known["fits"]:
-            tried.append({"lanes": lanes, "taps": taps, "fits": False, "why": known["why"],
-                          "cached": True})
-            say(f"fit {n}/{len(order)}: {size} does not fit (cached): {known['why']}")
-            continue
+            _record(tried, lanes, taps, known["why"], cached=True)
+            say(f"fit {n}/{total}: {size} does not fit (cached): {known['why']}")
+            return known.get("report"), known["why"], None
         if known is not None and report_only and known.get("report"):
-            say(f"fit {n}/{len(order)}: {size} fits (cached)")
-            tried.append({"lanes": lanes, "taps": taps, "fits": True, "why": None,
-                          "cached": True})
-            return _chosen(out_dir, dict(known["report"]), lanes, taps, tried)
-        say(f"fit {n}/{len(order)}: {size}, place and route"
+            say(f"fit {n}/{total}: {size} fits (cached)")
+            _record(tried, lanes, taps, None, cached=True)
+            return dict(known["report"]), None, None
+        say(f"fit {n}/{total}: {size}, place and route"
             + (" (fitted before, cached)" if known else ""))
         try:
-            report = build(model, board, out_dir, report_only=report_only, lanes=lanes,
+            report = build(model, board, where, report_only=report_only, lanes=lanes,
                            taps=taps, clock_mhz=clock_mhz, progress=progress, **build_args)
         except BoardError as exc:
-            if str(exc).startswith(_NO_FIT):     # a tool failure is not remembered
-                cache[key] = {"fits": False, "why": str(exc)}
+            why = str(exc)
+            # the report a missed clock leaves (utilization is known)
+            missed = json.loads((where / "report.json").read_text()) \
+                if why.startswith("timing:") and (where / "report.json").exists() else None
+            if why.startswith(_NO_FIT):     # a tool failure is not remembered
+                cache[key] = {"fits": False, "why": why, "report": missed}
                 _save_cache(cache_path, cache)
-            tried.append({"lanes": lanes, "taps": taps, "fits": False, "why": str(exc)})
-            say(f"fit {n}/{len(order)}: {size} does not fit: {exc}")
-            continue
+            _record(tried, lanes, taps, why)
+            say(f"fit {n}/{total}: {size} does not fit: {exc}")
+            return missed, why, None
         cache[key] = {"fits": True, "why": None, "report": report}
         _save_cache(cache_path, cache)
-        tried.append({"lanes": lanes, "taps": taps, "fits": True, "why": None})
-        return _chosen(out_dir, report, lanes, taps, tried)
+        _record(tried, lanes, taps, None)
+        return report, None, where
+
+    engines = out_dir / "fit" / "engines.json"
+    reference = ref_why = ref_built = None
+    # With two candidates or fewer a reference build saves none: build them in order.
+    estimate = len(plans) > 2
+    if estimate:
+        n, lanes, taps, config = plans[-1]
+        say(f"fit: {lanes}x{taps}, the smallest left, is the reference of the estimates")
+        reference, ref_why, ref_built = attempt(n, lanes, taps, config)
+        ref_tried = tried.pop()         # listed in its place, last
+        ref_engine = engine_cost(board, config, engines, say) \
+            if reference is not None else None
+    for n, lanes, taps, config in plans[:-1] if estimate else plans:
+        size = f"{lanes}x{taps}"
+        if not estimate:
+            why = None
+        elif reference is None:    # the smallest does not fit the device: none larger
+            why = f"the smallest candidate left, {plans[-1][1]}x{plans[-1][2]}, does not " \
+                  f"fit: {ref_why}"
+        elif _cache_key(board, clock_mhz, config) in cache:
+            why = None             # built before: its outcome is known
+        else:
+            why = logic_verdict(reference, ref_engine,
+                                engine_cost(board, config, engines, say))
+        if why:
+            _record(tried, lanes, taps, why, estimated=True)
+            say(f"fit {n}/{total}: {size} does not fit: {why}")
+            continue
+        report, why, built = attempt(n, lanes, taps, config)
+        if why is None:
+            return _chosen(out_dir, report, lanes, taps,
+                           tried + ([ref_tried] if estimate else []), built)
+    if estimate:
+        tried.append(ref_tried)
+        if ref_why is None:
+            return _chosen(out_dir, dict(reference), plans[-1][1], plans[-1][2], tried,
+                           ref_built)
     if (out_dir / "report.json").exists():
         os.remove(out_dir / "report.json")      # a missed candidate's, not a result
-    # The reason of the largest candidate that was built, else of the largest.
-    built = [t for t in tried if not t.get("skipped")]
-    first = (built or tried or [None])[0]
-    why = "" if first is None else \
-        f"; the largest{' built' if built else ''}, {first['lanes']}x{first['taps']}: " \
-        f"{first['why']}"
+    # The reason of the largest candidate that was built, else of the smallest an
+    # estimate dropped (the nearest to fitting), else of the largest.
+    built = [t for t in tried if not t.get("skipped") and not t.get("estimated")]
+    dropped = [t for t in tried if t.get("estimated")]
+    if built:
+        what, first = "the largest built", built[0]
+    elif dropped:
+        what, first = "the smallest", dropped[-1]
+    else:
+        what, first = "the largest", (tried or [None])[0]
+    why = "" if first is None else f"; {what}, {first['lanes']}x{first['taps']}: " \
+                                   f"{first['why']}"
     raise BoardError(f"no engine of {', '.join(f'{a}x{b}' for a, b in order)} fits "
                      f"{board.name}{why}")

@@ -4,16 +4,21 @@ LEDs: red (on the board) shows an error, green (on the board) a running inferenc
 and the middle green LED of the snap-off LED/button PMOD (in PMOD2) a loaded model.
 
 Engine size and clock, measured on the digits demo with the weights in SPRAM
-(``python -m shiftpool.boards.report --boards icebreaker``):
+(``python -m shiftpool.boards.report --boards icebreaker --fit``, README's board
+section):
 
-* 2 lanes x 4 taps does not fit: FLightNN needs about 5400 of the 5280 logic cells
-  (int8 fits: all 4 SPRAMs, all 8 DSPs);
-* 2 lanes x 2 taps fits both, so it is the default: FLightNN about 4840 logic cells,
-  24 block RAMs, 2 SPRAMs; int8 about 4500 cells, 23 block RAMs, 2 SPRAMs, 4 DSPs;
-* Fmax at 2x2 is about 28 MHz (FLightNN) and 26.7 MHz (int8) against the 24 MHz
-  target, since the controller registers the gathered activations before the
-  engine, the write-back's bias add and requantizer results, the loop ends and the
-  write-back's last-lane flag, and the readback request.
+* FLightNN and LightNN-2: 2 lanes x 2 taps is the largest that fits at 24 MHz
+  (FLightNN 4632 logic cells, 23 block RAMs, 2 SPRAMs, 27.8 MHz); 2 x 4, 4 x 2 and
+  8 x 1 miss the 5280 logic cells (FLightNN 5318, 5360, 6094), 1 x 4 the clock
+  (23.5 MHz);
+* int8: 2 x 4 fits (4579 cells, 27 block RAMs, all 4 SPRAMs, all 8 DSPs, 28.6 MHz);
+* the default stays 2 x 2, the size both shift-add schemes and int8 fit; the
+  weight-pool engine fits at no size (at 1 lane x 8 taps the memory estimate asks
+  for 5 SPRAMs and 46 block RAMs).
+* Fmax is about 28 MHz against the 24 MHz target, since the controller registers the
+  gathered activations before the engine, the write-back's bias add and requantizer
+  results, the loop ends and the write-back's last-lane flag, and the readback
+  request.
 """
 
 

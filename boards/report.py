@@ -1,22 +1,23 @@
-"""The board figures of the demo model, measured in one command:
+"""The board figures of the demo models, measured in one command:
 
     python -m shiftpool.boards.report [-o board-figures] [--boards icebreaker,ulx3s-85f]
                                       [--sizes 2x2,4x8] [--fit] [--model FILE ...]
 
 For each board and engine size (by default the board's own ``engine_size``, the one
-``shiftpool build`` uses) it places and routes (``report_only``) the device
-for the digits demo's FLightNN model and its int8 baseline (or the ``--model`` files,
-one of them int8), and tabulates utilization (LUT4, logic cells, flip-flops, block
-RAM, SPRAM, DSPs), Fmax, cycles per inference (the cycle model), inferences per
-second at Fmax and inferences per second per 1000 LUT4 (yosys' LUT4 count on iCE40,
-the logic count elsewhere), each also as a ratio to int8 at the same size; a line per
-board and scheme then says where int8 wins. With ``--fit`` each scheme gets the
-largest engine of the ``--sizes`` candidates (default
-:data:`~shiftpool.boards.fit.CANDIDATES`) that fits the board and meets its clock
-(:func:`~shiftpool.boards.fit.fit_build`, cached), and the ratios are to int8's
-fitted engine on the same board. A design that does not fit is listed with the
-resources it over-uses. Writes ``figures.md`` and ``figures.json`` (with each
-build's ``units``) into the output folder.
+``shiftpool build`` uses) it places and routes (``report_only``) the device for the
+digits demo's FLightNN, LightNN-2, weight-pool and int8 models (or the ``--model``
+files, one per registered scheme, one of them int8), and tabulates utilization
+(LUT4, logic cells, flip-flops, block RAM, SPRAM, DSPs), Fmax, cycles per inference
+(the cycle model), inferences per second at Fmax and inferences per second per 1000
+LUT4 (yosys' LUT4 count on iCE40, the logic count elsewhere), and each of them as a
+ratio to int8 at the same size (:func:`add_ratios`); a line per board and scheme
+then says where int8 wins. With ``--fit`` each scheme gets the largest engine of the
+``--sizes`` candidates (default :data:`~shiftpool.boards.fit.CANDIDATES`) that fits
+the board and meets its clock (:func:`~shiftpool.boards.fit.fit_build`: estimates
+drop candidates, the chosen one is placed and routed; cached, so a second run is
+quick), and the ratios are to int8's fitted engine on the same board. A design that
+does not fit is listed with the resources it over-uses. Writes ``figures.md`` and
+``figures.json`` (with each build's ``units``) into the output folder.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from ..sw.model.file import ModelError
 from .board import BoardError
 from .build import build
 
-__all__ = ["SCHEMES", "measure", "figures_table", "main"]
+__all__ = ["RATIO_KEYS", "SCHEMES", "add_ratios", "figures_table", "main", "measure"]
 
 #: Demo variants compared, the baseline last.
-SCHEMES = ("flightnn", "int8")
+SCHEMES = ("flightnn", "lightnn2", "pool", "int8")
 
 
 def demo_models(cache_dir: Path | None = None) -> dict:
@@ -102,31 +103,47 @@ def measure(models: dict, boards, sizes, out_dir: Path, log=print, fit: bool = F
                     row["inf_per_s_per_klut"] = row["inf_per_s"] / (row["lut"] / 1000)
                     row["tools"] = rep["tools"]
                 row["seconds"] = round(time.monotonic() - t0, 1)
-                log(f"[shiftpool] {board} {row['lanes']}x{row['taps']} {scheme}: "
+                label = "fit" if row["lanes"] is None else f"{row['lanes']}x{row['taps']}"
+                log(f"[shiftpool] {board} {label} {scheme}: "
                     f"{row.get('error') or 'placed and routed'} ({row['seconds']} s)")
                 rows.append(row)
+    return add_ratios(rows, fit)
+
+
+#: The figures given as a ratio to int8's (``KEY_vs_int8``).
+RATIO_KEYS = ("lut", "logic", "bram", "spram", "dsp", "fmax_mhz", "cycles", "inf_per_s",
+              "inf_per_s_per_klut")
+
+
+def add_ratios(rows: list[dict], fit: bool) -> list[dict]:
+    """Each row's figures divided by int8's on the same board (at the same size, or
+    with ``fit`` its best engine), as ``KEY_vs_int8``; ``None`` where int8's figure is
+    0 or missing (no SPRAM on the board, no DSP used)."""
     for row in rows:
         base = next((r for r in rows if r["scheme"] == "int8" and r["board"] == row["board"]
                      and (fit or (r["lanes"], r["taps"]) == (row["lanes"], row["taps"]))),
                     None)
         if base is None or "error" in base or "error" in row:
             continue
-        for key in ("logic", "lut", "fmax_mhz", "inf_per_s", "inf_per_s_per_klut"):
-            row[f"{key}_vs_int8"] = row[key] / base[key]
+        for key in RATIO_KEYS:
+            mine, theirs = row.get(key), base.get(key)
+            row[f"{key}_vs_int8"] = None if mine is None or not theirs else mine / theirs
     return rows
 
 
 def figures_table(rows: list[dict]) -> str:
     """The rows as a markdown table, then a line per board saying where int8 wins."""
-    head = ("| board | lanes x taps | engine | LUT4 | logic used / avail | FFs | BRAM | SPRAM | "
+    ratios = ("LUT4", "EBR", "SPRAM", "DSP", "Fmax", "cycles", "inf/s", "inf/s per 1k")
+    head = ("| board | scheme | lanes x taps | LUT4 | logic used / avail | FFs | BRAM | SPRAM | "
             "DSP | Fmax MHz (target) | cycles/inf | inf/s at Fmax | inf/s per 1k LUT4 | "
-            "LUT4 vs int8 | Fmax vs int8 | inf/s vs int8 | inf/s per 1k vs int8 |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+            + " | ".join(f"{r} vs int8" for r in ratios) + " |")
+    columns = head.count("|") - 1
+    lines = [head, "|" + "---|" * columns]
     for r in rows:
         size = "fit" if r["lanes"] is None else f"{r['lanes']}x{r['taps']}"
         if "error" in r:
-            lines.append(f"| {r['board']} | {size} | {r['scheme']} | does not fit: "
-                         f"{r['error'].split(': ', 1)[-1]} |" + " |" * 13)
+            lines.append(f"| {r['board']} | {r['scheme']} | {size} | does not fit: "
+                         f"{r['error'].split(': ', 1)[-1]} |" + " |" * (columns - 4))
             continue
 
         def ratio(key, row=r):
@@ -134,15 +151,17 @@ def figures_table(rows: list[dict]) -> str:
             return "-" if v is None else f"{v:.2f}"
 
         lines.append(
-            f"| {r['board']} | {size} | {r['scheme']} | {r['lut']} | {r['logic']} / "
+            f"| {r['board']} | {r['scheme']} | {size} | {r['lut']} | {r['logic']} / "
             f"{r['logic_available']} ({r['logic_bel']}) | {r['ff']} | {r['bram']} / "
             f"{r['bram_available']} | {'-' if r.get('spram') is None else r['spram']} | "
             f"{r['dsp']} | {r['fmax_mhz']:.1f} ({r['target_mhz']:g}) | {r['cycles']} | "
-            f"{r['inf_per_s']:.0f} | {r['inf_per_s_per_klut']:.1f} | {ratio('lut')} | "
-            f"{ratio('fmax_mhz')} | {ratio('inf_per_s')} | {ratio('inf_per_s_per_klut')} |")
+            f"{r['inf_per_s']:.0f} | {r['inf_per_s_per_klut']:.1f} | "
+            + " | ".join(ratio(k) for k in ("lut", "bram", "spram", "dsp", "fmax_mhz",
+                                            "cycles", "inf_per_s", "inf_per_s_per_klut"))
+            + " |")
     lines.append("")
     for r in rows:
-        if r["scheme"] == "int8" or "inf_per_s_vs_int8" not in r:
+        if r["scheme"] == "int8" or r.get("inf_per_s_vs_int8") is None:
             continue
         wins = [what for key, what in (("inf_per_s", "inferences per second"),
                                        ("inf_per_s_per_klut", "inferences per second per "
@@ -180,10 +199,12 @@ def _model_files(paths) -> dict:
     models = {}
     for path in paths:
         model = read_model(path)
-        if model.scheme in models:
-            raise ValueError(f"--model {path}: a second {model.scheme} model; give one "
+        # the registered scheme (lightnn2 is stored as flightnn)
+        scheme = model.meta.get("scheme", model.scheme)
+        if scheme in models:
+            raise ValueError(f"--model {path}: a second {scheme} model; give one "
                              f"model per scheme")
-        models[model.scheme] = model
+        models[scheme] = model
     if "int8" not in models:
         raise ValueError("--model: no int8 model among them; add one (shiftpool compress "
                          "--scheme int8), it is the baseline of the ratios")

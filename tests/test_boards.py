@@ -123,7 +123,7 @@ def test_units_script_synthesizes_the_same_design_unflattened():
            "tee -q -o stat.json stat -json\nwrite_json top.json\n")
     script = units_script(top).splitlines()
     assert script == ["read_rtlil top.il", "delete t:$meminit_v2",
-                      "synth_ice40 -dsp -top top -noflatten",
+                      "rename -hide w:*[[]*]", "synth_ice40 -dsp -top top -noflatten",
                       "tee -q -o units.json stat -json"]
 
 
@@ -382,6 +382,10 @@ def test_design_that_does_not_fit_names_the_resource(tmp_path, capsys):
     assert code == 2
     assert line.startswith("error: the design does not fit the iCE40UP5K of icebreaker: ")
     assert "block RAM (ICESTORM_RAM)" in line and "30 available" in line
+    # told by nextpnr's packing: no per-unit synthesis, no placement
+    assert (tmp_path / "out" / "build" / "pack-report.json").exists()
+    assert not (tmp_path / "out" / "build" / "units.json").exists()
+    assert not (tmp_path / "out" / "build" / "nextpnr-report.json").exists()
 
 
 # -- programming ------------------------------------------------------------------------------
@@ -445,3 +449,38 @@ def test_tool_override_must_exist(tmp_path, monkeypatch):
         find_tool("nextpnr-ice40")
     monkeypatch.delenv("NEXTPNR_ICE40")
     assert os.path.basename(find_tool("nextpnr-ice40")).endswith("nextpnr-ice40")
+
+
+def _figures_row(scheme: str, lut: int, dsp: int, cycles: int, fmax: float) -> dict:
+    """A row as :func:`shiftpool.boards.report.measure` makes it for a placed design."""
+    return {"board": "icebreaker", "lanes": 2, "taps": 2, "scheme": scheme, "lut": lut,
+            "logic": lut + 1000, "logic_available": 5280, "logic_bel": "ICESTORM_LC",
+            "ff": 1500, "bram": 20, "bram_available": 30, "spram": 2, "dsp": dsp,
+            "fmax_mhz": fmax, "target_mhz": 24.0, "cycles": cycles,
+            "inf_per_s": fmax * 1e6 / cycles, "inf_per_s_per_klut": fmax * 1e6 / cycles / lut * 1e3}
+
+
+def test_figures_are_ratios_to_int8_on_the_same_board():
+    """Every figure over int8's; a figure int8 does not use (0 DSPs) has no ratio; the
+    line under the table names where int8 is faster."""
+    from shiftpool.boards.report import add_ratios, figures_table
+
+    rows = add_ratios([_figures_row("flightnn", 4000, 0, 7000, 28.0),
+                       _figures_row("int8", 2000, 4, 3500, 28.0),
+                       {"board": "icebreaker", "lanes": None, "taps": None, "scheme": "pool",
+                        "error": "no engine of 2x8 fits icebreaker: memory estimate: ..."}],
+                      fit=True)
+    flight, base, pool = rows
+    assert flight["lut_vs_int8"] == 2.0 and flight["cycles_vs_int8"] == 2.0
+    assert flight["inf_per_s_vs_int8"] == 0.5 and flight["inf_per_s_per_klut_vs_int8"] == 0.25
+    assert flight["dsp_vs_int8"] == 0.0 and flight["bram_vs_int8"] == 1.0
+    assert base["dsp_vs_int8"] == 1.0 and "lut_vs_int8" not in pool
+    rows[1]["dsp"] = 0
+    assert add_ratios(rows, fit=True)[0]["dsp_vs_int8"] is None
+    table = figures_table(rows).splitlines()
+    assert len({line.count("|") for line in table if line.startswith("|")}) == 1, table
+    assert table[2].startswith("| icebreaker | flightnn | 2x2 | 4000 | 5000 / 5280 ")
+    assert "| 2.00 | 1.00 | 1.00 | - | 1.00 | 2.00 | 0.50 | 0.25 |" in table[2]
+    assert table[4].startswith("| icebreaker | pool | fit | does not fit: ")
+    assert table[-1] == ("- icebreaker: int8 wins over flightnn in inferences per second and "
+                         "inferences per second per 1000 LUT4.")
