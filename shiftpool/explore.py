@@ -56,6 +56,8 @@ class Point:
     taps: int = 0
     cycles: int = 0             # cycle model
     inferences_per_s: float = 0.0
+    block_ram: int = 0          # blocks of the device's block RAM (EBR, DP16KD, BSRAM)
+    spram: int = 0              # iCE40 UltraPlus SPRAMs
     memory: str = ""            # the board's memory estimate, one line
 
     @property
@@ -125,6 +127,7 @@ def _on_board(qm, name, scheme, accuracy, board, sizes, bits) -> list[Point]:
         if fit.fits:
             found.append(Point(**base, bits_per_weight=_bpw(qm, config), lanes=lanes,
                                taps=taps, cycles=cycles, inferences_per_s=clock / cycles,
+                               block_ram=fit.bram_used, spram=fit.spram_used,
                                memory=fit.message))
     if not found:
         config = fit_config(qm, lanes=1, taps=probe.taps)
@@ -163,11 +166,12 @@ def pareto(points: list[Point]) -> list[Point]:
 
 def _table(points: list[Point]) -> list[str]:
     head = ("| board | variant | engine | golden acc | b/w | cycles | inf/s at build clock | "
-            "memory |")
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+            "block RAM | SPRAM | memory |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         engine = f"{p.lanes}x{p.taps}" if p.runs else "-"
-        speed = (f"{p.cycles} | {p.inferences_per_s:.0f}" if p.runs else "- | -")
+        speed = (f"{p.cycles} | {p.inferences_per_s:.0f} | {p.block_ram} | {p.spram}"
+                 if p.runs else "- | - | - | -")
         lines.append(f"| {p.board} | {p.variant} | {engine} | {p.accuracy:.4f} | "
                      f"{p.bits_per_weight:.2f} | {speed} | {p.memory} |")
     return lines

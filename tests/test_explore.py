@@ -49,12 +49,14 @@ def test_points_are_the_fit_and_the_cycle_model(explored, digits_float, digits_d
                 if p.board == board and p.variant == "int8"}
         for lanes, taps in SIZES:
             config = fit_config(qm, lanes=lanes, taps=taps)
-            fits = board_memory_fit(board, config).fits
+            fit = board_memory_fit(board, config)
+            fits = fit.fits
             assert ((lanes, taps) in mine) == fits, (board, lanes, taps)
             if fits:
                 p = mine[(lanes, taps)]
                 assert p.cycles == inference_cycles(compile_model(qm, config))
                 assert p.inferences_per_s == get_board(board).clock_hz / p.cycles
+                assert (p.block_ram, p.spram) == (fit.bram_used, fit.spram_used)
     assert (8, 8) not in {(p.lanes, p.taps) for p in explored if p.board == "icebreaker"}
 
 
