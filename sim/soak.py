@@ -105,10 +105,16 @@ class _Watchdog:
 
 def soak(model: QuantModel, x: np.ndarray, device_port: int, max_payload: int, *,
          requests: int, rate: float = 1e-2, seed: int = 1, timeout: float = 0.3,
-         retries: int = 40, hang_seconds: float = 120.0, progress=None) -> SoakReport:
+         retries: int = 200, hang_seconds: float = 120.0, progress=None) -> SoakReport:
     """Soak the link of the simulated device on ``device_port`` (see the module
     docstring); ``x`` are integer inputs of ``model``, ``max_payload`` the device's
     (its :class:`~shiftpool.hw.link.config.LinkConfig`).
+
+    ``retries`` is per request. A frame of ``n`` bytes passes a link with ``rate``
+    faults per byte whole with probability ``(1 - rate)**n``: at 1e-2 a 256-byte RUN
+    (the digits input since activation words: 64 words of 4 lanes, 3 of them padding)
+    has about 7% per attempt, so 40 retries (enough for last session's 64-byte RUN)
+    fail one request in 20; 200 fail one in 10**6.
 
     Raises
     ------

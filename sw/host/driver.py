@@ -371,7 +371,7 @@ class Device:
 
     def load(self, model: QuantModel | Image | str | Path,
              config: AcceleratorConfig | None = None, verify: bool = True,
-             bits: int | dict | None = None) -> LoadReport:
+             bits: int | dict | None = None, im2col: bool = False) -> LoadReport:
         """Compile ``model`` for the device, write its regions and verify them.
 
         Parameters
@@ -387,6 +387,12 @@ class Device:
             Read every written region back and compare (default).
         bits : int or dict, optional
             A pool model's activation precision (see :meth:`set_bits`).
+        im2col : bool
+            Send a first conv layer's input as im2col (``docs/model-format.md`` §2.2)
+            where it packs into fewer words and its input fits one RUN frame: fewer
+            cycles on the device, but about 9x the input bytes on the link, which over
+            a UART costs far more time than the cycles save (a byte at 115200 baud is
+            about 2000 cycles at 24 MHz). Off by default: the plain input.
 
         Raises
         ------
@@ -395,7 +401,7 @@ class Device:
         VerifyError
             If a region reads back differently, twice.
         """
-        image = self._image_for(model, config, bits)
+        image = self._image_for(model, config, bits, im2col)
         widths = image.memory_map()
         t0 = time.monotonic()
         reqs = []
@@ -527,7 +533,7 @@ class Device:
 
     # -- what goes on the line ------------------------------------------------------------
 
-    def _image_for(self, model, config, bits=None):
+    def _image_for(self, model, config, bits=None, im2col: bool = False):
         from ...sw.compile.fit import fit_config
         from ...sw.model.file import read_model
         from ..compile.image import Image, compile_model
@@ -553,7 +559,7 @@ class Device:
                     f"device was generated for another model or configuration; start the "
                     f"simulated device for this model, build the board for it, or pass the "
                     f"device's design (manifest) as the configuration")
-            image = compile_model(model, config, bits=bits)
+            image = compile_model(model, config, bits=bits, im2col=None if im2col else False)
             if image.im2col and image.input_words * row_bytes(config.act_bits) > min(
                     ident.max_payload, ident.act_depth * row_bytes(config.act_bits)):
                 # An im2col input (docs/model-format.md §2.2) too long for one RUN frame:
