@@ -31,6 +31,7 @@ from .runner import (
     build_lock,
     gateware_digest,
     read_results,
+    run_cocotb,
 )
 from .runner import make_job as runner_job
 
@@ -134,7 +135,6 @@ def run_image(image: Image, inputs: np.ndarray, build_dir: Path | None = None,
     SimulatorError
         Synthesis, the build or the bench failed; the message quotes the log.
     """
-    from cocotb_tools.runner import get_runner
 
     build_dir = Path(build_dir or Path(tempfile.gettempdir()) / "shiftpool-sim")
     where = build(image.config, build_dir)
@@ -143,19 +143,9 @@ def run_image(image: Image, inputs: np.ndarray, build_dir: Path | None = None,
         job_path = Path(tmp) / "job.json"
         job_path.write_text(json.dumps(make_job(image, inputs, results, seed, idle_gap,
                                                 back_pressure)))
-        log = where / "run.log"
-        try:
-            get_runner("icarus").test(
-                test_module="shiftpool.sim.bench", hdl_toplevel=TOPLEVEL,
-                hdl_toplevel_lang="verilog", build_dir=where, test_dir=tmp,
-                extra_env={"SHIFTPOOL_JOB": str(job_path)}, log_file=log,
-                results_xml=str(Path(tmp) / "results.xml"))
-        except (RuntimeError, SystemExit) as exc:
-            raise SimulatorError(f"gate-level simulation failed ({exc}): "
-                                 f"{_failure_lines(log)}; log: {log}") from None
-        if not results.exists():
-            raise SimulatorError(f"gate-level simulation ended without results: "
-                                 f"{_failure_lines(log)}; log: {log}")
+        run_cocotb("icarus", "gate-level simulation", test_module="shiftpool.sim.bench",
+                   toplevel=TOPLEVEL, build_dir=where, test_dir=tmp,
+                   env={"SHIFTPOOL_JOB": str(job_path)}, results=results)
         return read_results(results)
 
 

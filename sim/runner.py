@@ -366,6 +366,27 @@ def _build_design(make_component, toplevel: str, simulator: str, where: Path,
     return where
 
 
+def run_cocotb(simulator: str, what: str, *, test_module: str, toplevel: str,
+               build_dir: Path, test_dir, env: dict, results: Path, **extra) -> None:
+    """Run the cocotb ``test_module`` on a built ``toplevel``; a failed run, or one that
+    wrote no ``results`` file, is a :class:`SimulatorError` naming ``what`` (e.g.
+    "verilator simulation"), the log's failure lines and the log."""
+    from cocotb_tools.runner import get_runner
+
+    log = Path(build_dir) / "run.log"
+    try:
+        get_runner(simulator).test(
+            test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+            build_dir=build_dir, test_dir=test_dir, extra_env=env, log_file=log,
+            results_xml=str(Path(test_dir) / "results.xml"), **extra)
+    except (RuntimeError, SystemExit) as exc:
+        raise SimulatorError(f"{what} failed ({exc}): {_failure_lines(log)}; log: {log}"
+                             ) from None
+    if not Path(results).exists():
+        raise SimulatorError(f"{what} ended without results: {_failure_lines(log)}; "
+                             f"log: {log}")
+
+
 def _failure_lines(log: Path, limit: int = 6) -> str:
     """The lines of a simulation log that say why it failed."""
     if not log.exists():
@@ -511,7 +532,6 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
         If the simulator is missing, the build fails, or the bench fails (a timeout
         included); the message quotes the log's error lines.
     """
-    from cocotb_tools.runner import get_runner
 
     build_dir = _build_dir(build_dir)
     if mode not in BENCH_MODES:
@@ -531,8 +551,6 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
             waves = Path(waves).resolve().with_suffix(WAVE_SUFFIX[simulator])
             waves.parent.mkdir(parents=True, exist_ok=True)
             extra = dict(waves=True, **_wave_args(simulator, waves))
-        runner = get_runner(simulator)
-        log = where / "run.log"
         stop = threading.Event()
         watcher = None
         if progress:
@@ -540,18 +558,11 @@ def run_image(image: Image, inputs: np.ndarray, simulator: str = "icarus",
                                        args=(counter, len(inputs), stop, f"RTL ({simulator})"))
             watcher.start()
         try:
-            runner.test(test_module="shiftpool.sim.bench", hdl_toplevel=toplevel_of(recipe),
-                        hdl_toplevel_lang="verilog", build_dir=where, test_dir=tmp,
-                        extra_env={"SHIFTPOOL_JOB": str(job_path)}, log_file=log,
-                        results_xml=str(Path(tmp) / "results.xml"), **extra)
-        except (RuntimeError, SystemExit) as exc:
-            raise SimulatorError(f"{simulator} simulation failed ({exc}): "
-                                 f"{_failure_lines(log)}; log: {log}") from None
+            run_cocotb(simulator, f"{simulator} simulation", test_module="shiftpool.sim.bench",
+                       toplevel=toplevel_of(recipe), build_dir=where, test_dir=tmp,
+                       env={"SHIFTPOOL_JOB": str(job_path)}, results=results, **extra)
         finally:
             stop.set()
             if watcher is not None:
                 watcher.join()
-        if not results.exists():
-            raise SimulatorError(f"{simulator} simulation ended without results: "
-                                 f"{_failure_lines(log)}; log: {log}")
         return read_results(results, waves)

@@ -22,7 +22,7 @@ from ..hw.engines.common import engine_input_layout, engine_output_layout, make_
 from ..hw.engines.generator import WeightGenerator, generator_row_layout, store_shape
 from ..hw.generator_layout import STORES, request_fields, store_widths, u_ports
 from ..hw.program import addr_width, count_width, struct_layout
-from .runner import SimulatorError, _build_dir, _failure_lines, build_design, gateware_digest
+from .runner import _build_dir, build_design, gateware_digest, run_cocotb
 
 __all__ = ["EngineHarness", "GeneratorHarness", "UnitRun", "load_fields", "load_layout",
            "run_unit"]
@@ -122,7 +122,6 @@ def run_unit(unit: str, config: AcceleratorConfig, load: list[int], inputs: list
     ``simulator``: the ``load`` payloads, then the ``inputs`` on ``i`` with idle cycles
     (probability ``idle``) while ``count`` words are taken from ``o`` with
     back-pressure (``stall``), both seeded by ``seed``."""
-    from cocotb_tools.runner import get_runner
 
     build_dir = _build_dir(build_dir)
     key = f"unit-{unit}-{config.hash}-{gateware_digest()}"
@@ -134,19 +133,9 @@ def run_unit(unit: str, config: AcceleratorConfig, load: list[int], inputs: list
             "load": [hex(v) for v in load], "inputs": [hex(v) for v in inputs],
             "count": count, "seed": seed, "idle": idle, "stall": stall,
             "limit": cycle_limit, "results": str(results)}))
-        log = where / "unit.log"
-        try:
-            get_runner(simulator).test(
-                test_module="shiftpool.sim.unit_bench", hdl_toplevel="top",
-                hdl_toplevel_lang="verilog", build_dir=where, test_dir=tmp,
-                extra_env={"SHIFTPOOL_UNIT_JOB": str(job)}, log_file=log,
-                results_xml=str(Path(tmp) / "results.xml"))
-        except (RuntimeError, SystemExit) as exc:
-            raise SimulatorError(f"{simulator} unit simulation failed ({exc}): "
-                                 f"{_failure_lines(log)}; log: {log}") from None
-        if not results.exists():
-            raise SimulatorError(f"{simulator} unit simulation ended without results: "
-                                 f"{_failure_lines(log)}; log: {log}")
+        run_cocotb(simulator, f"{simulator} unit simulation",
+                   test_module="shiftpool.sim.unit_bench", toplevel="top", build_dir=where,
+                   test_dir=tmp, env={"SHIFTPOOL_UNIT_JOB": str(job)}, results=results)
         res = json.loads(results.read_text())
     return UnitRun(outputs=[int(v, 16) for v in res["outputs"]], in_cycles=res["in_cycles"],
                    out_cycles=res["out_cycles"])
