@@ -374,8 +374,9 @@ class Accelerator(wiring.Component):
         # cycle), the next cycle it addresses all ports, the cycle after the addressed
         # region's row is offered, and the ports are held (en low) until the row is
         # taken. An input word has priority over a request, and waits while one is
-        # latched or its response pending, so the program port reads row 0 when the
-        # last input word arrives, as above; loads wait in the addressing cycle, when a
+        # latched or its response pending, and after one until the program port shows
+        # row 0 again (the loader counts layer 0's `in_lanes`, and DECODE reads row 0
+        # when the last input word arrives); loads wait in the addressing cycle, when a
         # single-port memory could not also be written.
         m.submodules.readback = rb = Readback(cfg)
         wiring.connect(m, wiring.flipped(self.readback), rb.readback)
@@ -387,16 +388,23 @@ class Accelerator(wiring.Component):
             m.d.comb += table.row.payload.eq(self.load.payload)
             wiring.connect(m, table.build, engine.build)
 
+        # The program port shows row 0 in this cycle: it read row 0 in the last one (an
+        # idle cycle with no readback on the ports). Input words wait for it, since
+        # the loader counts lanes by layer 0's `in_lanes` and DECODE reads layer 0.
+        row0 = Signal()
+        m.d.sync += row0.eq(0)
+        first = rd["program"].data
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.load.ready.eq(~rb.latched), self.inp.ready.eq(~rb.busy),
-                             rd["program"].addr.eq(0)]
+                m.d.sync += row0.eq(~rb.read & ~rb.hold)
+                m.d.comb += [self.load.ready.eq(~rb.latched),
+                             self.inp.ready.eq(~rb.busy & row0), rd["program"].addr.eq(0)]
                 if lookup:
                     # Nothing else is taken while a pool row builds its table column.
                     m.d.comb += [
                         table.row.valid.eq(self.load.valid),
                         self.load.ready.eq(~rb.latched & table.row.ready),
-                        self.inp.ready.eq(~rb.busy & table.row.ready),
+                        self.inp.ready.eq(~rb.busy & row0 & table.row.ready),
                     ]
                 m.d.comb += rb.enable.eq(~self.inp.valid)
                 with m.If(rb.hold):
@@ -404,13 +412,14 @@ class Accelerator(wiring.Component):
                 with m.Elif(rb.read):
                     m.d.comb += [rd[name].addr.eq(rb.addr) for name in rd]
                     m.d.comb += [rd[name].en.eq(1) for name in rd]
-                # Input words fill the words of buffer 0 lane by lane.
+                # Input values fill the words of buffer 0 lane by lane, `in_lanes` lanes
+                # a word.
                 take_input = self.inp.valid & self.inp.ready
                 m.d.comb += [wr_buf.eq(0), wr_en.eq(take_input), wr_addr.eq(in_addr),
                              *one_lane(self.inp.payload.data, in_lane)]
                 with m.If(take_input):
                     m.d.sync += in_lane.eq(in_lane + 1)
-                    with m.If(in_lane == cfg.taps - 1):
+                    with m.If(in_lane + 1 == first.in_lanes):
                         m.d.sync += [in_lane.eq(0), in_addr.eq(in_addr + 1)]
                     with m.If(self.inp.payload.last):
                         m.d.sync += [in_addr.eq(0), in_lane.eq(0), layer.eq(0), cycles.eq(0)]

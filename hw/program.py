@@ -148,6 +148,8 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
         # end of a channel (0 or W)
         ("row_skip", count_width(cfg.max_dim + 1)),
         ("chan_skip", dim),
+        # layer 0: lanes of each input word the host sends (the input loader's count)
+        ("in_lanes", count_width(cfg.taps)),
     ] + ([
         ("lookup", 1),
         ("plane_lo", addr_width(cfg.act_bits)),

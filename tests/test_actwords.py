@@ -84,14 +84,15 @@ def test_first_conv_reads_an_im2col_input(taps, channels):
     assert image.plans[0].steps == groups
     x = rng.integers(1, 256, size=(2, channels, h, w))
     sent = image.input_stream(x)
-    assert sent.shape == (2, groups * h * w * taps) and image.input_words == sent.shape[1]
+    sent_lanes = min(9 * channels, taps)  # in_lanes: a word carries only its channels' lanes
+    assert sent.shape == (2, groups * h * w * sent_lanes) and image.input_words == sent.shape[1]
     for n in range(2):
-        words = sent[n].reshape(groups, h * w, taps)
+        words = sent[n].reshape(groups, h * w, sent_lanes)
         for y, xx, c, ky, kx in np.ndindex(h, w, channels, 3, 3):
             t = c * 9 + ky * 3 + kx
             yy, xs = y + ky - 1, xx + kx - 1
             want = x[n, c, yy, xs] if 0 <= yy < h and 0 <= xs < w else 0
             assert words[t // taps, y * w + xx, t % taps] == want
         # the lanes past the 9*C inputs are 0
-        lanes = np.arange(groups * taps).reshape(groups, 1, taps)
+        lanes = np.arange(groups * sent_lanes).reshape(groups, 1, sent_lanes)
         assert np.all(words[np.broadcast_to(lanes >= 9 * channels, words.shape)] == 0)

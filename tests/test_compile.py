@@ -230,8 +230,12 @@ def test_exact_fit_compiles_and_decodes(seed):
     for name, entry in image.memory_map().items():
         assert entry["used"] <= entry["depth"], f"{case.where}: {name}"
     shape = tuple(case.model.input_shape)
-    assert image.input_words == stored_words(case.model, 0, shape, case.taps) * case.taps, \
-        case.where
+    # docs/model-format.md §2.2: a flat input is sent unpadded, a grouped one as its
+    # words' first min(C, taps) lanes (C: 9 x the channels for im2col)
+    c = shape[0] * (9 if im2col(case.model.layers[0], True, case.taps) else 1)
+    sent = (int(np.prod(shape)) if case.model.layers[0].kind == "dense"
+            else stored_words(case.model, 0, shape, case.taps) * min(c, case.taps))
+    assert image.input_words == sent, case.where
     assert image.output_words == case.model.classes, case.where
     check_images(case, image)
 

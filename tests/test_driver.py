@@ -189,17 +189,19 @@ class FakeDevice(protocol_loop.Serial):
 
 def input_from_words(image, values: np.ndarray) -> np.ndarray:
     """The ``(1, C, H, W)`` input in the values a RUN carries: the input map's words,
-    lane by lane (docs/model-format.md §2.2: flat, grouped, or im2col, whose centre
+    its first ``in_lanes`` lanes (docs/model-format.md §2.2: flat, grouped, or im2col, whose centre
     taps ``c*9 + 4`` are the input channels; the driver picks im2col or not, the
     number of values tells which)."""
     c, h, w = image.model.input_shape
     taps = image.config.taps
     if image.model.layers[0].kind == "dense":
         return values[:c * h * w].reshape(1, c, h, w)
-    lanes = values.reshape(-1, h * w, taps).transpose(0, 2, 1).reshape(-1, h * w)
-    im2col = len(values) == -(-9 * c // taps) * h * w * taps
-    chans = lanes[4::9][:c] if im2col else lanes[:c]
-    return chans.reshape(1, c, h, w)
+    def words(channels):  # ceil(channels / taps) words per position, in_lanes lanes each
+        return -(-channels // taps) * h * w * min(channels, taps)
+    im2col = len(values) == words(9 * c)
+    lanes = min(9 * c if im2col else c, taps)
+    chans = values.reshape(-1, h * w, lanes).transpose(0, 2, 1).reshape(-1, h * w)
+    return (chans[4::9][:c] if im2col else chans[:c]).reshape(1, c, h, w)
 
 
 def test_the_driver_takes_im2col_where_asked_and_the_run_frame_holds_it():
@@ -211,7 +213,7 @@ def test_the_driver_takes_im2col_where_asked_and_the_run_frame_holds_it():
     model, config = plain.model, plain.config
     im2col = compile_model(model, config, im2col=True)
     assert im2col.im2col and not plain.im2col
-    assert im2col.input_words == 500 and plain.input_words == 100
+    assert im2col.input_words == 500 and plain.input_words == 50
     assert inference_cycles(im2col) < inference_cycles(plain)
     x = inputs_for(plain, 2)
     big = dataclasses.replace(FAKE_LINK, max_payload=1024)

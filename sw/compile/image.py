@@ -69,6 +69,14 @@ def map_words(taps: int, shape: tuple, layout: str) -> int:
         c *= 9
     return -(-c // taps) * area
 
+
+def input_lanes(taps: int, shape: tuple, layout: str) -> int:
+    """Lanes of each input word the host sends (descriptor field ``in_lanes``,
+    ``docs/model-format.md`` §2.2): a grouped (or im2col) map of fewer than ``taps``
+    channels fills only its channels' lanes; other maps fill every lane."""
+    c = shape[0] * (9 if layout == "im2col" else 1)
+    return taps if layout == "flat" else min(c, taps)
+
 #: Which engine runs which scheme.
 
 
@@ -130,26 +138,27 @@ class Image:
 
     @property
     def input_words(self) -> int:
-        """Input values the host sends per inference: every lane of the input map's
-        words (:meth:`input_stream`)."""
+        """Input values the host sends per inference (:meth:`input_stream`)."""
         shape = tuple(self.model.input_shape)
+        layout = map_layout(self.model, 0, self.im2col)
+        if layout == "flat":
+            return int(np.prod(shape))
         taps = self.config.taps
-        return map_words(taps, shape, map_layout(self.model, 0, self.im2col)) * taps
+        return map_words(taps, shape, layout) * input_lanes(taps, shape, layout)
 
     def input_stream(self, x: np.ndarray) -> np.ndarray:
         """The values the host sends for integer inputs ``x`` (``(N, C, H, W)``):
-        ``(N, input_words)``, the input map's activation words in address order, each
-        word lane by lane, the lanes past the map zero."""
+        ``(N, input_words)``. A flat input map is its CHW-flattened values; a grouped
+        (or im2col) one is its activation words in address order, each word's first
+        ``in_lanes`` lanes (:func:`input_lanes`), lane 0 first, the lanes past the
+        map's channels 0 (docs/model-format.md §2.2)."""
         taps = self.config.taps
         shape = tuple(self.model.input_shape)
         x = np.asarray(x, dtype=np.int64).reshape((-1,) + shape)
         n = len(x)
         layout = map_layout(self.model, 0, self.im2col)
         if layout == "flat":
-            flat = x.reshape(n, -1)
-            out = np.zeros((n, self.input_words), dtype=np.int64)
-            out[:, :flat.shape[1]] = flat
-            return out
+            return x.reshape(n, -1)
         if layout == "im2col":
             # Channel c*9 + ky*3 + kx at (y, x) is the input at (y + ky - 1, x + kx - 1),
             # 0 outside the image.
@@ -159,10 +168,11 @@ class Image:
                          axis=2).reshape(n, 9 * shape[0], h, w)
             shape = x.shape[1:]
         c, area = shape[0], int(np.prod(shape[1:]))
-        groups = -(-c // taps)
-        padded = np.zeros((n, groups * taps, area), dtype=np.int64)
+        lanes = input_lanes(taps, shape, "grouped")
+        groups = -(-c // lanes)
+        padded = np.zeros((n, groups * lanes, area), dtype=np.int64)
         padded[:, :c] = x.reshape(n, c, area)
-        return padded.reshape(n, groups, taps, area).transpose(0, 1, 3, 2).reshape(n, -1)
+        return padded.reshape(n, groups, lanes, area).transpose(0, 1, 3, 2).reshape(n, -1)
 
     @property
     def output_words(self) -> int:
@@ -350,6 +360,14 @@ def _check_depths(cfg: AcceleratorConfig, regions: dict) -> None:
                               f"small: the model needs {len(regions[name])} {name} rows")
 
 
+def _input_fields(cfg: AcceleratorConfig, model: QuantModel, index: int, im2col: bool) -> dict:
+    """Layer 0's ``in_lanes``: the lanes of each input word the host sends."""
+    if index:
+        return {}
+    layout = map_layout(model, 0, im2col)
+    return {"in_lanes": input_lanes(cfg.taps, tuple(model.input_shape), layout)}
+
+
 def _pack_descriptor(cfg: AcceleratorConfig, index: int, regions: dict, values: dict) -> int:
     """Pack layer ``index``'s descriptor; a value too wide for its field becomes a
     :class:`ConfigError` naming the config field that bounds it."""
@@ -490,7 +508,8 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
                 kind=KIND_POOL, src=src, height=oh, width=ow, in_width=w, area=oh * ow,
                 channels=groups, n1=c - (groups - 1) * cfg.taps, flat=int(flat),
                 carry=int(flat), lane_w=lane_w, lane_l=lane_l,
-                row_skip=2 * w - 2 * ow, chan_skip=(h - 2 * oh) * w)))
+                row_skip=2 * w - 2 * ow, chan_skip=(h - 2 * oh) * w,
+                **_input_fields(cfg, model, i, im2col))))
             plans.append(None)
             shape = tuple(layer.out_shape)
             continue
@@ -541,7 +560,7 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
             kind=KIND_MAC, last=int(last), src=src, shift=int(layer.shift),
             height=h, width=w, area=plan.area, steps=plan.steps, tap_base=tap_base,
             weight_base=weight_base, bias_base=bias_base, groups1=plan.groups1,
-            groups2=plan.groups2, n1=plan.n1, channels=co)
+            groups2=plan.groups2, n1=plan.n1, channels=co, **_input_fields(cfg, model, i, im2col))
         if not last:
             fields.update(_out_fields(cfg, map_layout(model, i + 1), plan.area, plan.n1))
         if cfg.engine == "pool":
