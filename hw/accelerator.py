@@ -52,6 +52,7 @@ from .program import (
     flat_phases,
     lane_width,
     pool_phases,
+    round_width,
     struct_layout,
     tap_fields,
 )
@@ -223,6 +224,14 @@ class Accelerator(wiring.Component):
         width_last = Signal(signed(len(d.width) + 1))
         height_last = Signal(signed(len(d.height) + 1))
         pass_end = step == steps_last
+        # RBNN rounds (binary engine): the round of the issued step, and the step within
+        # it; every `round_steps` steps the weight rows restart with the next round.
+        rbnn = cfg.engine == "binary"
+        if rbnn:
+            rnd = Signal(round_width(cfg))
+            rstep = Signal.like(step)
+            round_last = Signal(signed(len(d.round_steps) + 1))
+            round_end = rstep == round_last
         # Precompute mode: each position starts with fill_groups fill groups of `steps`
         # beats that store the pool's dot products for the step's 8 inputs; they
         # produce no result, read no weight row and are not counted in `group`.
@@ -242,6 +251,8 @@ class Accelerator(wiring.Component):
         if cfg.precompute:
             m.d.comb += [issue.fill.eq(filling), issue.step.eq(step),
                          issue.fill_row.eq(fill_row)]
+        if rbnn:
+            m.d.comb += issue.round.eq(rnd)
 
         m.d.comb += [
             rd["taps"].addr.eq(d.tap_base + step), rd["taps"].en.eq(advance),
@@ -289,6 +300,8 @@ class Accelerator(wiring.Component):
                 ]
         else:
             m.d.comb += engine.i.payload.codes.eq(rd["weights"].data)
+        if rbnn:
+            m.d.comb += engine.i.payload.round.eq(s3.round)
 
         # The engine holds at most one result, so one register beside it holds the
         # group data of that result: loaded with the beat that ends the group, read
@@ -437,6 +450,9 @@ class Accelerator(wiring.Component):
                              width_last.eq(desc.width - 1), height_last.eq(desc.height - 1)]
                 if cfg.precompute:
                     m.d.sync += [filling.eq(desc.fill_groups != 0), fill_row.eq(0)]
+                if rbnn:
+                    m.d.sync += [rnd.eq(desc.round), rstep.eq(0), pos_w.eq(desc.out_base),
+                                 round_last.eq(desc.round_steps - 1)]
                 with m.If(desc.kind == KIND_POOL):
                     m.next = "POOL"
                 with m.Else():
@@ -451,6 +467,14 @@ class Accelerator(wiring.Component):
                         m.d.sync += step.eq(0)
                         with m.If(~filling):
                             m.d.sync += second.eq(is_two & ~second)
+                    if rbnn:
+                        # One pass per group (every binary filter is one term).
+                        m.d.sync += rstep.eq(rstep + 1)
+                        with m.If(pass_end):
+                            m.d.sync += [rstep.eq(0), rnd.eq(d.round)]
+                        with m.Elif(round_end):
+                            m.d.sync += [rstep.eq(0), rnd.eq(rnd + 1),
+                                         wrow.eq(wrow - round_last)]
                     if cfg.precompute:
                         with m.If(filling & pass_end):
                             m.d.sync += fill_row.eq(fill_row + 1)

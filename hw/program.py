@@ -99,6 +99,11 @@ def row_addr_width(cfg: AcceleratorConfig) -> int:
     return addr_width(depth)
 
 
+def round_width(cfg: AcceleratorConfig) -> int:
+    """Bits of an RBNN round number, ``0 .. slot_bits - 1`` (binary engine)."""
+    return max(1, ceil_log2(cfg.slot_bits))
+
+
 def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     """Fields of one layer descriptor (see ``docs/model-format.md``, "layer program").
 
@@ -107,6 +112,8 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     memory) and ``plane_lo`` (the lowest activation bit-plane processed: the run-time
     precision is ``act_bits - plane_lo`` bits); with a precompute store, a third:
     ``fill_groups`` (``pool_size / lanes`` for a layer in precompute mode, else 0).
+    The binary engine's end with ``round``, ``round_steps`` and ``out_base`` (RBNN
+    rounds).
     """
     dim = count_width(cfg.max_dim)
     addr = count_width(cfg.act_depth)
@@ -155,7 +162,14 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
         ("plane_lo", addr_width(cfg.act_bits)),
     ] if cfg.engine == "pool" else []) + ([
         ("fill_groups", count_width(cfg.fill_rows)),
-    ] if cfg.precompute else [])
+    ] if cfg.precompute else []) + ([
+        # RBNN rounds (docs/model-format.md §2.12): the round of the layer's first step,
+        # steps per round (0: one round; else the weight rows restart every
+        # `round_steps` steps with the next round), and the first output word.
+        ("round", round_width(cfg)),
+        ("round_steps", count_width(cfg.tap_depth)),
+        ("out_base", words),
+    ] if cfg.engine == "binary" else [])
 
 
 def lut_shift_width(cfg: AcceleratorConfig) -> int:

@@ -52,7 +52,8 @@ def mac_count(model: QuantModel) -> int:
 def weight_bits(model: QuantModel, code_width: int) -> tuple[int, int]:
     """``(weights, bits)``: the MAC layers' weight count and the bits their codes
     need without any padding (FLightNN: ``k`` codes per weight, int8: one byte; pool:
-    an index per 8-vector plus the pool, int8 layers a byte per weight)."""
+    an index per 8-vector plus the pool, int8 layers a byte per weight; rbnn: the
+    storage slots, ``rounds`` binary weights each)."""
     from .sw.schemes.pool import index_width
 
     weights = bits = 0
@@ -65,6 +66,8 @@ def weight_bits(model: QuantModel, code_width: int) -> tuple[int, int]:
         weights += len(layer.bias) * fan_in
         if layer.is_pool:
             bits += int(np.size(layer.index)) * index_width(len(model.pool))
+        elif layer.slots is not None:       # rbnn: each slot once, whatever the rounds
+            bits += int(np.size(layer.slots)) * layer.slot_bits
         elif layer.terms is not None:
             bits += int(np.sum(layer.k)) * fan_in * code_width
         else:

@@ -21,6 +21,8 @@ from . import __version__
 
 #: The variants the demo compares, in table order.
 DEMO_VARIANTS = ("flightnn", "lightnn2", "int8")
+#: The schemes ``demo --scheme rbnn`` compares on the same MLP, in table order.
+RBNN_DEMO_SCHEMES = ("rbnn", "flightnn", "int8")
 #: Pool sizes of ``demo --scheme pool``.
 DEMO_POOL_SIZES = "16,32,64,128"
 #: FLightNN's exponent bits in the MNIST demo unless --exp-bits is given.
@@ -40,8 +42,8 @@ def _step(text: str) -> None:
 
 
 #: Built-in float models by name (``--float-model NAME``) and the data each is for.
-BUILTIN_MODELS = {"digits-cnn": "digits", "mnist-mlp100": "mnist", "mnist-mlp192": "mnist",
-                  "mnist-cnn": "mnist"}
+BUILTIN_MODELS = {"digits-cnn": "digits", "digits-mlp100": "digits", "mnist-mlp100": "mnist",
+                  "mnist-mlp192": "mnist", "mnist-cnn": "mnist"}
 #: Samples on which an imported ONNX model is compared with onnxruntime.
 ONNX_CHECK_SAMPLES = 256
 #: Largest difference of an imported model's outputs from onnxruntime's that is float
@@ -72,8 +74,9 @@ def _float_model_and_data(args):
                              f"pass --data {BUILTIN_MODELS[source]}")
         _step(f"built-in {source} model (trained once, then cached)")
         data = load_digits_split() if BUILTIN_MODELS[source] == "digits" else load_mnist_split()
-        if source == "digits-cnn":
-            model = digits_float_model(cache_dir=args.cache_dir, progress=True, seed=args.seed)
+        if BUILTIN_MODELS[source] == "digits":
+            model = digits_float_model(cache_dir=args.cache_dir, progress=True, seed=args.seed,
+                                       name=source.split("-", 1)[1])
         else:
             model = mnist_float_model(source.split("-", 1)[1], cache_dir=args.cache_dir,
                                       progress=True, seed=args.seed, data=data)
@@ -526,11 +529,70 @@ def cmd_demo_mnist(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_demo_rbnn(args) -> int:
+    """``demo --scheme rbnn``: the RBNN trained on the built-in MLP's shape (digits or
+    MNIST ``mlp100``) beside FLightNN and int8 of the same trained MLP, all three
+    through the RTL on the same engine size."""
+    from .bench import weight_bits
+    from .sw.compile.fit import fit_config
+
+    args.float_model = f"{args.data}-mlp100"
+    float_model, data = _float_model_and_data(args)
+    x_test, y_test = data[2], data[3]
+    if args.samples:
+        x_test, y_test = x_test[:args.samples], y_test[:args.samples]
+    rows, models, failed = [], {}, False
+    for scheme in RBNN_DEMO_SCHEMES:
+        _step(f"{scheme}: compress")
+        qm = models[scheme] = _compress(args, float_model, data, scheme)
+        config = fit_config(qm, lanes=args.lanes, taps=args.taps)
+        x = qm.quantize_input(x_test)
+        _step(f"{scheme}: RTL simulation of {len(x)} test images on {args.simulator}")
+        result, wall, ok = _demo_run(args, qm, config, x)
+        failed |= not ok
+        weights, bits = weight_bits(qm, config.code_width)
+        rows.append({
+            "scheme": scheme, "engine": config.engine,
+            "golden_acc": float(np.mean(result.golden.argmax(1) == y_test)),
+            "rtl_acc": float(np.mean(result.rtl.argmax(1) == y_test)),
+            "equal": int(result.equal.sum()), "n": len(x), "cycles": int(result.cycles.max()),
+            "cycles_match": bool(result.cycles_match), "weights": weights,
+            "weight_bits": bits, "wall": wall,
+        })
+    int8 = next(r for r in rows if r["scheme"] == "int8")
+    hidden = models["rbnn"].layers[0]
+    _say()
+    _say(f"{args.data} test split: {len(x_test)} images; MLP {args.data}-mlp100 (float "
+         f"accuracy {float_model.accuracy(x_test, y_test):.4f}); engine {args.lanes} lanes x "
+         f"{args.taps} taps; simulator {args.simulator}")
+    head = (f"{'scheme':<9} {'engine':<9} {'golden acc':>10} {'RTL acc':>8} "
+            f"{'RTL==golden':>12} {'cycles/inf':>10} {'vs int8':>8} {'weights':>8} "
+            f"{'weight kbit':>11} {'bits/weight':>11} {'vs int8':>8}")
+    _say(head)
+    _say("-" * len(head))
+    for r in rows:
+        _say(f"{r['scheme']:<9} {r['engine']:<9} {r['golden_acc']:>10.4f} {r['rtl_acc']:>8.4f} "
+             f"{str(r['equal']) + '/' + str(r['n']):>12} {r['cycles']:>10} "
+             f"{int8['cycles'] / r['cycles']:>7.2f}x {r['weights']:>8} "
+             f"{r['weight_bits'] / 1000:>11.1f} {r['weight_bits'] / r['weights']:>11.2f} "
+             f"{int8['weight_bits'] / r['weight_bits']:>7.2f}x")
+    _say()
+    _say(f"rbnn: {hidden.rounds} rounds of {hidden.slots.shape[0]} hidden units in "
+         f"{hidden.slot_bits}-bit slots ({hidden.slot_bits / hidden.rounds:.2f} stored bits "
+         f"per binary weight); 'vs int8': int8's cycles or weight bits over the scheme's")
+    _say(f"cycles match the cycle model: {all(r['cycles_match'] for r in rows)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    return 1 if failed else 0
+
+
 def cmd_demo(args) -> int:
     from .sw.compile.cycles import inference_cycles
     from .sw.compile.fit import fit_config
     from .sw.compile.image import compile_model
 
+    if args.scheme == "rbnn":
+        return cmd_demo_rbnn(args)
     if args.data == "mnist":
         return cmd_demo_mnist(args)
     float_model, data = _float_model_and_data(args)
@@ -756,9 +818,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=0,
                    help="use only the first N test images (default: all 360)")
     p.add_argument("--json", type=Path, help="also write the table as JSON here")
-    p.add_argument("--scheme", choices=("flightnn", "pool"), default="flightnn",
+    p.add_argument("--scheme", choices=("flightnn", "pool", "rbnn"), default="flightnn",
                    help="flightnn: FLightNN vs LightNN-2 vs int8 (default); pool: weight "
-                   "pools of --pool-sizes at every --bits precision vs int8")
+                   "pools of --pool-sizes at every --bits precision vs int8; rbnn: the RBNN "
+                   "of the built-in MLP (--data digits or mnist, mlp100) vs FLightNN and "
+                   "int8 of the same MLP")
     p.add_argument("--pool-sizes", default=DEMO_POOL_SIZES,
                    help="pool demo: pool sizes S, comma-separated (default 16,32,64,128; "
                    "MNIST demo: 16,64)")

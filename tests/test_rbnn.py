@@ -154,13 +154,153 @@ def test_rbnn_needs_an_mlp():
         compress(cnn, "rbnn", x_train=x, y_train=np.arange(4), progress=False)
 
 
-def test_no_engine_yet_is_one_clear_error(rbnn_model):
-    from shiftpool.hw.config import ConfigError
+@pytest.mark.parametrize("change, words", [
+    ("slot_bits", "config field 'slot_bits' = 16 but layer 0's slots have 8 bits"),
+    ("alone", "layer 0: an RBNN layer whose rounds extend its inputs must follow an RBNN "
+              "hidden layer of 2 rounds of 32 units"),
+    ("rounds", "layer 1: an RBNN layer whose rounds extend its inputs must follow an RBNN "
+               "hidden layer of 2 rounds of 36 units"),
+])
+def test_layouts_the_binary_engine_cannot_run_are_one_line(rbnn_model, change, words):
+    """Legal model files the binary engine cannot run: the config's slot width must be
+    the model's; a layer whose rounds extend its inputs must read a hidden layer of as
+    many rounds and units (docs/model-format.md §2.12)."""
+    import copy
+
+    from shiftpool.hw.config import AcceleratorConfig, ConfigError
+    from shiftpool.sw.compile.fit import fit_config
+    from shiftpool.sw.compile.image import compile_model
+
+    model = copy.deepcopy(rbnn_model)
+    config = fit_config(rbnn_model, lanes=2, taps=4)
+    out = model.layers[1]
+    if change == "slot_bits":
+        config = AcceleratorConfig.from_dict(dict(config.as_dict(), slot_bits=16))
+    elif change == "alone":       # the output layer alone on the 64 inputs, 2 x 32
+        out.in_shape, out.rounds = model.layers[0].in_shape, 2
+        out.slots = np.zeros((10, 32), dtype=np.uint16)
+        model.layers = [out]
+    else:                         # 72 hidden units read as 2 rounds of 36, not 3 of 24
+        out.rounds, out.slots = 2, np.zeros((10, 36), dtype=np.uint16)
+    model.validate()
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        compile_model(model, config)
+
+
+def rbnn_case(seed: int):
+    """A random RBNN MLP (rounds, slot width, layer sizes), configuration and inputs;
+    every choice comes from ``seed``."""
+    from shiftpool.sw.compile.fit import fit_config
+    from shiftpool.sw.model.randmodel import random_rbnn_model
+
+    rng = np.random.default_rng(seed)
+    act_bits = int(rng.integers(2, 9))
+    slot_bits = int(rng.integers(3, 17))
+    model = random_rbnn_model(rng, act_bits=act_bits, inputs=int(rng.integers(1, 20)),
+                              hidden=int(rng.integers(1, 10)), classes=int(rng.integers(1, 7)),
+                              rounds=int(rng.integers(1, min(6, slot_bits))),
+                              slot_bits=slot_bits)
+    config = fit_config(model, lanes=int(rng.integers(1, 5)),
+                        taps=int(rng.choice([1, 2, 3, 4, 5, 8])))
+    x = rng.integers(0, 1 << act_bits, size=(3,) + tuple(model.input_shape))
+    hidden = model.layers[0]
+    what = (f"seed {seed}: {hidden.rounds} rounds of {hidden.slots.shape[0]} units, "
+            f"{hidden.slot_bits}-bit slots, {hidden.fan_in} inputs, {model.classes} "
+            f"outputs, act_bits {act_bits}, lanes {config.lanes}, taps {config.taps}")
+    return model, config, x, what
+
+
+@pytest.mark.parametrize("seed", range(300, 316))
+def test_random_rbnn_models_run_bit_exact_in_amaranth(seed):
+    """The whole accelerator with the binary engine, in Amaranth's simulator, against
+    the golden model and the cycle model, random stream timing."""
+    from test_accelerator import Case, check_case
+
+    model, config, x, what = rbnn_case(seed)
+    print(what)
+    check_case(Case(seed, model, config, x, idle_gap=0.3, back_pressure=0.3))
+
+
+def test_rbnn_cases_cover_the_space():
+    """The random cases include one and several rounds, round blocks that fill whole
+    words and ones that do not, one lane and several, one tap and several."""
+    cases = [rbnn_case(seed)[:2] for seed in range(300, 316)]
+    rounds = {m.layers[0].rounds for m, _ in cases}
+    assert 1 in rounds and max(rounds) >= 3
+    assert any(m.layers[0].slots.shape[0] % c.taps for m, c in cases)
+    assert any(m.layers[0].slots.shape[0] % c.taps == 0 and c.taps > 1 for m, c in cases)
+    assert {1} < {c.lanes for _, c in cases} and {1} < {c.taps for _, c in cases}
+
+
+def test_slots_are_stored_once_and_read_every_round(rbnn_model):
+    """The weight memory holds each slot once, whatever the rounds: as many rows as one
+    round of plain dense layers would take (storage recycling is visible in the memory);
+    the program runs the hidden layer once per round."""
+    from shiftpool.sw.compile.fit import fit_config
+    from shiftpool.sw.compile.image import compile_model
+
+    config = fit_config(rbnn_model, lanes=2, taps=4)
+    image = compile_model(rbnn_model, config)
+    hidden, out = rbnn_model.layers
+    h, d = hidden.slots.shape
+    c = out.slots.shape[0]
+    per_round = -(-h // 4)
+    assert len(image.regions["weights"]) == -(-h // 2) * -(-d // 4) + -(-c // 2) * per_round
+    assert len(image.regions["program"]) == hidden.rounds + 1
+    assert len(image.regions["bias"]) == hidden.rounds * -(-h // 2) + -(-c // 2)
+    assert config.act_depth >= hidden.rounds * per_round * 4
+    assert config.code_width == hidden.slot_bits == 8
+
+
+@pytest.mark.parametrize("simulator", [
+    pytest.param("verilator", marks=[pytest.mark.verilator, pytest.mark.slow]),
+    pytest.param("icarus", marks=[pytest.mark.icarus, pytest.mark.slow]),
+])
+@pytest.mark.parametrize("seed", [321, 322])
+def test_random_rbnn_configurations_bit_exact(seed, simulator, sim_build_dir):
+    from shiftpool.sim.flow import first_mismatch, simulate
+
+    model, config, x, what = rbnn_case(seed)
+    result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir,
+                      seed=seed, idle_gap=0.3, back_pressure=0.3)
+    assert first_mismatch(model, x, result) is None, f"{what}, {simulator}"
+    assert result.cycles_match, f"{what}, {simulator}: {result.cycles} != " \
+                                f"{result.predicted_cycles}"
+
+
+@pytest.mark.parametrize("simulator, images", [
+    pytest.param("verilator", 360, marks=[pytest.mark.verilator, pytest.mark.slow]),
+    pytest.param("icarus", 12, marks=[pytest.mark.icarus, pytest.mark.slow]),
+])
+def test_digits_rbnn_model_bit_exact(rbnn_model, digits, simulator, images, sim_build_dir):
+    """The trained digits RBNN (3 rounds of 24 units in 8-bit slots) on the test split:
+    the whole split on Verilator, a slice on Icarus, 2 lanes x 4 taps."""
+    from shiftpool.sim.flow import first_mismatch, simulate
     from shiftpool.sw.compile.fit import fit_config
 
-    with pytest.raises(ConfigError, match="no accelerator runs scheme 'rbnn' yet: the binary "
-                                          "engine exists"):
-        fit_config(rbnn_model)
+    x = rbnn_model.quantize_input(digits[2][:images])
+    config = fit_config(rbnn_model, lanes=2, taps=4)
+    result = simulate(rbnn_model, x, config, simulator=simulator, build_dir=sim_build_dir,
+                      seed=13, idle_gap=0.1, back_pressure=0.1)
+    assert first_mismatch(rbnn_model, x, result) is None, simulator
+    assert result.cycles_match and len(result.rtl) == images
+
+
+@pytest.mark.icarus
+@pytest.mark.synth
+@pytest.mark.slow
+def test_digits_rbnn_netlist_bit_exact(rbnn_model, digits, sim_build_dir):
+    """The iCE40 netlist of the binary-engine accelerator (yosys, cell models on Icarus)
+    on two test images."""
+    from shiftpool.sim.flow import first_mismatch
+    from shiftpool.sim.gatelevel import simulate
+    from shiftpool.sw.compile.fit import fit_config
+
+    x = rbnn_model.quantize_input(digits[2][:2])
+    result = simulate(rbnn_model, x, fit_config(rbnn_model, lanes=2, taps=4),
+                      build_dir=sim_build_dir)
+    assert first_mismatch(rbnn_model, x, result) is None
+    assert result.cycles_match
 
 
 def test_compress_prints_the_rounds_beside_the_plain_binary_network(tmp_path, capsys):
@@ -185,3 +325,32 @@ def test_compress_prints_the_rounds_beside_the_plain_binary_network(tmp_path, ca
     line = [s for s in out.splitlines() if "plain binary network of equal storage" in s]
     assert len(line) == 1 and "(3 rounds, 2.67 stored bits per weight)" in line[0]
     assert f"(1 round, 8 bits per slot, {slots} binary weights)" in line[0]
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_demo_puts_rbnn_beside_flightnn_and_int8(tmp_path, capsys):
+    """``demo --scheme rbnn``: the three schemes of the digits MLP through the RTL, each
+    equal to its golden model with the cycle model's cycles; the rbnn row's stored bits
+    per weight are N/K; the JSON holds the same rows."""
+    import json
+
+    from shiftpool.cli import main
+
+    code = main(["demo", "--scheme", "rbnn", "--samples", "16", "--rounds", "2",
+                 "--slot-bits", "8", "--slot-lr", "0.05", "--epochs", "1", "--cache-dir",
+                 str(tmp_path / "cache"), "--json", str(tmp_path / "demo.json")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = json.loads((tmp_path / "demo.json").read_text())["rows"]
+    assert [r["scheme"] for r in rows] == ["rbnn", "flightnn", "int8"]
+    assert [r["engine"] for r in rows] == ["binary", "shiftadd", "int8"]
+    assert all(r["equal"] == r["n"] == 16 and r["cycles_match"] for r in rows), rows
+    rbnn, int8 = rows[0], rows[2]
+    # 2 rounds of the MLP's 100 hidden units: 64*100 + 100*10 slots of 8 bits
+    assert rbnn["weight_bits"] == (64 * 100 + 100 * 10) * 8 and rbnn["weights"] == 2 * 7400
+    assert int8["weight_bits"] == 7400 * 8
+    assert re.search(r"^rbnn +binary .* 16/16 .* 4\.00 +1\.00x$", out, re.M), out  # 8-bit slots
+    assert "2 rounds of 100 hidden units in 8-bit slots (4.00 stored bits per binary " \
+           "weight)" in out
+    assert "cycles match the cycle model: True" in out

@@ -13,6 +13,7 @@ from ..program import (
     count_width,
     descriptor_fields,
     lane_width,
+    round_width,
     row_addr_width,
     struct_layout,
 )
@@ -73,6 +74,8 @@ def beat_layout(cfg: AcceleratorConfig) -> data.StructLayout:
         "wrow": unsigned(row_addr_width(cfg)),
         "group": group_layout(cfg),
     }
+    if cfg.engine == "binary":
+        fields.update(round=unsigned(round_width(cfg)))     # the RBNN round of its weights
     if cfg.precompute:
         # A fill beat (precompute mode) and where its values go: step, row of lanes.
         fields.update(fill=1, step=unsigned(count_width(cfg.tap_depth)),

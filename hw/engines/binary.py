@@ -5,15 +5,10 @@ from __future__ import annotations
 from amaranth.hdl import Mux, Signal, unsigned
 from amaranth.lib import data
 
-from ..config import ceil_log2
+from ..program import round_width
 from .common import AccumulatingEngine, register_engine
 
-__all__ = ["BinaryEngine", "round_bits"]
-
-
-def round_bits(config) -> int:
-    """Width of the beat's ``round`` field: holds ``0 .. slot_bits - 1``."""
-    return max(1, ceil_log2(config.slot_bits))
+__all__ = ["BinaryEngine"]
 
 
 @register_engine
@@ -25,7 +20,7 @@ class BinaryEngine(AccumulatingEngine):
     Behaviour and handshake are those of
     :class:`~shiftpool.hw.engines.common.AccumulatingEngine`; the input payload adds
 
-    round : unsigned(round_bits(config))
+    round : unsigned(round_width(config))  (``hw/program.py``)
         The RBNN round of the beat's weights, below ``slot_bits``.
 
     Parameters
@@ -45,7 +40,7 @@ class BinaryEngine(AccumulatingEngine):
     def input_layout(cls, config) -> data.StructLayout:
         base = super().input_layout(config)
         return data.StructLayout({**{name: f.shape for name, f in base},
-                                  "round": unsigned(round_bits(config))})
+                                  "round": unsigned(round_width(config))})
 
     def term(self, code, act):
         return Mux(code.bit_select(self._sign_bit, 1), -act, act)

@@ -43,6 +43,11 @@ Max-pool layer
 The counter covers the program from the first DECODE to the final layer's last
 write, so an inference takes the sum of its layers' cycles.
 
+Binary engine (RBNN, ``docs/model-format.md`` §2.12)
+    An RBNN hidden layer runs as one descriptor per round, each a MAC layer of its
+    own (its DECODE included); the output layer is one MAC layer of ``rounds *
+    ceil(H / taps)`` steps, whose weight-row restarts cost no cycle.
+
 Pool engine (``hw/engines/pool.py``)
     A beat takes ``P = act_bits - plane_lo`` cycles (one per bit-plane; ``P =
     act_bits`` for the int8 layers of a pool model), a result is presented two cycles
@@ -144,7 +149,9 @@ def layer_cycles(image: Image) -> list[int]:
             fill = cfg.fill_rows * plan.steps if image.modes.get(i) == "precompute" else 0
             out.append(_pool_mac_cycles(plan, layer.out_shape[0], cfg.lanes, planes, fill))
         else:
-            out.append(_mac_cycles(plan, layer.out_shape[0], cfg.lanes))
+            # An RBNN hidden layer runs as one descriptor per round, each a layer of its own.
+            per = plan.descriptors
+            out.append(per * _mac_cycles(plan, layer.out_shape[0] // per, cfg.lanes))
     return out
 
 

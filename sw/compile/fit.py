@@ -44,6 +44,9 @@ def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, mode="direct",
                           f"vectors; the pool engine's table holds at most {MAX_POOL_SIZE} "
                           f"(pool_size is S rounded up to a power of two); compress with "
                           f"--pool-size {MAX_POOL_SIZE} or fewer")
+    if engine == "binary":
+        base.update(slot_bits=max((layer.slot_bits for layer in model.layers
+                                   if layer.slots is not None), default=16))
     if engine == "pool":
         # The pool engine takes groups of 8; its table is sized for the model's pool.
         base.update(taps=POOL_GROUP, pool_size=1 << ceil_log2(max(2, len(model.pool))),

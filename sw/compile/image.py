@@ -92,10 +92,6 @@ def engine_for_model(model: QuantModel) -> str:
         what = f"its engine {engine!r} is not built yet" if engine else "it has no engine"
         raise ConfigError(f"no engine runs scheme {model.scheme!r} yet ({what}; engines exist "
                           f"for {', '.join(built)}); the golden model runs it")
-    if any(layer.slots is not None for layer in model.layers):
-        raise ConfigError(f"no accelerator runs scheme {model.scheme!r} yet: the binary engine "
-                          f"exists (hw/engines/binary.py) but the compiler and the controller "
-                          f"do not lay out its rounds yet; the golden model runs it")
     if engine == "insitu":
         raise ConfigError(f"no accelerator runs scheme {model.scheme!r} yet: the in-situ engine "
                           f"and its weight generator exist (hw/engines/insitu.py, generator.py) "
@@ -114,6 +110,7 @@ class MacPlan:
     groups2: int
     steps: int              # tap rows per pass
     area: int               # output positions
+    descriptors: int = 1    # program rows the layer runs as (an RBNN hidden layer: one per round)
 
     @property
     def groups(self) -> int:
@@ -254,17 +251,67 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig, im2col: bool) -> None:
     if model.classes > cfg.out_depth:
         raise ConfigError(f"config field 'out_depth' = {cfg.out_depth} is too small for "
                           f"{model.classes} outputs")
-    if len(model.layers) > cfg.program_depth:
+    rows = program_rows(model)
+    if rows > cfg.program_depth:
         raise ConfigError(f"config field 'program_depth' = {cfg.program_depth} is too small "
-                          f"for {len(model.layers)} layers")
+                          f"for {len(model.layers)} layers ({rows} descriptors)")
+    if engine == "binary":
+        _check_rbnn_fit(model, cfg)
+
+
+def _check_rbnn_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
+    """The binary engine runs RBNN layers only, with the model's slot width; a layer
+    whose rounds extend its inputs reads the padded map of a hidden layer of as many
+    rounds and units (docs/model-format.md §2.12)."""
+    for i, layer in enumerate(model.layers):
+        if not layer.is_mac:
+            raise ConfigError(f"layer {i}: the binary engine runs RBNN dense layers only, "
+                              f"not {layer.kind}")
+        if layer.slots is None:
+            raise ConfigError(f"layer {i}: the binary engine runs RBNN layers (storage "
+                              f"slots) only; this layer has plain weights")
+        if layer.slot_bits != cfg.slot_bits:
+            raise ConfigError(f"config field 'slot_bits' = {cfg.slot_bits} but layer {i}'s "
+                              f"slots have {layer.slot_bits} bits")
+        before = model.layers[i - 1] if i else None
+        if layer.expand == "inputs":
+            units = np.shape(layer.slots)[1]
+            if before is None or not rbnn_hidden(before) or before.rounds != layer.rounds \
+                    or np.shape(before.slots)[0] != units:
+                raise ConfigError(f"layer {i}: an RBNN layer whose rounds extend its inputs "
+                                  f"must follow an RBNN hidden layer of {layer.rounds} rounds "
+                                  f"of {units} units")
+        elif before is not None and rbnn_hidden(before):
+            raise ConfigError(f"layer {i}: after an RBNN hidden layer comes an RBNN layer "
+                              f"whose rounds extend its inputs (expand 'inputs')")
 
 
 def act_need(model: QuantModel, taps: int, im2col: bool = False) -> int:
     """Activations (``taps`` per word) the largest map stored on chip takes: the input
     map of every layer, in its :func:`map_layout`."""
-    shapes = [tuple(model.input_shape)] + [tuple(layer.out_shape) for layer in model.layers]
-    return max(map_words(taps, shapes[i], map_layout(model, i, im2col))
-               for i in range(len(model.layers))) * taps
+    return max(stored_words(model, i, taps, im2col) for i in range(len(model.layers))) * taps
+
+
+def stored_words(model: QuantModel, i: int, taps: int, im2col: bool = False) -> int:
+    """Activation words layer ``i``'s input map takes on chip: :func:`map_words` of its
+    :func:`map_layout`, except after an RBNN hidden layer, whose rounds each start a
+    word (``rounds * ceil(H / taps)``, docs/model-format.md §2.12)."""
+    if i and rbnn_hidden(model.layers[i - 1]):
+        before = model.layers[i - 1]
+        return before.rounds * -(-np.shape(before.slots)[0] // taps)
+    shape = tuple(model.input_shape) if i == 0 else tuple(model.layers[i - 1].out_shape)
+    return map_words(taps, shape, map_layout(model, i, im2col))
+
+
+def rbnn_hidden(layer) -> bool:
+    """An RBNN layer whose rounds add output units (run as one descriptor per round)."""
+    return layer.slots is not None and layer.expand == "outputs"
+
+
+def program_rows(model: QuantModel) -> int:
+    """Descriptors ``model``'s program takes: one per layer, an RBNN hidden layer one
+    per round."""
+    return sum(layer.rounds if rbnn_hidden(layer) else 1 for layer in model.layers)
 
 
 def _check_pool_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
@@ -347,6 +394,7 @@ _DESCRIPTOR_BOUND = {
     "group_w": "act_depth", "n1_w": "act_depth",
     "row_skip": "max_dim", "chan_skip": "max_dim", "groups1": "act_depth",
     "groups2": "act_depth", "n1": "act_depth", "channels": "act_depth",
+    "round_steps": "tap_depth", "out_base": "act_depth", "round": "slot_bits",
 }
 _DEPTH_FIELD = {"program": "program_depth", "taps": "tap_depth", "weights": "weight_depth",
                 "bias": "bias_depth", "indices": "index_depth", "pool": "pool_size"}
@@ -451,6 +499,60 @@ def _pool_rows(cfg: AcceleratorConfig, model: QuantModel) -> list[int]:
     return rows
 
 
+def _rbnn_layer(cfg: AcceleratorConfig, model: QuantModel, i: int, regions: dict,
+                im2col: bool) -> MacPlan:
+    """Lay out RBNN layer ``i`` (docs/model-format.md §2.12) and append its rows; the
+    weight rows hold the trainer's storage slots once, whatever the rounds.
+
+    A hidden layer (``expand="outputs"``, slots ``H x D``) runs as one descriptor per
+    round ``r``: the same tap and weight rows, round ``r``'s biases, and its ``H``
+    outputs from word ``r * ceil(H / taps)`` on (each round starts a word). The layer
+    after it (``expand="inputs"``, slots ``C x H``) reads that map in ``rounds *
+    ceil(H / taps)`` steps, round ``r``'s in steps ``r * ceil(H / taps) ..``, whose
+    weight rows are the same ``ceil(H / taps)`` rows of slots every round
+    (``round_steps``); the tap masks drop the lanes past ``H`` in each round."""
+    layer = model.layers[i]
+    slots = np.asarray(layer.slots, dtype=np.int64)
+    hidden = rbnn_hidden(layer)
+    taps, lanes = cfg.taps, cfg.lanes
+    co, cols = slots.shape              # units per round (hidden) or outputs; slot inputs
+    per_round = -(-cols // taps)        # steps over one round's inputs
+    steps = per_round if hidden else layer.rounds * per_round
+    groups = -(-co // lanes)
+    last = i == len(model.layers) - 1
+    tap_base = len(regions["taps"])
+    for s in range(steps):
+        first = (s % per_round) * taps
+        mask = sum(1 << j for j in range(taps) if first + j < cols)
+        regions["taps"].append(pack(tap_fields(cfg), dict(offset=s, mask=mask)))
+    weight_base = len(regions["weights"])
+    for g in range(groups):
+        chans = [g * lanes + lane for lane in range(lanes)]
+        for s in range(per_round):
+            regions["weights"].append(_pack_array(
+                [slots[ch, s * taps + j] if ch < co and s * taps + j < cols else 0
+                 for ch in chans for j in range(taps)], cfg.code_width))
+    bias = np.asarray(layer.bias, dtype=np.int64).reshape(-1, co)
+    bias_base = len(regions["bias"])
+    for round_bias in bias:
+        for g in range(groups):
+            regions["bias"].append(_pack_array(
+                [round_bias[ch] if ch < co else 0 for ch in range(g * lanes, (g + 1) * lanes)],
+                cfg.acc_width))
+    for r in range(layer.rounds if hidden else 1):
+        fields = dict(
+            kind=KIND_MAC, last=int(last), src=i % 2, shift=int(layer.shift), height=1,
+            width=1, area=1, steps=steps, tap_base=tap_base, weight_base=weight_base,
+            bias_base=bias_base + r * groups, groups1=groups, n1=co, channels=co,
+            round=r if hidden else 0, round_steps=0 if hidden else per_round,
+            out_base=r * -(-co // taps) if hidden else 0, **_input_fields(cfg, model, i, im2col))
+        if not last:
+            fields.update(_out_fields(cfg, map_layout(model, i + 1), 1, co))
+        regions["program"].append(_pack_descriptor(cfg, i, regions, fields))
+    return MacPlan(order=np.arange(co), n1=co, groups1=groups, groups2=0, steps=steps, area=1,
+                   descriptors=layer.rounds if hidden else 1)
+
+
 def compile_model(model: QuantModel, cfg: AcceleratorConfig,
                   bits: int | dict | None = None, mode: str | dict = "direct",
                   im2col: bool | None = None) -> Image:
@@ -511,6 +613,10 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
                 row_skip=2 * w - 2 * ow, chan_skip=(h - 2 * oh) * w,
                 **_input_fields(cfg, model, i, im2col))))
             plans.append(None)
+            shape = tuple(layer.out_shape)
+            continue
+        if layer.slots is not None:
+            plans.append(_rbnn_layer(cfg, model, i, regions, im2col))
             shape = tuple(layer.out_shape)
             continue
         plan = _plan(cfg, model, i, im2col)

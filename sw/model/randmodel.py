@@ -12,7 +12,7 @@ import numpy as np
 from ..schemes.pool_golden import table
 from .file import GROUP, Layer, QuantModel, group_axis
 
-__all__ = ["random_model"]
+__all__ = ["random_model", "random_rbnn_model"]
 
 
 def _mac(rng, kind, in_shape, co, scheme, exp_bits, k_mode, last, pool=None, pool_max=1):
@@ -80,5 +80,34 @@ def random_model(rng: np.random.Generator, scheme: str = "flightnn", act_bits: i
         model.exp_bits = 0
         model.pool, model.pool_bits, model.lut_bits = vectors, pool_bits, lut_bits
         model.pool_table = pool_table
+    model.validate()
+    return model
+
+
+def random_rbnn_model(rng: np.random.Generator, act_bits: int = 8, inputs: int = 12,
+                      hidden: int = 5, classes: int = 4, rounds: int = 3,
+                      slot_bits: int = 8) -> QuantModel:
+    """A random legal RBNN MLP ``inputs - rounds*hidden - classes``: random storage
+    slots (so every round's sign bits are random), biases and shifts."""
+    top = 1 << slot_bits
+
+    def layer(in_shape, slots, expand, units, last):
+        fan_in = int(np.shape(slots)[1]) * (rounds if expand == "inputs" else 1)
+        out = Layer(kind="dense", in_shape=in_shape, out_shape=(units,), relu=not last,
+                    slots=slots.astype(np.uint16), slot_bits=slot_bits, rounds=rounds,
+                    expand=expand)
+        reach = (1 << act_bits) * fan_in // 2      # half the accumulator's range
+        out.bias = rng.integers(-reach, reach + 1, size=units).astype(np.int64)
+        out.shift = 0 if last else int(np.clip(np.log2(np.sqrt(fan_in) * 2), 0, 40))
+        return out
+
+    layers = [
+        layer((inputs, 1, 1), rng.integers(0, top, size=(hidden, inputs)), "outputs",
+              rounds * hidden, False),
+        layer((rounds * hidden,), rng.integers(0, top, size=(classes, hidden)), "inputs",
+              classes, True),
+    ]
+    model = QuantModel(scheme="rbnn", act_bits=act_bits, exp_bits=0, input_shape=(inputs, 1, 1),
+                       input_frac=act_bits, layers=layers)
     model.validate()
     return model
