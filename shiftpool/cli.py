@@ -172,11 +172,13 @@ def _import_qonnx(args) -> int:
     from .sw.train.datasets import load_digits_split, load_mnist_split, load_npz_split
     from .sw.train.qonnx_import import compare_with_qonnx, import_qonnx
 
-    if args.scheme != "int8":
+    if args.scheme not in ("int8", "rbnn"):
         raise UsageError(f"--float-model {args.float_model}: a QONNX model is quantized "
-                         f"already and runs on the int8 engine as it is; pass --scheme int8 "
-                         f"(to compress with {args.scheme}, give its float model)")
-    qm, notes = import_qonnx(args.float_model)
+                         f"already and runs as it is: pass --scheme int8 (the int8 engine), "
+                         f"or --scheme rbnn for binarized (BipolarQuant) weights on the "
+                         f"binary engine (to compress with {args.scheme}, give its float "
+                         f"model)")
+    qm, notes = import_qonnx(args.float_model, binary=args.scheme == "rbnn")
     data_arg = args.data
     if data_arg in ("digits", "mnist"):
         data = load_digits_split() if data_arg == "digits" else load_mnist_split()
@@ -192,7 +194,8 @@ def _import_qonnx(args) -> int:
     qm.meta.update(accuracy=evaluate(qm, data[2], data[3]), qonnx_check=check,
                    qonnx_inexact=notes["inexact"])
     save_model(qm, args.output)
-    _say(f"wrote {args.output}: scheme int8 (imported from QONNX), {len(qm.layers)} layers")
+    _say(f"wrote {args.output}: scheme {qm.scheme} (imported from QONNX), {len(qm.layers)} "
+         f"layers")
     _say(f"  outputs equal to qonnx's execution on {check['equal']}/{check['samples']} test "
          f"samples (largest difference {check['max_abs_diff']:.3g})")
     for line in notes["inexact"]:

@@ -4,6 +4,8 @@ and by the golden model; bad models named in one line."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -285,3 +287,111 @@ def test_a_brevitas_export_is_bit_exact_against_qonnx():
     result = compare_with_qonnx(path, qm, x)
     print(f"seed {seed}: {result}")
     assert result == {"samples": 16, "equal": 16, "max_abs_diff": 0.0}, f"seed {seed}"
+
+
+def binary_mlp(rng, path, conv=False, quant_last=False, binary_act=False):
+    """input (1, 8, 8) -> Quant -> Flatten -> Gemm (12, BipolarQuant weights) -> Relu ->
+    Quant -> Gemm (5, BipolarQuant weights); with ``conv`` a binarized conv 3x3 first,
+    with ``quant_last`` the last weight an int8 Quant, with ``binary_act`` a
+    BipolarQuant on the hidden activations."""
+    g = Graph((1, 8, 8))
+    f_in = int(rng.integers(4, 8))
+    g.act_quant(2.0 ** -f_in, 8)
+    frac = f_in
+
+    def bipolar(w, scale):
+        return g.node("BipolarQuant", [g.const(w), g.const(scale)], QONNX_DOMAIN)
+
+    if conv:
+        g.current = g.node("Conv", [g.current, bipolar(rng.normal(0, 1, (2, 1, 3, 3)), 1.0),
+                                    g.const(np.zeros(2))], kernel_shape=[3, 3],
+                           pads=[1, 1, 1, 1])
+        g.op("Relu")
+        g.act_quant(2.0 ** -frac, 8)
+    g.op("Flatten", axis=1)
+    wf = int(rng.integers(0, 3))
+    fan_in = 128 if conv else 64
+    g.current = g.node("Gemm", [g.current, bipolar(rng.normal(0, 1, (12, fan_in)), 2.0 ** -wf),
+                                g.const(rng.integers(-300, 300, 12) * 2.0 ** -(frac + wf))],
+                       transB=1)
+    g.op("Relu")
+    if binary_act:
+        g.current = g.node("BipolarQuant", [g.current, g.const(1.0)], QONNX_DOMAIN)
+    f1 = frac + wf - int(rng.integers(3, 6))
+    g.act_quant(2.0 ** -f1, 8)
+    w2f = int(rng.integers(0, 3))
+    w2 = g.weight(rng.normal(0, 0.3, (5, 12)), 2.0 ** -7) if quant_last else \
+        bipolar(rng.normal(0, 1, (5, 12)), 2.0 ** -w2f)
+    bias_frac = f1 + (7 if quant_last else w2f)
+    g.current = g.node("Gemm", [g.current, w2, g.const(rng.integers(-50, 50, 5) *
+                                                        2.0 ** -bias_frac)], transB=1)
+    return g.save(path, 5)
+
+
+@pytest.mark.parametrize("seed", [20, 21])
+def test_bipolar_weights_run_on_the_binary_engine_bit_exact(seed, tmp_path):
+    """BipolarQuant weights: imported for the binary engine (a one-round rbnn model of
+    2-bit slots, bit 1 set for -1), the golden model equals qonnx's execution, and so
+    does the accelerator with the binary engine (Amaranth's simulator); imported for
+    the int8 engine, the same integers as +1/-1 weights."""
+    from shiftpool.sw.compile.fit import fit_config
+    from test_accelerator import Case, check_case
+
+    rng = np.random.default_rng(seed)
+    path = binary_mlp(rng, tmp_path / "b.onnx")
+    qm, notes = import_qonnx(path, binary=True)
+    assert qm.scheme == "rbnn" and notes["exact"], notes
+    hidden, out = qm.layers
+    assert (hidden.slot_bits, hidden.rounds, hidden.slots.shape) == (2, 1, (12, 64))
+    assert set(np.unique(hidden.slots)) <= {0, 2} and len(np.unique(hidden.slots)) == 2
+    x = rng.uniform(0, 1, (6, 1, 8, 8))
+    assert compare_with_qonnx(path, qm, x) == {"samples": 6, "equal": 6, "max_abs_diff": 0.0}
+    int8, _ = import_qonnx(path)
+    xq = qm.quantize_input(x)
+    assert int8.scheme == "int8" and set(np.unique(int8.layers[0].weight)) == {-1, 1}
+    assert np.array_equal(golden.run(int8, xq), golden.run(qm, xq))
+    config = fit_config(qm, lanes=2, taps=4)
+    assert config.engine == "binary" and config.slot_bits == 2
+    check_case(Case(seed, qm, config, xq[:3], idle_gap=0.2, back_pressure=0.2))
+
+
+@pytest.mark.parametrize("change, words", [
+    ("conv", "(Conv): the binary engine runs dense layers only (Gemm / MatMul), not a "
+             "conv3x3"),
+    ("quant_last", "(Gemm): the binary engine needs every weight binarized (a BipolarQuant "
+                   "of a constant); this layer's is a Quant"),
+    ("binary_act", "BipolarQuant of activations: the accelerator's activations are unsigned"),
+])
+def test_what_the_binary_engine_cannot_run_is_named(change, words, tmp_path):
+    rng = np.random.default_rng(5)
+    path = binary_mlp(rng, tmp_path / "b.onnx", **{change: True})
+    with pytest.raises(QonnxImportError, match=re.escape(words)):
+        import_qonnx(path, binary=True)
+
+
+def test_compress_imports_bipolar_weights_for_the_binary_engine(tmp_path, capsys):
+    """``compress --float-model b.onnx --scheme rbnn``: a one-round rbnn model, checked
+    against qonnx on the test split; an int8 QONNX model is refused there, naming the
+    layer."""
+    from shiftpool.sw.model.file import load_model
+
+    from shiftpool.cli import main
+
+    rng = np.random.default_rng(8)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=rng.uniform(0, 1, (40, 1, 8, 8)), y=rng.integers(0, 5, 40))
+    out = tmp_path / "m.npz"
+    path = binary_mlp(rng, tmp_path / "b.onnx")
+    argv = ["compress", "--float-model", str(path), "--data", str(data), "-o", str(out),
+            "--scheme", "rbnn"]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "scheme rbnn (imported from QONNX)" in stdout, stdout
+    assert "outputs equal to qonnx's execution on 8/8 test samples" in stdout, stdout
+    qm = load_model(out)
+    assert qm.scheme == "rbnn" and [layer.rounds for layer in qm.layers] == [1, 1]
+    argv[2] = str(random_cnn(rng, tmp_path / "q.onnx"))
+    argv[-3] = str(tmp_path / "other.npz")
+    assert main(argv) == 2
+    assert "the binary engine" in capsys.readouterr().err
+    assert not (tmp_path / "other.npz").exists()

@@ -273,17 +273,19 @@ def _check_rbnn_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
         if layer.slot_bits != cfg.slot_bits:
             raise ConfigError(f"config field 'slot_bits' = {cfg.slot_bits} but layer {i}'s "
                               f"slots have {layer.slot_bits} bits")
+        # One round reads and writes plain maps: a plain binary network of any depth.
         before = model.layers[i - 1] if i else None
-        if layer.expand == "inputs":
+        if layer.expand == "inputs" and layer.rounds > 1:
             units = np.shape(layer.slots)[1]
             if before is None or not rbnn_hidden(before) or before.rounds != layer.rounds \
                     or np.shape(before.slots)[0] != units:
                 raise ConfigError(f"layer {i}: an RBNN layer whose rounds extend its inputs "
                                   f"must follow an RBNN hidden layer of {layer.rounds} rounds "
                                   f"of {units} units")
-        elif before is not None and rbnn_hidden(before):
-            raise ConfigError(f"layer {i}: after an RBNN hidden layer comes an RBNN layer "
-                              f"whose rounds extend its inputs (expand 'inputs')")
+        elif before is not None and rbnn_hidden(before) and before.rounds > 1:
+            raise ConfigError(f"layer {i}: after an RBNN hidden layer of {before.rounds} "
+                              f"rounds comes an RBNN layer whose rounds extend its inputs "
+                              f"(expand 'inputs')")
 
 
 def act_need(model: QuantModel, taps: int, im2col: bool = False) -> int:

@@ -34,6 +34,12 @@ What maps exactly, and what does not (the import says which in its notes):
   refused, naming the node (the accelerator's scales are powers of two and its
   activations unsigned), rather than imported with an error no one measured.
 
+``BipolarQuant`` weights (``+scale`` where ``w >= 0``, else ``-scale``; a power-of-two
+scale ``2**-wf``) are integers ``+1`` / ``-1`` at scale ``2**-wf``: exact on the int8
+engine, and with ``binary=True`` (``compress --scheme rbnn``) on the binary engine as a
+one-round rbnn model (2-bit slots), when every MAC layer is dense with binarized
+weights; a binarized activation is refused (the accelerator's are unsigned).
+
 The input ``Quant`` rounds halves to even in qonnx, :meth:`QuantModel.quantize_input`
 halves up; :func:`compare_with_qonnx` feeds both sides the same integer grid, so the
 comparison is of the network, not of two input roundings.
@@ -50,7 +56,8 @@ from .onnx_import import OnnxImportError, _attrs, _input_shape, _onnx, _where
 
 __all__ = ["QonnxImportError", "compare_with_qonnx", "import_qonnx"]
 
-SUPPORTED = ("Quant (power-of-two scales, zero point 0), Conv 3x3/stride 1/pad 1, Gemm, "
+SUPPORTED = ("Quant (power-of-two scales, zero point 0), BipolarQuant of weights (power-of-two "
+             "scale), Conv 3x3/stride 1/pad 1, Gemm, "
              "MatMul (+ Add), Relu, MaxPool 2x2/stride 2, Flatten, Reshape to (N, -1), "
              "Identity, Dropout")
 
@@ -106,8 +113,22 @@ def _quantized_constant(node, consts, where) -> tuple[np.ndarray, int]:
     return np.asarray(np.round(np.asarray(y) / scale), dtype=np.int64), exp
 
 
-def import_qonnx(path: str | Path) -> tuple[QuantModel, dict]:
-    """Read the QONNX model at ``path`` as an int8 model (see the module docstring).
+def _bipolar_constant(node, consts, where) -> tuple[np.ndarray, int]:
+    """A ``BipolarQuant`` of a constant as ``(+1/-1 integers, scale exponent)``, as
+    qonnx computes it (``qonnx.custom_op.general.bipolar_quant.binary_quant``)."""
+    from qonnx.custom_op.general.bipolar_quant import binary_quant
+
+    names = list(node.input)
+    if len(names) != 2 or names[1] not in consts:
+        raise QonnxImportError(f"{where}: the scale must be a constant")
+    exp = _pow2_exponent(consts[names[1]], where, "the BipolarQuant")
+    return np.asarray(binary_quant(consts[names[0]], 1.0), dtype=np.int64), exp
+
+
+def import_qonnx(path: str | Path, binary: bool = False) -> tuple[QuantModel, dict]:
+    """Read the QONNX model at ``path`` as an int8 model (see the module docstring);
+    with ``binary``, as a binary-weight model for the binary engine (every MAC layer a
+    dense layer whose weight is a ``BipolarQuant``).
 
     Returns the model and notes: ``"nodes"`` (the operators read), ``"exact"``
     (whether every quantizer maps bit-exactly) and ``"inexact"`` (one line per node
@@ -150,12 +171,22 @@ def import_qonnx(path: str | Path) -> tuple[QuantModel, dict]:
         if op == "Quant" and node.input[0] in consts:
             walk.quantized[node.output[0]] = _quantized_constant(node, consts, where)
             continue
+        if op == "BipolarQuant" and node.input[0] in consts:
+            walk.quantized[node.output[0]] = _bipolar_constant(node, consts, where)
+            walk.bipolar.add(node.output[0])
+            continue
+        if op == "BipolarQuant":
+            raise QonnxImportError(f"{where}: BipolarQuant of activations: the accelerator's "
+                                   f"activations are unsigned (0 .. 2**A - 1); binarize the "
+                                   f"weights only")
         data_inputs = [i for i in node.input if i and i not in consts and i not in
                        walk.quantized]
         if data_inputs != [current]:
             raise QonnxImportError(f"{where}: shiftpool runs a chain of layers; this node's "
                                    f"data inputs are {data_inputs}, expected [{current!r}]")
         params = [walk.quantized.get(i, consts.get(i)) for i in node.input[1:] if i]
+        walk.where, walk.weight_bipolar = where, len(node.input) > 1 and \
+            node.input[1] in walk.bipolar
         if op == "Quant":
             walk.activation_quant(_quant_params(node, consts, where), where, notes)
         elif op == "Conv":
@@ -185,7 +216,7 @@ def import_qonnx(path: str | Path) -> tuple[QuantModel, dict]:
             raise QonnxImportError(f"{where}: operator {op} is not supported in a QONNX "
                                    f"model; supported: {SUPPORTED}")
         current = node.output[0]
-    qm = walk.finish(path)
+    qm = walk.finish(path, binary)
     notes["exact"] = not notes["inexact"] and not walk.bias_rounded
     notes["inexact"] += walk.bias_rounded
     return qm, notes
@@ -205,6 +236,9 @@ class _Walk:
         self.relu_seen = False
         self.bias_rounded: list[str] = []
         self.rounding = None        # of the activation Quant nodes, once one is read
+        self.bipolar: set[str] = set()      # outputs of BipolarQuant nodes of constants
+        self.where, self.weight_bipolar = None, False    # the node being read
+        self.layer_nodes: list[tuple[str, bool]] = []   # per MAC layer: node, bipolar
 
     def activation_quant(self, params, where, notes) -> None:
         exp, bits, signed, narrow, rounding = params
@@ -297,6 +331,7 @@ class _Walk:
         out = (int(w.shape[0]),) + self.shape[1:]
         layer = Layer("conv3x3", self.shape, out, weight=w.astype(np.int8),
                       bias=bias if bias is not None else np.zeros(out[0], np.int64))
+        self.layer_nodes.append((where, self.weight_bipolar))
         self.pending, self.relu_seen, self.shape = (layer, acc_frac), False, out
 
     def dense(self, params, trans_b, where) -> None:
@@ -311,6 +346,7 @@ class _Walk:
         bias = self._bias(params[1] if len(params) > 1 else None, acc_frac, where)
         layer = Layer("dense", self.shape, (int(w.shape[0]),), weight=w.astype(np.int8),
                       bias=bias if bias is not None else np.zeros(w.shape[0], np.int64))
+        self.layer_nodes.append((where, self.weight_bipolar))
         self.pending, self.relu_seen, self.shape = (layer, acc_frac), False, (int(w.shape[0]),)
 
     def add_bias(self, params, where) -> None:
@@ -340,13 +376,37 @@ class _Walk:
         self.layers.append(self.pending[0])
         self.pending, self.relu_seen = None, False
 
-    def finish(self, path) -> QuantModel:
+    def _binarize(self) -> None:
+        """The int8 layers as binary-weight layers for the binary engine: each weight
+        ``+1`` / ``-1`` a 2-bit storage slot read in one round (bit 1 set for ``-1``,
+        ``docs/model-format.md`` §2.12), so a plain binary network is a one-round
+        rbnn model."""
+        for (where, bipolar), layer in zip(self.layer_nodes,
+                                           (layer for layer in self.layers if layer.is_mac),
+                                           strict=True):
+            if not bipolar:
+                raise QonnxImportError(f"{where}: the binary engine needs every weight "
+                                       f"binarized (a BipolarQuant of a constant); this "
+                                       f"layer's is a Quant (import without --scheme rbnn "
+                                       f"for the int8 engine)")
+            if layer.kind != "dense":
+                raise QonnxImportError(f"{where}: the binary engine runs dense layers only "
+                                       f"(Gemm / MatMul), not a {layer.kind}; import without "
+                                       f"--scheme rbnn for the int8 engine")
+            w = np.asarray(layer.weight, dtype=np.int64)
+            layer.slots = np.where(w < 0, 2, 0).astype(np.uint16)
+            layer.slot_bits, layer.rounds, layer.expand, layer.weight = 2, 1, "outputs", None
+
+    def finish(self, path, binary: bool = False) -> QuantModel:
         if self.pending is None or self.relu_seen:
             raise QonnxImportError(f"{path}: the graph must end in a Gemm or MatMul without "
                                    f"Relu or Quant (the accelerator returns its accumulators)")
         layer, acc_frac = self.pending
         self._emit_pending()
-        qm = QuantModel(scheme="int8", act_bits=self.act_bits, input_shape=self.input_shape,
+        if binary:
+            self._binarize()
+        qm = QuantModel(scheme="rbnn" if binary else "int8", act_bits=self.act_bits,
+                        input_shape=self.input_shape,
                         input_frac=self.input_frac, layers=self.layers, exp_bits=0,
                         output_frac=acc_frac, rounding=self.rounding or "half_up",
                         meta={"source": str(path), "imported": "qonnx"})
