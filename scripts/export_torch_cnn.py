@@ -9,7 +9,9 @@ its own, e.g.
 
 The network is the kind a user brings: conv 3x3 1 -> 6 with padding 1, batch norm,
 ReLU, max-pool 2x2, conv 3x3 6 -> 8, batch norm, ReLU, max-pool, flatten, linear
-32 -> 16, ReLU, linear 16 -> 10, on 8x8 single-channel images (the digits' shape).
+32 -> 16, ReLU, linear 16 -> 10, on 8x8 single-channel images (the digits' shape),
+exported by torch's default exporter (torch.export-based; its optimizer folds the
+batch norms into the convolutions) with a dynamic batch axis, weights inside the file.
 Its weights are the seeded initialisation and its batch-norm statistics seeded
 values, so the export, not training, is what the test checks
 (``tests/test_onnx_import.py``: the import agrees with onnxruntime, and ``compress``
@@ -45,9 +47,10 @@ def main(path: str) -> None:
             bn.bias.uniform_(-0.1, 0.1)
     net.eval()
     x = torch.rand(4, 1, 8, 8)
+    # torch's default exporter (torch.export-based since 2.9), a dynamic batch axis
+    batch = torch.export.Dim("N")
     torch.onnx.export(net, (x,), path, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, dynamo=False,
-                      opset_version=13)
+                      dynamic_shapes={"x": {0: batch}}, external_data=False)
     print(f"wrote {path} (torch {torch.__version__})")
 
 

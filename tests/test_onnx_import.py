@@ -141,3 +141,32 @@ def test_compress_takes_an_onnx_model_and_your_data(tmp_path, capsys, digits_dat
     _, err = capsys.readouterr()
     assert code == 2 and "field 'x' has shape" in err.strip().splitlines()[-1]
     assert not (tmp_path / "n.npz").exists()
+
+
+def test_a_pytorch_export_imports_and_compresses(tmp_path, capsys):
+    """``tests/data/torch_cnn.onnx``, exported by torch 2.13.0's default exporter
+    (``scripts/export_torch_cnn.py``: two conv + batch norm + ReLU + max-pool blocks,
+    two linear layers, a dynamic batch axis): the import agrees with onnxruntime, and
+    ``compress`` fine-tunes it on the digits into a model the compiler lays out."""
+    from pathlib import Path
+
+    from shiftpool.sw.compile.fit import fit_config
+    from shiftpool.sw.model.file import load_model
+
+    from shiftpool.cli import main
+
+    path = Path(__file__).parent / "data" / "torch_cnn.onnx"
+    model, notes = import_onnx(path)
+    assert [layer.kind for layer in model.layers] == [
+        "conv3x3", "relu", "maxpool2", "conv3x3", "relu", "maxpool2", "dense", "relu", "dense"]
+    assert model.input_shape == (1, 8, 8) and not notes["softmax"]
+    x = np.random.default_rng(0).uniform(0, 1, (32, 1, 8, 8))
+    assert compare_with_onnxruntime(path, model, x, False) < 1e-5
+    out = tmp_path / "m.npz"
+    code = main(["compress", "--scheme", "flightnn", "--float-model", str(path), "--data",
+                 "digits", "--epochs", "1", "-o", str(out)])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert "float outputs agree with onnxruntime" in stdout
+    qm = load_model(out)
+    assert qm.scheme == "flightnn" and fit_config(qm, lanes=2, taps=4).engine == "shiftadd"
