@@ -354,3 +354,29 @@ def test_demo_puts_rbnn_beside_flightnn_and_int8(tmp_path, capsys):
     assert "2 rounds of 100 hidden units in 8-bit slots (4.00 stored bits per binary " \
            "weight)" in out
     assert "cycles match the cycle model: True" in out
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_an_mnist_rbnn_runs_bit_exact_on_verilator(sim_build_dir):
+    """An RBNN of the MNIST MLP's shape (784 inputs; 2 rounds of 16 hidden units in
+    8-bit slots, one epoch per round on 1000 training images, to keep the test short)
+    on 20 MNIST test images: bit-exact with the cycle model's cycles at 2 lanes x 4
+    taps."""
+    from shiftpool.sim.flow import first_mismatch, simulate
+    from shiftpool.sw.compile.fit import fit_config
+    from shiftpool.sw.schemes.compress import compress
+    from shiftpool.sw.train.datasets import load_mnist_split
+    from shiftpool.sw.train.nn import Dense, FloatModel, ReLU
+
+    x_train, y_train, x_test, y_test = load_mnist_split()
+    rng = np.random.default_rng(0)
+    mlp = FloatModel([Dense(784, 16, rng), ReLU(), Dense(16, 10, rng)], (1, 28, 28))
+    model = compress(mlp, "rbnn", x_train=x_train[:1000], y_train=y_train[:1000],
+                     x_test=x_test, y_test=y_test, epochs=1, rounds=2, slot_bits=8,
+                     slot_lr=0.05, progress=False)
+    assert model.meta["accuracy"] > 0.5        # trained, not chance (0.1)
+    x = model.quantize_input(x_test[:20])
+    result = simulate(model, x, fit_config(model, lanes=2, taps=4), build_dir=sim_build_dir,
+                      seed=14, idle_gap=0.1, back_pressure=0.1)
+    assert first_mismatch(model, x, result) is None and result.cycles_match
