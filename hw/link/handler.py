@@ -222,6 +222,20 @@ class CommandHandler(wiring.Component):
             m.d.sync += nak_reason.eq(reason)
             m.next = "DRAIN"
 
+        def or_timeout(poison_rest=False, then=None):
+            """Closes an ``m.If`` on the accelerator's answer in a state that sets
+            ``waiting``: when the watchdog expires the accelerator is reset and the
+            command fails with ACCEL_TIMEOUT, or (a READ reply, whose length is sent
+            already) the rest of its rows are poisoned and it goes on to ``then``."""
+            with m.Elif(expired):
+                m.d.comb += self.accel_reset.eq(1)
+                if poison_rest:
+                    m.d.sync += poison.eq(1)
+                    if then is not None:
+                        m.next = then
+                else:
+                    fail(Reason.ACCEL_TIMEOUT)
+
         def header(state, code, size, then, counter=None):
             """A state that offers a reply header (and counts it in ``counter``)."""
             with m.State(state):
@@ -355,9 +369,7 @@ class CommandHandler(wiring.Component):
                     m.next = "WRITE_BYTES"
                     with m.If(row_idx + 1 == count):
                         m.next = "ACK"
-                with m.Elif(expired):
-                    m.d.comb += self.accel_reset.eq(1)
-                    fail(Reason.ACCEL_TIMEOUT)
+                or_timeout()
 
             # READ: the reply's length is known, so bytes go out as they come back, one
             # readback request per byte (byte k of row row_idx). If the accelerator
@@ -377,10 +389,7 @@ class CommandHandler(wiring.Component):
                                  waiting.eq(~acc.readback.req.ready)]
                     with m.If(acc.readback.req.ready):
                         m.next = "READ_DATA"
-                    with m.Elif(expired):
-                        m.d.comb += self.accel_reset.eq(1)
-                        m.d.sync += poison.eq(1)
-                        m.next = "READ_DATA"
+                    or_timeout(poison_rest=True, then="READ_DATA")
             with m.State("READ_DATA"):
                 resp = acc.readback.resp
                 m.d.comb += [rp.valid.eq(poison | resp.valid), rp.payload.poison.eq(poison),
@@ -392,9 +401,7 @@ class CommandHandler(wiring.Component):
                     m.next = "READ_REQ"
                     with m.If(k == rb_sel - 1):
                         m.d.sync += [k.eq(0), row_idx.eq(row_idx + 1)]
-                with m.Elif(expired):
-                    m.d.comb += self.accel_reset.eq(1)
-                    m.d.sync += poison.eq(1)
+                or_timeout(poison_rest=True)
 
             # RUN: input words onto `inp`, outputs into the buffer, then the reply.
             with m.State("RUN_BYTES"):
@@ -412,9 +419,7 @@ class CommandHandler(wiring.Component):
                     m.next = "RUN_BYTES"
                     with m.If(last):
                         m.next = "RUN_OUTPUT"
-                with m.Elif(expired):
-                    m.d.comb += self.accel_reset.eq(1)
-                    fail(Reason.ACCEL_TIMEOUT)
+                or_timeout()
             with m.State("RUN_OUTPUT"):
                 # An output goes into the memory a byte per cycle (byte k), and is
                 # taken with its last byte.
@@ -431,18 +436,14 @@ class CommandHandler(wiring.Component):
                             m.d.sync += [n_out.eq(n_out + 1), k.eq(0)]
                             with m.If(acc.out.payload.last):
                                 m.next = "RUN_DONE"
-                with m.Elif(expired):
-                    m.d.comb += self.accel_reset.eq(1)
-                    fail(Reason.ACCEL_TIMEOUT)
+                or_timeout()
             with m.State("RUN_DONE"):
                 # `cycles` is valid once `busy` is low, after the last output.
                 m.d.comb += waiting.eq(acc.busy)
                 with m.If(~acc.busy):
                     m.d.sync += last_cycles.eq(acc.cycles)
                     m.next = "RUN_REPLY"
-                with m.Elif(expired):
-                    m.d.comb += self.accel_reset.eq(1)
-                    fail(Reason.ACCEL_TIMEOUT)
+                or_timeout()
             header("RUN_REPLY", Command.RUN | REPLY, cyc_bytes + n_bytes, "RUN_CYCLES")
 
             def after_cycles():
