@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..hw.config import AcceleratorConfig
+from ..hw.config import DEFAULT_LANES, DEFAULT_TAPS, AcceleratorConfig
 from ..hw.link import LinkConfig
 from ..hw.memories import DROP_INIT
 from ..sw.host.driver import DEFAULT_BAUD
@@ -102,7 +102,7 @@ class Design:
         return inference_cycles(compile_model(self.model, self.config))
 
 
-def resolve_design(design, lanes: int = 2, taps: int = 4) -> Design:
+def resolve_design(design, lanes: int = DEFAULT_LANES, taps: int = DEFAULT_TAPS) -> Design:
     """``design`` as a :class:`Design`: a :class:`~shiftpool.sw.model.file.QuantModel` or a
     model file (fitted with ``lanes`` x ``taps``), an
     :class:`~shiftpool.hw.config.AcceleratorConfig`, or a generated design's folder

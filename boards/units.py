@@ -47,6 +47,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..hw.config import DEFAULT_LANES, DEFAULT_TAPS
 from .board import BoardError
 from .tools import run_tool
 
@@ -190,7 +191,8 @@ def synth_cells(component, *, synth: str, flatten: bool = False, top: str = "top
         return _read_stat(where / "stat.json")
 
 
-def demo_sized_config(lanes: int = 2, taps: int = 4, engine: str = "shiftadd"):
+def demo_sized_config(lanes: int = DEFAULT_LANES, taps: int = DEFAULT_TAPS,
+                      engine: str = "shiftadd"):
     """An accelerator configuration with the memories of the digits demo's fitted
     design (``fit_config(model, lanes, taps)``), without training the model."""
     from ..hw.config import AcceleratorConfig
@@ -233,8 +235,8 @@ def main(argv=None) -> int:
                                      "an engine, synthesized alone for a board")
     parser.add_argument("--part", choices=("link", "engine"), default="link")
     parser.add_argument("--board", default="icebreaker")
-    parser.add_argument("--lanes", type=int, default=2)
-    parser.add_argument("--taps", type=int, default=4)
+    parser.add_argument("--lanes", type=int, default=DEFAULT_LANES)
+    parser.add_argument("--taps", type=int, default=DEFAULT_TAPS)
     parser.add_argument("--engine", default="shiftadd")
     args = parser.parse_args(argv)
     try:

@@ -10,9 +10,13 @@ import dataclasses
 import hashlib
 import json
 
-__all__ = ["AcceleratorConfig", "ConfigError", "ENGINES", "ENGINE_FIELDS", "KERNEL_TAPS",
-           "MAX_MLG_BI", "MAX_POOL_SIZE", "POOL_GROUP", "POOL_TABLES", "ceil_log2",
-           "check_pool_table"]
+__all__ = ["AcceleratorConfig", "ConfigError", "DEFAULT_LANES", "DEFAULT_TAPS", "ENGINES",
+           "ENGINE_FIELDS", "KERNEL_TAPS", "MAX_MLG_BI", "MAX_POOL_SIZE", "POOL_GROUP",
+           "POOL_TABLES", "ceil_log2", "check_pool_table"]
+
+#: The engine size (lanes, taps) every command and function takes unless told (the
+#: demo's): fit_config, the CLI, the simulated device, the board builds.
+DEFAULT_LANES, DEFAULT_TAPS = 2, 4
 
 #: Fields only the pool engine uses.
 POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth", "precompute_steps",
@@ -151,6 +155,8 @@ class AcceleratorConfig:
     """
 
     engine: str = "shiftadd"
+    # A bare AcceleratorConfig() is any engine's (taps 8 suits the pool engine too); the
+    # engine size commands and functions pick is DEFAULT_LANES x DEFAULT_TAPS.
     lanes: int = 4
     taps: int = 8
     act_bits: int = 8

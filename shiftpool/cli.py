@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .hw.config import DEFAULT_LANES, DEFAULT_TAPS
 
 #: The variants the demo compares, in table order.
 DEMO_VARIANTS = ("flightnn", "lightnn2", "int8")
@@ -730,7 +731,7 @@ def _bench_soak(args) -> int:
     x = model.quantize_input(x_test)
     _step(f"link soak: {args.soak} requests at {args.soak_rate:g} faults per byte each way, "
           f"seed {args.seed}")
-    with serve_sim(model, lanes=2, taps=4, build_dir=args.build_dir, progress=_step) as server:
+    with serve_sim(model, build_dir=args.build_dir, progress=_step) as server:
         report = soak(model, x, server.port, server.link.max_payload, requests=args.soak,
                       rate=args.soak_rate, seed=args.seed, progress=_step)
     _say(report.summary())
@@ -767,11 +768,11 @@ def _add_common(p) -> None:
 
 
 def _add_engine(p, design: bool = True) -> None:
-    p.add_argument("--lanes", type=int, default=2, help="output channels in parallel "
-                   "(default 2)")
-    p.add_argument("--taps", type=int, default=4,
-                   help="inputs per lane per cycle (default 4); pool models always use 8 "
-                        "(one pool group per beat), so it is ignored for them")
+    p.add_argument("--lanes", type=int, default=DEFAULT_LANES, help="output channels in "
+                   f"parallel (default {DEFAULT_LANES})")
+    p.add_argument("--taps", type=int, default=DEFAULT_TAPS,
+                   help=f"inputs per lane per cycle (default {DEFAULT_TAPS}); pool models "
+                        "always use 8 (one pool group per beat), so it is ignored for them")
     if design:
         p.add_argument("--design", type=Path, help="use the configuration of a generated "
                        "design (its folder or manifest.json) instead of --lanes/--taps")

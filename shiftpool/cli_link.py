@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .hw.config import DEFAULT_LANES, DEFAULT_TAPS
+
 __all__ = ["add_run_parser", "add_serve_sim_parser", "cmd_run", "cmd_serve_sim"]
 
 #: Outputs printed in full up to this many inputs (then a summary).
@@ -53,10 +55,10 @@ def add_serve_sim_parser(sub) -> argparse.ArgumentParser:
                    help="TCP port on 127.0.0.1 (default 7777; 0 picks a free one)")
     p.add_argument("--pty", action="store_true",
                    help="serve on a new pseudo-terminal instead of TCP; its path is printed")
-    p.add_argument("--lanes", type=int, default=2, help="output channels in parallel "
-                   "(default 2; model files only)")
-    p.add_argument("--taps", type=int, default=4, help="inputs per lane per cycle (default 4; "
-                   "model files only)")
+    p.add_argument("--lanes", type=int, default=DEFAULT_LANES, help="output channels in "
+                   f"parallel (default {DEFAULT_LANES}; model files only)")
+    p.add_argument("--taps", type=int, default=DEFAULT_TAPS, help="inputs per lane per cycle "
+                   f"(default {DEFAULT_TAPS}; model files only)")
     p.add_argument("--simulator", choices=SIMULATORS, default="verilator",
                    help="RTL simulator (default verilator; icarus is much slower)")
     p.add_argument("--build-dir", type=Path, default=None,

@@ -18,7 +18,7 @@ import numpy as np
 from .bench import mac_count, weight_bits
 from .boards.memory_fit import BOARD_DEVICES, board_memory_fit
 from .boards.registry import BOARDS
-from .hw.config import POOL_GROUP
+from .hw.config import DEFAULT_LANES, DEFAULT_TAPS, POOL_GROUP
 from .sim.flow import first_mismatch, simulate
 from .sw.compile.fit import fit_config
 from .sw.compile.resources import DEVICES
@@ -97,7 +97,7 @@ def _variants(pool_sizes):
         yield f"pool-{size}", "pool", {"pool_size": size}
 
 
-def run_mnist_demo(models=MNIST_MODELS, lanes: int = 2, taps: int = 4,
+def run_mnist_demo(models=MNIST_MODELS, lanes: int = DEFAULT_LANES, taps: int = DEFAULT_TAPS,
                    pool_sizes=DEFAULT_POOL_SIZES, rtl_samples: int = DEFAULT_RTL_SAMPLES,
                    simulator: str = "verilator", build_dir=None, seed: int = 0,
                    cache_dir=None, options: dict | None = None, step=print,

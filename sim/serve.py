@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..hw.config import AcceleratorConfig, ConfigError
+from ..hw.config import DEFAULT_LANES, DEFAULT_TAPS, AcceleratorConfig, ConfigError
 from ..hw.link.config import LinkConfig
 from .runner import SimulatorError, build_design, toplevel_of
 
@@ -49,7 +49,8 @@ DEVICE_RECIPE = "harness"
 START_TIMEOUT = 120.0
 
 
-def device_config(source, lanes: int = 2, taps: int = 4) -> AcceleratorConfig:
+def device_config(source, lanes: int = DEFAULT_LANES, taps: int = DEFAULT_TAPS
+                  ) -> AcceleratorConfig:
     """The configuration to simulate for ``source``: an :class:`AcceleratorConfig`, a
     :class:`~shiftpool.sw.model.file.QuantModel` or a model file (fitted with ``lanes`` x
     ``taps``, as :func:`shiftpool.sim.flow.fit_config` does), or a generated design (its
@@ -170,7 +171,7 @@ def _check_port_free(port: int) -> None:
 
 
 @contextlib.contextmanager
-def serve_sim(source, port: int = 0, *, lanes: int = 2, taps: int = 4,
+def serve_sim(source, port: int = 0, *, lanes: int = DEFAULT_LANES, taps: int = DEFAULT_TAPS,
               link: LinkConfig = SIM_LINK, simulator: str = "verilator",
               build_dir: Path | None = None, pty: bool = False, trace: bool = False,
               exit_idle: float = 0.0, start_timeout: float = START_TIMEOUT,

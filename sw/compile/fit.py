@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from ...hw.config import MAX_POOL_SIZE, POOL_GROUP, AcceleratorConfig, ConfigError, ceil_log2
+from ...hw.config import (
+    DEFAULT_LANES,
+    DEFAULT_TAPS,
+    MAX_POOL_SIZE,
+    POOL_GROUP,
+    AcceleratorConfig,
+    ConfigError,
+    ceil_log2,
+)
 from ..model.file import QuantModel
 from ..schemes import golden
 from .image import act_need, compile_model, engine_for_model, uses_im2col
@@ -15,7 +23,8 @@ _ROOMY = dict(act_depth=1 << 16, weight_depth=1 << 20, tap_depth=1 << 12, bias_d
               program_depth=256, out_depth=1 << 12, max_dim=4096)
 
 
-def fit_config(model: QuantModel, lanes: int = 4, taps: int = 8, mode="direct",
+def fit_config(model: QuantModel, lanes: int = DEFAULT_LANES, taps: int = DEFAULT_TAPS,
+               mode="direct",
                **fields) -> AcceleratorConfig:
     """The smallest configuration with ``lanes`` x ``taps`` that runs ``model``.
 
