@@ -329,17 +329,19 @@ def test_compress_prints_the_rounds_beside_the_plain_binary_network(tmp_path, ca
     assert f"(1 round, 8 bits per slot, {slots} binary weights)" in line[0]
 
 
-@pytest.mark.verilator
+@pytest.mark.icarus
 @pytest.mark.slow
 def test_demo_puts_rbnn_beside_flightnn_and_int8(tmp_path, capsys):
-    """``demo --scheme rbnn``: the three schemes of the digits MLP through the RTL, each
+    """``demo --scheme rbnn``: the three schemes of the digits MLP through the RTL (on
+    Icarus: three builds of a second each, where Verilator takes half a minute), each
     equal to its golden model with the cycle model's cycles; the rbnn row's stored bits
     per weight are N/K; the JSON holds the same rows."""
     import json
 
     from shiftpool.cli import main
 
-    code = main(["demo", "--scheme", "rbnn", "--samples", "16", "--rounds", "2",
+    code = main(["demo", "--scheme", "rbnn", "--simulator", "icarus", "--samples", "16",
+                 "--rounds", "2",
                  "--slot-bits", "8", "--slot-lr", "0.05", "--epochs", "1", "--cache-dir",
                  str(tmp_path / "cache"), "--json", str(tmp_path / "demo.json")])
     out = capsys.readouterr().out
@@ -358,13 +360,13 @@ def test_demo_puts_rbnn_beside_flightnn_and_int8(tmp_path, capsys):
     assert "cycles match the cycle model: True" in out
 
 
-@pytest.mark.verilator
+@pytest.mark.icarus
 @pytest.mark.slow
-def test_an_mnist_rbnn_runs_bit_exact_on_verilator(sim_build_dir):
+def test_an_mnist_rbnn_runs_bit_exact_on_icarus(sim_build_dir):
     """An RBNN of the MNIST MLP's shape (784 inputs; 2 rounds of 16 hidden units in
     8-bit slots, one epoch per round on 1000 training images, to keep the test short)
     on 20 MNIST test images: bit-exact with the cycle model's cycles at 2 lanes x 4
-    taps."""
+    taps (Icarus: its build takes a second; the digits RBNN runs on both simulators)."""
     from shiftpool.sim.flow import first_mismatch, simulate
     from shiftpool.sw.compile.fit import fit_config
     from shiftpool.sw.schemes.compress import compress
@@ -379,6 +381,6 @@ def test_an_mnist_rbnn_runs_bit_exact_on_verilator(sim_build_dir):
                      slot_lr=0.05, progress=False)
     assert model.meta["accuracy"] > 0.5        # trained, not chance (0.1)
     x = model.quantize_input(x_test[:20])
-    result = simulate(model, x, fit_config(model, lanes=2, taps=4), build_dir=sim_build_dir,
-                      seed=14, idle_gap=0.1, back_pressure=0.1)
+    result = simulate(model, x, fit_config(model, lanes=2, taps=4), simulator="icarus",
+                      build_dir=sim_build_dir, seed=14, idle_gap=0.1, back_pressure=0.1)
     assert first_mismatch(model, x, result) is None and result.cycles_match
