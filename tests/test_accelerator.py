@@ -49,6 +49,7 @@ class Case:
     back_pressure: float
     bits: int | None = None     # pool models: run-time precision
     mode: str = "direct"        # pool models: direct or precompute
+    im2col: bool | None = None  # the first layer's input layout (compile_model's choice)
 
 
     def describe(self) -> str:
@@ -174,7 +175,8 @@ def run_rtl(image: Image, x: np.ndarray, seed: int, idle_gap: float,
 def check_case(case: Case) -> None:
     pooled = any(layer.is_pool for layer in case.model.layers)
     bits = case.bits if pooled else None
-    image = compile_model(case.model, case.config, bits=bits, mode=case.mode)
+    image = compile_model(case.model, case.config, bits=bits, mode=case.mode,
+                          im2col=case.im2col)
     out, cycles = run_rtl(image, case.x, case.seed, case.idle_gap, case.back_pressure)
     expected = golden.run(case.model, case.x, bits=bits, mode=case.mode)
     for n in range(len(case.x)):

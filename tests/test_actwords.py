@@ -96,3 +96,25 @@ def test_first_conv_reads_an_im2col_input(taps, channels):
         # the lanes past the 9*C inputs are 0
         lanes = np.arange(groups * sent_lanes).reshape(groups, 1, sent_lanes)
         assert np.all(words[np.broadcast_to(lanes >= 9 * channels, words.shape)] == 0)
+
+
+@pytest.mark.parametrize("taps,channels", [(4, 2), (8, 3), (3, 2)])
+def test_a_plain_input_sends_only_its_channels_lanes(taps, channels):
+    """A grouped first layer (im2col off) of fewer input channels than taps: the host
+    sends ``channels`` values per position, not ``taps`` (``in_lanes``), the loader
+    fills only those lanes, and the layer reads them as golden says."""
+    from shiftpool.sw.compile.image import compile_model
+
+    rng = np.random.default_rng(40 + taps * 10 + channels)
+    h, w = 3, 4
+    model = random_model(rng, scheme="int8", act_bits=8, input_shape=(channels, h, w),
+                         convs=(3,), pool=False, dense=(4,))
+    config = fit_config(model, lanes=2, taps=taps)
+    image = compile_model(model, config, im2col=False)
+    x = rng.integers(1, 256, size=(2, channels, h, w))
+    assert image.input_words == channels * h * w
+    # position by position, channel by channel: CHW transposed to HWC
+    assert np.array_equal(image.input_stream(x), x.reshape(2, channels, -1)
+                          .transpose(0, 2, 1).reshape(2, -1))
+    check_case(Case(40 + taps, model, config, x, idle_gap=0.3, back_pressure=0.3,
+                    im2col=False))
