@@ -379,8 +379,8 @@ async def run_job(dut, job) -> dict:
     load = source_cls(dut, "load", edges, rng, gap, limit)
     inp = source_cls(dut, "inp", edges, rng, gap, limit)
     out = sink_cls(dut, edges, rng, stall, limit, job["acc_width"])
-    addr_shift = job["region_bits"]
-    data_shift = addr_shift + job["addr_bits"]
+    # region | addr | data, at the offsets of the accelerator's load layout
+    addr_shift, data_shift = job["load_shifts"]["addr"], job["load_shifts"]["data"]
     # The pool region (the last) is logged: each of its rows builds a table column.
     pool_rows: list = []
     for code, rows in enumerate(job["regions"]):
@@ -391,7 +391,7 @@ async def run_job(dut, job) -> dict:
            "pool_rows": pool_rows}
     progress = _Progress(job.get("progress_file"))
     start, t0, cpu0 = Edges.now(), time.perf_counter(), time.process_time()
-    last_bit = 1 << job["act_bits"]
+    last_bit = 1 << job["last_shift"]
     for n, words in enumerate(job["inputs"]):
         res["in_cycles"].append(await inp.send(
             w | (last_bit if i == len(words) - 1 else 0) for i, w in enumerate(words)))

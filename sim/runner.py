@@ -19,9 +19,9 @@ import numpy as np
 
 from ..boards.tools import find_executable
 from ..hw.config import AcceleratorConfig
-from ..hw.program import REGIONS, addr_width, count_width
+from ..hw.program import REGIONS
 from ..sw.compile.cycles import inference_cycles
-from ..sw.compile.image import Image, region_depths
+from ..sw.compile.image import Image
 
 __all__ = [
     "BENCH_MODES", "CLOCK_NS", "HARNESS", "RECIPES", "SIMULATORS", "WAVE_SUFFIX", "BenchRun",
@@ -472,14 +472,18 @@ def make_job(image: Image, inputs: np.ndarray, results: Path, seed: int = 0,
     if mode not in BENCH_MODES:
         raise SimulatorError(f"unknown bench mode {mode!r}; choose one of "
                              f"{', '.join(BENCH_MODES)}")
+    from ..hw.signature import input_layout, load_layout
+
     cfg = image.config
-    depths = region_depths(cfg).values()
+    # Where the load and input payloads' fields sit: the accelerator's own layouts.
+    load, inp = load_layout(cfg), input_layout(cfg)
     return {
         "mode": mode, "clock_ns": CLOCK_NS,
         "clock": clock or ("hdl" if MODE_RECIPE[mode] == "harness" else "cocotb"),
         "seed": seed, "idle_gap": idle_gap, "back_pressure": back_pressure,
         "progress_file": str(progress_file) if progress_file else None,
-        "region_bits": count_width(len(REGIONS) - 1), "addr_bits": addr_width(max(depths)),
+        "load_shifts": {"addr": load["addr"].offset, "data": load["data"].offset},
+        "last_shift": inp["last"].offset,
         "regions": [[f"{row:x}" for row in image.regions[name]] for name in REGIONS],
         "pool_region": REGIONS.index("pool"),
         # No handshake may take longer than a whole inference, with slack for the

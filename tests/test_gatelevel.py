@@ -74,5 +74,6 @@ def test_gate_level_job_packs_loads_like_the_accelerator(tmp_path):
     x = rng.integers(0, 16, size=(1, 1, 3, 3))
     job = make_job(compile_model(model, config), x, tmp_path / "results.json")
     layout = load_layout(config)
-    assert job["addr_bits"] == layout.members["addr"].width == 12
-    assert job["region_bits"] == layout.members["region"].width
+    region, addr = layout.members["region"].width, layout.members["addr"].width
+    assert addr == 12
+    assert job["load_shifts"] == {"addr": region, "data": region + addr}
