@@ -143,6 +143,17 @@ def test_malformed_rbnn_layers_name_the_field(rbnn_model, field, value, words):
         model.validate()
 
 
+def test_rbnn_needs_an_epoch(digits):
+    """RBNN trains from scratch, so epochs = 0 (elsewhere: no fine-tuning) is refused."""
+    from shiftpool.sw.schemes.compress import compress
+    from shiftpool.sw.train.nn import Dense, FloatModel, ReLU
+
+    rng = np.random.default_rng(2)
+    mlp = FloatModel([Dense(64, 4, rng), ReLU(), Dense(4, 10, rng)], (1, 8, 8))
+    with pytest.raises(ValueError, match="epochs: rbnn trains its network from scratch"):
+        compress(mlp, "rbnn", x_train=digits[0], y_train=digits[1], epochs=0, progress=False)
+
+
 def test_rbnn_needs_an_mlp():
     from shiftpool.sw.schemes.compress import compress
     from shiftpool.sw.train.nn import Conv3x3, Dense, FloatModel, ReLU

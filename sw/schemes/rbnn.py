@@ -39,6 +39,9 @@ class RBNNQuantizer(Quantizer):
 
     def fit(self, model, x, y, values, seed, progress):
         _, hidden, _ = _mlp_shape(model)
+        if values["epochs"] < 1:
+            raise ValueError("epochs: rbnn trains its network from scratch, round by round; "
+                             "it needs at least 1 epoch per round (0 would leave it random)")
         say = (lambda line: print(f"[rbnn] {line}")) if progress else None
         self.net = net = train_rbnn(
             x, y, x, y, rounds=values["rounds"], slot_bits=values["slot_bits"],
