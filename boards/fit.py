@@ -70,12 +70,15 @@ def _save_cache(path: Path, cache: dict) -> None:
 
 def _chosen(out_dir: Path, report: dict, lanes: int, taps: int, tried: list,
             built: Path | None = None) -> dict:
-    """Write the chosen candidate's report into ``out_dir``, with its build folder and
-    bitstream when it was ``built`` (placed and routed) in this run."""
+    """Write the chosen candidate's report into ``out_dir``, with what a plain build
+    leaves beside it (its build folder, nextpnr's report and the bitstream) when it was
+    ``built`` (placed and routed) in this run."""
     if built is not None:
         if (out_dir / "build").exists():
             shutil.rmtree(out_dir / "build")
         shutil.copytree(built / "build", out_dir / "build")
+        if (built / "nextpnr-report.json").exists():
+            shutil.copy2(built / "nextpnr-report.json", out_dir / "nextpnr-report.json")
         if report.get("bitstream"):
             shutil.copy2(built / report["bitstream"], out_dir / report["bitstream"])
     report["fit"] = {"chosen": [lanes, taps], "tried": tried}

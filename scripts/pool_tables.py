@@ -26,7 +26,7 @@ class _UltraPlus:
 
 
 def synth(org: str, size: int, lanes: int, lut_bits: int) -> None:
-    from amaranth.back import verilog
+    from amaranth.back import rtlil
     from shiftpool.boards.tools import run_tool
     from shiftpool.hw.config import AcceleratorConfig
     from shiftpool.hw.engines.pool import PoolLookupEngine
@@ -37,9 +37,10 @@ def synth(org: str, size: int, lanes: int, lut_bits: int) -> None:
     engine = PoolLookupEngine(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp)
-        (where / "pool.v").write_text(verilog.convert(engine, name="pool_engine",
-                                                      platform=_UltraPlus()))
-        proc = run_tool("yosys", ["-q", "-p", f"read_verilog pool.v; {DROP_INIT}; synth_ice40 "
+        # RTLIL: yosys reads a 16K-entry table's Verilog initialization very slowly
+        (where / "pool.il").write_text(rtlil.convert(engine, name="pool_engine",
+                                                     platform=_UltraPlus()))
+        proc = run_tool("yosys", ["-q", "-p", f"read_rtlil pool.il; {DROP_INIT}; synth_ice40 "
                                   "-device u -spram -dsp -top pool_engine; tee -o stat.txt "
                                   "stat"], where)
         if proc.returncode:

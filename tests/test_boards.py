@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import stat
 import subprocess
 import sysconfig
@@ -153,34 +154,6 @@ def test_fit_candidates_go_largest_first():
     assert candidate_sizes([(1, 2), (2, 4), (4, 2), (2, 4)]) == [(2, 4), (4, 2), (1, 2)]
 
 
-@pytest.mark.synth
-@pytest.mark.slow
-def test_fit_builds_the_largest_engine_that_fits(tmp_path, capsys):
-    """``build --fit`` on a tiny candidate list at 16 MHz: 65x1 cannot be laid out (the
-    controller allows 64 lanes), 1x2 fits and is built; a second run takes it from the
-    cache without a tool run."""
-    model = small_model()
-    save_model(model, tmp_path / "small.npz")
-    argv = ["build", "--board", "icebreaker", tmp_path / "small.npz", "--fit", "--fit-sizes",
-            "1x2,65x1", "--clock-mhz", "16", "--report-only", "-o", tmp_path / "out"]
-    assert run_cli(argv) == 0
-    captured = capsys.readouterr()
-    assert "fit 1/2: 65x1 skipped" in captured.err and "fit 2/2: 1x2, place and route" \
-        in captured.err
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert (report["lanes"], report["taps"]) == (1, 2) and report["clock"]["met"]
-    assert report["config_hash"] == fit_config(model, lanes=1, taps=2).hash
-    assert report["fit"]["chosen"] == [1, 2]
-    assert [t["fits"] for t in report["fit"]["tried"]] == [False, True]
-    assert "largest engine that fits: 1x2" in captured.out
-    stamp = (tmp_path / "out" / "build" / "nextpnr-report.json").stat().st_mtime_ns
-    assert run_cli(argv) == 0
-    assert "fit 2/2: 1x2 fits (cached)" in capsys.readouterr().err
-    assert (tmp_path / "out" / "build" / "nextpnr-report.json").stat().st_mtime_ns == stamp
-    again = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert again["config_hash"] == report["config_hash"]
-
-
 def test_unknown_board_is_named():
     with pytest.raises(BoardError, match=r"unknown board 'icestick'; choose one of .*icebreaker"):
         get_board("icestick")
@@ -237,32 +210,53 @@ def test_report_parsing_keeps_each_family_resource():
 SYSTEM_PATH = "/usr/bin:/bin"
 
 
+#: The candidates of the build below: 65x1 cannot be laid out (the controller allows 64
+#: lanes), 1x2 fits.
+FIT_SIZES = "1x2,65x1"
+
+
 @pytest.fixture(scope="module")
 def ice40_build(tmp_path_factory):
-    """``shiftpool build`` of the small design for the iCEBreaker at 16 MHz (the UART
-    link alone keeps the UP5K's design clock near 20 MHz): synthesis, place and route,
-    icepack. It runs as the README runs it, the venv's ``shiftpool`` without activating
-    the venv, with ``PATH`` reduced to the system folders, so the YoWASP tools must be
-    found in the venv. Returns (exit code, output folder, model)."""
-    where = tmp_path_factory.mktemp("ice40-build")
+    """``shiftpool build --fit --fit-sizes 1x2,65x1`` of the small design for the
+    iCEBreaker at 16 MHz (the UART link alone keeps the UP5K's design clock near 20
+    MHz): 1x2 is chosen; synthesis, place and route, icepack. It runs as the README
+    runs it, the venv's ``shiftpool`` without activating the venv, with ``PATH``
+    reduced to the system folders, so the YoWASP tools must be found in the venv.
+    Built once per test run: pytest-xdist workers that both run tests of this module
+    share it (under a lock, as they share ``sim_build_dir``). Returns (the finished
+    process, output folder, model)."""
+    from shiftpool.sim.runner import build_lock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    where = root / "ice40-build"
     model = small_model()
-    save_model(model, where / "small.npz")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOSYS", "NEXTPNR", "ICE"))}
-    env["PATH"] = SYSTEM_PATH
-    shiftpool = Path(sysconfig.get_path("scripts")) / "shiftpool"
-    proc = subprocess.run([str(shiftpool), "build", "--board", "icebreaker",
-                           str(where / "small.npz"), "-o", str(where / "out"), "--lanes", "1",
-                           "--taps", "2", "--clock-mhz", "16"],
-                          env=env, capture_output=True, text=True, timeout=1800)
+    with build_lock(where):
+        done = where / "process.json"
+        if not done.exists():
+            where.mkdir(exist_ok=True)
+            save_model(model, where / "small.npz")
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("YOSYS", "NEXTPNR", "ICE"))}
+            env["PATH"] = SYSTEM_PATH
+            shiftpool = Path(sysconfig.get_path("scripts")) / "shiftpool"
+            proc = subprocess.run([str(shiftpool), "build", "--board", "icebreaker",
+                                   str(where / "small.npz"), "-o", str(where / "out"), "--fit",
+                                   "--fit-sizes", FIT_SIZES, "--clock-mhz", "16"],
+                                  env=env, capture_output=True, text=True, timeout=1800)
+            done.write_text(json.dumps({"args": proc.args, "returncode": proc.returncode,
+                                        "stdout": proc.stdout, "stderr": proc.stderr}))
+    proc = subprocess.CompletedProcess(**json.loads(done.read_text()))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.returncode, where / "out", model
+    return proc, where / "out", model
 
 
 @pytest.mark.synth
 @pytest.mark.slow
 def test_ice40_build_writes_bitstream_and_report(ice40_build):
-    code, out, model = ice40_build
-    assert code == 0
+    proc, out, model = ice40_build
+    assert proc.returncode == 0
     report = json.loads((out / "report.json").read_text())
     config = fit_config(model, lanes=1, taps=2)
     assert report["config_hash"] == config.hash
@@ -347,6 +341,37 @@ def test_ice40_report_breaks_utilization_down_by_unit(ice40_build):
     table = format_report(report)
     engine = units["engine"]
     assert re.search(rf"^  engine +{engine['lut']} +{engine['ff']} ", table, re.M), table
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_fit_builds_the_largest_engine_that_fits(ice40_build, tmp_path, capsys):
+    """The fixture's ``build --fit`` on a tiny candidate list at 16 MHz: 65x1 cannot be
+    laid out (the controller allows 64 lanes), 1x2 fits and is built, its output folder
+    holding what a plain build's does; a second run with ``--report-only`` (in a copy of
+    the output folder) takes it from the cache without a tool run."""
+    proc, built, model = ice40_build
+    assert "fit 1/2: 65x1 skipped" in proc.stderr and "fit 2/2: 1x2, place and route" \
+        in proc.stderr
+    report = json.loads((built / "report.json").read_text())
+    assert (report["lanes"], report["taps"]) == (1, 2) and report["clock"]["met"]
+    assert report["config_hash"] == fit_config(model, lanes=1, taps=2).hash
+    assert report["fit"]["chosen"] == [1, 2]
+    assert [t["fits"] for t in report["fit"]["tried"]] == [False, True]
+    assert "largest engine that fits: 1x2" in proc.stdout
+    chosen = built / "fit" / "1x2"
+    for name in ("nextpnr-report.json", "top.bin", "build/stat.json", "build/units.json"):
+        assert (built / name).read_bytes() == (chosen / name).read_bytes(), name
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    stamp = (out / "build" / "nextpnr-report.json").stat().st_mtime_ns
+    argv = ["build", "--board", "icebreaker", built.parent / "small.npz", "--fit",
+            "--fit-sizes", FIT_SIZES, "--clock-mhz", "16", "--report-only", "-o", out]
+    assert run_cli(argv) == 0
+    assert "fit 2/2: 1x2 fits (cached)" in capsys.readouterr().err
+    assert (out / "build" / "nextpnr-report.json").stat().st_mtime_ns == stamp
+    again = json.loads((out / "report.json").read_text())
+    assert again["config_hash"] == report["config_hash"]
 
 
 @pytest.mark.synth
