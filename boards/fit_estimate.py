@@ -65,27 +65,27 @@ def memory_verdict(board: Board, config) -> str | None:
     return None if fit.fits else f"memory estimate: {fit.message}"
 
 
-def _synthesize(board: Board, verilog_text: str) -> EngineCost:
+def _synthesize(board: Board, rtlil_text: str) -> EngineCost:
     family, synth = board_synth(board)
-    cells = next(iter(synth_cells(verilog_text, synth=synth, flatten=True).values()))
+    cells = next(iter(synth_cells(rtlil_text, synth=synth, flatten=True).values()))
     logic = sum(n * LOGIC_CELLS[family].get(cell, 0) for cell, n in cells.items())
     dsp = sum(n for cell, n in cells.items() if cell.startswith(DSP_CELLS[family]))
     return EngineCost(logic, dsp)
 
 
-def _engine_verilog(config) -> str:
-    from amaranth.back import verilog
+def _engine_rtlil(config) -> str:
+    from amaranth.back import rtlil
 
     from ..hw.engines.common import make_engine
 
-    return verilog.convert(make_engine(config), name="top")
+    return rtlil.convert(make_engine(config), name="top")
 
 
 def engine_cost(board: Board, config, cache_path: Path,
                 say: Callable[[str], None] = lambda text: None) -> EngineCost:
     """The engine of ``config`` on ``board``, extrapolated from its 1- and 2-lane
     syntheses (each cached in ``cache_path`` by the synthesis command and a digest of
-    the engine's Verilog: the memory depths of two candidates differ, their engines
+    the engine's RTLIL: the memory depths of two candidates differ, their engines
     need not)."""
     family, synth = board_synth(board)
     try:
@@ -94,7 +94,7 @@ def engine_cost(board: Board, config, cache_path: Path,
         cache = {}
     costs = []
     for lanes in (1, 2):
-        text = _engine_verilog(dataclasses.replace(config, lanes=lanes))
+        text = _engine_rtlil(dataclasses.replace(config, lanes=lanes))
         key = f"{synth}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
         if key not in cache:
             say(f"engine estimate: {config.engine} {lanes}x{config.taps} alone (yosys)")

@@ -172,19 +172,20 @@ def module_stat(component, *, family: str = "ice40", synth: str = "synth_ice40 -
 
 def synth_cells(component, *, synth: str, flatten: bool = False, top: str = "top",
                 where: Path | None = None) -> dict[str, dict[str, int]]:
-    """Cells by type of every module of ``component`` (or its Verilog text, top
-    module ``top``) synthesized alone with ``synth``: ``{module name: {cell type:
-    count}}``."""
+    """Cells by type of every module of ``component`` (or its RTLIL text, top module
+    ``top``) synthesized alone with ``synth``: ``{module name: {cell type: count}}``.
+    yosys reads RTLIL, as the board build does: reading the same design as Verilog
+    costs far more (a memory's initial rows are a line each)."""
     if not isinstance(component, str):
-        from amaranth.back import verilog
+        from amaranth.back import rtlil
 
-        component = verilog.convert(component, name=top)
+        component = rtlil.convert(component, name=top)
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp) if where is None else Path(where)
-        (where / "design.v").write_text(component)
+        (where / "design.il").write_text(component)
         synth = f"{synth} -top {top}" if flatten else \
             f"{HIDE_INDEXED_NAMES}; {synth} -top {top} -noflatten"
-        proc = run_tool("yosys", ["-q", "-p", f"read_verilog design.v; {synth}; "
+        proc = run_tool("yosys", ["-q", "-p", f"read_rtlil design.il; {synth}; "
                                   f"tee -q -o stat.json stat -json"], where)
         if proc.returncode != 0:
             raise BoardError(f"yosys failed: {(proc.stderr or proc.stdout).strip()[-300:]}")

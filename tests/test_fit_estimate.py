@@ -50,13 +50,13 @@ def test_engine_cost_over_lanes_matches_the_engine_synthesized(engine, tmp_path)
     """An engine's logic and DSPs at 4 lanes, extrapolated from 1 and 2 lanes, within
     5% (logic) and exactly (DSPs, one per int8 multiply) of yosys' count of the
     4-lane engine; a second call reads the cache."""
-    from shiftpool.boards.fit_estimate import _engine_verilog, _synthesize
+    from shiftpool.boards.fit_estimate import _engine_rtlil, _synthesize
 
     board = get_board("icebreaker")
     config = demo_sized_config(4, 1, engine)
     cache = tmp_path / "engines.json"
     guess = engine_cost(board, config, cache)
-    real = _synthesize(board, _engine_verilog(config))
+    real = _synthesize(board, _engine_rtlil(config))
     assert real.logic > 0
     assert abs(guess.logic - real.logic) <= 0.05 * real.logic, (guess, real)
     assert guess.dsp == real.dsp == (4 if engine == "int8" else 0)
