@@ -143,6 +143,33 @@ def test_malformed_rbnn_layers_name_the_field(rbnn_model, field, value, words):
         model.validate()
 
 
+@pytest.mark.parametrize("field, value, words", [
+    ("act_depth", 64, "config field 'act_depth' = 64 is too small: a feature map needs 72"),
+    ("program_depth", 3, "config field 'program_depth' = 3 is too small for 2 layers "
+                         "(4 descriptors)"),
+])
+def test_rounds_that_do_not_fit_the_memories_name_the_field(rbnn_model, field, value, words,
+                                                           tmp_path):
+    """3 rounds of 24 units need 3 * 24 activations for the hidden map and 3 + 1
+    descriptors; smaller memories are one line naming the config field, and
+    ``generate`` leaves no folder behind."""
+    import dataclasses
+
+    from shiftpool.hw.config import ConfigError
+    from shiftpool.sim.flow import generate
+    from shiftpool.sw.compile.fit import fit_config
+    from shiftpool.sw.model.file import save_model
+
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        fit_config(rbnn_model, lanes=2, taps=4, **{field: value})
+    save_model(rbnn_model, tmp_path / "r.npz")
+    config = fit_config(rbnn_model, lanes=2, taps=4)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        generate(tmp_path / "r.npz", tmp_path / "design",
+                 config=dataclasses.replace(config, **{field: value}))
+    assert not (tmp_path / "design").exists()
+
+
 def test_rbnn_needs_an_epoch(digits):
     """RBNN trains from scratch, so epochs = 0 (elsewhere: no fine-tuning) is refused."""
     from shiftpool.sw.schemes.compress import compress
