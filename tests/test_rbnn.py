@@ -198,6 +198,7 @@ def test_rbnn_needs_an_mlp():
               "hidden layer of 2 rounds of 32 units"),
     ("rounds", "layer 1: an RBNN layer whose rounds extend its inputs must follow an RBNN "
                "hidden layer of 2 rounds of 36 units"),
+    ("hidden_last", "layer 0: an RBNN hidden layer of 3 rounds cannot be the last layer"),
 ])
 def test_layouts_the_binary_engine_cannot_run_are_one_line(rbnn_model, change, words):
     """Legal model files the binary engine cannot run: the config's slot width must be
@@ -218,6 +219,10 @@ def test_layouts_the_binary_engine_cannot_run_are_one_line(rbnn_model, change, w
         out.in_shape, out.rounds = model.layers[0].in_shape, 2
         out.slots = np.zeros((10, 32), dtype=np.uint16)
         model.layers = [out]
+    elif change == "hidden_last":     # the hidden layer's 72 units as the model's outputs
+        model.layers = [model.layers[0]]
+        model.layers[0].relu, model.layers[0].shift = False, 0
+        config = AcceleratorConfig.from_dict(dict(config.as_dict(), out_depth=72))
     else:                         # 72 hidden units read as 2 rounds of 36, not 3 of 24
         out.rounds, out.slots = 2, np.zeros((10, 36), dtype=np.uint16)
     model.validate()

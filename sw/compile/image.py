@@ -286,6 +286,10 @@ def _check_rbnn_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
             raise ConfigError(f"layer {i}: after an RBNN hidden layer of {before.rounds} "
                               f"rounds comes an RBNN layer whose rounds extend its inputs "
                               f"(expand 'inputs')")
+        if rbnn_hidden(layer) and layer.rounds > 1 and i == len(model.layers) - 1:
+            raise ConfigError(f"layer {i}: an RBNN hidden layer of {layer.rounds} rounds "
+                              f"cannot be the last layer (its rounds' outputs are summed by "
+                              f"a following layer whose rounds extend its inputs)")
 
 
 def act_need(model: QuantModel, taps: int, im2col: bool = False) -> int:

@@ -185,8 +185,7 @@ def import_qonnx(path: str | Path, binary: bool = False) -> tuple[QuantModel, di
             raise QonnxImportError(f"{where}: shiftpool runs a chain of layers; this node's "
                                    f"data inputs are {data_inputs}, expected [{current!r}]")
         params = [walk.quantized.get(i, consts.get(i)) for i in node.input[1:] if i]
-        walk.where, walk.weight_bipolar = where, len(node.input) > 1 and \
-            node.input[1] in walk.bipolar
+        walk.weight_bipolar = len(node.input) > 1 and node.input[1] in walk.bipolar
         if op == "Quant":
             walk.activation_quant(_quant_params(node, consts, where), where, notes)
         elif op == "Conv":
@@ -237,7 +236,7 @@ class _Walk:
         self.bias_rounded: list[str] = []
         self.rounding = None        # of the activation Quant nodes, once one is read
         self.bipolar: set[str] = set()      # outputs of BipolarQuant nodes of constants
-        self.where, self.weight_bipolar = None, False    # the node being read
+        self.weight_bipolar = False     # the node being read has a BipolarQuant weight
         self.layer_nodes: list[tuple[str, bool]] = []   # per MAC layer: node, bipolar
 
     def activation_quant(self, params, where, notes) -> None:
