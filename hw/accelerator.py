@@ -34,13 +34,16 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigne
 from amaranth.lib import data, memory, wiring
 
 from .config import AcceleratorConfig
+from .controller.generate import GeneratePhase
 from .controller.layouts import beat_layout, descriptor_layout, group_layout, word_add
 from .controller.maxpool import MaxPool, act_word_layout
 from .controller.readback import Readback
 from .controller.table_build import TableBuild, pool_row_layout
 from .controller.writeback import WriteBack
 from .engines.common import make_engine
-from .memories import load_region_port
+from .engines.generator import store_shape
+from .generator_layout import STORES
+from .memories import SinglePortMemory, load_region_port
 from .memory_map import region_depths, region_width
 from .program import (
     KIND_POOL,
@@ -108,6 +111,7 @@ class Accelerator(wiring.Component):
         lw = lane_width(cfg)
         wlayout = act_word_layout(cfg)
         lookup = cfg.engine == "pool"
+        insitu = cfg.engine == "insitu"
 
         # -- memories -----------------------------------------------------------------
         dlayout = descriptor_layout(cfg)
@@ -119,6 +123,8 @@ class Accelerator(wiring.Component):
             "indices": data.ArrayLayout(unsigned(cfg.index_bits), cfg.lanes),
             "pool": pool_row_layout(cfg),
         }
+        if insitu:
+            shapes.update({f"mlg_{name}": store_shape(cfg, name) for name in STORES})
         depths = region_depths(cfg)
         # The regions this engine has, with their codes.
         regions = [(code, name) for code, name in enumerate(REGIONS) if depths[name]]
@@ -141,6 +147,16 @@ class Accelerator(wiring.Component):
             # The program is read in the cycle the last input word arrives, when a load
             # may write the same row: that read must see the new row.
             rd[name] = mem.read_port(transparent_for=(wp,) if name == "program" else ())
+        if insitu:
+            # MLG: the weight rows of the layer running, made by its generate phase (not
+            # a load region). Written only in GENERATE, read only in ISSUE: one address.
+            m.submodules.rows_mem = rows_mem = SinglePortMemory(
+                shape=unsigned(cfg.lanes * cfg.taps * cfg.code_width), depth=cfg.weight_depth)
+            weights_rd = memory.ReadPort.Signature(addr_width=len(rows_mem.addr),
+                                                   shape=rows_mem.shape).create()
+            m.d.comb += [rows_mem.rd_en.eq(weights_rd.en), weights_rd.data.eq(rows_mem.rd_data)]
+        else:
+            weights_rd = rd["weights"]
         # Each activation buffer holds words of `taps` lanes (docs/model-format.md,
         # "activation words"): one read port (a block RAM copy each), one write port
         # with an enable per lane.
@@ -256,7 +272,7 @@ class Accelerator(wiring.Component):
 
         m.d.comb += [
             rd["taps"].addr.eq(d.tap_base + step), rd["taps"].en.eq(advance),
-            rd["weights"].addr.eq(s2.wrow), rd["weights"].en.eq(advance),
+            weights_rd.addr.eq(s2.wrow), weights_rd.en.eq(advance),
         ]
         if lookup:
             m.d.comb += [rd["indices"].addr.eq(s2.wrow), rd["indices"].en.eq(advance)]
@@ -286,7 +302,7 @@ class Accelerator(wiring.Component):
             # A layer reads int8 weights or pool indices (the descriptor's `lookup`); both
             # memories are read at the beat's row and the engine takes the one it uses.
             m.d.comb += [
-                engine.i.payload.weights.eq(rd["weights"].data),
+                engine.i.payload.weights.eq(weights_rd.data),
                 engine.i.payload.index.eq(rd["indices"].data),
                 engine.i.payload.lookup.eq(d.lookup),
                 engine.i.payload.plane_lo.eq(d.plane_lo),
@@ -299,7 +315,7 @@ class Accelerator(wiring.Component):
                     engine.i.payload.fill_row.eq(s3.fill_row),
                 ]
         else:
-            m.d.comb += engine.i.payload.codes.eq(rd["weights"].data)
+            m.d.comb += engine.i.payload.codes.eq(weights_rd.data)
         if rbnn:
             m.d.comb += engine.i.payload.round.eq(s3.round)
 
@@ -353,6 +369,26 @@ class Accelerator(wiring.Component):
         with m.If(d.kind == KIND_POOL):
             for b in range(2):
                 m.d.comb += act_rp[b].addr.eq(mp.read_addr)
+
+        # -- MLG generate phase -------------------------------------------------------------
+        if insitu:
+            m.submodules.generate = gp = GeneratePhase(
+                cfg, len(rows_mem.addr), len(d.steps), len(d.groups1), len(d.channels))
+            stores = {f"{name}_rd": rd[f"mlg_{name}"] for name in STORES}
+            for port_name, port in stores.items():
+                m.d.comb += getattr(gp, port_name).data.eq(port.data)
+
+            def gen_layer(desc):
+                return [gp.layer.eq(0)] + [
+                    getattr(gp.layer, name).eq(getattr(desc, name))
+                    for name in gp.layer.shape().members if name != "groups"
+                ] + [gp.layer.groups.eq(desc.groups1)]
+
+            m.d.comb += gen_layer(d)
+            m.d.comb += [
+                rows_mem.addr.eq(Mux(gp.write.valid, gp.write.addr, weights_rd.addr)),
+                rows_mem.wr_en.eq(gp.write.valid), rows_mem.wr_data.eq(gp.write.data),
+            ]
 
         # -- controller --------------------------------------------------------------------
         layer = Signal(range(cfg.program_depth))
@@ -457,6 +493,19 @@ class Accelerator(wiring.Component):
                     m.next = "POOL"
                 with m.Else():
                     m.next = "ISSUE"
+                    if insitu:
+                        # The layer's weight rows are generated first (from the fields
+                        # being read now).
+                        m.d.comb += [*gen_layer(desc), gp.start.eq(1)]
+                        m.next = "GENERATE"
+            if insitu:
+                with m.State("GENERATE"):
+                    m.d.comb += [counting.eq(1), self.busy.eq(1)]
+                    for port_name, port in stores.items():
+                        m.d.comb += [port.addr.eq(getattr(gp, port_name).addr),
+                                     port.en.eq(getattr(gp, port_name).en)]
+                    with m.If(gp.done):
+                        m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [counting.eq(1), self.busy.eq(1), issuing.eq(1)]
                 with m.If(advance):

@@ -28,7 +28,8 @@ POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth", "precompute_
 POOL_TABLES = ("full", "half")
 
 #: Fields only the in-situ (MLG) engine and its weight generator use.
-MLG_FIELDS = ("mlg_qb", "mlg_qu", "mlg_qv", "mlg_bi", "mlg_bc", "mlg_depth")
+MLG_FIELDS = ("mlg_qb", "mlg_qu", "mlg_qv", "mlg_bi", "mlg_bc", "mlg_v_depth", "mlg_u_depth",
+              "mlg_b_depth", "mlg_w1_depth")
 
 #: Most level-1 bases ``Bi`` (level 1 needs ``Bi < kk = 9``).
 MAX_MLG_BI = 8
@@ -146,8 +147,10 @@ class AcceleratorConfig:
         In-situ engine: the largest level-1 basis size ``Bi`` (1..8).
     mlg_bc : int
         In-situ engine: the largest level-2 basis size ``Bc`` (1..4096).
-    mlg_depth : int
-        In-situ engine: rows in each of the generator's four stores (V, U, B, W1).
+    mlg_v_depth, mlg_u_depth, mlg_b_depth, mlg_w1_depth : int
+        In-situ engine: rows in each of the generator's four stores (V, U, B, W1;
+        ``hw/generator_layout.py``). The accelerator also holds one layer's generated
+        weight rows at a time, ``weight_depth`` rows (a working buffer, not loaded).
     pool_table : str
         Pool engine: the lookup table's organisation, one of :data:`POOL_TABLES`:
         ``"full"`` (``256 * pool_size`` entries per lane) or ``"half"`` (two tables of
@@ -182,7 +185,10 @@ class AcceleratorConfig:
     mlg_qv: int = 3
     mlg_bi: int = 2
     mlg_bc: int = 64
-    mlg_depth: int = 256
+    mlg_v_depth: int = 256
+    mlg_u_depth: int = 128
+    mlg_b_depth: int = 64
+    mlg_w1_depth: int = 256
     pool_table: str = "full"
 
     def __post_init__(self):
@@ -216,7 +222,8 @@ class AcceleratorConfig:
             _check_range(name, getattr(self, name), 2, 8)
         _check_range("mlg_bi", self.mlg_bi, 1, MAX_MLG_BI)
         _check_range("mlg_bc", self.mlg_bc, 1, 4096)
-        _check_range("mlg_depth", self.mlg_depth, 1)
+        for name in ("mlg_v_depth", "mlg_u_depth", "mlg_b_depth", "mlg_w1_depth"):
+            _check_range(name, getattr(self, name), 1)
         check_pool_table(self.pool_table)
         if self.precompute_steps and (self.lanes & (self.lanes - 1)
                                       or self.lanes > self.pool_size):

@@ -4,17 +4,24 @@ compiler (``sw/compile/mlg_layout.py``).
 Plain Python (no amaranth), so the host side can pack the generator's stores and
 requests. ``docs/arithmetic.md`` section 14.4 describes the stores and the request.
 
-The generator reads four stores, each ``mlg_depth`` rows deep:
+The generator reads four stores (``mlg_v_depth`` .. ``mlg_w1_depth`` rows deep).
+A layer's weight row ``(g, s)`` is ``taps`` inputs of the dot product for ``lanes``
+filters; tap ``j`` of step ``s`` is input channel ``ci`` at kernel position ``k``
+(``hw/engines/generator.py``: *grouped* steps, as the controller reads a grouped map,
+``s = G*9 + k`` with ``ci = G*taps + j``; *flat* steps, a dense layer or an im2col
+first layer, flattened input ``s*taps + j = ci*kk + k``):
 
 ``v``
     Row ``(g, c)``: ``V[g*lanes + l, c]`` for ``l = 0 .. lanes-1`` (level 2).
 ``u``
-    Row ``(c, ci)``: ``U[c, ci, b]`` for ``b = 0 .. mlg_bi-1`` (level 1).
+    Row ``(c, t)``: for each tap ``j``, ``U[c, ci_j, b]`` at index ``j*mlg_bi + b``,
+    where ``t`` is the step's channel group ``G`` (grouped) or the step ``s`` itself
+    (flat), and ``ci_j`` tap ``j``'s channel (0 for a tap past the fan-in).
 ``b``
     Row ``c``: ``B[c, b, k]`` at index ``b*9 + k`` (level 1).
 ``w1``
-    Row ``(c, s)``: the stored ``W1[c]`` (flattened ``Ci*kk``) at ``s*taps + j`` for
-    ``j = 0 .. taps-1`` (level 1 off).
+    Row ``(c, s)``: the stored ``W1[c, ci_j, k_j]`` at index ``j`` (level 1 off; 0 past
+    the fan-in).
 
 Every value is a signed field of its width's ``q + 1`` bits, packed LSB first.
 """
@@ -24,8 +31,8 @@ from __future__ import annotations
 from .config import KERNEL_TAPS, AcceleratorConfig
 from .program import addr_width, count_width
 
-__all__ = ["GEN_LATENCY", "STORES", "request_fields", "row_cycles", "store_layouts",
-           "store_widths", "u_ports"]
+__all__ = ["GEN_LATENCY", "STORES", "a_depth", "generate_fields", "request_fields", "row_cycles",
+           "store_depths", "store_layouts", "store_widths"]
 
 #: The generator's stores, in the order of their load codes.
 STORES = ("v", "u", "b", "w1")
@@ -40,7 +47,7 @@ def store_layouts(cfg: AcceleratorConfig) -> dict[str, tuple[int, int]]:
     """Per store: ``(values per row, signed bits per value)``."""
     return {
         "v": (cfg.lanes, cfg.mlg_qv + 1),
-        "u": (cfg.mlg_bi, cfg.mlg_qu + 1),
+        "u": (cfg.taps * cfg.mlg_bi, cfg.mlg_qu + 1),
         "b": (cfg.mlg_bi * KERNEL_TAPS, cfg.mlg_qb + 1),
         "w1": (cfg.taps, cfg.mlg_qu + 1),
     }
@@ -51,33 +58,56 @@ def store_widths(cfg: AcceleratorConfig) -> dict[str, int]:
     return {name: n * w for name, (n, w) in store_layouts(cfg).items()}
 
 
-def u_ports(cfg: AcceleratorConfig) -> int:
-    """Read ports of the ``u`` store: the most input channels ``taps`` consecutive
-    positions of a flattened 3x3 layer touch, ``floor((taps + 7) / 9) + 1``."""
-    return (KERNEL_TAPS - 1 + cfg.taps - 1) // KERNEL_TAPS + 1
+def store_depths(cfg: AcceleratorConfig) -> dict[str, int]:
+    """Rows of each store (the config's ``mlg_*_depth`` fields)."""
+    return {name: getattr(cfg, f"mlg_{name}_depth") for name in STORES}
+
+
+def a_depth(cfg: AcceleratorConfig) -> int:
+    """Rows the request's ``a_addr`` reaches: of the deeper of ``u`` and ``w1``."""
+    return max(cfg.mlg_u_depth, cfg.mlg_w1_depth)
 
 
 def request_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     """Fields of one generator request (one weight row), LSB first.
 
-    ``level1`` and ``level2`` say which levels the layer uses; ``count`` is the
-    iterations: ``Bc`` (level 2) or the group's valid lanes (level 2 off). Iteration
-    ``n`` reads ``v`` row ``v_addr + n``, ``b`` row ``b_addr + n``, and ``u`` rows
-    ``a_addr + n*a_stride + d`` (``d = 0 .. u_ports-1``) or ``w1`` row ``a_addr +
-    n*a_stride``. ``k0`` is the kernel position (``0..8``) of the row's tap 0,
-    ``taps_valid`` the taps below the layer's fan-in (level 1 zeroes the others).
+    ``level1`` and ``level2`` say which levels the layer uses, ``grouped`` how its
+    steps read the input (module docstring); ``count`` is the iterations: ``Bc``
+    (level 2) or the group's valid lanes (level 2 off). Iteration ``n`` reads ``v``
+    row ``v_addr + n``, ``b`` row ``b_addr + n``, and ``u`` (or ``w1``) row ``a_addr +
+    n*a_stride``. ``k0`` is the kernel position (``0..8``) of the row's tap 0: every
+    tap's (grouped) or tap ``j``'s ``(k0 + j) mod 9`` (flat).
     """
-    depth = addr_width(cfg.mlg_depth)
     return [
         ("level1", 1),
         ("level2", 1),
+        ("grouped", 1),
         ("count", count_width(max(cfg.mlg_bc, cfg.lanes))),
-        ("v_addr", depth),
-        ("a_addr", depth),
-        ("a_stride", count_width(cfg.mlg_depth)),
-        ("b_addr", depth),
+        ("v_addr", addr_width(cfg.mlg_v_depth)),
+        ("a_addr", addr_width(a_depth(cfg))),
+        ("a_stride", count_width(a_depth(cfg))),
+        ("b_addr", addr_width(cfg.mlg_b_depth)),
         ("k0", count_width(KERNEL_TAPS - 1)),
-        ("taps_valid", count_width(cfg.taps)),
+    ]
+
+
+def generate_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
+    """The layer-descriptor fields of an MLG layer's generate phase (in-situ engine
+    only; ``hw/controller/generate.py`` turns them into requests, ``docs/model-format.md``
+    §2.13): the levels and step kind, ``Bc``, the layer's first ``v``, ``a`` (``u`` or
+    ``w1``) and ``b`` rows, the ``a`` rows per basis (``a_stride``) and per lane group
+    (``a_group``, 0 with level 2)."""
+    a = a_depth(cfg)
+    return [
+        ("gen_level1", 1),
+        ("gen_level2", 1),
+        ("gen_grouped", 1),
+        ("gen_bc", count_width(max(cfg.mlg_bc, cfg.lanes))),
+        ("gen_v_base", addr_width(cfg.mlg_v_depth)),
+        ("gen_a_base", addr_width(a)),
+        ("gen_a_stride", count_width(a)),
+        ("gen_a_group", count_width(a)),
+        ("gen_b_base", addr_width(cfg.mlg_b_depth)),
     ]
 
 

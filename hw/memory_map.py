@@ -9,6 +9,7 @@ import it.
 from __future__ import annotations
 
 from .config import AcceleratorConfig
+from .generator_layout import STORES, store_depths, store_widths
 from .program import (
     REGIONS,
     addr_width,
@@ -25,23 +26,29 @@ __all__ = ["REGIONS", "load_addr_width", "load_data_width", "region_depths", "re
 def region_widths(cfg: AcceleratorConfig) -> dict[str, int]:
     """Bits in one row of each region (0 for a region the engine does not have)."""
     pool = cfg.engine == "pool"
+    mlg = cfg.engine == "insitu"
+    widths = store_widths(cfg) if mlg else {}
     return {
         "program": field_width(descriptor_fields(cfg)),
         "taps": field_width(tap_fields(cfg)),
-        "weights": cfg.lanes * cfg.taps * cfg.code_width,
+        "weights": 0 if mlg else cfg.lanes * cfg.taps * cfg.code_width,
         "bias": cfg.lanes * cfg.acc_width,
         "indices": cfg.lanes * cfg.index_bits if pool else 0,
         "pool": field_width(pool_row_fields(cfg)) if pool else 0,
+        **{f"mlg_{name}": widths.get(name, 0) for name in STORES},
     }
 
 
 def region_depths(cfg: AcceleratorConfig) -> dict[str, int]:
     """Rows of each region (0 for a region the engine does not have)."""
     pool = cfg.engine == "pool"
+    mlg = cfg.engine == "insitu"
+    depths = store_depths(cfg) if mlg else {}
     return {"program": cfg.program_depth, "taps": cfg.tap_depth,
-            "weights": cfg.weight_depth, "bias": cfg.bias_depth,
+            "weights": 0 if mlg else cfg.weight_depth, "bias": cfg.bias_depth,
             "indices": cfg.index_depth if pool else 0,
-            "pool": cfg.pool_size if pool else 0}
+            "pool": cfg.pool_size if pool else 0,
+            **{f"mlg_{name}": depths.get(name, 0) for name in STORES}}
 
 
 def region_width(cfg: AcceleratorConfig, region: str) -> int:

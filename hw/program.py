@@ -24,8 +24,11 @@ KIND_POOL = 1
 
 #: Load regions of the accelerator, in the order of their numeric codes. ``indices``
 #: (pool indices) and ``pool`` (the weight pool) exist only in the pool engine's
-#: accelerator; the others have them with depth 0.
-REGIONS = ("program", "taps", "weights", "bias", "indices", "pool")
+#: accelerator, the ``mlg_*`` stores of the weight generator only in the in-situ
+#: engine's (which has no ``weights`` region: it generates them); the others have
+#: them with depth 0.
+REGIONS = ("program", "taps", "weights", "bias", "indices", "pool", "mlg_v", "mlg_u", "mlg_b",
+           "mlg_w1")
 
 #: Words in a max-pool window (2x2).
 POOL_WINDOW = 4
@@ -113,7 +116,8 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     precision is ``act_bits - plane_lo`` bits); with a precompute store, a third:
     ``fill_groups`` (``pool_size / lanes`` for a layer in precompute mode, else 0).
     The binary engine's end with ``round``, ``round_steps`` and ``out_base`` (RBNN
-    rounds).
+    rounds), the in-situ engine's with its generate phase's fields
+    (``hw/generator_layout.generate_fields``).
     """
     dim = count_width(cfg.max_dim)
     addr = count_width(cfg.act_depth)
@@ -169,7 +173,13 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
         ("round", round_width(cfg)),
         ("round_steps", count_width(cfg.tap_depth)),
         ("out_base", words),
-    ] if cfg.engine == "binary" else [])
+    ] if cfg.engine == "binary" else []) + (_generate_fields(cfg) if cfg.engine == "insitu" else [])
+
+
+def _generate_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
+    from .generator_layout import generate_fields
+
+    return generate_fields(cfg)
 
 
 def lut_shift_width(cfg: AcceleratorConfig) -> int:

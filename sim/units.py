@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ..hw.config import AcceleratorConfig
 from ..hw.engines.common import engine_input_layout, engine_output_layout, make_engine
 from ..hw.engines.generator import WeightGenerator, generator_row_layout, store_shape
-from ..hw.generator_layout import STORES, request_fields, store_widths, u_ports
+from ..hw.generator_layout import STORES, request_fields, store_depths, store_widths
 from ..hw.program import addr_width, count_width, struct_layout
 from .runner import _build_dir, build_design, gateware_digest, run_cocotb
 
@@ -31,7 +31,8 @@ __all__ = ["EngineHarness", "GeneratorHarness", "UnitRun", "load_fields", "load_
 def load_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     """A harness ``load`` beat: one row ``data`` into row ``addr`` of store
     ``STORES[store]`` (pack it with ``hw/program.pack``)."""
-    return [("store", count_width(len(STORES) - 1)), ("addr", addr_width(cfg.mlg_depth)),
+    return [("store", count_width(len(STORES) - 1)),
+            ("addr", addr_width(max(store_depths(cfg).values()))),
             ("data", max(store_widths(cfg).values()))]
 
 
@@ -41,7 +42,7 @@ def load_layout(cfg: AcceleratorConfig) -> data.StructLayout:
 
 
 class GeneratorHarness(wiring.Component):
-    """The weight generator and its four stores (``mlg_depth`` rows each), written
+    """The weight generator and its four stores (``mlg_*_depth`` rows), written
     through ``load`` (always ready).
 
     Members
@@ -68,17 +69,14 @@ class GeneratorHarness(wiring.Component):
         m.d.comb += self.load.ready.eq(1)
         widths = store_widths(cfg)
         for code, name in enumerate(STORES):
-            mem = memory.Memory(shape=store_shape(cfg, name), depth=cfg.mlg_depth, init=[])
+            mem = memory.Memory(shape=store_shape(cfg, name), depth=store_depths(cfg)[name],
+                                init=[])
             m.submodules[f"store_{name}"] = mem
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.load.payload.addr),
                          wp.data.eq(self.load.payload.data[:widths[name]]),
                          wp.en.eq(self.load.valid & (self.load.payload.store == code))]
-            if name == "u":
-                for d in range(u_ports(cfg)):
-                    wiring.connect(m, gen.u_rd[d], mem.read_port())
-            else:
-                wiring.connect(m, getattr(gen, f"{name}_rd"), mem.read_port())
+            wiring.connect(m, getattr(gen, f"{name}_rd"), mem.read_port())
         return m
 
 

@@ -32,7 +32,8 @@ def random_config(rng) -> AcceleratorConfig:
         engine="insitu", lanes=int(rng.integers(1, 5)), taps=int(rng.integers(1, 12)),
         mlg_qb=int(rng.integers(2, 9)), mlg_qu=int(rng.integers(2, 9)),
         mlg_qv=int(rng.integers(2, 9)), mlg_bi=int(rng.integers(1, 5)),
-        mlg_bc=int(rng.integers(1, 9)), mlg_depth=512)
+        mlg_bc=int(rng.integers(1, 9)), mlg_v_depth=512, mlg_u_depth=512, mlg_b_depth=64,
+        mlg_w1_depth=512)
 
 
 def odd(rng, q: int, shape) -> np.ndarray:
@@ -49,7 +50,8 @@ def random_layer(rng, cfg: AcceleratorConfig, level1: bool, level2: bool):
                   for f in ("mlg_qb", "mlg_qu", "mlg_qv"))
     kind = "conv3x3" if level1 or rng.random() < 0.5 else "dense"
     kk = 9 if kind == "conv3x3" else 1
-    ci = int(rng.integers(2 if level1 else 1, 5))
+    # Level 1 needs Bi < Ci; level 2 needs Bc < Ci*kk.
+    ci = int(rng.integers(2 if level1 or level2 else 1, 5))
     if level1:
         bi = int(rng.integers(1, min(ci, kk, cfg.mlg_bi + 1)))
     co_min = 2 if level2 else 1
@@ -70,16 +72,31 @@ def random_layer(rng, cfg: AcceleratorConfig, level1: bool, level2: bool):
     return layer, types.SimpleNamespace(layers=[layer], qb=qb, qu=qu, qv=qv)
 
 
-def expected_rows(cfg: AcceleratorConfig, layer) -> list[list[list[int]]]:
-    """The golden model's weights, cut into the engine's rows ``(g, s)``: lane ``l``,
-    tap ``j`` is ``W[g*lanes + l, s*taps + j]``, zero outside ``W``."""
-    w = mlg_weight(layer).reshape(layer.out_shape[0], -1)
-    co, fan_in = w.shape
-    groups, steps = -(-co // cfg.lanes), -(-fan_in // cfg.taps)
-    padded = np.zeros((groups * cfg.lanes, steps * cfg.taps), dtype=np.int64)
-    padded[:co, :fan_in] = w
-    return [padded[g * cfg.lanes:(g + 1) * cfg.lanes, s * cfg.taps:(s + 1) * cfg.taps].tolist()
-            for g in range(groups) for s in range(steps)]
+def expected_rows(cfg: AcceleratorConfig, layer, grouped: bool) -> list[list[list[int]]]:
+    """The golden model's weights, cut into the engine's rows ``(g, s)`` by hand: lane
+    ``l``, tap ``j`` is filter ``g*lanes + l``'s weight at tap ``j``'s input (grouped
+    step ``s = G*9 + k``: channel ``G*taps + j`` at kernel position ``k``; flat: the
+    flattened input ``s*taps + j``), zero outside ``W``."""
+    co = layer.out_shape[0]
+    flat = mlg_weight(layer).reshape(co, -1)
+    ci = layer.in_shape[0]
+    kk = flat.shape[1] // ci if grouped else 1
+    groups = -(-co // cfg.lanes)
+    rows = []
+    for g in range(groups):
+        if grouped:
+            taps = [[(G * cfg.taps + j) * kk + k if G * cfg.taps + j < ci else None
+                     for j in range(cfg.taps)]
+                    for G in range(-(-ci // cfg.taps)) for k in range(kk)]
+        else:
+            taps = [[t if t < flat.shape[1] else None
+                     for t in range(s * cfg.taps, (s + 1) * cfg.taps)]
+                    for s in range(-(-flat.shape[1] // cfg.taps))]
+        for step in taps:
+            rows.append([[int(flat[g * cfg.lanes + lane, t])
+                          if g * cfg.lanes + lane < co and t is not None else 0
+                          for t in step] for lane in range(cfg.lanes)])
+    return rows
 
 
 def random_case(seed: int, layers: int = 4):
@@ -93,10 +110,11 @@ def random_case(seed: int, layers: int = 4):
     for n in range(layers):
         level1, level2 = bool(n & 1), bool(n & 2)
         layer, model = random_layer(rng, cfg, level1, level2)
-        placed = place_layer(cfg, model, 0, stores)
-        assert (placed.level1, placed.level2) == (level1, level2)
+        grouped = layer.kind == "conv3x3" and bool(rng.random() < 0.7)
+        placed = place_layer(cfg, model, 0, stores, grouped=grouped)
+        assert (placed.level1, placed.level2, placed.grouped) == (level1, level2, grouped)
         requests += layer_requests(cfg, placed)
-        rows += expected_rows(cfg, layer)
+        rows += expected_rows(cfg, layer, grouped)
     load = [pack(load_fields(cfg), dict(store=code, addr=addr, data=row))
             for code, name in enumerate(STORES) for addr, row in enumerate(stores[name])]
     return cfg, load, pack_requests(cfg, requests), rows, [r["count"] for r in requests]
@@ -169,11 +187,13 @@ def test_generator_bad_config_is_one_line():
 def test_layout_refuses_what_does_not_fit():
     rng = np.random.default_rng(7)
     cfg = AcceleratorConfig(engine="insitu", lanes=2, taps=4, mlg_qb=3, mlg_qu=4, mlg_qv=3,
-                            mlg_bi=2, mlg_bc=4, mlg_depth=512)
+                            mlg_bi=2, mlg_bc=4)
     layer, model = random_layer(rng, cfg, True, True)
-    small = AcceleratorConfig(**{**cfg.as_dict(), "mlg_depth": 2})
-    with pytest.raises(ConfigError, match="config field 'mlg_depth' = 2 is too small"):
-        place_layer(small, model, 0, {name: [] for name in STORES})
+    for store in STORES[:3]:        # level 1 and 2 on: no w1 rows
+        small = AcceleratorConfig(**{**cfg.as_dict(), f"mlg_{store}_depth": 1})
+        with pytest.raises(ConfigError, match=f"config field 'mlg_{store}_depth' = 1 is too "
+                                              f"small: the '{store}' store needs"):
+            place_layer(small, model, 0, {name: [] for name in STORES})
     model.qu = 6
     with pytest.raises(ConfigError, match="config field 'mlg_qu' = 4 is too small"):
         place_layer(cfg, model, 0, {name: [] for name in STORES})

@@ -127,15 +127,6 @@ def test_malformed_mlg_layers_name_the_field(mlg_model, change, words):
         model.validate()
 
 
-def test_no_accelerator_yet_is_one_clear_error(mlg_model):
-    from shiftpool.hw.config import ConfigError
-    from shiftpool.sw.compile.fit import fit_config
-
-    with pytest.raises(ConfigError, match="no accelerator runs scheme 'mlg' yet: the in-situ "
-                                          "engine and its weight generator exist"):
-        fit_config(mlg_model)
-
-
 def test_generator_expands_the_digits_model(mlg_model):
     """Every MAC layer of the trained digits mlg model, laid out in one set of stores,
     comes out of the weight generator (Amaranth's simulator, idle requests and
@@ -153,7 +144,7 @@ def test_generator_expands_the_digits_model(mlg_model):
 
     cfg = AcceleratorConfig(engine="insitu", lanes=2, taps=8, mlg_qb=mlg_model.qb,
                             mlg_qu=mlg_model.qu, mlg_qv=mlg_model.qv, mlg_bi=2, mlg_bc=8,
-                            mlg_depth=512)
+                            mlg_v_depth=512, mlg_u_depth=512, mlg_w1_depth=512)
     stores = {name: [] for name in STORES}
     requests, rows, levels = [], [], []
     for i, layer in enumerate(mlg_model.layers):
@@ -161,7 +152,7 @@ def test_generator_expands_the_digits_model(mlg_model):
             placed = place_layer(cfg, mlg_model, i, stores)
             levels.append((placed.level1, placed.level2))
             requests += layer_requests(cfg, placed)
-            rows += expected_rows(cfg, layer)
+            rows += expected_rows(cfg, layer, placed.grouped)
     assert (True, True) in levels and (False, True) in levels      # both kinds occur
     load = [pack(load_fields(cfg), dict(store=code, addr=addr, data=row))
             for code, name in enumerate(STORES) for addr, row in enumerate(stores[name])]
@@ -170,22 +161,29 @@ def test_generator_expands_the_digits_model(mlg_model):
 
 
 def test_generator_cycles_of_the_digits_model(mlg_model):
-    """``mlg_cycle_table``'s generator cycles: per row ``count + 3`` (``count`` = Bc with
-    level 2, else the group's valid lanes), rows = groups x steps, from the layer shapes."""
-    from shiftpool.hw.config import AcceleratorConfig
-    from shiftpool.sw.compile.mlg_layout import mlg_cycle_table
+    """The cycle model's generate phase: per row ``count + 3`` (``count`` = Bc with
+    level 2, else the group's valid lanes), rows = groups x steps, from the layer
+    shapes; the same as the sum over the compiler's requests."""
+    from shiftpool.hw.generator_layout import STORES
+    from shiftpool.sw.compile.cycles import generate_cycles
+    from shiftpool.sw.compile.fit import fit_config
+    from shiftpool.sw.compile.image import compile_model, map_layout
+    from shiftpool.sw.compile.mlg_layout import generator_cycles, layer_requests, place_layer
 
-    cfg = AcceleratorConfig(engine="insitu", lanes=3, taps=8, mlg_qb=mlg_model.qb,
-                            mlg_qu=mlg_model.qu, mlg_qv=mlg_model.qv, mlg_bi=2, mlg_bc=8,
-                            mlg_depth=1024)
-    table = mlg_cycle_table(cfg, mlg_model)
-    macs = [layer for layer in mlg_model.layers if layer.is_mac]
-    assert [row["layer"] for row in table] == [i for i, la in enumerate(mlg_model.layers)
-                                               if la.is_mac]
-    for row, layer in zip(table, macs, strict=True):
-        co, fan_in = layer.out_shape[0], layer.fan_in
-        steps = -(-fan_in // 8)
+    cfg = fit_config(mlg_model, lanes=3, taps=8)
+    image = compile_model(mlg_model, cfg)
+    stores = {name: [] for name in STORES}
+    for i, layer in enumerate(mlg_model.layers):
+        if not layer.is_mac:
+            continue
+        plan = image.plans[i]
+        co = layer.out_shape[0]
         counts = ([layer.mlg_v.shape[1]] * -(-co // 3) if layer.mlg_v is not None
                   else [min(3, co - g) for g in range(0, co, 3)])
-        assert row["rows"] == len(counts) * steps
-        assert row["generator_cycles"] == steps * sum(c + 3 for c in counts)
+        expect = plan.steps * sum(c + 3 for c in counts)
+        assert generate_cycles(cfg, layer, plan) == expect, f"layer {i}"
+        placed = place_layer(cfg, mlg_model, i, stores,
+                             grouped=map_layout(mlg_model, i, image.im2col) == "grouped")
+        requests = layer_requests(cfg, placed)
+        assert len(requests) == len(counts) * plan.steps
+        assert generator_cycles(requests) == expect, f"layer {i}"

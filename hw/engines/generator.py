@@ -5,20 +5,20 @@ iterations, one per cycle; iteration ``n`` (basis ``c``) computes a level-1 row 
 ``taps`` values and adds it, times each lane's mixing coefficient, to that lane's
 accumulators::
 
-    level 1 on:  W1[j] = sum_b U[c, ci_j, b] * B[c, b, k_j]      (0 for j >= taps_valid)
-    level 1 off: W1[j] = the stored W1 row (c, s)
-    level 2 on:  acc[l][j] += V[g*lanes + l, c] * W1[j]          (count = Bc)
-    level 2 off: acc[l][j] += (l == n) * W1[j]                   (count = valid lanes)
+    level 1 on:  W1[j] = sum_b u[j*Bi + b] * B[c, b, k_j]    (u: the u store's row)
+    level 1 off: W1[j] = the stored w1 row's value j
+    level 2 on:  acc[l][j] += V[g*lanes + l, c] * W1[j]        (count = Bc)
+    level 2 off: acc[l][j] += (l == n) * W1[j]                 (count = valid lanes)
 
-where tap ``j``'s kernel position is ``p = k0 + j``: input channel ``ci_j = ci_0 + p // 9``
-(the ``u`` store's read port ``p // 9``) and position ``k_j = p % 9``. The products and
-sums are exact at the widths :attr:`AcceleratorConfig.mlg_w1_width` and
+where tap ``j``'s kernel position ``k_j`` is the request's ``k0`` (grouped steps) or
+``(k0 + j) mod 9`` (flat steps); the ``u`` row already holds each tap's channel's
+coefficients (``hw/generator_layout.py``). The products and sums are exact at the
+widths :attr:`AcceleratorConfig.mlg_w1_width` and
 :attr:`~AcceleratorConfig.mlg_w_width`; nothing is rounded or clipped. Why this
-organisation: one basis per cycle needs ``lanes*taps`` small multipliers
-(``qv + 1`` by ``W1`` bits) and ``taps*Bi`` tiny ones (``qu + 1`` by ``qb + 1``) for
-level 1, shared by every lane, and one read of each store per cycle (``u`` through
-``u_ports`` read ports); generating a whole row in one cycle would need ``Bc`` times the
-multipliers.
+organisation: one basis per cycle needs ``lanes*taps`` small multipliers (``qv + 1``
+by ``W1`` bits) and ``taps*Bi`` tiny ones (``qu + 1`` by ``qb + 1``) for level 1,
+shared by every lane, and one read of each store per cycle; generating a whole row
+in one cycle would need ``Bc`` times the multipliers.
 
 Timing: a request is accepted while the output is empty (or being emptied); its
 iterations read the stores in the ``count`` cycles after the accept, the level-1 row is
@@ -34,7 +34,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import KERNEL_TAPS, AcceleratorConfig
-from ..generator_layout import request_fields, store_layouts, u_ports
+from ..generator_layout import request_fields, store_depths, store_layouts
 from ..program import addr_width, struct_layout
 
 __all__ = ["WeightGenerator", "generator_row_layout", "store_shape"]
@@ -53,7 +53,7 @@ def generator_row_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
 
 
 def _read_port(cfg, name):
-    return In(memory.ReadPort.Signature(addr_width=addr_width(cfg.mlg_depth),
+    return In(memory.ReadPort.Signature(addr_width=addr_width(store_depths(cfg)[name]),
                                         shape=store_shape(cfg, name)))
 
 
@@ -71,10 +71,8 @@ class WeightGenerator(wiring.Component):
         One request per weight row (``hw/generator_layout.request_fields``).
     o : Out(stream.Signature(generator_row_layout(config)))
         The generated row, held until taken.
-    v_rd, b_rd, w1_rd : In(memory.ReadPort.Signature(...))
-        Read ports of the ``v``, ``b`` and ``w1`` stores (synchronous).
-    u_rd : In(memory.ReadPort.Signature(...)).array(u_ports(config))
-        Read ports of the ``u`` store: port ``d`` reads the row ``d`` channels on.
+    v_rd, u_rd, b_rd, w1_rd : In(memory.ReadPort.Signature(...))
+        Read ports of the four stores (synchronous).
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -88,7 +86,7 @@ class WeightGenerator(wiring.Component):
             "i": In(stream.Signature(struct_layout(request_fields(config)))),
             "o": Out(stream.Signature(generator_row_layout(config))),
             "v_rd": _read_port(config, "v"),
-            "u_rd": _read_port(config, "u").array(u_ports(config)),
+            "u_rd": _read_port(config, "u"),
             "b_rd": _read_port(config, "b"),
             "w1_rd": _read_port(config, "w1"),
         })
@@ -104,8 +102,9 @@ class WeightGenerator(wiring.Component):
         req = Signal(self.i.payload.shape())        # the request being generated
         busy = Signal()                             # iterations left to issue
         it = Signal.like(req.count)                 # the iteration being issued
-        v_addr, a_addr, b_addr = (Signal.like(req.v_addr, name=n)
-                                  for n in ("v_cur", "a_cur", "b_cur"))
+        v_addr = Signal.like(req.v_addr, name="v_cur")
+        a_addr = Signal.like(req.a_addr, name="a_cur")
+        b_addr = Signal.like(req.b_addr, name="b_cur")
 
         # Accept a request while nothing is being issued and no row would be pending
         # when this one's first product lands (the output is empty or leaves now).
@@ -120,11 +119,10 @@ class WeightGenerator(wiring.Component):
                          a_addr.eq(p.a_addr), b_addr.eq(p.b_addr)]
 
         # Stage 0: read the stores for iteration `it`.
-        ports = [self.v_rd, self.b_rd, self.w1_rd, *self.u_rd]
+        ports = [self.v_rd, self.u_rd, self.b_rd, self.w1_rd]
         m.d.comb += [port.en.eq(busy) for port in ports]
         m.d.comb += [self.v_rd.addr.eq(v_addr), self.b_rd.addr.eq(b_addr),
-                     self.w1_rd.addr.eq(a_addr)]
-        m.d.comb += [port.addr.eq(a_addr + d) for d, port in enumerate(self.u_rd)]
+                     self.u_rd.addr.eq(a_addr), self.w1_rd.addr.eq(a_addr)]
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_it = Signal.like(it)
         m.d.sync += [s1_valid.eq(busy), s1_first.eq(it == 0), s1_last.eq(it == req.count - 1),
@@ -143,16 +141,14 @@ class WeightGenerator(wiring.Component):
         b_row = self.b_rd.data
         b_col = [Array(b_row[b * KERNEL_TAPS + k] for k in range(KERNEL_TAPS))
                  for b in range(cfg.mlg_bi)]
+        u_row = self.u_rd.data
         for j in range(taps):
-            # Tap j's channel offset and kernel position for each k0 (constants).
-            port = Array(Const((k0 + j) // KERNEL_TAPS, range(len(self.u_rd)))
-                         for k0 in range(KERNEL_TAPS))[req.k0]
-            kpos = Array(Const((k0 + j) % KERNEL_TAPS, range(KERNEL_TAPS))
-                         for k0 in range(KERNEL_TAPS))[req.k0]
-            u = [Array(p.data[b] for p in self.u_rd)[port] for b in range(cfg.mlg_bi)]
-            level1 = sum(u[b] * b_col[b][kpos] for b in range(cfg.mlg_bi))
-            value = Mux(req.level1, Mux(j < req.taps_valid, level1, 0), self.w1_rd.data[j])
-            m.d.sync += w1[j].eq(value)
+            # Tap j's kernel position: k0 (grouped), or k0 + j mod 9 (flat; constants).
+            flat_k = Array(Const((k0 + j) % KERNEL_TAPS, range(KERNEL_TAPS))
+                           for k0 in range(KERNEL_TAPS))[req.k0]
+            kpos = Mux(req.grouped, req.k0, flat_k)
+            level1 = sum(u_row[j * cfg.mlg_bi + b] * b_col[b][kpos] for b in range(cfg.mlg_bi))
+            m.d.sync += w1[j].eq(Mux(req.level1, level1, self.w1_rd.data[j]))
         for lane in range(lanes):
             m.d.sync += factor[lane].eq(Mux(req.level2, self.v_rd.data[lane], s1_it == lane))
 

@@ -66,6 +66,15 @@ Pool engine (``hw/engines/pool.py``)
     and the groups' beats then take one cycle each (a store read instead of ``P``
     table reads).
 
+In-situ engine (MLG, ``hw/controller/generate.py``)
+    A MAC layer first generates its weight rows: from cycle 1 the generator takes a
+    request (one row: lane group ``g``, step ``s``) every ``count_g + GEN_LATENCY``
+    cycles (``count_g = Bc`` with level 2, else the group's valid lanes) and the last
+    row is written ``count + GEN_LATENCY`` cycles after its request, so the phase takes
+    ``G = steps * sum_g (count_g + GEN_LATENCY)`` cycles after DECODE
+    (:func:`generate_cycles`); the layer's MAC schedule above then starts ``G + 1``
+    cycles later than a layer of another engine.
+
 Loading a pool model (not part of an inference's count)
     Each row of the ``pool`` region builds one column of the lookup table: the load
     port takes nothing for ``B = table_build_cycles(cfg)`` cycles after a pool row (257
@@ -77,10 +86,11 @@ Loading a pool model (not part of an inference's count)
 from __future__ import annotations
 
 from ...hw.config import AcceleratorConfig
+from ...hw.generator_layout import row_cycles
 from ...hw.program import flat_phases, pool_phases, table_build_cycles
 from .image import Image, MacPlan, map_layout
 
-__all__ = ["ISSUE_LATENCY", "group_shapes", "layer_cycles", "inference_cycles",
+__all__ = ["ISSUE_LATENCY", "generate_cycles", "group_shapes", "layer_cycles", "inference_cycles",
            "build_cycles", "pool_row_accepts", "table_build_cycles"]
 
 #: Cycles from a beat's issue until it enters the engine.
@@ -128,6 +138,15 @@ def _pool_mac_cycles(plan: MacPlan, channels: int, lanes: int, planes: int,
     return free + 3
 
 
+def generate_cycles(cfg: AcceleratorConfig, layer, plan: MacPlan) -> int:
+    """In-situ engine: cycles of an MLG layer's generate phase, from the cycle after its
+    DECODE to the write of its last row (module docstring)."""
+    co = layer.out_shape[0]
+    counts = [layer.mlg_v.shape[1] if layer.mlg_v is not None else min(cfg.lanes, co - c0)
+              for c0 in range(0, co, cfg.lanes)]
+    return plan.steps * sum(row_cycles(c) for c in counts)
+
+
 def layer_cycles(image: Image) -> list[int]:
     """Cycles of each layer of ``image``'s program, its DECODE included."""
     cfg = image.config
@@ -151,7 +170,10 @@ def layer_cycles(image: Image) -> list[int]:
         else:
             # An RBNN hidden layer runs as one descriptor per round, each a layer of its own.
             per = plan.descriptors
-            out.append(per * _mac_cycles(plan, layer.out_shape[0] // per, cfg.lanes))
+            cycles = per * _mac_cycles(plan, layer.out_shape[0] // per, cfg.lanes)
+            if cfg.engine == "insitu":
+                cycles += generate_cycles(cfg, layer, plan) + 1
+            out.append(cycles)
     return out
 
 

@@ -11,6 +11,7 @@ from ...hw.config import (
     ConfigError,
     ceil_log2,
 )
+from ...hw.generator_layout import STORES
 from ..model.file import QuantModel
 from ..schemes import golden
 from .image import act_need, compile_model, engine_for_model, uses_im2col
@@ -65,6 +66,16 @@ def fit_config(model: QuantModel, lanes: int = DEFAULT_LANES, taps: int = DEFAUL
         steps = [model.layers[i].fan_in // POOL_GROUP
                  for i, m in golden.layer_modes(model, mode).items() if m == "precompute"]
         base.update(precompute_steps=max(steps, default=0))
+    if engine == "insitu":
+        # The generator's widths and basis sizes are the model's; the row buffer holds
+        # the largest layer's generated rows.
+        macs = [layer for layer in model.layers if layer.is_mac]
+        base.update(mlg_qb=model.qb, mlg_qu=model.qu, mlg_qv=model.qv,
+                    mlg_bi=max([la.mlg_b.shape[1] for la in macs if la.mlg_b is not None],
+                               default=1),
+                    mlg_bc=max([la.mlg_v.shape[1] for la in macs if la.mlg_v is not None],
+                               default=1),
+                    **{f"mlg_{name}_depth": 1 << 20 for name in STORES})
     roomy = AcceleratorConfig(**base)
     # Where the first layer can read an im2col input, room for the images with and
     # without it (the host picks per load: docs/model-format.md §2.2).
@@ -79,6 +90,10 @@ def fit_config(model: QuantModel, lanes: int = DEFAULT_LANES, taps: int = DEFAUL
                   max_dim=max(sides, default=1))
     if engine == "pool":
         fitted.update(index_depth=used["indices"])
+    if engine == "insitu":
+        image = compile_model(model, roomy, mode=mode)
+        fitted.update(weight_depth=max(p.groups1 * p.steps for p in image.plans if p),
+                      **{f"mlg_{name}_depth": used[f"mlg_{name}"] for name in STORES})
     fitted.update(fields)
     config = AcceleratorConfig.from_dict(fitted)
     compile_model(model, config, mode=mode)     # raises ConfigError naming what does not fit

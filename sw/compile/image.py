@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 from ...hw.config import AcceleratorConfig, ConfigError
+from ...hw.generator_layout import STORES
 from ...hw.memory_map import region_depths, region_widths
 from ...hw.program import (
     KIND_MAC,
@@ -31,6 +32,7 @@ from ...hw.program import (
 )
 from ..model.file import QuantModel
 from ..schemes import golden, pool_golden
+from .mlg_layout import place_layer
 
 __all__ = ["Image", "MacPlan", "compile_model", "encode_code", "engine_for_model",
            "map_layout", "map_words", "uses_im2col"]
@@ -92,11 +94,6 @@ def engine_for_model(model: QuantModel) -> str:
         what = f"its engine {engine!r} is not built yet" if engine else "it has no engine"
         raise ConfigError(f"no engine runs scheme {model.scheme!r} yet ({what}; engines exist "
                           f"for {', '.join(built)}); the golden model runs it")
-    if engine == "insitu":
-        raise ConfigError(f"no accelerator runs scheme {model.scheme!r} yet: the in-situ engine "
-                          f"and its weight generator exist (hw/engines/insitu.py, generator.py) "
-                          f"but the controller does not drive the generator yet; the golden "
-                          f"model runs it")
     return engine
 
 
@@ -382,7 +379,7 @@ def _terms(layer, order, in_perm):
         t = np.asarray(layer.terms, dtype=np.int64)
         vals = np.where(t == 0, 0, np.sign(t) << np.maximum(np.abs(t) - 1, 0))
     else:
-        vals = np.asarray(layer.weight, dtype=np.int64)[None]
+        vals = layer.int_weight[None]       # int8 weights, or an mlg layer's generated ones
     vals = vals[:, order]
     if in_perm is not None:
         ci = len(in_perm)
@@ -401,9 +398,12 @@ _DESCRIPTOR_BOUND = {
     "row_skip": "max_dim", "chan_skip": "max_dim", "groups1": "act_depth",
     "groups2": "act_depth", "n1": "act_depth", "channels": "act_depth",
     "round_steps": "tap_depth", "out_base": "act_depth", "round": "slot_bits",
+    "gen_bc": "mlg_bc", "gen_v_base": "mlg_v_depth", "gen_a_base": "mlg_w1_depth",
+    "gen_a_stride": "mlg_w1_depth", "gen_a_group": "mlg_w1_depth", "gen_b_base": "mlg_b_depth",
 }
 _DEPTH_FIELD = {"program": "program_depth", "taps": "tap_depth", "weights": "weight_depth",
-                "bias": "bias_depth", "indices": "index_depth", "pool": "pool_size"}
+                "bias": "bias_depth", "indices": "index_depth", "pool": "pool_size",
+                **{f"mlg_{name}": f"mlg_{name}_depth" for name in ("v", "u", "b", "w1")}}
 
 
 def _check_depths(cfg: AcceleratorConfig, regions: dict) -> None:
@@ -505,6 +505,30 @@ def _pool_rows(cfg: AcceleratorConfig, model: QuantModel) -> list[int]:
     return rows
 
 
+def _mlg_layer(cfg: AcceleratorConfig, model: QuantModel, i: int, regions: dict,
+               plan: MacPlan, layout: str, stores: dict) -> dict:
+    """Place MLG layer ``i``'s bases in ``stores`` (``sw/compile/mlg_layout.py``) and
+    return its descriptor's generate fields; ConfigError if its rows do not fit the
+    row buffer."""
+    placed = place_layer(cfg, model, i, stores, grouped=layout == "grouped")
+    if placed.steps != plan.steps or plan.groups2:
+        raise AssertionError(f"layer {i}: the generator's rows ({placed.steps} steps) are not "
+                             f"the issue stage's ({plan.steps} steps, {plan.groups2} two-pass)")
+    rows = plan.groups1 * plan.steps
+    if rows > cfg.weight_depth:
+        raise ConfigError(f"config field 'weight_depth' = {cfg.weight_depth} is too small: "
+                          f"layer {i}'s generated weight rows need {rows}")
+    stride = placed.u_rows if placed.level1 else placed.steps
+    return dict(
+        gen_level1=int(placed.level1), gen_level2=int(placed.level2),
+        gen_grouped=int(placed.grouped), gen_bc=placed.bc if placed.level2 else 0,
+        gen_v_base=placed.bases["v"] if placed.level2 else 0,
+        gen_b_base=placed.bases["b"] if placed.level1 else 0,
+        gen_a_base=placed.bases["u"] if placed.level1 else placed.bases["w1"],
+        gen_a_stride=stride,
+        gen_a_group=cfg.lanes * stride if not placed.level2 and plan.groups1 > 1 else 0)
+
+
 def _rbnn_layer(cfg: AcceleratorConfig, model: QuantModel, i: int, regions: dict,
                 im2col: bool) -> MacPlan:
     """Lay out RBNN layer ``i`` (docs/model-format.md §2.12) and append its rows; the
@@ -596,6 +620,7 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
     regions = {name: [] for name in REGIONS}
     if cfg.engine == "pool":
         regions["pool"] = _pool_rows(cfg, model)
+    mlg_stores = {name: [] for name in STORES}
     plans = []
     in_perm = None          # permutation of the current feature map's channels
     shape = tuple(model.input_shape)
@@ -645,8 +670,15 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
             regions["taps"].extend(_mac_taps(cfg, layer, plan, shape, fan_in, layout))
             inputs = _step_inputs(cfg, layer, plan, fan_in, layout)
             row_region = "weights"
+        gen_fields = {}
+        if cfg.engine == "insitu":
+            # MLG: the bases go to the generator's stores; the generate phase makes the
+            # weight rows into the row buffer, from row 0, before the layer's beats.
+            gen_fields = _mlg_layer(cfg, model, i, regions, plan, map_layout(model, i, im2col),
+                                    mlg_stores)
+            row_region = None
         # Weight rows: group by group, pass by pass, step by step.
-        weight_base = len(regions[row_region])
+        weight_base = len(regions[row_region]) if row_region else 0
         for g in range(plan.groups):
             one_pass = g < plan.groups1
             first = g * cfg.lanes if one_pass else plan.n1 + (g - plan.groups1) * cfg.lanes
@@ -656,6 +688,8 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
                 [bias[ch] if ch < limit else 0 for ch in chans], cfg.acc_width))
             for p in range(1 if one_pass else 2):
                 for s in range(plan.steps):
+                    if row_region is None:
+                        continue
                     if layer.is_pool:
                         regions["indices"].append(_pack_array(
                             [index[ch, s] if ch < limit else 0 for ch in chans],
@@ -672,7 +706,8 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
             kind=KIND_MAC, last=int(last), src=src, shift=int(layer.shift),
             height=h, width=w, area=plan.area, steps=plan.steps, tap_base=tap_base,
             weight_base=weight_base, bias_base=bias_base, groups1=plan.groups1,
-            groups2=plan.groups2, n1=plan.n1, channels=co, **_input_fields(cfg, model, i, im2col))
+            groups2=plan.groups2, n1=plan.n1, channels=co, **gen_fields,
+            **_input_fields(cfg, model, i, im2col))
         if not last:
             fields.update(_out_fields(cfg, map_layout(model, i + 1), plan.area, plan.n1))
         if cfg.engine == "pool":
@@ -690,6 +725,8 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
         regions["program"].append(_pack_descriptor(cfg, i, regions, fields))
         in_perm = None if last else plan.order
         shape = tuple(layer.out_shape)
+    for name, rows in mlg_stores.items():
+        regions[f"mlg_{name}"] = rows
     _check_depths(cfg, regions)
     return Image(config=cfg, model=model, regions=regions, plans=plans, planes=planes,
                  modes=modes, im2col=im2col)

@@ -4,8 +4,9 @@ The generator (``hw/engines/generator.py``) reads four stores (``hw/generator_la
 ``v``, ``u``, ``b``, ``w1``) and takes one request per weight row; this module writes a
 layer's rows into the stores and makes its requests, in the order the controller
 consumes weight rows (lane group by lane group, step by step). Weight row ``(g, s)``
-is ``W[g*lanes + l, s*taps + j]`` (``W`` flattened to ``[Co, Ci*kk]``, zero beyond
-``Co`` and the fan-in): what ``sw/model/file.mlg_weight`` generates.
+holds ``W[g*lanes + l, ci_j, k_j]`` at lane ``l``, tap ``j``, where :func:`step_inputs`
+gives each tap's channel and kernel position (zero beyond ``Co`` and the fan-in), ``W``
+being what ``sw/model/file.mlg_weight`` generates.
 ``docs/arithmetic.md`` section 14.4 is the contract.
 """
 
@@ -16,11 +17,17 @@ import dataclasses
 import numpy as np
 
 from ...hw.config import KERNEL_TAPS, AcceleratorConfig, ConfigError
-from ...hw.generator_layout import STORES, request_fields, row_cycles, store_layouts
+from ...hw.generator_layout import (
+    STORES,
+    request_fields,
+    row_cycles,
+    store_depths,
+    store_layouts,
+)
 from ...hw.program import pack
 
-__all__ = ["MlgPlacement", "generator_cycles", "layer_requests", "mlg_cycle_table", "pack_requests",
-           "pack_store_row", "place_layer"]
+__all__ = ["MlgPlacement", "generator_cycles", "layer_requests", "pack_requests",
+           "pack_store_row", "place_layer", "step_inputs"]
 
 
 def pack_store_row(values, width: int) -> int:
@@ -40,12 +47,18 @@ class MlgPlacement:
 
     level1: bool
     level2: bool
+    grouped: bool       # steps read a grouped map (channel group G at kernel position k)
     bc: int             # level-1 rows W1[c]: the level-2 basis size, or Co without level 2
     co: int
     ci: int
     kk: int
     steps: int          # weight rows per lane group
     bases: dict         # store name -> first row of the layer
+
+    @property
+    def u_rows(self) -> int:
+        """``u`` rows per basis: one per channel group (grouped) or step (flat)."""
+        return self.steps // KERNEL_TAPS if self.grouped else self.steps
 
 
 def _check_fit(cfg: AcceleratorConfig, index: int, layer, m) -> None:
@@ -61,19 +74,40 @@ def _check_fit(cfg: AcceleratorConfig, index: int, layer, m) -> None:
                           f"has Bc = {layer.mlg_v.shape[1]}")
 
 
-def place_layer(cfg: AcceleratorConfig, model, index: int, stores: dict) -> MlgPlacement:
+def step_inputs(cfg: AcceleratorConfig, ci: int, kk: int, grouped: bool) -> list[list]:
+    """Per step, each tap's ``(channel, kernel position)``, None past the fan-in: grouped
+    step ``s = G*9 + k`` reads channels ``G*taps + j`` at ``k``; flat step ``s`` the
+    flattened inputs ``s*taps + j = c*kk + k`` (the compiler's step order,
+    ``sw/compile/image.py``)."""
+    out = []
+    if grouped:
+        for g in range(-(-ci // cfg.taps)):
+            for k in range(KERNEL_TAPS):
+                out.append([(g * cfg.taps + j, k) if g * cfg.taps + j < ci else None
+                            for j in range(cfg.taps)])
+    else:
+        for s in range(-(-ci * kk // cfg.taps)):
+            out.append([divmod(s * cfg.taps + j, kk) if s * cfg.taps + j < ci * kk else None
+                        for j in range(cfg.taps)])
+    return out
+
+
+def place_layer(cfg: AcceleratorConfig, model, index: int, stores: dict,
+                grouped: bool | None = None) -> MlgPlacement:
     """Append layer ``index``'s bases of the mlg ``model`` to ``stores`` (store name ->
-    list of rows); ConfigError naming the config field if a width, a basis size or
-    ``mlg_depth`` is too small."""
+    list of rows); ConfigError naming the config field if a width, a basis size or a
+    store depth is too small. ``grouped``: whether the layer's steps read a grouped map
+    (``None``: a conv3x3 layer's do, a dense layer's do not)."""
     layer = model.layers[index]
     _check_fit(cfg, index, layer, model)
     layouts = store_layouts(cfg)
     conv = layer.kind == "conv3x3"
+    grouped = conv if grouped is None else bool(grouped and conv)
     co = layer.out_shape[0]
     ci = layer.in_shape[0] if conv else int(np.prod(layer.in_shape))
     kk = KERNEL_TAPS if conv else 1
-    fan_in = ci * kk
-    steps = -(-fan_in // cfg.taps)
+    inputs = step_inputs(cfg, ci, kk, grouped)
+    steps = len(inputs)
     level1, level2 = layer.mlg_b is not None, layer.mlg_v is not None
     first = layer.mlg_b if level1 else layer.mlg_w1
     bc = first.shape[0]
@@ -87,48 +121,53 @@ def place_layer(cfg: AcceleratorConfig, model, index: int, stores: dict) -> MlgP
                                                   layouts["v"][1]))
     if level1:
         bi = layer.mlg_b.shape[1]
+        u = np.asarray(layer.mlg_u, dtype=np.int64)
+        # One u row per channel group (grouped: its 9 steps share the channels) or step.
+        rows = inputs[::KERNEL_TAPS] if grouped else inputs
         for c in range(bc):
-            for k in range(ci):
-                row = np.zeros(cfg.mlg_bi, dtype=np.int64)
-                row[:bi] = layer.mlg_u[c, k]
-                stores["u"].append(pack_store_row(row, layouts["u"][1]))
+            for taps in rows:
+                row = np.zeros((cfg.taps, cfg.mlg_bi), dtype=np.int64)
+                for j, tap in enumerate(taps):
+                    if tap is not None:
+                        row[j, :bi] = u[c, tap[0]]
+                stores["u"].append(pack_store_row(row.ravel(), layouts["u"][1]))
             b = np.zeros((cfg.mlg_bi, KERNEL_TAPS), dtype=np.int64)
             b[:bi] = layer.mlg_b[c]
             stores["b"].append(pack_store_row(b.ravel(), layouts["b"][1]))
     else:
-        w1 = np.zeros((bc, steps * cfg.taps), dtype=np.int64)
-        w1[:, :fan_in] = np.asarray(layer.mlg_w1).reshape(bc, fan_in)
+        w1 = np.asarray(layer.mlg_w1, dtype=np.int64).reshape(bc, ci, kk)
         for c in range(bc):
-            for s in range(steps):
-                stores["w1"].append(pack_store_row(w1[c, s * cfg.taps:(s + 1) * cfg.taps],
-                                                   layouts["w1"][1]))
+            for taps in inputs:
+                stores["w1"].append(pack_store_row(
+                    [0 if tap is None else w1[c, tap[0], tap[1]] for tap in taps],
+                    layouts["w1"][1]))
+    depths = store_depths(cfg)
     for name in STORES:
-        if len(stores[name]) > cfg.mlg_depth:
-            raise ConfigError(f"config field 'mlg_depth' = {cfg.mlg_depth} is too small: "
-                              f"the {name!r} store needs {len(stores[name])} rows "
+        if len(stores[name]) > depths[name]:
+            raise ConfigError(f"config field 'mlg_{name}_depth' = {depths[name]} is too "
+                              f"small: the {name!r} store needs {len(stores[name])} rows "
                               f"(layer {index})")
-    return MlgPlacement(level1=level1, level2=level2, bc=bc, co=co, ci=ci, kk=kk,
-                        steps=steps, bases=bases)
+    return MlgPlacement(level1=level1, level2=level2, grouped=grouped, bc=bc, co=co, ci=ci,
+                        kk=kk, steps=steps, bases=bases)
 
 
 def layer_requests(cfg: AcceleratorConfig, p: MlgPlacement) -> list[dict]:
     """The generator requests of a placed layer, one per weight row ``(g, s)`` in
     issue order (``g`` outer); pack each with ``pack(request_fields(cfg), r)``."""
     out = []
+    a_base = p.bases["u"] if p.level1 else p.bases["w1"]
+    stride = p.u_rows if p.level1 else p.steps
     for g in range(-(-p.co // cfg.lanes)):
         c0 = 0 if p.level2 else g * cfg.lanes
         count = p.bc if p.level2 else min(cfg.lanes, p.co - c0)
         for s in range(p.steps):
-            t0 = s * cfg.taps
-            r = dict(level1=int(p.level1), level2=int(p.level2), count=count,
-                     v_addr=p.bases["v"] + g * p.bc if p.level2 else 0,
-                     taps_valid=min(cfg.taps, p.ci * p.kk - t0))
-            if p.level1:
-                r.update(a_addr=p.bases["u"] + c0 * p.ci + t0 // KERNEL_TAPS,
-                         a_stride=p.ci, b_addr=p.bases["b"] + c0, k0=t0 % KERNEL_TAPS)
-            else:
-                r.update(a_addr=p.bases["w1"] + c0 * p.steps + s, a_stride=p.steps)
-            out.append(r)
+            row = (s // KERNEL_TAPS if p.grouped else s) if p.level1 else s
+            out.append(dict(
+                level1=int(p.level1), level2=int(p.level2), grouped=int(p.grouped),
+                count=count, v_addr=p.bases["v"] + g * p.bc if p.level2 else 0,
+                a_addr=a_base + c0 * stride + row, a_stride=stride,
+                b_addr=p.bases["b"] + c0 if p.level1 else 0,
+                k0=s % KERNEL_TAPS if p.grouped else (s * cfg.taps) % KERNEL_TAPS))
     return out
 
 
@@ -142,29 +181,3 @@ def generator_cycles(requests: list[dict]) -> int:
     """Cycles the generator takes for ``requests`` when they are offered back to back
     and its rows are taken at once: ``sum(count + GEN_LATENCY)``."""
     return sum(row_cycles(r["count"]) for r in requests)
-
-
-def mlg_cycle_table(cfg: AcceleratorConfig, model) -> list[dict]:
-    """Per MAC layer of the mlg ``model``: its levels, weight rows, the generator's
-    cycles to make them once (:func:`generator_cycles`) and the MAC cycles the layer
-    takes in the accelerator's schedule (``sw/compile/cycles.py``, one-pass groups),
-    which reads every row once per output position."""
-    from .cycles import _mac_cycles
-    from .image import MacPlan
-
-    stores = {name: [] for name in STORES}
-    out = []
-    for i, layer in enumerate(model.layers):
-        if not layer.is_mac:
-            continue
-        placed = place_layer(cfg, model, i, stores)
-        requests = layer_requests(cfg, placed)
-        co = layer.out_shape[0]
-        area = int(np.prod(layer.out_shape[1:])) if layer.kind == "conv3x3" else 1
-        groups = -(-co // cfg.lanes)
-        plan = MacPlan(order=np.arange(co), n1=co, groups1=groups, groups2=0,
-                       steps=placed.steps, area=area)
-        out.append({"layer": i, "level1": placed.level1, "level2": placed.level2,
-                    "rows": len(requests), "generator_cycles": generator_cycles(requests),
-                    "mac_cycles": _mac_cycles(plan, co, cfg.lanes)})
-    return out

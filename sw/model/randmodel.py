@@ -12,7 +12,7 @@ import numpy as np
 from ..schemes.pool_golden import table
 from .file import GROUP, Layer, QuantModel, group_axis
 
-__all__ = ["random_model", "random_rbnn_model"]
+__all__ = ["random_mlg_model", "random_model", "random_rbnn_model"]
 
 
 def _mac(rng, kind, in_shape, co, scheme, exp_bits, k_mode, last, pool=None, pool_max=1):
@@ -109,5 +109,64 @@ def random_rbnn_model(rng: np.random.Generator, act_bits: int = 8, inputs: int =
     ]
     model = QuantModel(scheme="rbnn", act_bits=act_bits, exp_bits=0, input_shape=(inputs, 1, 1),
                        input_frac=act_bits, layers=layers)
+    model.validate()
+    return model
+
+
+def odd_values(rng: np.random.Generator, q: int, shape) -> np.ndarray:
+    """Random odd integers within ``+-(2**q - 1)``, a fifth of them at the extremes
+    (the MLG quantizer's levels)."""
+    top = (1 << q) - 1
+    v = 2 * rng.integers(-(top + 1) // 2, (top + 1) // 2, size=shape) + 1
+    return np.where(rng.random(shape) < 0.2, rng.choice([-top, top], size=shape), v)
+
+
+def random_mlg_model(rng: np.random.Generator, act_bits: int = 8, input_shape=(3, 5, 4),
+                     convs=(5,), pool: bool = True, dense=(6,), qb: int = 3, qu: int = 6,
+                     qv: int = 3, bi: int = 2, bc: int = 4) -> QuantModel:
+    """A random legal MLG model (layers as :func:`random_model`'s): each MAC layer uses
+    level 1 where ``0 < Bi < min(Ci, 9)`` allows it and a coin says so, level 2 likewise
+    with ``Bc`` clipped below ``min(Co, Ci*kk)``, random odd bases and coefficients, so
+    that every combination of levels occurs over a few seeds."""
+    layers = []
+    shape = tuple(input_shape)
+    plan = [("conv3x3", c) for c in convs] + [("dense", c) for c in dense]
+    for i, (kind, co) in enumerate(plan):
+        last = i == len(plan) - 1
+        conv = kind == "conv3x3"
+        ci = shape[0] if conv else int(np.prod(shape))
+        kk = 9 if conv else 1
+        out = (co, shape[1], shape[2]) if conv else (co,)
+        layer = Layer(kind=kind, in_shape=shape, out_shape=out, relu=not last)
+        b_i = min(bi, ci - 1, kk - 1)
+        b_c = min(bc, co - 1, ci * kk - 1)
+        level1 = b_i > 0 and rng.random() < 0.7
+        level2 = b_c > 0 and rng.random() < 0.7
+        rows = b_c if level2 else co
+        if level1:
+            layer.mlg_u = odd_values(rng, qu, (rows, ci, b_i)).astype(np.int16)
+            layer.mlg_b = odd_values(rng, qb, (rows, b_i, kk)).astype(np.int16)
+            w1max = b_i * ((1 << qu) - 1) * ((1 << qb) - 1)
+        else:
+            layer.mlg_w1 = odd_values(rng, qu, (rows, ci, kk)).astype(np.int16)
+            w1max = (1 << qu) - 1
+        wmax = w1max
+        if level2:
+            layer.mlg_v = odd_values(rng, qv, (co, b_c)).astype(np.int16)
+            wmax = w1max * b_c * ((1 << qv) - 1)
+        fan_in = ci * kk
+        # Random weights this wide sum to about wmax * sqrt(fan_in) / 2 * activation.
+        reach = int(wmax * np.sqrt(fan_in)) << (act_bits - 2)
+        layer.bias = rng.integers(-reach, reach + 1, size=co).astype(np.int64)
+        layer.shift = 0 if last else int(np.clip(np.log2(wmax * np.sqrt(fan_in) * 2), 0, 60))
+        layers.append(layer)
+        shape = out
+        if pool and conv and i == len(convs) - 1:
+            pooled = (shape[0], shape[1] // 2, shape[2] // 2)
+            layers.append(Layer(kind="maxpool2", in_shape=shape, out_shape=pooled))
+            shape = pooled
+    model = QuantModel(scheme="mlg", act_bits=act_bits, exp_bits=0,
+                       input_shape=tuple(input_shape), input_frac=act_bits, layers=layers,
+                       qb=qb, qu=qu, qv=qv)
     model.validate()
     return model

@@ -1,0 +1,114 @@
+"""MLG in the accelerator: the controller's generate phase drives the weight generator
+(``hw/controller/generate.py``), the in-situ engine consumes the generated rows, and
+every output and cycle count equals the golden model's and the cycle model's.
+
+Random MLG models (``sw/model/randmodel.random_mlg_model``: levels on and off by a coin
+per layer, conv layers reading grouped and im2col maps, dense layers, max-pool) on
+random engine sizes and widths, in Amaranth's simulator, Icarus and Verilator; the
+trained digits model on both simulators and on the iCE40 netlist.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from shiftpool.hw.config import ConfigError
+from shiftpool.sim.kit import seeds
+from shiftpool.sw.compile.fit import fit_config
+from shiftpool.sw.compile.image import compile_model, map_layout
+from shiftpool.sw.model.randmodel import random_mlg_model
+from test_accelerator import Case, check_case
+
+
+def mlg_case(seed: int):
+    """A random MLG model, configuration and inputs; every choice comes from ``seed``."""
+    rng = np.random.default_rng(seed)
+    act_bits = int(rng.integers(2, 9))
+    first = int(rng.integers(1, 5))
+    model = random_mlg_model(
+        rng, act_bits=act_bits, input_shape=(first, int(rng.integers(3, 6)), 4),
+        convs=tuple(int(c) for c in rng.integers(2, 7, size=int(rng.integers(1, 3)))),
+        pool=bool(rng.random() < 0.5), dense=(int(rng.integers(2, 7)),),
+        qb=int(rng.integers(2, 5)), qu=int(rng.integers(2, 7)), qv=int(rng.integers(2, 5)),
+        bi=int(rng.integers(1, 4)), bc=int(rng.integers(1, 7)))
+    config = fit_config(model, lanes=int(rng.integers(1, 4)),
+                        taps=int(rng.choice([1, 2, 3, 4, 5, 8])))
+    x = rng.integers(0, 1 << act_bits, size=(2,) + tuple(model.input_shape))
+    levels = [(layer.kind, int(layer.mlg_b is not None), int(layer.mlg_v is not None))
+              for layer in model.layers if layer.is_mac]
+    what = (f"seed {seed}: levels {levels}, qb/qu/qv {model.qb}/{model.qu}/{model.qv}, "
+            f"lanes {config.lanes}, taps {config.taps}, act_bits {act_bits}")
+    return model, config, x, what
+
+
+AMARANTH_SEEDS = seeds(14, start=1600)
+
+
+@pytest.mark.parametrize("seed", AMARANTH_SEEDS)
+def test_random_mlg_models_run_bit_exact_in_amaranth(seed):
+    """The whole accelerator with the in-situ engine, in Amaranth's simulator, random
+    stream timing: outputs equal the golden model's, cycles the cycle model's."""
+    model, config, x, what = mlg_case(seed)
+    print(what)
+    check_case(Case(seed, model, config, x, idle_gap=0.3, back_pressure=0.3))
+
+
+def test_mlg_cases_cover_the_space():
+    """The random cases have every combination of levels, conv layers read grouped and
+    flat (im2col), several lanes and taps."""
+    levels, layouts, sizes = set(), set(), set()
+    for seed in AMARANTH_SEEDS:
+        model, config, _, _ = mlg_case(seed)
+        image = compile_model(model, config)
+        for i, layer in enumerate(model.layers):
+            if layer.is_mac:
+                levels.add((layer.mlg_b is not None, layer.mlg_v is not None))
+                layouts.add((layer.kind, map_layout(model, i, image.im2col)))
+        sizes.add((config.lanes > 1, config.taps > 1))
+    assert levels == {(False, False), (False, True), (True, False), (True, True)}
+    assert {("conv3x3", "grouped"), ("conv3x3", "im2col"), ("dense", "flat")} <= layouts
+    assert (True, True) in sizes
+
+
+def test_only_the_bases_are_loaded():
+    """The host loads the generator's stores, not weight rows: the in-situ engine's
+    accelerator has no weight region, and the stores hold what the model stores."""
+    model, config, _, _ = mlg_case(1601)
+    image = compile_model(model, config)
+    assert image.memory_map()["weights"]["depth"] == 0 and not image.regions["weights"]
+    stored = sum(int(np.asarray(getattr(layer, name)).size)
+                 for layer in model.layers if layer.is_mac
+                 for name in ("mlg_b", "mlg_u", "mlg_w1", "mlg_v")
+                 if getattr(layer, name) is not None)
+    assert sum(len(image.regions[f"mlg_{n}"]) for n in ("v", "u", "b", "w1")) > 0
+    assert stored > 0
+
+
+def test_a_row_buffer_too_small_names_the_field():
+    model, config, _, _ = mlg_case(1602)
+    small = type(config).from_dict(dict(config.as_dict(), weight_depth=1))
+    with pytest.raises(ConfigError, match=re.escape("config field 'weight_depth' = 1 is too "
+                                                    "small: layer")):
+        compile_model(model, small)
+
+
+SIMULATORS = [
+    pytest.param("icarus", marks=[pytest.mark.icarus, pytest.mark.slow]),
+    pytest.param("verilator", marks=[pytest.mark.verilator, pytest.mark.slow]),
+]
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_random_mlg_configurations_bit_exact(simulator, sim_build_dir):
+    """Two random MLG configurations per simulator, random stream timing."""
+    from shiftpool.sim.flow import first_mismatch, simulate
+
+    for seed in seeds(2, start=1650 if simulator == "icarus" else 1660):
+        model, config, x, what = mlg_case(seed)
+        result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir,
+                          seed=seed, idle_gap=0.3, back_pressure=0.3)
+        assert first_mismatch(model, x, result) is None, f"{what}, {simulator}"
+        assert result.cycles_match, (f"{what}, {simulator}: {result.cycles} != "
+                                     f"{result.predicted_cycles}")
