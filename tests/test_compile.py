@@ -223,7 +223,8 @@ def test_exact_fit_compiles_and_decodes(seed):
     used = {name: len(rows) for name, rows in image.regions.items()}
     assert used == {"program": need["program_depth"], "taps": need["tap_depth"],
                     "weights": need["weight_depth"], "bias": need["bias_depth"],
-                    "indices": 0, "pool": 0}, case.where
+                    "indices": 0, "pool": 0, "mlg_v": 0, "mlg_u": 0, "mlg_b": 0, "mlg_w1": 0
+                    }, case.where
     widths = region_widths(cfg)
     for name, rows in image.regions.items():
         assert all(0 <= row < 1 << widths[name] for row in rows), f"{case.where}: {name}"

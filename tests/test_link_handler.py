@@ -342,7 +342,7 @@ def test_nak_reasons():
          Reason.BAD_LENGTH, Command.READ),
         (encode_frame(Command.RUN, 8, b""), 8, Reason.BAD_LENGTH, Command.RUN),
         (encode_frame(Command.RUN, 9, bytes(65)), None, Reason.BAD_LENGTH, Command.RUN),
-        (encode_frame(Command.WRITE, 10, write_payload(7, 0, row, w)), 10,
+        (encode_frame(Command.WRITE, 10, write_payload(len(REGIONS), 0, row, w)), 10,
          Reason.BAD_REGION, Command.WRITE),
         (encode_frame(Command.WRITE, 11, write_payload("bias", DEPTHS["bias"], row, w)), 11,
          Reason.REGION_OVERFLOW, Command.WRITE),
