@@ -53,7 +53,8 @@ def weight_bits(model: QuantModel, code_width: int) -> tuple[int, int]:
     """``(weights, bits)``: the MAC layers' weight count and the bits their codes
     need without any padding (FLightNN: ``k`` codes per weight, int8: one byte; pool:
     an index per 8-vector plus the pool, int8 layers a byte per weight; rbnn: the
-    storage slots, ``rounds`` binary weights each)."""
+    storage slots, ``rounds`` binary weights each; mlg: the stored bases and
+    coefficients at ``q`` bits per value, an odd level of ``+-(2**q - 1)``)."""
     from .sw.schemes.pool import index_width
 
     weights = bits = 0
@@ -68,6 +69,10 @@ def weight_bits(model: QuantModel, code_width: int) -> tuple[int, int]:
             bits += int(np.size(layer.index)) * index_width(len(model.pool))
         elif layer.slots is not None:       # rbnn: each slot once, whatever the rounds
             bits += int(np.size(layer.slots)) * layer.slot_bits
+        elif layer.is_mlg:                  # mlg: the bases and coefficients, q bits each
+            q = {"mlg_b": model.qb, "mlg_u": model.qu, "mlg_w1": model.qu, "mlg_v": model.qv}
+            bits += sum(int(np.size(getattr(layer, name))) * width for name, width in q.items()
+                        if getattr(layer, name) is not None)
         elif layer.terms is not None:
             bits += int(np.sum(layer.k)) * fan_in * code_width
         else:

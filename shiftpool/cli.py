@@ -533,23 +533,26 @@ def cmd_demo_mnist(args) -> int:
     return 0 if ok else 1
 
 
-def cmd_demo_rbnn(args) -> int:
-    """``demo --scheme rbnn``: the RBNN trained on the built-in MLP's shape (digits or
-    MNIST ``mlp100``) beside FLightNN and int8 of the same trained MLP, all three
-    through the RTL on the same engine size."""
+def _demo_side_by_side(args, float_name: str, schemes: tuple, notes) -> int:
+    """``demo --scheme rbnn`` and ``demo --scheme mlg``: ``schemes`` compressed from the
+    built-in float model ``float_name``, all through the RTL on the same engine size,
+    in one table; ``notes(models, images)`` adds the scheme's own lines below it."""
     from .bench import weight_bits
+    from .sw.compile.cycles import layer_cycles
     from .sw.compile.fit import fit_config
+    from .sw.compile.image import compile_model
 
-    args.float_model = f"{args.data}-mlp100"
+    args.float_model = float_name
     float_model, data = _float_model_and_data(args)
     x_test, y_test = data[2], data[3]
     if args.samples:
         x_test, y_test = x_test[:args.samples], y_test[:args.samples]
-    rows, models, failed = [], {}, False
-    for scheme in RBNN_DEMO_SCHEMES:
+    rows, models, images, failed = [], {}, {}, False
+    for scheme in schemes:
         _step(f"{scheme}: compress")
         qm = models[scheme] = _compress(args, float_model, data, scheme)
         config = fit_config(qm, lanes=args.lanes, taps=args.taps)
+        images[scheme] = compile_model(qm, config)
         x = qm.quantize_input(x_test)
         _step(f"{scheme}: RTL simulation of {len(x)} test images on {args.simulator}")
         result, wall, ok = _demo_run(args, qm, config, x)
@@ -560,13 +563,13 @@ def cmd_demo_rbnn(args) -> int:
             "golden_acc": float(np.mean(result.golden.argmax(1) == y_test)),
             "rtl_acc": float(np.mean(result.rtl.argmax(1) == y_test)),
             "equal": int(result.equal.sum()), "n": len(x), "cycles": int(result.cycles.max()),
+            "layer_cycles": layer_cycles(images[scheme]),
             "cycles_match": bool(result.cycles_match), "weights": weights,
             "weight_bits": bits, "wall": wall,
         })
     int8 = next(r for r in rows if r["scheme"] == "int8")
-    hidden = models["rbnn"].layers[0]
     _say()
-    _say(f"{args.data} test split: {len(x_test)} images; MLP {args.data}-mlp100 (float "
+    _say(f"{args.data} test split: {len(x_test)} images; model {float_name} (float "
          f"accuracy {float_model.accuracy(x_test, y_test):.4f}); engine {args.lanes} lanes x "
          f"{args.taps} taps; simulator {args.simulator}")
     head = (f"{'scheme':<9} {'engine':<9} {'golden acc':>10} {'RTL acc':>8} "
@@ -581,13 +584,71 @@ def cmd_demo_rbnn(args) -> int:
              f"{r['weight_bits'] / 1000:>11.1f} {r['weight_bits'] / r['weights']:>11.2f} "
              f"{int8['weight_bits'] / r['weight_bits']:>7.2f}x")
     _say()
-    _say(f"rbnn: {hidden.rounds} rounds of {hidden.slots.shape[0]} hidden units in "
-         f"{hidden.slot_bits}-bit slots ({hidden.slot_bits / hidden.rounds:.2f} stored bits "
-         f"per binary weight); 'vs int8': int8's cycles or weight bits over the scheme's")
+    extra = notes(models, images)
+    for line in extra["lines"]:
+        _say(line)
+    _say("'vs int8': int8's cycles or weight bits over the scheme's")
     _say(f"cycles match the cycle model: {all(r['cycles_match'] for r in rows)}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"rows": rows, **extra["json"]}, indent=2)
+                                   + "\n")
     return 1 if failed else 0
+
+
+def cmd_demo_rbnn(args) -> int:
+    """``demo --scheme rbnn``: the RBNN trained on the built-in MLP's shape (digits or
+    MNIST ``mlp100``) beside FLightNN and int8 of the same trained MLP."""
+    def notes(models, images):
+        hidden = models["rbnn"].layers[0]
+        return {"json": {}, "lines": [
+            f"rbnn: {hidden.rounds} rounds of {hidden.slots.shape[0]} hidden units in "
+            f"{hidden.slot_bits}-bit slots ({hidden.slot_bits / hidden.rounds:.2f} stored "
+            f"bits per binary weight)"]}
+
+    return _demo_side_by_side(args, f"{args.data}-mlp100", RBNN_DEMO_SCHEMES, notes)
+
+
+def cmd_demo_mlg(args) -> int:
+    """``demo --scheme mlg``: MLG of the built-in CNN (digits or MNIST) beside int8 of
+    the same trained CNN; below the table, per layer the levels used, the generator's
+    cycles against the layer's, and the bits the device is loaded with and holds."""
+    from .sw.compile.cycles import generate_cycles, layer_cycles
+    from .sw.schemes.mlg import device_bits
+
+    def notes(models, images):
+        qm, image = models["mlg"], images["mlg"]
+        cfg = image.config
+        lines, layers = [], []
+        total = image_cycles = 0
+        for i, (layer, plan, cycles) in enumerate(zip(qm.layers, image.plans,
+                                                      layer_cycles(image), strict=True)):
+            image_cycles += cycles
+            if plan is None:
+                continue
+            gen = generate_cycles(cfg, layer, plan)
+            total += gen
+            bi = layer.mlg_b.shape[1] if layer.mlg_b is not None else 0
+            bc = layer.mlg_v.shape[1] if layer.mlg_v is not None else 0
+            layers.append({"layer": i, "Bi": bi, "Bc": bc, "generate_cycles": gen,
+                           "layer_cycles": cycles})
+            level1 = f"Bi={bi}" if bi else "off"
+            level2 = f"Bc={bc}" if bc else "off"
+            lines.append(f"  layer {i} {layer.kind:<7} level 1 {level1:<6} level 2 {level2:<6} "
+                         f"generate {gen:>6} of {cycles:>6} cycles")
+        bits = device_bits(image)
+        int8_image = images["int8"]
+        int8_loaded = len(int8_image.regions["weights"]) * int8_image.region_width("weights")
+        lines = [f"mlg: W = V U B generated on the device ({cfg.mlg_w_width}-bit weights, never "
+                 f"re-quantized); generate phase {total} of {image_cycles} cycles per "
+                 f"inference"] + lines + [
+            f"mlg: loaded into the device {bits['loaded'] / 1000:.1f} kbit (the bases in the "
+            f"generator's stores) against int8's {int8_loaded / 1000:.1f} kbit of weight rows "
+            f"({int8_loaded / bits['loaded']:.2f}x less); the row buffer holds one layer's "
+            f"generated rows, {bits['row_buffer'] / 1000:.1f} kbit"]
+        return {"json": {"mlg_layers": layers, "mlg_device_bits": bits,
+                         "int8_loaded_bits": int8_loaded}, "lines": lines}
+
+    return _demo_side_by_side(args, f"{args.data}-cnn", ("mlg", "int8"), notes)
 
 
 def cmd_demo(args) -> int:
@@ -597,6 +658,8 @@ def cmd_demo(args) -> int:
 
     if args.scheme == "rbnn":
         return cmd_demo_rbnn(args)
+    if args.scheme == "mlg":
+        return cmd_demo_mlg(args)
     if args.data == "mnist":
         return cmd_demo_mnist(args)
     float_model, data = _float_model_and_data(args)
@@ -822,11 +885,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=0,
                    help="use only the first N test images (default: all 360)")
     p.add_argument("--json", type=Path, help="also write the table as JSON here")
-    p.add_argument("--scheme", choices=("flightnn", "pool", "rbnn"), default="flightnn",
+    p.add_argument("--scheme", choices=("flightnn", "pool", "rbnn", "mlg"),
+                   default="flightnn",
                    help="flightnn: FLightNN vs LightNN-2 vs int8 (default); pool: weight "
                    "pools of --pool-sizes at every --bits precision vs int8; rbnn: the RBNN "
                    "of the built-in MLP (--data digits or mnist, mlp100) vs FLightNN and "
-                   "int8 of the same MLP")
+                   "int8 of the same MLP; mlg: MLG of the built-in CNN (--data digits or "
+                   "mnist) vs int8 of the same CNN")
     p.add_argument("--pool-sizes", default=DEMO_POOL_SIZES,
                    help="pool demo: pool sizes S, comma-separated (default 16,32,64,128; "
                    "MNIST demo: 16,64)")

@@ -112,3 +112,84 @@ def test_random_mlg_configurations_bit_exact(simulator, sim_build_dir):
         assert first_mismatch(model, x, result) is None, f"{what}, {simulator}"
         assert result.cycles_match, (f"{what}, {simulator}: {result.cycles} != "
                                      f"{result.predicted_cycles}")
+
+
+@pytest.fixture(scope="module")
+def digits_mlg(digits_float, digits_data):
+    """The digits CNN compressed with MLG at the default knobs (Bi 2, Bc 44: level 1 on
+    conv2 only, level 2 on the dense layer only, by the level rules), 2 epochs."""
+    from shiftpool.sw.schemes.compress import compress
+
+    x_train, y_train, x_test, y_test = digits_data
+    return compress(digits_float, "mlg", x_train=x_train, y_train=y_train, x_test=x_test,
+                    y_test=y_test, epochs=2, progress=False)
+
+
+@pytest.mark.parametrize("simulator, images", [
+    pytest.param("verilator", 360, marks=[pytest.mark.verilator, pytest.mark.slow]),
+    pytest.param("icarus", 8, marks=[pytest.mark.icarus, pytest.mark.slow]),
+])
+def test_digits_mlg_model_bit_exact(digits_mlg, digits_data, simulator, images,
+                                    sim_build_dir):
+    """The trained digits MLG model on the test split (the whole split on Verilator, a
+    slice on Icarus), 2 lanes x 4 taps: every output and cycle count as the golden and
+    cycle models say; levels on and off both occur."""
+    from shiftpool.sim.flow import first_mismatch, simulate
+
+    macs = [layer for layer in digits_mlg.layers if layer.is_mac]
+    assert {layer.mlg_b is not None for layer in macs} == {True, False}
+    assert {layer.mlg_v is not None for layer in macs} == {True, False}
+    x = digits_mlg.quantize_input(digits_data[2][:images])
+    config = fit_config(digits_mlg, lanes=2, taps=4)
+    result = simulate(digits_mlg, x, config, simulator=simulator, build_dir=sim_build_dir,
+                      seed=17, idle_gap=0.1, back_pressure=0.1)
+    assert first_mismatch(digits_mlg, x, result) is None, simulator
+    assert result.cycles_match and len(result.rtl) == images
+
+
+@pytest.mark.icarus
+@pytest.mark.synth
+@pytest.mark.slow
+def test_digits_mlg_netlist_bit_exact(digits_mlg, digits_data, sim_build_dir):
+    """The iCE40 netlist of the in-situ accelerator (yosys, cell models on Icarus) on
+    two test images."""
+    from shiftpool.sim.flow import first_mismatch
+    from shiftpool.sim.gatelevel import simulate
+
+    x = digits_mlg.quantize_input(digits_data[2][:2])
+    result = simulate(digits_mlg, x, fit_config(digits_mlg, lanes=2, taps=4),
+                      build_dir=sim_build_dir)
+    assert first_mismatch(digits_mlg, x, result) is None
+    assert result.cycles_match
+
+
+@pytest.mark.icarus
+@pytest.mark.slow
+def test_demo_puts_mlg_beside_int8(tmp_path, capsys):
+    """``demo --scheme mlg``: MLG and int8 of the digits CNN through the RTL (Icarus),
+    each equal to its golden model with the cycle model's cycles; per layer the levels
+    and the generate phase's share of the cycles; the bits loaded against int8's."""
+    import json
+
+    from shiftpool.cli import main
+
+    code = main(["demo", "--scheme", "mlg", "--simulator", "icarus", "--samples", "6",
+                 "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--json",
+                 str(tmp_path / "demo.json")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = json.loads((tmp_path / "demo.json").read_text())
+    rows = report["rows"]
+    assert [(r["scheme"], r["engine"]) for r in rows] == [("mlg", "insitu"), ("int8", "int8")]
+    assert all(r["equal"] == r["n"] == 6 and r["cycles_match"] for r in rows), rows
+    layers = report["mlg_layers"]
+    assert [(la["layer"], la["Bi"] > 0, la["Bc"] > 0) for la in layers] == [
+        (0, False, False), (2, True, False), (4, False, True)]
+    mlg = rows[0]
+    assert sum(la["layer_cycles"] for la in layers) < mlg["cycles"]      # and the max-pools
+    for la in layers:
+        assert 0 < la["generate_cycles"] < la["layer_cycles"]
+        assert re.search(rf"^  layer {la['layer']} .* generate +{la['generate_cycles']} of "
+                         rf"+{la['layer_cycles']} cycles$", out, re.M), out
+    assert report["mlg_device_bits"]["loaded"] < report["int8_loaded_bits"]
+    assert "cycles match the cycle model: True" in out

@@ -250,3 +250,18 @@ MLG = register(Scheme(
         Option("qu", int, 6, 2, 8, "mlg: bits of the coefficients U"),
         Option("qv", int, 3, 2, 8, "mlg: bits of the mixing coefficients V"),
     ), quantizer=MLGQuantizer))
+
+
+def device_bits(image) -> dict:
+    """What an mlg model's compiled ``image`` puts in the accelerator: ``loaded``, the
+    bits of the generator's store rows the host writes (``q + 1`` bits per value and the
+    rows' padding, ``docs/model-format.md`` §2.13), and ``row_buffer``, the bits of the
+    buffer that holds one layer's generated rows at a time (``weight_depth`` rows)."""
+    from ...hw.memory_map import region_widths
+
+    widths = region_widths(image.config)
+    loaded = sum(len(image.regions[name]) * widths[name]
+                 for name in ("mlg_v", "mlg_u", "mlg_b", "mlg_w1"))
+    cfg = image.config
+    return {"loaded": loaded,
+            "row_buffer": cfg.weight_depth * cfg.lanes * cfg.taps * cfg.code_width}
