@@ -224,7 +224,48 @@ def cmd_compress(args) -> int:
         _say(f"  k=1 filter share     {meta['k1_share']:.3f}")
     if args.scheme == "rbnn":
         _rbnn_rounds_and_baseline(args, float_model, data, qm)
+    if args.scheme == "mlg":
+        _mlg_levels(qm)
     return 0
+
+
+def _mlg_levels(qm) -> None:
+    """``compress --scheme mlg``: per layer the levels used, the stored tensors' shapes
+    and widths, the generated weights' width, and the weight bits beside int8's, then
+    the bits the host streams to the default engine."""
+    from .hw.config import ConfigError, ceil_log2
+    from .sw.compile.fit import fit_config
+    from .sw.compile.image import compile_model
+    from .sw.schemes.mlg import device_bits
+
+    meta = qm.meta
+    q = {"B": qm.qb, "U": qm.qu, "W1": qm.qu, "V": qm.qv}
+    _say(f"  {'layer':<6} {'level 1':<8} {'level 2':<8} {'stored (shape x bits)':<40} "
+         f"{'W bits':>6} {'stored bits':>11} {'int8 bits':>9}")
+    macs = [i for i, layer in enumerate(qm.layers) if layer.is_mac]
+    for index, entry in zip(macs, meta["mlg_layers"], strict=True):
+        bi, bc = entry["Bi"], entry["Bc"]
+        shapes = entry["shapes"]
+        stored = ", ".join(f"{name} {'x'.join(map(str, shape))} x{q[name]}"
+                           for name, shape in shapes.items())
+        width = qm.qu + 1 + (qm.qb + ceil_log2(bi) if bi else 0) + (
+            qm.qv + ceil_log2(bc) if bc else 0)
+        _say(f"  {index:<6} {'Bi=' + str(bi) if bi else 'off':<8} "
+             f"{'Bc=' + str(bc) if bc else 'off':<8} {stored:<40} {width:>6} "
+             f"{entry['stored_bits']:>11} {8 * entry['weights']:>9}")
+    _say(f"  weight bits: {meta['stored_weight_bits']} stored ({q['U']}-bit U/W1, {q['B']}-bit "
+         f"B, {q['V']}-bit V: odd levels) against int8's {meta['int8_weight_bits']} "
+         f"({meta['int8_weight_bits'] / meta['stored_weight_bits']:.2f}x fewer)")
+    try:
+        image = compile_model(qm, fit_config(qm))
+    except ConfigError as exc:     # no engine of the default size runs it; the file is written
+        _say(f"  streamed to the device: not computed ({exc})")
+        return
+    bits = device_bits(image)
+    cfg = image.config
+    _say(f"  streamed to a {cfg.lanes}x{cfg.taps} in-situ engine: {bits['loaded']} bits "
+         f"(q + 1 bits per value and row padding), generated on the device as "
+         f"{cfg.mlg_w_width}-bit weights")
 
 
 def _rbnn_rounds_and_baseline(args, float_model, data, qm) -> None:

@@ -4,6 +4,7 @@ the projection, the gradients, distillation, and the stored model."""
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -187,3 +188,33 @@ def test_generator_cycles_of_the_digits_model(mlg_model):
         requests = layer_requests(cfg, placed)
         assert len(requests) == len(counts) * plan.steps
         assert generator_cycles(requests) == expect, f"layer {i}"
+
+
+def test_compress_prints_the_levels_and_the_bits(tmp_path, capsys):
+    """``compress --scheme mlg``: a line per MAC layer with its levels (by the level
+    rules), the stored tensors' shapes and widths and the generated width, the total
+    against int8's, and the bits streamed to the default in-situ engine."""
+    from shiftpool.cli import main
+    from shiftpool.sw.train.nn import MaxPool2, save_float_model
+
+    rng = np.random.default_rng(5)
+    save_float_model(FloatModel([Conv3x3(1, 4, rng), ReLU(), MaxPool2(), Conv3x3(4, 8, rng),
+                                 ReLU(), Dense(8 * 16, 10, rng)], (1, 8, 8)),
+                     tmp_path / "cnn.npz")
+    code = main(["compress", "--scheme", "mlg", "--float-model", str(tmp_path / "cnn.npz"),
+                 "--bc", "6", "--epochs", "1", "-o", str(tmp_path / "m.npz")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    # conv1: Ci = 1 (no level 1), Bc 6 >= min(4, 9) (no level 2); conv2: Bi 2 < min(4, 9),
+    # Bc 6 < min(8, 36); dense: Bc 6 < min(10, 128): W1 (6, 128, 1) and V (10, 6)
+    assert re.search(r"^  0 +off +off +W1 4x1x9 x6 +7 +216 +288$", out, re.M), out
+    # (model layers: conv 0, max-pool 1, conv 2, dense 3; W bits qu + 1 + qb + ceil(log2
+    # Bi) with level 1, + qv + ceil(log2 Bc) with level 2)
+    assert re.search(r"^  2 +Bi=2 +Bc=6 +V 8x6 x3, U 6x4x2 x6, B 6x2x9 x3 +17 +756 +2304$",
+                     out, re.M), out
+    assert re.search(r"^  3 +off +Bc=6 +V 10x6 x3, W1 6x128x1 x6 +13 +4788 +10240$", out,
+                     re.M), out
+    stored = 216 + (48 * 6 + 108 * 3 + 48 * 3) + (60 * 3 + 768 * 6)
+    int8 = 8 * (36 + 288 + 1280)
+    assert f"weight bits: {stored} stored" in out and f"against int8's {int8}" in out
+    assert "streamed to a 2x4 in-situ engine:" in out
