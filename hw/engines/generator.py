@@ -15,10 +15,14 @@ where tap ``j``'s kernel position ``k_j`` is the request's ``k0`` (grouped steps
 coefficients (``hw/generator_layout.py``). The products and sums are exact at the
 widths :attr:`AcceleratorConfig.mlg_w1_width` and
 :attr:`~AcceleratorConfig.mlg_w_width`; nothing is rounded or clipped. Why this
-organisation: one basis per cycle needs ``lanes*taps`` small multipliers (``qv + 1``
-by ``W1`` bits) and ``taps*Bi`` tiny ones (``qu + 1`` by ``qb + 1``) for level 1,
+organisation: one basis per cycle needs ``lanes*taps`` small products (``W1`` bits
+by ``qv + 1``) and ``taps*Bi`` tiny ones (``qu + 1`` by ``qb + 1``) for level 1,
 shared by every lane, and one read of each store per cycle; generating a whole row
-in one cycle would need ``Bc`` times the multipliers.
+in one cycle would need ``Bc`` times the products. The level-1 ones are shift-and-add
+in logic (:func:`logic_product`: ``qb + 1 <= 9`` bits, too small to spend a DSP block
+on); the level-2 ones are multipliers (DSP blocks where the device has them).
+Measured on the iCE40UP5K (2 lanes x 2 taps, ``yosys synth_ice40 -dsp``): all eight
+products as multipliers, 311 LUT4 and 8 DSP blocks; all eight in logic, 1067 LUT4.
 
 Timing: a request is accepted while the output is empty (or being emptied); its
 iterations read the stores in the ``count`` cycles after the accept, the level-1 row is
@@ -37,7 +41,17 @@ from ..config import KERNEL_TAPS, AcceleratorConfig
 from ..generator_layout import request_fields, store_depths, store_layouts
 from ..program import addr_width, struct_layout
 
-__all__ = ["WeightGenerator", "generator_row_layout", "store_shape"]
+__all__ = ["WeightGenerator", "generator_row_layout", "logic_product", "store_shape"]
+
+
+def logic_product(a, b):
+    """``a * b`` for a narrow signed ``b`` (a stored basis or coefficient, ``q + 1``
+    bits) as a sum of shifted copies of ``a``, one per bit of ``b`` (the top one
+    subtracted): adders in logic, not a multiplier, so that synthesis leaves the
+    device's DSP blocks to the engine's wide products."""
+    n = len(b)
+    terms = [Mux(b[i], a << i, 0) for i in range(n - 1)]
+    return sum(terms, Const(0, 1)) - Mux(b[n - 1], a << (n - 1), 0)
 
 
 def store_shape(cfg: AcceleratorConfig, name: str) -> data.ArrayLayout:
@@ -147,7 +161,8 @@ class WeightGenerator(wiring.Component):
             flat_k = Array(Const((k0 + j) % KERNEL_TAPS, range(KERNEL_TAPS))
                            for k0 in range(KERNEL_TAPS))[req.k0]
             kpos = Mux(req.grouped, req.k0, flat_k)
-            level1 = sum(u_row[j * cfg.mlg_bi + b] * b_col[b][kpos] for b in range(cfg.mlg_bi))
+            level1 = sum(logic_product(u_row[j * cfg.mlg_bi + b], b_col[b][kpos])
+                         for b in range(cfg.mlg_bi))
             m.d.sync += w1[j].eq(Mux(req.level1, level1, self.w1_rd.data[j]))
         for lane in range(lanes):
             m.d.sync += factor[lane].eq(Mux(req.level2, self.v_rd.data[lane], s1_it == lane))
