@@ -536,6 +536,18 @@ def trace_lines(trace: Path) -> list[str]:
     return trace.read_text().splitlines()
 
 
+def overlapped_writes(lines: list[str]) -> tuple[int, int]:
+    """``(overlapped, pairs)``: of the consecutive WRITE frames the device received, how
+    many arrived (their first byte) before the device had sent the previous one's ACK:
+    a driver that waits for each ACK before sending on overlaps none, one that keeps
+    frames in flight overlaps nearly all, however fast the host runs."""
+    frames = [json.loads(line) for line in lines]
+    writes = [f for f in frames if f["dir"] == "rx" and f["cmd"] == Command.WRITE and f["ok"]]
+    acks = [f for f in frames if f["dir"] == "tx" and f["cmd"] == Command.WRITE | REPLY]
+    pairs = list(zip(writes[1:], acks, strict=False))
+    return sum(w["start"] < a["end"] for w, a in pairs), len(pairs)
+
+
 def streaming_efficiency(lines: list[str], divisor: int, row_bytes_total: int) -> float:
     """Row bytes over the cycles from the first WRITE's first bit to the last WRITE's
     ACK, as a fraction of the line rate (one byte per ``10 * divisor`` cycles)."""
@@ -567,13 +579,17 @@ def test_end_to_end_over_tcp(device, demo):
     assert np.array_equal(outputs, expected), "device outputs differ from the golden model"
     assert cycles.tolist() == [inference_cycles(dev.image)] * len(x)
     assert report.verified
-    efficiency = streaming_efficiency(trace_lines(device.trace)[mark:], device.link.divisor,
-                                      report.row_bytes)
+    lines = trace_lines(device.trace)[mark:]
+    efficiency = streaming_efficiency(lines, device.link.divisor, report.row_bytes)
+    overlapped, pairs = overlapped_writes(lines)
     print(f"\nload {t_load:.2f} s (write {report.write_seconds:.2f} s, verify "
           f"{report.verify_seconds:.2f} s), {len(x)} runs, total {wall:.2f} s; "
           f"{report.row_bytes} row bytes in {report.line_bytes} line bytes; streaming at "
-          f"{efficiency:.1%} of the line rate; {stats.summary()}")
-    assert efficiency >= 0.9
+          f"{efficiency:.1%} of the line rate; {overlapped} of {pairs} writes sent before "
+          f"the previous ACK; {stats.summary()}")
+    # The driver keeps writes in flight (the streaming rate itself depends on how fast
+    # this machine runs the host beside the simulated device: 87-95% measured).
+    assert pairs >= 3 and overlapped >= pairs - 1
     assert stats.retries == 0
     # STATUS through the device: idle, the last run's cycles, every frame good.
     assert not status.busy and status.last_cycles == inference_cycles(dev.image)
