@@ -79,7 +79,9 @@ def unit_of(path: str) -> str:
     names = path.lstrip("\\").replace("/", ".").split(".")
     if "accelerator" in names:
         below = names[names.index("accelerator") + 1:]
-        if below and below[0] == "engine":
+        if below and below[0] in ("engine", "generate"):
+            # The in-situ engine's weight generator and its request counters are part
+            # of the engine (hw/controller/generate.py).
             return "engine"
         if below and below[0].endswith("_mem"):
             return "memories"
