@@ -194,8 +194,9 @@ def test_compress_prints_the_levels_and_the_bits(tmp_path, capsys):
     """``compress --scheme mlg``: a line per MAC layer with its levels (by the level
     rules), the stored tensors' shapes and widths and the generated width, the total
     against int8's, and the bits streamed to the default in-situ engine."""
-    from shiftpool.cli import main
     from shiftpool.sw.train.nn import MaxPool2, save_float_model
+
+    from shiftpool.cli import main
 
     rng = np.random.default_rng(5)
     save_float_model(FloatModel([Conv3x3(1, 4, rng), ReLU(), MaxPool2(), Conv3x3(4, 8, rng),
@@ -218,3 +219,17 @@ def test_compress_prints_the_levels_and_the_bits(tmp_path, capsys):
     int8 = 8 * (36 + 288 + 1280)
     assert f"weight bits: {stored} stored" in out and f"against int8's {int8}" in out
     assert "streamed to a 2x4 in-situ engine:" in out
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--qb", "9"], "qb (--qb) must be an integer in 2..8, not 9"),
+    (["--bi", "-1"], "bi (--bi) must be an integer (0 or more), not -1"),
+])
+def test_compress_refuses_bad_mlg_options_in_one_line(tmp_path, capsys, flags, words):
+    from shiftpool.cli import main
+
+    code = main(["compress", "--scheme", "mlg", "--epochs", "1", "-o",
+                 str(tmp_path / "m.npz"), *flags])
+    err = capsys.readouterr().err
+    assert code != 0 and words in err and "Traceback" not in err, err
+    assert not (tmp_path / "m.npz").exists()

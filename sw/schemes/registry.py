@@ -70,8 +70,8 @@ class Option:
         if self.lo is not None and self.hi is not None:
             return f"{self.lo}..{self.hi}"
         if self.lo is not None:
-            return f">= {self.lo}"
-        return f"<= {self.hi}" if self.hi is not None else "any"
+            return f"{self.lo} or more"
+        return f"{self.hi} or less" if self.hi is not None else "any"
 
     def check(self, value) -> Any:
         """``value`` as this option's type; ValueError naming the option if it is of
@@ -89,7 +89,10 @@ class Option:
         if not ok_type or (self.lo is not None and value < self.lo) or (
                 self.hi is not None and value > self.hi):
             kind = "an integer" if self.kind is int else "a number"
-            raise ValueError(f"{self.name} must be {kind} in {self.allowed}, not {value!r}")
+            within = f"in {self.allowed}" if self.lo is not None and self.hi is not None \
+                else f"({self.allowed})"
+            raise ValueError(f"{self.name} ({self.flag}) must be {kind} {within}, not "
+                             f"{value!r}")
         return self.kind(value)
 
 
