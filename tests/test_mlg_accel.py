@@ -193,3 +193,28 @@ def test_demo_puts_mlg_beside_int8(tmp_path, capsys):
                          rf"+{la['layer_cycles']} cycles$", out, re.M), out
     assert report["mlg_device_bits"]["loaded"] < report["int8_loaded_bits"]
     assert "cycles match the cycle model: True" in out
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_driver_streams_the_bases_to_a_simulated_device(digits_mlg, digits_data,
+                                                        sim_build_dir):
+    """The host driver loads the digits MLG model into the simulated device over TCP
+    (only the generator's stores, the taps, biases and program: no weight rows),
+    verifies it by reading it back, and runs test images: outputs as the golden
+    model's, cycles as the cycle model's."""
+    from shiftpool.sim.serve import serve_sim
+    from shiftpool.sw.compile.cycles import inference_cycles
+    from shiftpool.sw.host.driver import Device
+    from shiftpool.sw.schemes import golden
+
+    x = digits_mlg.quantize_input(digits_data[2][:4])
+    with serve_sim(digits_mlg, lanes=2, taps=4, build_dir=sim_build_dir) as server:
+        with Device(server.url, progress=False) as dev:
+            report = dev.load(digits_mlg)
+            outputs, cycles = dev.run(x)
+            image = dev.image
+    assert report.verified
+    assert not image.regions["weights"] and image.regions["mlg_w1"]
+    assert np.array_equal(outputs, golden.run(digits_mlg, x))
+    assert cycles.tolist() == [inference_cycles(image)] * len(x)
