@@ -251,12 +251,10 @@ def _add_logic(board: str, engine: str, group: list, place_dir: Path,
                         progress=step)
     size = f"{ref_config.lanes}x{ref_config.taps}"
     label = f"explore: {board} {engine} reference"
-    if placer.known(ref_config):
-        step(f"{label}: {ref_point.variant} {size}, placed and routed before: its cached "
-             f"result")
-    else:
-        step(f"{label}: {ref_point.variant} {size}, place and route (minutes; the logic "
-             f"and Fmax of every {engine} point on {board})")
+    role = f"{label}: {ref_point.variant} {size} sets the logic and Fmax of every " \
+           f"{engine} point on {board}; "
+    step(role + ("placed and routed before, its cached result is used"
+                 if placer.known(ref_config) else "place and route (takes minutes)"))
     outcome = placer.attempt(ref_config, label)
     reference = outcome.report
     if reference is None:
