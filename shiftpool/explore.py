@@ -399,6 +399,11 @@ def write_results(points: list[Point], out_dir: Path, command: str) -> Path:
                 axis.scatter([getattr(p, key) for p in sel], [p.accuracy for p in sel],
                              label=scheme, s=14)
             axis.set(xlabel=label, ylabel="golden accuracy", title=board)
+        if placed:
+            real = [p for p in mine if p.logic == "placed"]
+            axes[2].scatter([p.lut4 for p in real], [p.accuracy for p in real], s=60,
+                            facecolors="none", edgecolors="k", label="placed and routed")
+            axes[2].legend(fontsize=7)
         ours = [p for p in front if p.board == board]
         axes[0].plot([p.inferences_per_s for p in ours], [p.accuracy for p in ours], "k--",
                      lw=0.8, label="Pareto front")
