@@ -18,7 +18,8 @@ point reports, and where each figure comes from:
   a size whose memories do not fit is left out;
 * **LUT4, logic cells and DSPs**: per board and engine type (shift-add, int8, pool),
   one *reference* is placed and routed for real: the first variant of the sweep with
-  that engine, at its smallest size whose memories fit (by lanes x taps, then taps).
+  that engine, at its smallest size whose memories fit (by lanes x taps, then taps)
+  and whose engine synthesizes alone.
   Its report gives the non-engine logic (link, controller, memories' glue) as the
   device's count minus its engine's, the engine synthesized alone
   (:func:`shiftpool.boards.fit_estimate.engine_cost`, yosys only). A point's figure is
@@ -35,7 +36,10 @@ point reports, and where each figure comes from:
   (:func:`shiftpool.boards.fit_estimate.logic_verdict`, the check ``build --fit``
   drops candidates with) is kept with ``fits = False`` and the reason, and is never
   on the Pareto front. A reference that does not fit the device marks every point of
-  its engine on that board as not fitting;
+  its engine on that board as not fitting. A point whose engine does not synthesize
+  alone (YoWASP's ABC9 ends ``synth_ecp5`` without a message on the 1-tap shift-add
+  engine) has ``logic = "unknown"``, the reason, and no place on the front; the
+  reference is then the first variant's smallest size whose engine does synthesize;
 * **Fmax**: the reference's, from nextpnr, for every point of its engine on that
   board; measured for the reference, an estimate for the others (not verified here
   to be independent of the engine's size);
@@ -105,9 +109,9 @@ class Point:
     logic_cells: int | None = None  # nextpnr's logic cells (ICESTORM_LC, TRELLIS_COMB)
     dsp: int | None = None
     fmax_mhz: float | None = None   # the reference's
-    logic: str = ""             # "placed", "estimate", or "" (not placed and routed)
+    logic: str = ""             # "placed", "estimate", "unknown", "" (no place and route)
     fits: bool = True           # False: the logic or DSP estimate exceeds the device
-    why: str = ""               # why it does not fit
+    why: str = ""               # why it does not fit, or why its logic is unknown
 
     @property
     def runs(self) -> bool:
@@ -238,19 +242,41 @@ def _add_logic(board: str, engine: str, group: list, place_dir: Path,
                clock_mhz: float | None, step: Callable[[str], None]) -> None:
     """Logic, DSPs, Fmax and inferences per second of ``group`` (``(point, model,
     config)`` of one engine type on ``board``, in sweep order) from one reference
-    place and route (module docstring)."""
+    place and route (module docstring). The reference is the first variant's smallest
+    size whose engine synthesizes alone; a point whose engine does not gets
+    ``logic = "unknown"`` and the reason."""
     from .boards.fit import Placements
     from .boards.fit_estimate import engine_cost, logic_verdict
 
-    first = group[0][1]
-    ref_point, ref_model, ref_config = min(
-        (d for d in group if d[1] is first),
-        key=lambda d: (d[2].lanes * d[2].taps, d[2].taps))
     where = place_dir / f"{board}-{engine}"
+    engines = where / "fit" / "engines.json"
+    label = f"explore: {board} {engine} reference"
+    costs = {}
+
+    def cost(config):
+        """The engine's cost, or the reason it has none (cached per config)."""
+        if config.hash not in costs:
+            try:
+                costs[config.hash] = engine_cost(get_board(board), config, engines, step)
+            except BoardError as exc:
+                costs[config.hash] = f"no logic estimate: the {engine} engine " \
+                                     f"{config.lanes}x{config.taps} alone does not " \
+                                     f"synthesize ({exc})"
+        return costs[config.hash]
+
+    first = group[0][1]
+    mine = sorted((d for d in group if d[1] is first),
+                  key=lambda d: (d[2].lanes * d[2].taps, d[2].taps))
+    usable = [d for d in mine if not isinstance(cost(d[2]), str)]
+    if not usable:                  # no reference: the smallest's reason for all
+        for point, _, _ in group:
+            point.logic, point.why = "unknown", cost(mine[0][2])
+        return
+    ref_point, ref_model, ref_config = usable[0]
+    ref_engine = cost(ref_config)
+    size = f"{ref_config.lanes}x{ref_config.taps}"
     placer = Placements(ref_model, board, where, clock_mhz=clock_mhz, report_only=True,
                         progress=step)
-    size = f"{ref_config.lanes}x{ref_config.taps}"
-    label = f"explore: {board} {engine} reference"
     role = f"{label}: {ref_point.variant} {size} sets the logic and Fmax of every " \
            f"{engine} point on {board}; "
     step(role + ("placed and routed before, its cached result is used"
@@ -266,20 +292,21 @@ def _add_logic(board: str, engine: str, group: list, place_dir: Path,
         for point, _, _ in group:
             point.fits, point.why = False, why
         return
-    engines = where / "fit" / "engines.json"
-    ref_engine = engine_cost(get_board(board), ref_config, engines, step)
     res = reference["resources"]
     lut, cells = res.get("lut", res["logic"])["used"], res["logic"]["used"]
     dsp = res.get("dsp", {}).get("used", 0)
     fmax = reference["clock"]["fmax_mhz"]
     clock = reference["clock"]["target_mhz"]
     for point, model, config in group:
-        own = engine_cost(get_board(board), config, engines, step)
+        point.fmax_mhz, point.clock_mhz = fmax, clock
+        point.inferences_per_s = min(clock, fmax) * 1e6 / point.cycles
+        own = cost(config)
+        if isinstance(own, str):
+            point.logic, point.why = "unknown", own
+            continue
         point.lut4 = round(lut - ref_engine.logic + own.logic)
         point.logic_cells = round(cells - ref_engine.logic + own.logic)
         point.dsp = round(dsp - ref_engine.dsp + own.dsp)
-        point.fmax_mhz, point.clock_mhz = fmax, clock
-        point.inferences_per_s = min(clock, fmax) * 1e6 / point.cycles
         placed = model is ref_model and config.hash == ref_config.hash
         point.logic = "placed" if placed else "estimate"
         why = None if placed else logic_verdict(reference, ref_engine, own)
@@ -299,9 +326,10 @@ def _bpw(qm, config) -> float:
 
 
 def pareto(points: list[Point]) -> list[Point]:
-    """The fitting points no other fitting point of the same board beats on accuracy
-    (higher), inferences per second (higher) and bits per weight (lower) at once."""
-    live = [p for p in points if p.runs and p.fits]
+    """The fitting points (logic not unknown) no other of the same board beats on
+    accuracy (higher), inferences per second (higher) and bits per weight (lower) at
+    once."""
+    live = [p for p in points if p.runs and p.fits and p.logic != "unknown"]
     front = []
     for p in live:
         better = [q for q in live if q.board == p.board and q is not p
@@ -368,6 +396,7 @@ def write_results(points: list[Point], out_dir: Path, command: str) -> Path:
     idle = sorted({(p.variant, p.accuracy, p.bits_per_weight, p.memory)
                    for p in points if not p.runs})
     misfits = [p for p in points if p.runs and not p.fits]
+    unknown = [p for p in points if p.logic == "unknown"]
     text = ["# shiftpool explore", "", f"`{command}`", "",
             "Pareto front per board (golden accuracy, inferences per second, bits per "
             "weight). " + _legend(points), ""]
@@ -375,6 +404,9 @@ def write_results(points: list[Point], out_dir: Path, command: str) -> Path:
     if misfits:
         text += ["", "Too large for the device (memories fit, logic or DSPs do not):", ""]
         text += [f"- {p.board} {p.variant} {p.lanes}x{p.taps}: {p.why}" for p in misfits]
+    if unknown:
+        text += ["", "Memories fit, logic unknown (not on the front):", ""]
+        text += [f"- {p.board} {p.variant} {p.lanes}x{p.taps}: {p.why}" for p in unknown]
     if idle:
         text += ["", "Without an engine on any board, or fitting no size:", ""]
         text += [f"- {v}: golden {a:.4f}, {b:.2f} b/w ({m})" for v, a, b, m in idle]
@@ -383,7 +415,8 @@ def write_results(points: list[Point], out_dir: Path, command: str) -> Path:
         {"command": command, "points": [dataclasses.asdict(p) for p in points],
          "pareto": [dataclasses.asdict(p) for p in front]}, indent=1) + "\n")
     for board in sorted({p.board for p in points}):
-        mine = [p for p in points if p.board == board and p.runs and p.fits]
+        mine = [p for p in points if p.board == board and p.runs and p.fits
+                and p.logic != "unknown"]
         if not mine:
             continue
         placed = any(p.lut4 is not None for p in mine)
@@ -423,4 +456,7 @@ def summary(points: list[Point]) -> list[str]:
     if misfits:
         lines.append(f"{len(misfits)} points too large for their device (logic or DSP "
                      f"estimate): see pareto.md")
+    unknown = sum(p.logic == "unknown" for p in points)
+    if unknown:
+        lines.append(f"{unknown} points without a logic estimate: see pareto.md")
     return lines
