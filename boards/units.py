@@ -188,8 +188,8 @@ def synth_cells(component, *, synth: str, flatten: bool = False, top: str = "top
         proc = run_tool("yosys", ["-q", "-p", f"read_rtlil design.il; {synth}; "
                                   f"tee -q -o stat.json stat -json"], where)
         if proc.returncode != 0:
-            # YoWASP's ABC9 can end yosys without a word (synth_ecp5 on a 1-tap
-            # shift-add engine alone)
+            # YoWASP's ABC9 can end yosys without a word (fit_estimate's
+            # ENGINE_SYNTH_OPTIONS)
             said = (proc.stderr or proc.stdout).strip()[-300:] or \
                 f"exit status {proc.returncode}, no message"
             raise BoardError(f"yosys failed: {said}")

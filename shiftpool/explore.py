@@ -37,9 +37,9 @@ point reports, and where each figure comes from:
   drops candidates with) is kept with ``fits = False`` and the reason, and is never
   on the Pareto front. A reference that does not fit the device marks every point of
   its engine on that board as not fitting. A point whose engine does not synthesize
-  alone (YoWASP's ABC9 ends ``synth_ecp5`` without a message on the 1-tap shift-add
-  engine) has ``logic = "unknown"``, the reason, and no place on the front; the
-  reference is then the first variant's smallest size whose engine does synthesize;
+  alone (a yosys failure) has ``logic = "unknown"``, the reason, and no place on the
+  front; the reference is the first variant's smallest size whose engine does
+  synthesize;
 * **Fmax**: the reference's, from nextpnr, for every point of its engine on that
   board; measured for the reference, an estimate for the others (not verified here
   to be independent of the engine's size);
