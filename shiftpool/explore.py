@@ -27,11 +27,15 @@ point reports, and where each figure comes from:
   ``logic == "placed"`` for the reference design itself (the figures are nextpnr's and
   yosys' counts of that build), ``"estimate"`` for every other point. LUT4 is yosys'
   ``SB_LUT4`` count on iCE40 and nextpnr's logic count elsewhere, as ``build``
-  reports it; DSPs are what the engine's synthesis maps (the int8 engine's
-  multipliers, one DSP each, or LUTs where yosys maps them so). The estimate keeps
-  the reference's controller and link: it does not see the controller grow with
-  lanes and taps (activation gathering, write-back) nor a variant's memories differ
-  from the reference's, so it errs low for points larger than the reference;
+  reports it; DSPs are what the engine's synthesis maps (the int8 engine: one per
+  multiplier on iCE40 and ECP5). The estimate keeps the reference's controller, link
+  and memory glue: it does not see them change with lanes and taps (activation
+  gathering, write-back) or between variants. Placed and routed against the digits
+  sweep's estimates (``--epochs 2``, 1 x 1 references): int8 2 x 4 on the iCEBreaker
+  3196 LUT4 / 4519 logic cells estimated, 3523 / 4981 placed (9% low); FLightNN 2 x 2
+  3515 / 4852 against 3575 / 5008 (3% low); FLightNN 2 x 4 estimated 5283 logic
+  cells, too many, and nextpnr's packing counts 5588; on the ULX3S FLightNN 8 x 2
+  7517 against 7118 (6% high);
 * **fits**: a point whose estimated logic cells or DSPs exceed the device
   (:func:`shiftpool.boards.fit_estimate.logic_verdict`, the check ``build --fit``
   drops candidates with) is kept with ``fits = False`` and the reason, and is never
@@ -41,8 +45,11 @@ point reports, and where each figure comes from:
   front; the reference is the first variant's smallest size whose engine does
   synthesize;
 * **Fmax**: the reference's, from nextpnr, for every point of its engine on that
-  board; measured for the reference, an estimate for the others (not verified here
-  to be independent of the engine's size);
+  board; measured for the reference, an estimate for the others, and an optimistic
+  one: larger engines are slower (the same builds: FLightNN 2 x 2 on the iCEBreaker
+  26.3 MHz against the 1 x 1 reference's 30.6, 8 x 2 on the ULX3S 56.8 against 71.8;
+  int8 2 x 4 31.5 against 31.0). Both boards' build clocks (24 and 40 MHz) are below
+  all of these, so inferences per second did not depend on it there;
 * **inferences per second**: ``min(build clock, Fmax) / cycles``: the design runs at
   the clock it is built for (the board's, through its PLL, or ``clock_mhz``) when it
   meets it, and at best at Fmax when it does not. Without place and route
