@@ -22,6 +22,7 @@ fit is built again to make its bitstream).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ from pathlib import Path
 from .board import BoardError
 from .registry import get_board
 
-__all__ = ["CANDIDATES", "candidate_sizes", "fit_build"]
+__all__ = ["CANDIDATES", "Outcome", "Placements", "candidate_sizes", "fit_build"]
 
 #: The sizes ``--fit`` tries by default: lanes and taps in powers of two up to 16.
 CANDIDATES = tuple((lanes, taps) for lanes in (1, 2, 4, 8, 16) for taps in (1, 2, 4, 8, 16))
@@ -66,6 +67,72 @@ def _save_cache(path: Path, cache: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(cache, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One place and route (or its cached outcome)."""
+
+    report: dict | None     # the build's report (also that of a missed clock), or None
+    why: str | None         # why the design does not fit or meet the clock, or None
+    built: Path | None      # its folder when placed and routed in this run
+    cached: bool            # taken from the cache without a tool run
+
+
+class Placements:
+    """Place and route configurations of ``model`` on ``board`` in ``OUT/fit/LxT`` with
+    :func:`~shiftpool.boards.build.build`, each outcome cached in
+    ``OUT/fit/cache.json`` (the cache of the module docstring). A design that does not
+    fit or misses the clock is remembered as such, a tool failure is not; with
+    ``report_only`` a cached fit is not built again."""
+
+    def __init__(self, model, board, out_dir: Path, *, clock_mhz: float | None = None,
+                 report_only: bool = False, progress: Callable[[str], None] | None = None,
+                 **build_args):
+        self.model, self.board, self.out_dir = model, get_board(board), Path(out_dir)
+        self.clock_mhz, self.report_only, self.build_args = clock_mhz, report_only, build_args
+        self.progress = progress
+        self.cache_path = self.out_dir / "fit" / "cache.json"
+        self.cache = _load_cache(self.cache_path)
+
+    def known(self, config) -> bool:
+        """Whether ``config`` was placed and routed before (its outcome is cached)."""
+        return _cache_key(self.board, self.clock_mhz, config) in self.cache
+
+    def attempt(self, config, label: str) -> Outcome:
+        """Place and route ``config`` (``config.lanes`` x ``config.taps``) or take its
+        cached outcome; progress lines start with ``label``."""
+        from .build import build
+
+        say = self.progress or (lambda text: None)
+        size = f"{config.lanes}x{config.taps}"
+        where = self.out_dir / "fit" / size
+        key = _cache_key(self.board, self.clock_mhz, config)
+        known = self.cache.get(key)
+        if known is not None and not known["fits"]:
+            say(f"{label}: {size} does not fit (cached): {known['why']}")
+            return Outcome(known.get("report"), known["why"], None, True)
+        if known is not None and self.report_only and known.get("report"):
+            say(f"{label}: {size} fits (cached)")
+            return Outcome(dict(known["report"]), None, None, True)
+        say(f"{label}: {size}, place and route" + (" (fitted before, cached)" if known else ""))
+        try:
+            report = build(self.model, self.board, where, report_only=self.report_only,
+                           lanes=config.lanes, taps=config.taps, clock_mhz=self.clock_mhz,
+                           progress=self.progress, **self.build_args)
+        except BoardError as exc:
+            why = str(exc)
+            # the report a missed clock leaves (utilization is known)
+            missed = json.loads((where / "report.json").read_text()) \
+                if why.startswith("timing:") and (where / "report.json").exists() else None
+            if why.startswith(_NO_FIT):     # a tool failure is not remembered
+                self.cache[key] = {"fits": False, "why": why, "report": missed}
+                _save_cache(self.cache_path, self.cache)
+            say(f"{label}: {size} does not fit: {exc}")
+            return Outcome(missed, why, None, False)
+        self.cache[key] = {"fits": True, "why": None, "report": report}
+        _save_cache(self.cache_path, self.cache)
+        return Outcome(report, None, where, False)
 
 
 def _chosen(out_dir: Path, report: dict, lanes: int, taps: int, tried: list,
@@ -108,7 +175,6 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
     from ..hw.config import ConfigError
     from ..sw.compile.fit import fit_config
     from ..sw.model.file import QuantModel, read_model
-    from .build import build
     from .fit_estimate import engine_cost, logic_verdict, memory_verdict
 
     say = progress or (lambda text: None)
@@ -116,8 +182,6 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
     if not isinstance(model, QuantModel):
         model = read_model(Path(model))
     out_dir = Path(out_dir)
-    cache_path = out_dir / "fit" / "cache.json"
-    cache = _load_cache(cache_path)
     tried = []
     order = candidate_sizes(sizes)
     total = len(order)
@@ -148,41 +212,14 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
             continue
         plans.append((n, lanes, taps, config))
 
+    placer = Placements(model, board, out_dir, clock_mhz=clock_mhz, report_only=report_only,
+                        progress=progress, **build_args)
+
     def attempt(n, lanes, taps, config) -> tuple[dict | None, str | None, Path | None]:
-        """Place and route one candidate in ``OUT/fit/LxT`` (or take its cached
-        outcome): ``(report or None, why it does not fit or None, folder if built)``."""
-        size = f"{lanes}x{taps}"
-        where = out_dir / "fit" / size
-        key = _cache_key(board, clock_mhz, config)
-        known = cache.get(key)
-        if known is not None and not known["fits"]:
-            _record(tried, lanes, taps, known["why"], cached=True)
-            say(f"fit {n}/{total}: {size} does not fit (cached): {known['why']}")
-            return known.get("report"), known["why"], None
-        if known is not None and report_only and known.get("report"):
-            say(f"fit {n}/{total}: {size} fits (cached)")
-            _record(tried, lanes, taps, None, cached=True)
-            return dict(known["report"]), None, None
-        say(f"fit {n}/{total}: {size}, place and route"
-            + (" (fitted before, cached)" if known else ""))
-        try:
-            report = build(model, board, where, report_only=report_only, lanes=lanes,
-                           taps=taps, clock_mhz=clock_mhz, progress=progress, **build_args)
-        except BoardError as exc:
-            why = str(exc)
-            # the report a missed clock leaves (utilization is known)
-            missed = json.loads((where / "report.json").read_text()) \
-                if why.startswith("timing:") and (where / "report.json").exists() else None
-            if why.startswith(_NO_FIT):     # a tool failure is not remembered
-                cache[key] = {"fits": False, "why": why, "report": missed}
-                _save_cache(cache_path, cache)
-            _record(tried, lanes, taps, why)
-            say(f"fit {n}/{total}: {size} does not fit: {exc}")
-            return missed, why, None
-        cache[key] = {"fits": True, "why": None, "report": report}
-        _save_cache(cache_path, cache)
-        _record(tried, lanes, taps, None)
-        return report, None, where
+        outcome = placer.attempt(config, f"fit {n}/{total}")
+        _record(tried, lanes, taps, outcome.why, **({"cached": True} if outcome.cached
+                                                    else {}))
+        return outcome.report, outcome.why, outcome.built
 
     engines = out_dir / "fit" / "engines.json"
     reference = ref_why = ref_built = None
@@ -202,7 +239,7 @@ def fit_build(model, board, out_dir: Path, *, sizes=None, report_only: bool = Fa
         elif reference is None:    # the smallest does not fit the device: none larger
             why = f"the smallest candidate left, {plans[-1][1]}x{plans[-1][2]}, does not " \
                   f"fit: {ref_why}"
-        elif _cache_key(board, clock_mhz, config) in cache:
+        elif placer.known(config):
             why = None             # built before: its outcome is known
         else:
             why = logic_verdict(reference, ref_engine,

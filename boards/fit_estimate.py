@@ -10,7 +10,8 @@ Two estimates, neither of them ever reported as a measured figure (the engine
   engine's size, so a candidate needs about what a *reference* needs (the smallest
   candidate, placed and routed for real: its logic cells and DSPs as nextpnr counts
   them) plus the difference of the two engines alone. An engine alone is synthesized
-  flat (yosys only, seconds) at 1 and 2 lanes for the candidate's taps, and lanes
+  flat (yosys only, seconds; on ECP5 with :data:`ENGINE_SYNTH_OPTIONS`) at 1 and 2
+  lanes for the candidate's taps, and lanes
   cost the same each beyond the first (the lanes are copies; what they share is in
   the first), so ``engine(l) = engine(1) + (l - 1) * (engine(2) - engine(1))``. The
   engines' counts are cached in ``OUT/fit/engines.json`` (keyed by the synthesis
@@ -36,8 +37,8 @@ from .board import Board
 from .memory_fit import board_memory_fit
 from .units import board_synth, synth_cells
 
-__all__ = ["LOGIC_CELLS", "DSP_CELLS", "EngineCost", "engine_cost", "logic_verdict",
-           "memory_verdict"]
+__all__ = ["LOGIC_CELLS", "DSP_CELLS", "ENGINE_SYNTH_OPTIONS", "EngineCost", "engine_cost",
+           "logic_verdict", "memory_verdict"]
 
 #: Per family: cell type -> logic cells (nextpnr's ``logic`` column) it takes. On
 #: iCE40 a carry shares its LUT's cell; an ECP5 CCU2C is two TRELLIS_COMB.
@@ -48,6 +49,14 @@ LOGIC_CELLS = {
 }
 #: Per family: the DSP cell types.
 DSP_CELLS = {"ice40": ("SB_MAC16",), "ecp5": ("MULT18X18D",), "gowin": ("MULT",)}
+#: Per family: options added to the board's synthesis command for an engine alone.
+#: On ECP5, YoWASP's yosys 0.70 ends ``synth_ecp5`` without a message inside ABC9 on
+#: most shift-add engines alone (the 1-tap ones, and the digits model's at 1, 4 and 8
+#: taps; the whole device synthesizes); with ``-dff`` (ABC9 maps the flip-flops too)
+#: they synthesize, and engines that synthesize both ways differ by at most 5%
+#: (shift-add 1 x 2: 396 / 397 logic cells, 2 x 4: 1214 / 1157; int8 2 x 4: 367 / 368;
+#: pool 1 x 8: 805 / 828, the demo's configurations).
+ENGINE_SYNTH_OPTIONS = {"ecp5": "-dff"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +74,15 @@ def memory_verdict(board: Board, config) -> str | None:
     return None if fit.fits else f"memory estimate: {fit.message}"
 
 
-def _synthesize(board: Board, rtlil_text: str) -> EngineCost:
+def _engine_synth(board: Board) -> tuple[str, str]:
+    """``(family, synthesis command)`` of an engine alone on ``board``."""
     family, synth = board_synth(board)
+    extra = ENGINE_SYNTH_OPTIONS.get(family)
+    return family, f"{synth.rstrip()} {extra}" if extra else synth
+
+
+def _synthesize(board: Board, rtlil_text: str) -> EngineCost:
+    family, synth = _engine_synth(board)
     cells = next(iter(synth_cells(rtlil_text, synth=synth, flatten=True).values()))
     logic = sum(n * LOGIC_CELLS[family].get(cell, 0) for cell, n in cells.items())
     dsp = sum(n for cell, n in cells.items() if cell.startswith(DSP_CELLS[family]))
@@ -87,7 +103,7 @@ def engine_cost(board: Board, config, cache_path: Path,
     syntheses (each cached in ``cache_path`` by the synthesis command and a digest of
     the engine's RTLIL: the memory depths of two candidates differ, their engines
     need not)."""
-    family, synth = board_synth(board)
+    family, synth = _engine_synth(board)
     try:
         cache = json.loads(Path(cache_path).read_text())
     except (FileNotFoundError, ValueError):

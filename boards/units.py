@@ -190,7 +190,11 @@ def synth_cells(component, *, synth: str, flatten: bool = False, top: str = "top
         proc = run_tool("yosys", ["-q", "-p", f"read_rtlil design.il; {synth}; "
                                   f"tee -q -o stat.json stat -json"], where)
         if proc.returncode != 0:
-            raise BoardError(f"yosys failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+            # YoWASP's ABC9 can end yosys without a word (fit_estimate's
+            # ENGINE_SYNTH_OPTIONS)
+            said = (proc.stderr or proc.stdout).strip()[-300:] or \
+                f"exit status {proc.returncode}, no message"
+            raise BoardError(f"yosys failed: {said}")
         return _read_stat(where / "stat.json")
 
 

@@ -796,7 +796,8 @@ def cmd_bench(args) -> int:
 
 def cmd_explore(args) -> int:
     """``explore``: every scheme and knob on every engine size whose memories fit each
-    board (``shiftpool/explore.py``)."""
+    board, with logic and Fmax from one place and route per board and engine type
+    (``shiftpool/explore.py``)."""
     from .boards.registry import BOARDS
     from .explore import explore, summary, write_results
 
@@ -809,7 +810,8 @@ def cmd_explore(args) -> int:
     _check_output_dir("-o", args.output)
     float_model, data = _float_model_and_data(args)
     points = explore(float_model, data, boards, sizes=sizes, epochs=args.epochs,
-                     seed=args.seed, step=_step)
+                     seed=args.seed, step=_step, clock_mhz=args.clock_mhz,
+                     place_dir=None if args.no_place else args.output / "place")
     command = "shiftpool " + " ".join(sys.argv[1:]) if sys.argv[1:] else "shiftpool explore"
     path = write_results(points, args.output, command)
     for line in summary(points):
@@ -985,7 +987,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explore", help="every scheme and knob on every engine size whose "
                        "memories fit each board: the Pareto front of accuracy, inferences "
-                       "per second and bits per weight")
+                       "per second and bits per weight, with LUT4, DSPs and Fmax (one place "
+                       "and route per board and engine type, the rest estimated)")
     _add_common(p)
     p.add_argument("--float-model", default=None,
                    help="the float model: an .npz or .onnx file, or a built-in ("
@@ -1000,8 +1003,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "taps 1, 2, 4, 8; the pool engine always has 8 taps)")
     p.add_argument("--epochs", type=int, default=10,
                    help="fine-tuning epochs of every variant (default 10)")
+    p.add_argument("--clock-mhz", type=float, default=None,
+                   help="build clock of every board (default: each board's, as build "
+                   "uses it)")
+    p.add_argument("--no-place", action="store_true",
+                   help="no place and route: memories and cycles only, no LUT4, DSP or "
+                   "Fmax, inferences per second at the build clock")
     p.add_argument("-o", "--output", type=Path, default=Path("explore-results"),
-                   help="folder for pareto.md, results.json and the plots")
+                   help="folder for pareto.md, results.json and the plots; place/ holds "
+                   "the cached place and route of each board's references")
     p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("compress", help="float model -> compressed integer model file")

@@ -12,12 +12,10 @@ import re
 import shlex
 import shutil
 import stat
-import subprocess
 import sysconfig
-from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import FIT_SIZES, small_model
 from shiftpool.boards.board import LED_ROLES, BoardError
 from shiftpool.boards.build import RESOURCES, build, parse_nextpnr_report, program
 from shiftpool.boards.clocks import ecp5_pll, ice40_pll, pll_for
@@ -26,19 +24,11 @@ from shiftpool.boards.top import led_ports
 from shiftpool.sim.flow import generate
 from shiftpool.sw.compile.fit import fit_config
 from shiftpool.sw.model.file import save_model
-from shiftpool.sw.model.randmodel import random_model
 
 from shiftpool.cli_boards import add_build_parser, add_program_parser
 
 #: Bytes in an iCE40UP5K bitstream (icepack output, no comments).
 UP5K_BITSTREAM_BYTES = 104090
-
-
-def small_model(seed: int = 5):
-    """A small random model whose design builds quickly (the link dominates it)."""
-    rng = np.random.default_rng(seed)
-    return random_model(rng, scheme="flightnn", act_bits=4, exp_bits=2, input_shape=(1, 4, 4),
-                        convs=(2,), pool=False, dense=(3,))
 
 
 def run_cli(argv):
@@ -206,52 +196,6 @@ def test_report_parsing_keeps_each_family_resource():
 
 
 # -- a real iCE40 build -------------------------------------------------------------------------
-
-#: ``PATH`` without the user's folders: only what the venv holds can be found then.
-SYSTEM_PATH = "/usr/bin:/bin"
-
-
-#: The candidates of the build below: 65x1 cannot be laid out (the controller allows 64
-#: lanes), 1x2 fits.
-FIT_SIZES = "1x2,65x1"
-
-
-@pytest.fixture(scope="module")
-def ice40_build(tmp_path_factory):
-    """``shiftpool build --fit --fit-sizes 1x2,65x1`` of the small design for the
-    iCEBreaker at 16 MHz (the UART link alone keeps the UP5K's design clock near 20
-    MHz): 1x2 is chosen; synthesis, place and route, icepack. It runs as the README
-    runs it, the venv's ``shiftpool`` without activating the venv, with ``PATH``
-    reduced to the system folders, so the YoWASP tools must be found in the venv.
-    Built once per test run: pytest-xdist workers that both run tests of this module
-    share it (under a lock, as they share ``sim_build_dir``). Returns (the finished
-    process, output folder, model)."""
-    from shiftpool.sim.runner import build_lock
-
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    where = root / "ice40-build"
-    model = small_model()
-    with build_lock(where):
-        done = where / "process.json"
-        if not done.exists():
-            where.mkdir(exist_ok=True)
-            save_model(model, where / "small.npz")
-            env = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("YOSYS", "NEXTPNR", "ICE"))}
-            env["PATH"] = SYSTEM_PATH
-            shiftpool = Path(sysconfig.get_path("scripts")) / "shiftpool"
-            proc = subprocess.run([str(shiftpool), "build", "--board", "icebreaker",
-                                   str(where / "small.npz"), "-o", str(where / "out"), "--fit",
-                                   "--fit-sizes", FIT_SIZES, "--clock-mhz", "16"],
-                                  env=env, capture_output=True, text=True, timeout=1800)
-            done.write_text(json.dumps({"args": proc.args, "returncode": proc.returncode,
-                                        "stdout": proc.stdout, "stderr": proc.stderr}))
-    proc = subprocess.CompletedProcess(**json.loads(done.read_text()))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc, where / "out", model
-
 
 @pytest.mark.synth
 @pytest.mark.slow

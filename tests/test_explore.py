@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from shiftpool.boards import registry
 from shiftpool.boards.memory_fit import board_memory_fit
 from shiftpool.boards.registry import get_board
 from shiftpool.sw.compile.cycles import inference_cycles
@@ -90,4 +91,6 @@ def test_cli_refuses_an_unknown_board(capsys):
     from shiftpool.cli import main
 
     assert main(["explore", "--boards", "icebreaker,nope"]) == 2
-    assert "--boards: 'nope' is not a board" in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --boards: 'nope' is not a board; choose from ")
+    assert all(name in line for name in registry.BOARDS), line
