@@ -63,8 +63,9 @@ sweep with the same ``place_dir`` places and routes nothing again.
 
 The Pareto front of a board keeps the fitting points no other point beats on all three
 of golden accuracy (higher), inferences per second (higher) and weight bits per
-weight (lower). Schemes without an accelerator yet (RBNN, MLG) appear with their
-accuracy and bits per weight and no speed.
+weight (lower). A variant no engine size of a board runs (no memories fit, or the
+scheme has no form for the model) appears with its accuracy and bits per weight and
+no speed.
 """
 
 from __future__ import annotations
