@@ -138,6 +138,11 @@ def accelerator_memories(cfg: AcceleratorConfig, link_payload: int | None = None
              for name in widths if depths[name] and widths[name]]
     needs += [MemoryNeed(f"act{b}", cfg.taps * cfg.act_bits, act_words(cfg)) for b in range(2)]
     needs.append(MemoryNeed("out", cfg.acc_width, cfg.out_depth))
+    if cfg.engine == "insitu":
+        # The row buffer of the layer running (its generate phase writes it, the issue
+        # stage reads it: one address, like the weights region).
+        needs.append(MemoryNeed("generated rows", cfg.lanes * cfg.taps * cfg.code_width,
+                                cfg.weight_depth, single_port=True))
     if cfg.engine == "pool" and cfg.pool_table == "half":
         # Two 16-entry half tables per vector and lane, always in block RAM.
         needs.append(MemoryNeed("lut", cfg.lut_bits, 16 * cfg.pool_size, copies=2 * cfg.lanes))
