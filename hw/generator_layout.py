@@ -29,9 +29,9 @@ Every value is a signed field of its width's ``q + 1`` bits, packed LSB first.
 from __future__ import annotations
 
 from .config import KERNEL_TAPS, AcceleratorConfig
-from .program import addr_width, count_width
+from .program import addr_width, count_width, mlg_a_depth
 
-__all__ = ["GEN_LATENCY", "STORES", "a_depth", "generate_fields", "request_fields", "row_cycles",
+__all__ = ["GEN_LATENCY", "STORES", "request_fields", "row_cycles",
            "store_depths", "store_layouts", "store_widths"]
 
 #: The generator's stores, in the order of their load codes.
@@ -63,11 +63,6 @@ def store_depths(cfg: AcceleratorConfig) -> dict[str, int]:
     return {name: getattr(cfg, f"mlg_{name}_depth") for name in STORES}
 
 
-def a_depth(cfg: AcceleratorConfig) -> int:
-    """Rows the request's ``a_addr`` reaches: of the deeper of ``u`` and ``w1``."""
-    return max(cfg.mlg_u_depth, cfg.mlg_w1_depth)
-
-
 def request_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     """Fields of one generator request (one weight row), LSB first.
 
@@ -84,30 +79,10 @@ def request_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
         ("grouped", 1),
         ("count", count_width(max(cfg.mlg_bc, cfg.lanes))),
         ("v_addr", addr_width(cfg.mlg_v_depth)),
-        ("a_addr", addr_width(a_depth(cfg))),
-        ("a_stride", count_width(a_depth(cfg))),
+        ("a_addr", addr_width(mlg_a_depth(cfg))),
+        ("a_stride", count_width(mlg_a_depth(cfg))),
         ("b_addr", addr_width(cfg.mlg_b_depth)),
         ("k0", count_width(KERNEL_TAPS - 1)),
-    ]
-
-
-def generate_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
-    """The layer-descriptor fields of an MLG layer's generate phase (in-situ engine
-    only; ``hw/controller/generate.py`` turns them into requests, ``docs/model-format.md``
-    §2.13): the levels and step kind, ``Bc``, the layer's first ``v``, ``a`` (``u`` or
-    ``w1``) and ``b`` rows, the ``a`` rows per basis (``a_stride``) and per lane group
-    (``a_group``, 0 with level 2)."""
-    a = a_depth(cfg)
-    return [
-        ("gen_level1", 1),
-        ("gen_level2", 1),
-        ("gen_grouped", 1),
-        ("gen_bc", count_width(max(cfg.mlg_bc, cfg.lanes))),
-        ("gen_v_base", addr_width(cfg.mlg_v_depth)),
-        ("gen_a_base", addr_width(a)),
-        ("gen_a_stride", count_width(a)),
-        ("gen_a_group", count_width(a)),
-        ("gen_b_base", addr_width(cfg.mlg_b_depth)),
     ]
 
 

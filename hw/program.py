@@ -17,6 +17,7 @@ __all__ = [
     "offset_width", "row_addr_width", "pool_row_fields", "lut_shift_width",
     "addr_width", "pack", "unpack", "field_width", "struct_layout", "POOL_WINDOW",
     "pool_phases", "flat_phases", "act_words", "lane_width", "table_build_cycles",
+    "generate_fields", "mlg_a_depth",
 ]
 
 KIND_MAC = 0
@@ -117,7 +118,7 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     ``fill_groups`` (``pool_size / lanes`` for a layer in precompute mode, else 0).
     The binary engine's end with ``round``, ``round_steps`` and ``out_base`` (RBNN
     rounds), the in-situ engine's with its generate phase's fields
-    (``hw/generator_layout.generate_fields``).
+    (:func:`generate_fields`).
     """
     dim = count_width(cfg.max_dim)
     addr = count_width(cfg.act_depth)
@@ -173,13 +174,34 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
         ("round", round_width(cfg)),
         ("round_steps", count_width(cfg.tap_depth)),
         ("out_base", words),
-    ] if cfg.engine == "binary" else []) + (_generate_fields(cfg) if cfg.engine == "insitu" else [])
+    ] if cfg.engine == "binary" else []) + (generate_fields(cfg) if cfg.engine == "insitu" else [])
 
 
-def _generate_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
-    from .generator_layout import generate_fields
+def mlg_a_depth(cfg: AcceleratorConfig) -> int:
+    """In-situ engine: rows an MLG request's ``a_addr`` reaches, of the deeper of the
+    generator's ``u`` and ``w1`` stores (``hw/generator_layout.py``)."""
+    return max(cfg.mlg_u_depth, cfg.mlg_w1_depth)
 
-    return generate_fields(cfg)
+
+def generate_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
+    """The layer-descriptor fields of an MLG layer's generate phase (in-situ engine
+    only; ``hw/controller/generate.py`` turns them into requests, ``docs/model-format.md``
+    §2.13): the levels and step kind, ``Bc``, the layer's first ``v``, ``a`` (``u`` or
+    ``w1``) and ``b`` rows, the ``a`` rows per basis (``a_stride``) and per lane group
+    (``a_group``, 0 with level 2)."""
+    a = mlg_a_depth(cfg)
+    return [
+        ("gen_level1", 1),
+        ("gen_level2", 1),
+        ("gen_grouped", 1),
+        ("gen_bc", count_width(max(cfg.mlg_bc, cfg.lanes))),
+        ("gen_v_base", addr_width(cfg.mlg_v_depth)),
+        ("gen_a_base", addr_width(a)),
+        ("gen_a_stride", count_width(a)),
+        ("gen_a_group", count_width(a)),
+        ("gen_b_base", addr_width(cfg.mlg_b_depth)),
+    ]
+
 
 
 def lut_shift_width(cfg: AcceleratorConfig) -> int:

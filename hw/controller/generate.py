@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import KERNEL_TAPS, AcceleratorConfig
 from ..engines.generator import WeightGenerator, generator_row_layout
-from ..generator_layout import generate_fields
+from ..program import generate_fields
 
 __all__ = ["GeneratePhase"]
 
@@ -42,7 +42,7 @@ class GeneratePhase(wiring.Component):
     start : In(1)
         Begin the layer whose fields are on ``layer`` (held until ``done``).
     layer : In(StructLayout)
-        The descriptor's generate fields (``hw/generator_layout.generate_fields``) and ``steps``,
+        The descriptor's generate fields (``hw/program.generate_fields``) and ``steps``,
         ``groups`` (lane groups) and ``channels``.
     done : Out(1)
         The layer's last row is written in this cycle.
