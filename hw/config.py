@@ -28,8 +28,8 @@ POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth", "precompute_
 POOL_TABLES = ("full", "half")
 
 #: Fields only the in-situ (MLG) engine and its weight generator use.
-MLG_FIELDS = ("mlg_qb", "mlg_qu", "mlg_qv", "mlg_bi", "mlg_bc", "mlg_v_depth", "mlg_u_depth",
-              "mlg_b_depth", "mlg_w1_depth")
+MLG_FIELDS = ("mlg_qb", "mlg_qu", "mlg_qv", "mlg_bi", "mlg_bc", "mlg_w_bits", "mlg_v_depth",
+              "mlg_u_depth", "mlg_b_depth", "mlg_w1_depth")
 
 #: Most level-1 bases ``Bi`` (level 1 needs ``Bi < kk = 9``).
 MAX_MLG_BI = 8
@@ -147,6 +147,11 @@ class AcceleratorConfig:
         In-situ engine: the largest level-1 basis size ``Bi`` (1..8).
     mlg_bc : int
         In-situ engine: the largest level-2 basis size ``Bc`` (1..4096).
+    mlg_w_bits : int
+        In-situ engine: signed bits of a generated weight; 0 (the default) takes the
+        paper's width for the largest ``Bi`` and ``Bc`` with both levels in use
+        (:attr:`mlg_w_width`). ``fit_config`` sets the widest any layer of the model can
+        generate (``docs/arithmetic.md`` §14.4), which the compiler checks.
     mlg_v_depth, mlg_u_depth, mlg_b_depth, mlg_w1_depth : int
         In-situ engine: rows in each of the generator's four stores (V, U, B, W1;
         ``hw/generator_layout.py``). The accelerator also holds one layer's generated
@@ -185,6 +190,7 @@ class AcceleratorConfig:
     mlg_qv: int = 3
     mlg_bi: int = 2
     mlg_bc: int = 64
+    mlg_w_bits: int = 0
     mlg_v_depth: int = 256
     mlg_u_depth: int = 128
     mlg_b_depth: int = 64
@@ -222,6 +228,8 @@ class AcceleratorConfig:
             _check_range(name, getattr(self, name), 2, 8)
         _check_range("mlg_bi", self.mlg_bi, 1, MAX_MLG_BI)
         _check_range("mlg_bc", self.mlg_bc, 1, 4096)
+        if self.mlg_w_bits:
+            _check_range("mlg_w_bits", self.mlg_w_bits, 2, 64)
         for name in ("mlg_v_depth", "mlg_u_depth", "mlg_b_depth", "mlg_w1_depth"):
             _check_range(name, getattr(self, name), 1)
         check_pool_table(self.pool_table)
@@ -257,8 +265,11 @@ class AcceleratorConfig:
 
     @property
     def mlg_w_width(self) -> int:
-        """Signed bits of a generated weight ``W = V @ W1``: ``qv + ceil(log2 Bc)`` more
-        than ``W1`` (``|W| <= Bc (2**qv - 1) max|W1|``); the in-situ engine's code."""
+        """Signed bits of a generated weight ``W = V @ W1``, the in-situ engine's code:
+        ``mlg_w_bits`` if set, else ``qv + ceil(log2 Bc)`` more than ``W1`` (``|W| <= Bc
+        (2**qv - 1) max|W1|``)."""
+        if self.mlg_w_bits:
+            return self.mlg_w_bits
         return self.mlg_w1_width + self.mlg_qv + ceil_log2(self.mlg_bc)
 
     @property

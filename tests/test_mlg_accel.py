@@ -225,3 +225,29 @@ def test_driver_streams_the_bases_to_a_simulated_device(digits_mlg, digits_data,
     assert not image.regions["weights"] and image.regions["mlg_w1"]
     assert np.array_equal(outputs, golden.run(digits_mlg, x))
     assert cycles.tolist() == [inference_cycles(image)] * len(x)
+
+
+def test_generated_width_is_the_widest_layer_can_reach():
+    """``fit_config`` sizes the generated weights for the widest layer (from the widths
+    and basis sizes alone), the compiler refuses one bit less naming the field, and a
+    layer with both levels at the extremes reaches that width (so it is not loose)."""
+    from shiftpool.sw.compile.mlg_layout import generated_bits
+    from shiftpool.sw.model.file import mlg_weight
+
+    seed = next(s for s in AMARANTH_SEEDS if _both_levels(mlg_case(s)[0]))
+    model, config, _, _ = mlg_case(seed)
+    macs = [layer for layer in model.layers if layer.is_mac]
+    widest = max(generated_bits(model, layer) for layer in macs)
+    assert config.mlg_w_width == config.code_width == widest
+    narrow = type(config).from_dict(dict(config.as_dict(), mlg_w_bits=widest - 1))
+    with pytest.raises(ConfigError, match=re.escape(f"config field 'mlg_w_bits' = {widest - 1} "
+                                                    f"is too small: layer")):
+        compile_model(model, narrow)
+    layer = next(la for la in macs if la.mlg_b is not None and la.mlg_v is not None)
+    top = {name: (1 << q) - 1 for name, q in (("qb", model.qb), ("qu", model.qu),
+                                               ("qv", model.qv))}
+    layer.mlg_u = np.full_like(layer.mlg_u, top["qu"])
+    layer.mlg_b = np.full_like(layer.mlg_b, top["qb"])
+    layer.mlg_v = np.full_like(layer.mlg_v, -top["qv"])
+    w = int(np.abs(mlg_weight(layer)).max())
+    assert w.bit_length() + 1 == generated_bits(model, layer)

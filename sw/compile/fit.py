@@ -15,6 +15,7 @@ from ...hw.generator_layout import STORES
 from ..model.file import QuantModel
 from ..schemes import golden
 from .image import act_need, compile_model, engine_for_model, uses_im2col
+from .mlg_layout import generated_bits
 
 __all__ = ["fit_config"]
 
@@ -93,6 +94,8 @@ def fit_config(model: QuantModel, lanes: int = DEFAULT_LANES, taps: int = DEFAUL
     if engine == "insitu":
         image = compile_model(model, roomy, mode=mode)
         fitted.update(weight_depth=max(p.groups1 * p.steps for p in image.plans if p),
+                      mlg_w_bits=max(generated_bits(model, la) for la in model.layers
+                                     if la.is_mac),
                       **{f"mlg_{name}_depth": used[f"mlg_{name}"] for name in STORES})
     fitted.update(fields)
     config = AcceleratorConfig.from_dict(fitted)

@@ -26,7 +26,7 @@ from ...hw.generator_layout import (
 )
 from ...hw.program import pack
 
-__all__ = ["MlgPlacement", "generator_cycles", "layer_requests", "pack_requests",
+__all__ = ["MlgPlacement", "generated_bits", "generator_cycles", "layer_requests", "pack_requests",
            "pack_store_row", "place_layer", "step_inputs"]
 
 
@@ -66,12 +66,28 @@ def _check_fit(cfg: AcceleratorConfig, index: int, layer, m) -> None:
         if q > getattr(cfg, field):
             raise ConfigError(f"config field {field!r} = {getattr(cfg, field)} is too small "
                               f"for the model's {q}-bit values; set it to {q}")
+    need = generated_bits(m, layer)
+    if need > cfg.mlg_w_width:
+        raise ConfigError(f"config field 'mlg_w_bits' = {cfg.mlg_w_width} is too small: layer "
+                          f"{index} generates weights of up to {need} signed bits")
     if layer.mlg_b is not None and layer.mlg_b.shape[1] > cfg.mlg_bi:
         raise ConfigError(f"config field 'mlg_bi' = {cfg.mlg_bi} is too small: layer {index} "
                           f"has Bi = {layer.mlg_b.shape[1]}")
     if layer.mlg_v is not None and layer.mlg_v.shape[1] > cfg.mlg_bc:
         raise ConfigError(f"config field 'mlg_bc' = {cfg.mlg_bc} is too small: layer {index} "
                           f"has Bc = {layer.mlg_v.shape[1]}")
+
+
+def generated_bits(model, layer) -> int:
+    """Signed bits of the largest ``|W|`` an mlg ``layer`` of ``model`` can generate, from
+    its widths and basis sizes (``docs/arithmetic.md`` §14.4): ``|W1| <= Bi (2**qu - 1)
+    (2**qb - 1)`` with level 1 (else ``2**qu - 1``), ``|W| <= Bc (2**qv - 1) |W1|`` with
+    level 2 (else ``|W1|``); odd values at the extremes reach it."""
+    w1 = (1 << model.qu) - 1
+    if layer.mlg_b is not None:
+        w1 *= layer.mlg_b.shape[1] * ((1 << model.qb) - 1)
+    w = w1 * (layer.mlg_v.shape[1] * ((1 << model.qv) - 1) if layer.mlg_v is not None else 1)
+    return w.bit_length() + 1
 
 
 def step_inputs(cfg: AcceleratorConfig, ci: int, kk: int, grouped: bool) -> list[list]:
