@@ -233,9 +233,10 @@ def _mlg_levels(qm) -> None:
     """``compress --scheme mlg``: per layer the levels used, the stored tensors' shapes
     and widths, the generated weights' width, and the weight bits beside int8's, then
     the bits the host streams to the default engine."""
-    from .hw.config import ConfigError, ceil_log2
+    from .hw.config import ConfigError
     from .sw.compile.fit import fit_config
     from .sw.compile.image import compile_model
+    from .sw.compile.mlg_layout import generated_bits
     from .sw.schemes.mlg import device_bits
 
     meta = qm.meta
@@ -248,8 +249,7 @@ def _mlg_levels(qm) -> None:
         shapes = entry["shapes"]
         stored = ", ".join(f"{name} {'x'.join(map(str, shape))} x{q[name]}"
                            for name, shape in shapes.items())
-        width = qm.qu + 1 + (qm.qb + ceil_log2(bi) if bi else 0) + (
-            qm.qv + ceil_log2(bc) if bc else 0)
+        width = generated_bits(qm, qm.layers[index])
         _say(f"  {index:<6} {'Bi=' + str(bi) if bi else 'off':<8} "
              f"{'Bc=' + str(bc) if bc else 'off':<8} {stored:<40} {width:>6} "
              f"{entry['stored_bits']:>11} {8 * entry['weights']:>9}")
