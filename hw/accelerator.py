@@ -379,10 +379,10 @@ class Accelerator(wiring.Component):
                 m.d.comb += getattr(gp, port_name).data.eq(port.data)
 
             def gen_layer(desc):
-                return [gp.layer.eq(0)] + [
-                    getattr(gp.layer, name).eq(getattr(desc, name))
-                    for name in gp.layer.shape().members if name != "groups"
-                ] + [gp.layer.groups.eq(desc.groups1)]
+                """The generate phase's layer fields from descriptor ``desc``."""
+                return [getattr(gp.layer, name).eq(getattr(desc, name))
+                        for name in gp.layer.shape().members if name != "groups"
+                        ] + [gp.layer.groups.eq(desc.groups1)]
 
             m.d.comb += gen_layer(d)
             m.d.comb += [

@@ -26,7 +26,7 @@ from . import __version__
 from .sim.flow import first_mismatch, simulate
 from .sw.compile.fit import fit_config
 from .sw.compile.image import compile_model
-from .sw.model.file import QuantModel
+from .sw.model.file import MLG_WIDTH_FIELD, QuantModel
 from .sw.schemes import golden
 
 __all__ = ["BenchRow", "SpeedRow", "mac_count", "measure_speed", "run_bench", "weight_bits",
@@ -70,8 +70,8 @@ def weight_bits(model: QuantModel, code_width: int) -> tuple[int, int]:
         elif layer.slots is not None:       # rbnn: each slot once, whatever the rounds
             bits += int(np.size(layer.slots)) * layer.slot_bits
         elif layer.is_mlg:                  # mlg: the bases and coefficients, q bits each
-            q = {"mlg_b": model.qb, "mlg_u": model.qu, "mlg_w1": model.qu, "mlg_v": model.qv}
-            bits += sum(int(np.size(getattr(layer, name))) * width for name, width in q.items()
+            bits += sum(int(np.size(getattr(layer, name))) * getattr(model, field)
+                        for name, field in MLG_WIDTH_FIELD.items()
                         if getattr(layer, name) is not None)
         elif layer.terms is not None:
             bits += int(np.sum(layer.k)) * fan_in * code_width

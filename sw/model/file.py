@@ -79,6 +79,8 @@ def rbnn_weight(slots: np.ndarray, slot_bits: int, rounds: int, expand: str) -> 
 #: An mlg layer's arrays: level-1 bases and coefficients, or the stored level-1 weights,
 #: and the level-2 coefficients.
 MLG_ARRAYS = ("mlg_b", "mlg_u", "mlg_w1", "mlg_v")
+#: The model field holding the bit width ``q`` of each mlg array's odd values.
+MLG_WIDTH_FIELD = {"mlg_b": "qb", "mlg_u": "qu", "mlg_w1": "qu", "mlg_v": "qv"}
 
 
 def mlg_weight(layer) -> np.ndarray:
@@ -449,11 +451,11 @@ def _check_mlg(m: QuantModel, i: int, layer: Layer, shape: tuple) -> int:
     else:
         co = bc
     for name, arr in arrays.items():
-        q = {"mlg_b": m.qb, "mlg_u": m.qu, "mlg_w1": m.qu, "mlg_v": m.qv}[name]
+        field = MLG_WIDTH_FIELD[name]
+        q = getattr(m, field)
         top = (1 << q) - 1
         if arr.size and (int(arr.min()) < -top or int(arr.max()) > top or
                          not np.all(arr % 2 == 1)):
-            field = {"mlg_b": "qb", "mlg_u": "qu", "mlg_w1": "qu", "mlg_v": "qv"}[name]
             raise _err(i, name, f"values must be odd integers in -{top}..{top} "
                        f"({field}={q}), found {int(arr.min())}..{int(arr.max())}")
     return co
