@@ -5,8 +5,9 @@
 
 For each board and engine size (by default the board's own ``engine_size``, the one
 ``shiftpool build`` uses) it places and routes (``report_only``) the device for the
-digits demo's FLightNN, LightNN-2, weight-pool and int8 models (or the ``--model``
-files, one per registered scheme, one of them int8), and tabulates utilization
+digits CNN compressed by every registered scheme that has an engine and a form for a
+CNN (:func:`demo_models`), or the ``--model`` files (one per registered scheme, one of
+them int8), and tabulates utilization
 (LUT4, logic cells, flip-flops, block RAM, SPRAM, DSPs), Fmax, cycles per inference
 (the cycle model), inferences per second at Fmax and inferences per second per 1000
 LUT4 (yosys' LUT4 count on iCE40, the logic count elsewhere), and each of them as a
@@ -32,22 +33,30 @@ from ..sw.model.file import ModelError
 from .board import BoardError
 from .build import build
 
-__all__ = ["RATIO_KEYS", "SCHEMES", "add_ratios", "figures_table", "main", "measure"]
-
-#: Demo variants compared, the baseline last.
-SCHEMES = ("flightnn", "lightnn2", "pool", "int8")
+__all__ = ["RATIO_KEYS", "add_ratios", "demo_models", "figures_table", "main", "measure"]
 
 
-def demo_models(cache_dir: Path | None = None) -> dict:
-    """The digits demo's models (as ``shiftpool demo`` makes them): scheme -> model."""
+def demo_models(cache_dir: Path | None = None, log=print) -> dict:
+    """Every registered scheme with an engine, compressed from the digits CNN with its
+    defaults (as ``shiftpool compress`` makes them): scheme -> model. A scheme with no
+    form for a CNN (RBNN) is left out, with a line to ``log`` saying why."""
     from ..sw.schemes.compress import compress
+    from ..sw.schemes.registry import schemes
     from ..sw.train.datasets import load_digits_split
     from ..sw.train.digits import digits_float_model
 
     x_train, y_train, x_test, y_test = load_digits_split()
     float_model = digits_float_model(cache_dir=cache_dir, progress=False)
-    return {s: compress(float_model, s, x_train=x_train, y_train=y_train, x_test=x_test,
-                        y_test=y_test, progress=False) for s in SCHEMES}
+    models = {}
+    for name, scheme in schemes().items():
+        if not scheme.engine:
+            continue
+        try:
+            models[name] = compress(float_model, name, x_train=x_train, y_train=y_train,
+                                    x_test=x_test, y_test=y_test, progress=False)
+        except ValueError as exc:
+            log(f"{name}: not measured: {exc}")
+    return models
 
 
 def measure(models: dict, boards, sizes, out_dir: Path, log=print, fit: bool = False
@@ -243,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     if models is None:
         print("[shiftpool] digits demo models (float model trained once, then cached)",
               file=sys.stderr, flush=True)
-        models = demo_models(args.cache_dir)
+        models = demo_models(args.cache_dir,
+                             log=lambda s: print(s, file=sys.stderr, flush=True))
     rows = measure(models, boards, sizes, args.output, fit=args.fit,
                    log=lambda s: print(s, file=sys.stderr, flush=True))
     table = figures_table(rows)

@@ -29,13 +29,9 @@ from .sw.compile.image import compile_model
 from .sw.model.file import MLG_WIDTH_FIELD, QuantModel
 from .sw.schemes import golden
 
-__all__ = ["BenchRow", "SpeedRow", "mac_count", "measure_speed", "run_bench", "weight_bits",
-           "write_report"]
+__all__ = ["BenchRow", "SpeedRow", "bench_schemes", "mac_count", "measure_speed", "run_bench",
+           "weight_bits", "write_report"]
 
-SCHEMES = ("flightnn", "lightnn2", "int8")
-#: Weight-pool variants measured on the sizes with 8 taps (the pool engine's group):
-#: (pool size, run-time activation bits).
-POOL_VARIANTS = ((64, 8), (64, 4))
 
 
 def mac_count(model: QuantModel) -> int:
@@ -108,59 +104,88 @@ class BenchRow:
         return self.image_bits / self.weights
 
 
+def bench_schemes() -> list:
+    """The schemes ``bench`` measures: every registered scheme that has an engine, the
+    baseline among them (:data:`~shiftpool.sw.schemes.registry.BASELINE`)."""
+    from .sw.schemes.registry import schemes
+
+    return [scheme for scheme in schemes().values() if scheme.engine]
+
+
 def run_bench(float_model, data, sizes, simulator: str = "verilator", samples: int = 20,
-              build_dir=None, progress=print, compress_options=None) -> list[BenchRow]:
-    """Measure every scheme on every ``(lanes, taps)`` in ``sizes``."""
+              build_dir=None, progress=print, compress_options=None
+              ) -> tuple[list[BenchRow], list[str]]:
+    """Measure every scheme of :func:`bench_schemes` (its default options, at each of
+    its run-time precisions) on every ``(lanes, taps)`` in ``sizes``. Returns the rows
+    and one line per scheme or size left out, naming why (a scheme with no form for
+    this model, an engine that does not take the size)."""
+    from .sw.compile.fit import ConfigError
     from .sw.schemes.compress import compress
+    from .sw.schemes.registry import BASELINE
 
     x_train, y_train, x_test, y_test = data
-    models = {}
-    for scheme in SCHEMES:
-        progress(f"compress {scheme}")
-        models[scheme] = compress(float_model, scheme, x_train=x_train, y_train=y_train,
-                                  x_test=x_test, y_test=y_test, progress=False,
-                                  **(compress_options or {}))
-    for size in sorted({size for size, _ in POOL_VARIANTS}):
-        if any(taps == 8 for _, taps in sizes):
-            progress(f"compress pool S={size}")
-            models[f"pool{size}"] = compress(
-                float_model, "pool", x_train=x_train, y_train=y_train, x_test=x_test,
-                y_test=y_test, progress=False, pool_size=size, **(compress_options or {}))
+    models, skipped = {}, []
+    for scheme in bench_schemes():
+        progress(f"compress {scheme.name}")
+        try:
+            models[scheme.name] = compress(
+                float_model, scheme.name, x_train=x_train, y_train=y_train, x_test=x_test,
+                y_test=y_test, progress=False, **(compress_options or {}))
+        except ValueError as exc:
+            skipped.append(f"{scheme.name}: not measured: {exc}")
+    if BASELINE not in models:
+        raise RuntimeError(f"bench: the baseline {BASELINE} could not be compressed: "
+                           f"{skipped}")
     rows = []
     for lanes, taps in sizes:
-        variants = [(scheme, models[scheme], None) for scheme in SCHEMES]
-        if taps == 8:
-            variants += [(f"pool S={size} {bits}b", models[f"pool{size}"], bits)
-                         for size, bits in POOL_VARIANTS]
         size_rows = []
-        for scheme, model, bits in variants:
-            config = fit_config(model, lanes=lanes, taps=taps)
-            image = compile_model(model, config, bits=bits)
-            x = model.quantize_input(x_test[:samples])
-            progress(f"{lanes}x{taps} {scheme}: RTL on {simulator}, {len(x)} images")
-            result = simulate(model, x, config, simulator=simulator, build_dir=build_dir,
-                              bits=bits)
-            mismatch = first_mismatch(model, x, result)
-            if mismatch or not result.cycles_match:
-                raise RuntimeError(f"{lanes}x{taps} {scheme}: RTL disagrees: "
-                                   f"{mismatch or 'cycle count'}")
-            weights, code_bits = weight_bits(model, config.code_width)
-            accuracy = (float(model.meta["accuracy"]) if bits is None else float(np.mean(
-                golden.run(model, model.quantize_input(x_test), bits=bits).argmax(1)
-                == y_test)))
-            loaded = ("weights", "indices", "pool") if model.scheme == "pool" else ("weights",)
-            size_rows.append(BenchRow(
-                scheme=scheme, engine=config.engine, lanes=lanes, taps=taps,
-                accuracy=accuracy, k1_share=model.meta.get("k1_share"),
-                cycles=int(result.cycles.max()), rtl_inputs=len(x),
-                rtl_equal=int(result.equal.sum()), weights=weights, code_bits=code_bits,
-                image_bits=sum(len(image.regions[r]) * image.region_width(r) for r in loaded)))
-        base = next(r for r in size_rows if r.scheme == "int8")
+        for scheme in bench_schemes():
+            model = models.get(scheme.name)
+            if model is None:
+                continue
+            try:
+                config = fit_config(model, lanes=lanes, taps=taps)
+            except ConfigError as exc:
+                skipped.append(f"{lanes}x{taps} {scheme.name}: not measured: {exc}")
+                continue
+            for bits in scheme.run_bits or (None,):
+                name = scheme.name if bits is None else f"{scheme.name} {bits}b"
+                size_rows.append(_measure(name, model, config, bits, data, samples,
+                                          simulator, build_dir, progress))
+        base = next((r for r in size_rows if r.scheme == BASELINE), None)
+        if base is None:
+            raise RuntimeError(f"bench: {lanes}x{taps}: the baseline {BASELINE} does not "
+                               f"run at this size: {skipped[-1]}")
         for r in size_rows:
             r.speedup_vs_int8 = base.cycles / r.cycles
             r.code_bits_vs_int8 = r.code_bits / base.code_bits
         rows.extend(size_rows)
-    return rows
+    return rows, skipped
+
+
+def _measure(name, model, config, bits, data, samples, simulator, build_dir, progress
+             ) -> BenchRow:
+    """One bench row: ``model`` on ``config`` at run-time precision ``bits``, its first
+    ``samples`` test images through the RTL, bit-exact and cycle-exact."""
+    x_test, y_test = data[2], data[3]
+    lanes, taps = config.lanes, config.taps
+    image = compile_model(model, config, bits=bits)
+    x = model.quantize_input(x_test[:samples])
+    progress(f"{lanes}x{taps} {name}: RTL on {simulator}, {len(x)} images")
+    result = simulate(model, x, config, simulator=simulator, build_dir=build_dir, bits=bits)
+    mismatch = first_mismatch(model, x, result)
+    if mismatch or not result.cycles_match:
+        raise RuntimeError(f"{lanes}x{taps} {name}: RTL disagrees: "
+                           f"{mismatch or 'cycle count'}")
+    weights, code_bits = weight_bits(model, config.code_width)
+    accuracy = (float(model.meta["accuracy"]) if bits is None else float(np.mean(
+        golden.run(model, model.quantize_input(x_test), bits=bits).argmax(1) == y_test)))
+    return BenchRow(
+        scheme=name, engine=config.engine, lanes=lanes, taps=taps, accuracy=accuracy,
+        k1_share=model.meta.get("k1_share"), cycles=int(result.cycles.max()),
+        rtl_inputs=len(x), rtl_equal=int(result.equal.sum()), weights=weights,
+        code_bits=code_bits, image_bits=sum(
+            len(image.regions[r]) * image.region_width(r) for r in image.weight_regions))
 
 
 #: Test images each speed run simulates by default, per (simulator, bench mode): enough
@@ -291,14 +316,18 @@ def _plot(rows: list[BenchRow], path: Path) -> None:
 
     sizes = sorted({(r.lanes, r.taps) for r in rows})
     labels = [f"{lanes}x{taps}" for lanes, taps in sizes]
+    # One bar per scheme measured at its own precision on every size (the run-time
+    # precision rows, and schemes some sizes leave out, are in the table only).
+    names = [name for name in dict.fromkeys(r.scheme for r in rows)
+             if all(any(r.scheme == name and (r.lanes, r.taps) == s for r in rows)
+                    for s in sizes)]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.8 / len(SCHEMES)
-    for i, scheme in enumerate(SCHEMES):
-        # The pool rows (8-tap sizes only) are in the table, not the plot.
-        cycles = [next(r.cycles for r in rows if (r.lanes, r.taps) == s and r.scheme == scheme)
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        cycles = [next(r.cycles for r in rows if (r.lanes, r.taps) == s and r.scheme == name)
                   for s in sizes]
-        ax.bar(np.arange(len(sizes)) + i * width, cycles, width, label=scheme)
-    ax.set_xticks(np.arange(len(sizes)) + width * (len(SCHEMES) - 1) / 2, labels)
+        ax.bar(np.arange(len(sizes)) + i * width, cycles, width, label=name)
+    ax.set_xticks(np.arange(len(sizes)) + width * (len(names) - 1) / 2, labels)
     ax.set_xlabel("engine lanes x taps")
     ax.set_ylabel("cycles per inference")
     ax.set_title("digits CNN: cycles per inference (RTL)")
@@ -329,9 +358,11 @@ def _speed_text(speed: list[SpeedRow]) -> list[str]:
 
 
 def write_report(rows: list[BenchRow], out_dir: Path, command: str, float_accuracy: float,
-                 wall: float, speed: list[SpeedRow] | None = None) -> Path:
+                 wall: float, speed: list[SpeedRow] | None = None,
+                 skipped: list[str] | None = None) -> Path:
     """Write ``results.md`` and ``results.json`` into ``out_dir``, and ``cycles.png``
-    when there are ``rows``; ``speed`` adds the simulation speed table."""
+    when there are ``rows``; ``speed`` adds the simulation speed table, ``skipped``
+    (from :func:`run_bench`) the schemes and sizes left out and why."""
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {
         "command": command, "shiftpool": __version__, "python": sys.version.split()[0],
@@ -343,6 +374,7 @@ def write_report(rows: list[BenchRow], out_dir: Path, command: str, float_accura
                        inferences_per_s=r.inferences_per_s,
                        inferences_per_s_total=r.inferences_per_s_total)
                   for r in speed or []],
+        "skipped": list(skipped or []),
     }
     text = [
         "# Results", "",
@@ -361,10 +393,13 @@ def write_report(rows: list[BenchRow], out_dir: Path, command: str, float_accura
             "layer); *(image)*: the weight memory image as loaded, padding to "
             "lanes x taps included (pool: indices, pool and int8 rows; the lookup tables are "
             "built on chip); *storage vs int8*: codes bits / int8 codes bits.",
-            "- *pool S=64 Nb*: the weight-pool engine (8 taps, so on the 8-tap sizes only) "
-            "with N-bit run-time activation precision; its accuracy is at that precision.", "",
+            "- *SCHEME Nb*: an engine that switches precision at run time (the weight-pool "
+            "engine, default pool size) at N-bit activations; its accuracy is at that "
+            "precision.", "",
             *_table(rows), "", "![cycles per inference](cycles.png)", "",
         ]
+    if skipped:
+        text += ["Not measured:", "", *(f"- {line}" for line in skipped), ""]
     if speed:
         text += _speed_text(speed)
     tmp = out_dir / "results.md.tmp"

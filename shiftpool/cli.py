@@ -779,7 +779,7 @@ def cmd_bench(args) -> int:
                          f"{', '.join(SIMULATORS)}")
     float_model, data = _float_model_and_data(args)
     t0 = time.monotonic()
-    rows = [] if args.speed_only else run_bench(
+    rows, skipped = ([], []) if args.speed_only else run_bench(
         float_model, data, sizes, simulator=args.simulator, samples=args.samples,
         build_dir=args.build_dir, progress=_step)
     speed = measure_speed(float_model, data, speed_sims, images=args.speed_images,
@@ -787,7 +787,7 @@ def cmd_bench(args) -> int:
     command = "shiftpool " + " ".join(sys.argv[1:]) if sys.argv[1:] else "shiftpool bench"
     path = write_report(rows, args.output, command,
                         float_model.accuracy(data[2], data[3]), time.monotonic() - t0,
-                        speed=speed)
+                        speed=speed, skipped=skipped)
     _say(path.read_text())
     _say(f"wrote {path}, {args.output / 'results.json'}"
          + (f", {args.output / 'cycles.png'}" if rows else ""))

@@ -84,14 +84,13 @@ from .sw.compile.cycles import inference_cycles
 from .sw.compile.fit import fit_config
 from .sw.compile.image import compile_model
 from .sw.schemes.compress import compress, evaluate
+from .sw.schemes.registry import get_scheme, schemes
 
 __all__ = ["DEFAULT_SIZES", "Point", "Variant", "explore", "pareto", "summary", "sweep",
            "variants", "write_results"]
 
 #: Engine sizes tried on every board (lanes x taps; the pool engine has 8 taps).
 DEFAULT_SIZES = tuple((lanes, taps) for lanes in (1, 2, 4, 8) for taps in (1, 2, 4, 8))
-#: Run-time activation bits tried for every pool model.
-POOL_BITS = (8, 5, 4, 3)
 #: How :func:`~shiftpool.boards.build.build` says a design misses the device.
 _NO_FIT = "the design does not fit"
 
@@ -138,16 +137,12 @@ class Variant:
     bits: int | None = None
 
 
-def variants(float_model) -> list[tuple[str, str, dict]]:
-    """``(label, scheme, options)`` of the knobs explored for ``float_model``."""
-    out = [("int8", "int8", {}), ("lightnn2", "lightnn2", {})]
-    out += [(f"flightnn k1={t}", "flightnn", {"k1_target": t}) for t in (0.5, 0.9)]
-    out += [(f"pool S={s}", "pool", {"pool_size": s}) for s in (16, 64)]
-    mlp = [layer.kind for layer in float_model.layers] == ["dense", "relu", "dense"]
-    if mlp:
-        out += [(f"rbnn rounds={r}", "rbnn", {"rounds": r}) for r in (1, 3)]
-    out += [(f"mlg bc={b}", "mlg", {"bc": b}) for b in (4, 8)]
-    return out
+def variants() -> list[tuple[str, str, dict]]:
+    """``(label, scheme, options)`` of the knobs explored: every registered scheme's
+    :attr:`~shiftpool.sw.schemes.registry.Scheme.sweep` (a scheme with no form for
+    the float model, such as RBNN for a CNN, is skipped when it is compressed)."""
+    return [(label, scheme.name, dict(options)) for scheme in schemes().values()
+            for label, options in scheme.variants()]
 
 
 def _compressed(float_model, data, label, scheme, options, epochs, seed, step):
@@ -178,11 +173,11 @@ def explore(float_model, data, boards, sizes=DEFAULT_SIZES, epochs: int = 10,
         get_board(board)
     x_test, y_test = data[2], data[3]
     found = []
-    for label, scheme, options in variants(float_model):
+    for label, scheme, options in variants():
         qm = _compressed(float_model, data, label, scheme, options, epochs, seed, step)
         if qm is None:
             continue
-        for bits in POOL_BITS if scheme == "pool" else (None,):
+        for bits in get_scheme(scheme).run_bits or (None,):
             name = label if bits is None else f"{label} {bits}b"
             accuracy = (float(qm.meta["accuracy"]) if bits is None
                         else evaluate(qm, x_test, y_test, bits=bits))

@@ -5,7 +5,8 @@
 - the host side (driver, compiler, compression, golden model, the model file) and the
   CLI's host commands run without amaranth or cocotb installed;
 - a scheme is one registration: a scheme registered at run time is known to
-  ``compress``, the CLI's ``--scheme``, the model-file reader and the compiler.
+  ``compress``, the CLI's ``--scheme``, the model-file reader, the compiler, ``bench``
+  and ``explore``.
 """
 
 from __future__ import annotations
@@ -126,9 +127,16 @@ def test_a_scheme_is_one_registration(tmp_path):
         from shiftpool.sw.schemes.registry import Option, Scheme, register
         from shiftpool.sw.train.nn import Conv3x3, Dense, FloatModel, MaxPool2, ReLU
 
+        from shiftpool.bench import bench_schemes
+        from shiftpool.explore import variants
+
         register(Scheme(name="int8copy", summary="int8 once more", stored_as="int8",
                         engine="int8", quantizer=Int8Quantizer,
-                        options=(Option("copy_knob", int, 3, 1, 5, "a knob"),)))
+                        options=(Option("copy_knob", int, 3, 1, 5, "a knob"),),
+                        sweep=(("knob=1", {"copy_knob": 1}), ("", {}))))
+        assert "int8copy" in [s.name for s in bench_schemes()]
+        assert [v for v in variants() if v[1] == "int8copy"] == [
+            ("int8copy knob=1", "int8copy", {"copy_knob": 1}), ("int8copy", "int8copy", {})]
         args = build_parser().parse_args(["compress", "--scheme", "int8copy",
                                           "--copy-knob", "4", "-o", "x.npz"])
         assert args.scheme == "int8copy" and args.copy_knob == 4

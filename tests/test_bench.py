@@ -126,3 +126,34 @@ def test_a_mismatch_is_rerun_with_a_waveform(simulator, small_case, sim_build_di
         assert "$enddefinitions" in text and " out__valid " in text
     else:
         assert data[0] == 0                         # an FST file opens with its header
+
+
+@pytest.mark.icarus
+@pytest.mark.slow
+def test_bench_measures_every_registered_scheme(digits_cache, digits_data, sim_build_dir):
+    """``shiftpool bench`` knows the schemes from the registry: every one with an engine
+    is measured bit-exact on the RTL, each run-time precision of the pool engine too,
+    and a scheme with no form for the digits CNN (RBNN trains MLPs) is listed as not
+    measured, with the reason."""
+    from shiftpool.sw.train.digits import digits_float_model
+
+    from shiftpool.bench import bench_schemes, run_bench
+
+    float_model = digits_float_model(cache_dir=digits_cache, progress=False)
+    rows, skipped = run_bench(float_model, digits_data, [(1, 8)], simulator="icarus",
+                              samples=1, build_dir=sim_build_dir, progress=lambda _: None,
+                              compress_options={"epochs": 0})
+    measured = {r.scheme for r in rows}
+    for scheme in bench_schemes():
+        names = ({f"{scheme.name} {b}b" for b in scheme.run_bits} if scheme.run_bits
+                 else {scheme.name})
+        assert names <= measured or any(line.startswith(f"{scheme.name}: not measured")
+                                        for line in skipped), (scheme.name, skipped)
+    assert any(line.startswith("rbnn: not measured") and "MLP" in line for line in skipped)
+    assert {"int8", "flightnn", "lightnn2", "mlg", "pool 8b", "pool 3b"} <= measured
+    assert all(r.rtl_equal == r.rtl_inputs == 1 for r in rows)
+    (base,) = [r for r in rows if r.scheme == "int8"]
+    assert base.speedup_vs_int8 == 1.0
+    # The precision is chosen at run time: fewer bit planes, fewer cycles, same weights.
+    pool = {int(r.scheme.split()[1][:-1]): r for r in rows if r.engine == "pool"}
+    assert pool[3].cycles < pool[8].cycles and pool[3].image_bits == pool[8].image_bits

@@ -175,6 +175,14 @@ class Image:
     def region_width(self, name: str) -> int:
         return region_widths(self.config)[name]
 
+    @property
+    def weight_regions(self) -> tuple[str, ...]:
+        """The load regions that hold the model's weights in this image: every region
+        with rows but the program, the tap rows and the biases (FLightNN and int8:
+        ``weights``; pool: also ``indices`` and ``pool``; MLG: the generator's stores)."""
+        return tuple(name for name in REGIONS if self.regions.get(name)
+                     and name not in ("program", "taps", "bias"))
+
     def memory_map(self) -> dict:
         """Per region: code, depth, width and rows used."""
         depth = region_depths(self.config)

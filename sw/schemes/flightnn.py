@@ -360,7 +360,7 @@ FLIGHTNN = register(Scheme(
         Option("k1_target", float, 0.75, 0.0, 1.0, "FLightNN: initial share of k=1 filters"),
         Option("lam", float, 1e-2, 0.0, None, "FLightNN: penalty weight pushing filters to "
                "k=1"),
-    )))
+    ), sweep=tuple((f"k1={t}", {"k1_target": t}) for t in (0.5, 0.9))))
 
 LIGHTNN2 = register(Scheme(
     name="lightnn2", summary="LightNN-2: FLightNN with k=2 in every filter (for comparison)",

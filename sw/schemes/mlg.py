@@ -249,7 +249,7 @@ MLG = register(Scheme(
         Option("qb", int, 3, 2, 8, "mlg: bits of the bases B"),
         Option("qu", int, 6, 2, 8, "mlg: bits of the coefficients U"),
         Option("qv", int, 3, 2, 8, "mlg: bits of the mixing coefficients V"),
-    ), quantizer=MLGQuantizer))
+    ), quantizer=MLGQuantizer, sweep=tuple((f"bc={b}", {"bc": b}) for b in (4, 8))))
 
 
 def device_bits(image) -> dict:

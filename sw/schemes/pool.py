@@ -459,5 +459,5 @@ POOL = register(Scheme(
         Option("pool_table", str, "full", help="weight pools: lookup-table organisation, "
                "full (256 entries per pool vector) or half (two 16-entry tables per vector, "
                "summed; entries narrowed per half)", choices=POOL_TABLES),
-    )))
+    ), sweep=tuple((f"S={s}", {"pool_size": s}) for s in (16, 64)), run_bits=(8, 5, 4, 3)))
 

@@ -81,4 +81,4 @@ RBNN = register(Scheme(
                "bits per binary weight)"),
         Option("slot_lr", float, 4e-3, 1e-6, None, "rbnn: learning rate of the fixed-point "
                "slot training (Adam; at least one LSB of the last round's field)"),
-    ), quantizer=RBNNQuantizer))
+    ), quantizer=RBNNQuantizer, sweep=tuple((f"rounds={r}", {"rounds": r}) for r in (1, 3))))

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from ..model.file import QuantModel
     from ..train.nn import FloatModel, WeightTransform
 
-__all__ = ["COMMON_OPTIONS", "Option", "Quantizer", "Scheme", "engine_for", "get_scheme",
-           "register", "schemes", "stored_schemes"]
+__all__ = ["BASELINE", "COMMON_OPTIONS", "Option", "Quantizer", "Scheme", "engine_for",
+           "get_scheme", "register", "schemes", "stored_schemes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +177,13 @@ class Scheme:
         Its own knobs (besides :data:`COMMON_OPTIONS`).
     quantizer : type
         Its :class:`Quantizer` subclass.
+    sweep : tuple of (str, dict)
+        The settings worth comparing, each a label (``"k1=0.9"``; ``""``: the
+        defaults) and the options it sets: what ``shiftpool explore`` compresses.
+    run_bits : tuple of int
+        Activation precisions its engine switches to at run time, on the same model
+        and weights (``run --bits``); ``bench`` and ``explore`` measure each. Empty:
+        the model's own precision only.
     """
 
     name: str
@@ -185,6 +192,13 @@ class Scheme:
     engine: str
     options: tuple[Option, ...]
     quantizer: type
+    sweep: tuple[tuple[str, Mapping[str, Any]], ...] = (("", {}),)
+    run_bits: tuple[int, ...] = ()
+
+    def variants(self) -> list[tuple[str, Mapping[str, Any]]]:
+        """``(label, options)`` per entry of :attr:`sweep`, the label prefixed with the
+        scheme's name (``"flightnn k1=0.9"``, ``"int8"``)."""
+        return [(f"{self.name} {label}".strip(), options) for label, options in self.sweep]
 
     def option_values(self, given: Mapping[str, Any]) -> dict:
         """This scheme's and the common options: the ``given`` values (checked) or
@@ -200,6 +214,9 @@ class Scheme:
         return {o.name: o.check(given[o.name]) if o.name in given else o.default
                 for o in (*COMMON_OPTIONS, *self.options)}
 
+
+#: The scheme every figure is a ratio to, measured in the same run.
+BASELINE = "int8"
 
 _SCHEMES: dict[str, Scheme] = {}
 _discovered = False
