@@ -8,6 +8,13 @@ The bench drives the load and input streams with random idle gaps and applies ra
 back-pressure to the output stream (seeded from the job), so the RTL's handshakes are
 exercised as they would be by a real link.
 
+Its parts, each a small class: the drivers (:class:`StreamSource`, the load and input
+streams), the monitor (:class:`StreamSink`: the output words and the cycle each moved
+at) and the checker (:class:`Scoreboard`: each inference against the golden model's
+outputs and the cycle model's count, which the job carries; the cocotb test fails on a
+difference, so a run of this bench fails by itself). The model is the job's, computed
+by the caller from the golden and cycle models (:func:`shiftpool.sim.flow.simulate`).
+
 Two ways to drive the streams (the job's ``mode``):
 
 ``"event"`` (the default)
@@ -40,7 +47,8 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge, Timer
 
-__all__ = ["CLOCK_NS", "BenchTimeout", "Edges", "StreamSink", "StreamSource", "run_job"]
+__all__ = ["CLOCK_NS", "BenchTimeout", "Edges", "Scoreboard", "StreamSink", "StreamSource",
+           "run_job"]
 
 #: Clock period, ns (``shiftpool.sim.runner.CLOCK_NS``, which the job repeats).
 CLOCK_NS = 10
@@ -234,6 +242,56 @@ class WordDecoder:
         return value
 
 
+class Scoreboard:
+    """Checks each inference as it completes against the job's expectations: the
+    golden model's outputs (``expected``, one list per inference) and the cycle
+    model's count (``expected_cycles``). A job without them is not checked (a bench
+    used to measure rather than to verify). Failures are collected, so the results
+    file still holds every inference; :meth:`verdict` then fails the cocotb test.
+    """
+
+    #: Failures named in the verdict and kept in the results file.
+    SHOWN = 5
+
+    def __init__(self, job: dict):
+        self.expected = job.get("expected")
+        self.expected_cycles = job.get("expected_cycles")
+        self.checked = 0
+        self.failures: list[str] = []
+        self.failed_inputs: set[int] = set()
+
+    def check(self, n: int, outputs: list[int], cycles: int) -> None:
+        """Inference ``n``'s output words and the RTL's cycle count."""
+        if self.expected is not None:
+            want = self.expected[n]
+            wrong = [i for i, (a, b) in enumerate(zip(outputs, want, strict=True)) if a != b]
+            if wrong:
+                i = wrong[0]
+                self._fail(n, f"input {n}: output {i}: RTL {outputs[i]} != golden {want[i]} "
+                              f"({len(wrong)} of {len(want)} words differ)")
+        if self.expected_cycles is not None and cycles != self.expected_cycles:
+            self._fail(n, f"input {n}: {cycles} cycles, the cycle model says "
+                          f"{self.expected_cycles}")
+        self.checked += 1
+
+    def _fail(self, n: int, text: str) -> None:
+        self.failed_inputs.add(n)
+        self.failures.append(text)
+
+    def summary(self) -> dict:
+        return {"checked": self.checked, "failed_inputs": len(self.failed_inputs),
+                "failures": self.failures[:self.SHOWN]}
+
+    def verdict(self) -> None:
+        """An AssertionError naming the first failures, if there were any."""
+        if self.failures:
+            more = len(self.failures) - self.SHOWN
+            raise AssertionError(
+                f"scoreboard: {len(self.failed_inputs)} of {self.checked} inferences "
+                f"disagree with the golden or cycle model: " + "; ".join(
+                    self.failures[:self.SHOWN]) + (f"; and {more} more" if more > 0 else ""))
+
+
 # -- the per-cycle bench (mode "cycle") ---------------------------------------------------
 
 async def _send_per_cycle(dut, stream, payload, rng, gap, limit):
@@ -359,8 +417,9 @@ class _Progress:
         os.replace(self.path + ".tmp", self.path)
 
 
-async def run_job(dut, job) -> dict:
-    """Load the image, run every input; returns the results: ``outputs`` and
+async def run_job(dut, job) -> tuple[dict, Scoreboard]:
+    """Load the image, run every input, each checked by the :class:`Scoreboard` as it
+    completes; returns the results and the scoreboard. The results: ``outputs`` and
     ``cycles`` (the RTL's counter) per inference, ``in_cycles`` (the cycle its last
     input word moved at) and ``out_cycles`` (each output word's) per inference, the
     inference phase's simulated ``sim_cycles``, its ``wall`` seconds and ``cpu``
@@ -389,6 +448,7 @@ async def run_job(dut, job) -> dict:
                         log=pool_rows if code == job.get("pool_region") else None)
     res = {"outputs": [], "cycles": [], "in_cycles": [], "out_cycles": [],
            "pool_rows": pool_rows}
+    scoreboard = Scoreboard(job)
     progress = _Progress(job.get("progress_file"))
     start, t0, cpu0 = Edges.now(), time.perf_counter(), time.process_time()
     last_bit = 1 << job["last_shift"]
@@ -400,20 +460,25 @@ async def run_job(dut, job) -> dict:
         res["out_cycles"].append(cycles)
         # Read in the falling edge's callback: the counter stopped with the inference.
         res["cycles"].append(int(dut.cycles.value))
+        scoreboard.check(n, outputs, res["cycles"][-1])
         progress(n + 1)
     res.update(sim_cycles=Edges.now() - start, wall=time.perf_counter() - t0,
-               cpu=time.process_time() - cpu0, clock_ns=CLOCK_NS)
+               cpu=time.process_time() - cpu0, clock_ns=CLOCK_NS,
+               scoreboard=scoreboard.summary())
     progress(len(job["inputs"]), final=True)
-    return res
+    return res, scoreboard
 
 
 @cocotb.test()
 async def accelerator_job(dut):
-    """Run the job named by ``SHIFTPOOL_JOB`` and write its results file."""
+    """Run the job named by ``SHIFTPOOL_JOB`` and write its results file; the test
+    fails if the scoreboard found an inference that disagrees with the golden or the
+    cycle model (after the results are written, so they can be looked at)."""
     with open(os.environ["SHIFTPOOL_JOB"]) as f:
         job = json.load(f)
-    results = await run_job(dut, job)
+    results, scoreboard = await run_job(dut, job)
     tmp = job["results"] + ".tmp"
     with open(tmp, "w") as f:
         json.dump(results, f)
     os.replace(tmp, job["results"])
+    scoreboard.verdict()

@@ -140,16 +140,18 @@ def simulate(model: QuantModel, inputs: np.ndarray, config: AcceleratorConfig,
     inputs = golden.check_inputs(model, inputs)
     image = compile_model(model, config, bits=bits, mode=mode)
     expected = golden.run(model, inputs, bits=bits, mode=mode)
+    predicted = inference_cycles(image)
     bench = dict(simulator=simulator, build_dir=build_dir, seed=seed, idle_gap=idle_gap,
-                 back_pressure=back_pressure, mode=bench_mode)
-    run = run_image(image, inputs, progress=progress, **bench)
+                 back_pressure=back_pressure, mode=bench_mode, expected_cycles=predicted)
+    # The bench's scoreboard checks every inference against both models as it runs.
+    run = run_image(image, inputs, progress=progress, expected=expected, **bench)
     result = SimResult(rtl=run.outputs, golden=expected, cycles=run.cycles,
-                       predicted_cycles=inference_cycles(image), out_cycles=run.out_cycles,
-                       run=run)
+                       predicted_cycles=predicted, out_cycles=run.out_cycles, run=run)
     first = result.first_difference()
     if waves is not None and first is not None:
         n, i = first
-        again = run_image(image, inputs[n:n + 1], waves=Path(waves), **bench)
+        again = run_image(image, inputs[n:n + 1], waves=Path(waves),
+                          expected=expected[n:n + 1], **bench)
         result.waves, result.waves_cycle = again.waves, int(again.out_cycles[0, i])
         result.waves_ns = result.waves_cycle * again.clock_ns
     return result

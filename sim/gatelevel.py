@@ -30,8 +30,7 @@ from .runner import (
     _failure_lines,
     build_lock,
     gateware_digest,
-    read_results,
-    run_cocotb,
+    run_bench_job,
 )
 from .runner import make_job as runner_job
 
@@ -114,19 +113,22 @@ def _build(config: AcceleratorConfig, where: Path) -> Path:
 
 
 def make_job(image: Image, inputs: np.ndarray, results: Path, seed: int = 0,
-             idle_gap: float = 0.0, back_pressure: float = 0.0) -> dict:
+             idle_gap: float = 0.0, back_pressure: float = 0.0, **expect) -> dict:
     """The bench's job for ``image`` and ``inputs``: the RTL's
-    (:func:`shiftpool.sim.runner.make_job`), event-driven, with cocotb's clock in the
-    simulator interface (the netlist has no harness)."""
+    (:func:`shiftpool.sim.runner.make_job`, ``expect`` its ``expected`` and
+    ``expected_cycles``), event-driven, with cocotb's clock in the simulator interface
+    (the netlist has no harness)."""
     return runner_job(image, inputs, results, seed, idle_gap, back_pressure, mode="event",
-                      clock="gpi")
+                      clock="gpi", **expect)
 
 
 def run_image(image: Image, inputs: np.ndarray, build_dir: Path | None = None,
-              seed: int = 0, idle_gap: float = 0.0, back_pressure: float = 0.0
-              ) -> BenchRun:
+              seed: int = 0, idle_gap: float = 0.0, back_pressure: float = 0.0,
+              expected: np.ndarray | None = None) -> BenchRun:
     """Run integer ``inputs`` (``(N, C, H, W)``) through the iCE40 netlist of
-    ``image``'s configuration, on Icarus, under the RTL's bench.
+    ``image``'s configuration, on Icarus, under the RTL's bench; with ``expected``
+    (the golden model's outputs) its scoreboard checks them and the cycle model's
+    count (a disagreement is in the result, as :func:`shiftpool.sim.runner.run_image`).
 
     Returns the :class:`~shiftpool.sim.runner.BenchRun`.
 
@@ -141,12 +143,11 @@ def run_image(image: Image, inputs: np.ndarray, build_dir: Path | None = None,
     with tempfile.TemporaryDirectory(prefix="shiftpool-gates-") as tmp:
         results = Path(tmp) / "results.json"
         job_path = Path(tmp) / "job.json"
-        job_path.write_text(json.dumps(make_job(image, inputs, results, seed, idle_gap,
-                                                back_pressure)))
-        run_cocotb("icarus", "gate-level simulation", test_module="shiftpool.sim.bench",
-                   toplevel=TOPLEVEL, build_dir=where, test_dir=tmp,
-                   env={"SHIFTPOOL_JOB": str(job_path)}, results=results)
-        return read_results(results)
+        job_path.write_text(json.dumps(make_job(
+            image, inputs, results, seed, idle_gap, back_pressure, expected=expected,
+            expected_cycles=None if expected is None else inference_cycles(image))))
+        return run_bench_job("icarus", "gate-level simulation", toplevel=TOPLEVEL,
+                             build_dir=where, job_path=job_path, results=results)
 
 
 def simulate(model, inputs: np.ndarray, config: AcceleratorConfig,
@@ -159,8 +160,9 @@ def simulate(model, inputs: np.ndarray, config: AcceleratorConfig,
 
     inputs = golden.check_inputs(model, inputs)
     image = compile_model(model, config)
-    run = run_image(image, inputs, build_dir=build_dir, **bench)
-    return SimResult(rtl=run.outputs, golden=golden.run(model, inputs), cycles=run.cycles,
+    expected = golden.run(model, inputs)
+    run = run_image(image, inputs, build_dir=build_dir, expected=expected, **bench)
+    return SimResult(rtl=run.outputs, golden=expected, cycles=run.cycles,
                      predicted_cycles=inference_cycles(image), out_cycles=run.out_cycles,
                      run=run)
 

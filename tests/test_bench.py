@@ -157,3 +157,48 @@ def test_bench_measures_every_registered_scheme(digits_cache, digits_data, sim_b
     # The precision is chosen at run time: fewer bit planes, fewer cycles, same weights.
     pool = {int(r.scheme.split()[1][:-1]): r for r in rows if r.engine == "pool"}
     assert pool[3].cycles < pool[8].cycles and pool[3].image_bits == pool[8].image_bits
+
+
+@pytest.mark.icarus
+@pytest.mark.slow
+def test_the_bench_fails_on_its_own_when_the_rtl_disagrees(small_case, sim_build_dir,
+                                                            tmp_path):
+    """The cocotb bench carries its own scoreboard: given the golden outputs and the
+    cycle model's count, it checks every inference, and a cocotb run that disagrees
+    fails by itself (not only when the runner compares afterwards). ``run_image``
+    still returns such a run, naming what differed."""
+    import json
+
+    from shiftpool.sim.runner import SimulatorError, build, make_job, run_cocotb, toplevel_of
+    from shiftpool.sw.compile.cycles import inference_cycles
+    from shiftpool.sw.schemes import golden
+
+    model, config, x = small_case
+    image = compile_model(model, config)
+    want = golden.run(model, x)
+    cycles = inference_cycles(image)
+    good = run_image(image, x, simulator="icarus", build_dir=sim_build_dir, seed=3,
+                     expected=want, expected_cycles=cycles)
+    assert good.scoreboard == {"checked": len(x), "failed_inputs": 0, "failures": []}
+
+    wrong = want.copy()
+    wrong[1, 2] += 5
+    bad = run_image(image, x, simulator="icarus", build_dir=sim_build_dir, seed=3,
+                    expected=wrong, expected_cycles=cycles + 1)
+    assert bad.scoreboard["failed_inputs"] == len(x)
+    assert f"input 1: output 2: RTL {want[1, 2]} != golden {wrong[1, 2]} (1 of 3 words " \
+        "differ)" in bad.scoreboard["failures"]
+    assert f"input 0: {cycles} cycles, the cycle model says {cycles + 1}" in \
+        bad.scoreboard["failures"]
+    np.testing.assert_array_equal(bad.outputs, want)     # the results are all there
+
+    # The same job run by cocotb alone: the test fails, by the scoreboard's verdict.
+    results = tmp_path / "results.json"
+    job = make_job(image, x, results, seed=3, expected=wrong)
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    where = build(config, "icarus", sim_build_dir)
+    with pytest.raises(SimulatorError, match="scoreboard: 1 of 4 inferences disagree"):
+        run_cocotb("icarus", "icarus simulation", test_module="shiftpool.sim.bench",
+                   toplevel=toplevel_of("harness"), build_dir=where, test_dir=tmp_path,
+                   env={"SHIFTPOOL_JOB": str(tmp_path / "job.json")}, results=results)
+    assert results.exists()
