@@ -11,9 +11,12 @@ drains, or while the last input word is accepted). Timing, which
 
 * **MAC layer.** From cycle 1 the issue stage offers one beat (one weight row) per
   cycle, in the order position, lane group, pass, step, with no gap between groups
-  or positions. A beat reads its tap row (stage 1), then its activations and weight
-  row (stage 2); stage 3 registers the activations, and the beat enters the engine
-  three cycles after it was issued. When the engine presents a group's result, the
+  or positions. A beat reads its tap row and weight row (stage 1), then its
+  activations (stage 2); stage 3 registers both, and the beat enters the engine
+  three cycles after it was issued. A pipelined engine (the shift-add and binary
+  engines: ``S = hw/program.engine_stages(config)`` register stages, which move only
+  when the engine takes a beat) adds ``S`` cycles before the beat reaches its
+  accumulators; read ``4 + S`` for ``4`` below. When the engine presents a group's result, the
   write-back unit captures all lanes in one cycle and then writes the group's valid
   lanes one per cycle, while the engine goes on with the next group. A result the
   write-back unit cannot take yet stays in the engine, whose input then stalls, and
@@ -52,6 +55,7 @@ from .program import (
     addr_width,
     channel_limit,
     count_width,
+    engine_stages,
     flat_phases,
     lane_width,
     pool_phases,
@@ -230,7 +234,10 @@ class Accelerator(wiring.Component):
         group = Signal(count_width(2 * ((1 << len(d.groups1)) - 1)))
         step = Signal(count_width(cfg.tap_depth))
         second = Signal()                            # issuing a group's second pass
-        is_two = group >= d.groups1
+        # The group is a two-pass one (group >= groups1): a register, set when the
+        # group counter passes groups1_last and at the start of a position whose
+        # first group is two-pass, so no magnitude compare sits in the loop's ends.
+        is_two = Signal()
         # The last value of each loop counter, registered at DECODE, so that the loop
         # ends are plain compares (they fan out to every counter's enable). -1 when
         # the loop is empty: an unsigned counter never equals it.
@@ -272,10 +279,15 @@ class Accelerator(wiring.Component):
 
         m.d.comb += [
             rd["taps"].addr.eq(d.tap_base + step), rd["taps"].en.eq(advance),
-            weights_rd.addr.eq(s2.wrow), weights_rd.en.eq(advance),
+            weights_rd.addr.eq(s1.wrow), weights_rd.en.eq(advance),
         ]
         if lookup:
-            m.d.comb += [rd["indices"].addr.eq(s2.wrow), rd["indices"].en.eq(advance)]
+            m.d.comb += [rd["indices"].addr.eq(s1.wrow), rd["indices"].en.eq(advance)]
+        # The weight row (and pool indices) of a beat, read while it is in stage 1 and
+        # registered into stage 3 with its activations: no memory read ends in the
+        # engine's logic.
+        s3_weights = Signal.like(weights_rd.data)
+        s3_index = Signal.like(rd["indices"].data) if lookup else None
         entry = rd["taps"].data
         # The padding test uses the position of the beat in stage 1, not the issue
         # counters, which are already further on.
@@ -291,6 +303,9 @@ class Accelerator(wiring.Component):
             # select and the lane mask end here, not in the engine's adders.
             m.d.sync += [s3_acts[j].eq(Mux(s2_lanes[j], act_rdata[j], 0))
                          for j in range(cfg.taps)]
+            m.d.sync += s3_weights.eq(weights_rd.data)
+            if lookup:
+                m.d.sync += s3_index.eq(rd["indices"].data)
 
         m.d.comb += [
             engine.i.valid.eq(s3.valid),
@@ -302,8 +317,8 @@ class Accelerator(wiring.Component):
             # A layer reads int8 weights or pool indices (the descriptor's `lookup`); both
             # memories are read at the beat's row and the engine takes the one it uses.
             m.d.comb += [
-                engine.i.payload.weights.eq(weights_rd.data),
-                engine.i.payload.index.eq(rd["indices"].data),
+                engine.i.payload.weights.eq(s3_weights),
+                engine.i.payload.index.eq(s3_index),
                 engine.i.payload.lookup.eq(d.lookup),
                 engine.i.payload.plane_lo.eq(d.plane_lo),
             ]
@@ -315,7 +330,7 @@ class Accelerator(wiring.Component):
                     engine.i.payload.fill_row.eq(s3.fill_row),
                 ]
         else:
-            m.d.comb += engine.i.payload.codes.eq(weights_rd.data)
+            m.d.comb += engine.i.payload.codes.eq(s3_weights)
         if rbnn:
             m.d.comb += engine.i.payload.round.eq(s3.round)
 
@@ -324,13 +339,27 @@ class Accelerator(wiring.Component):
         # when the write-back unit takes the result (in the same cycle at the latest
         # as the next group end can be accepted).
         result_group = Signal(group_layout(cfg))
-        # A result is pending from the acceptance of its last beat until the write-back
+        # A pipelined engine's register stages (hw/program.engine_stages) move when it
+        # takes a beat; beside each, whether it holds a group's last beat and the
+        # group, so that the beat's group reaches `result_group` when the beat reaches
+        # the accumulators.
+        ends = engine.i.valid & s3.last
+        end_group = s3.group
+        in_stages = []
+        for n in range(engine_stages(cfg)):
+            end_n = Signal(name=f"engine_stage{n}_last")
+            group_n = Signal(group_layout(cfg), name=f"engine_stage{n}_group")
+            with m.If(engine.i.ready):
+                m.d.sync += [end_n.eq(ends), group_n.eq(end_group)]
+            ends, end_group = end_n, group_n
+            in_stages.append(end_n)
+        # A result is pending from the accumulation of its last beat until the write-back
         # unit takes it (the pool engine presents it a cycle later than the others).
         result_pending = Signal()
         with m.If(engine.o.valid & engine.o.ready):
             m.d.sync += result_pending.eq(0)
-        with m.If(engine.i.valid & engine.i.ready & s3.last):
-            m.d.sync += [result_group.eq(s3.group), result_pending.eq(1)]
+        with m.If(ends & engine.i.ready):
+            m.d.sync += [result_group.eq(end_group), result_pending.eq(1)]
 
         # -- write-back unit -------------------------------------------------------------
         m.submodules.writeback = wb = WriteBack(cfg)
@@ -356,12 +385,16 @@ class Accelerator(wiring.Component):
         in_base = Signal.like(mp.window.payload.base)
         pool_out = Signal(aw)
         pool_chan = Signal(count_width(channel_limit(cfg)))
+        # The last channel group, registered at DECODE (like the MAC loops' ends): the
+        # loop end is a plain compare.
+        pool_chan_last = Signal(signed(len(pool_chan) + 1))
+        pool_last_group = pool_chan == pool_chan_last
         phase = Signal.like(mp.window.payload.phase)
         phase_last = Mux(d.flat, flat_phases(cfg) - 1, pool_phases(cfg) - 1)
         m.d.comb += [
             mp.window.payload.base.eq(in_base), mp.window.payload.phase.eq(phase),
             mp.window.payload.addr.eq(pool_out + pos_w), mp.window.payload.lane.eq(pos_l),
-            mp.window.payload.count.eq(Mux(pool_chan + 1 == d.channels, d.n1, cfg.taps)),
+            mp.window.payload.count.eq(Mux(pool_last_group, d.n1, cfg.taps)),
             mp.in_width.eq(d.in_width), mp.flat.eq(d.flat), mp.word.eq(act_rdata),
             mp.step.carry.eq(d.carry), mp.step.lane_w.eq(d.lane_w),
             mp.step.lane_l.eq(d.lane_l),
@@ -415,7 +448,8 @@ class Accelerator(wiring.Component):
         # result in (or on its way out of) the engine, the write-back unit idle and its
         # first register stage empty (the last write, or a max-pool write in stage 1,
         # happens in this cycle).
-        drained = ~s1.valid & ~s2.valid & ~s3.valid & ~result_pending & wb.idle & mp.idle
+        drained = (~s1.valid & ~s2.valid & ~s3.valid & ~Cat(*in_stages).any()
+                   & ~result_pending & wb.idle & mp.idle)
 
         # -- readback ----------------------------------------------------------------------
         # While idle the read ports are free: a request is taken into a register (so the
@@ -482,8 +516,9 @@ class Accelerator(wiring.Component):
                              in_base.eq(0), pool_out.eq(0), pool_chan.eq(0), phase.eq(0)]
                 m.d.sync += [steps_last.eq(desc.steps - 1),
                              groups_last.eq(desc.groups1 + desc.groups2 - 1),
-                             groups1_last.eq(desc.groups1 - 1),
-                             width_last.eq(desc.width - 1), height_last.eq(desc.height - 1)]
+                             groups1_last.eq(desc.groups1 - 1), is_two.eq(desc.groups1 == 0),
+                             width_last.eq(desc.width - 1), height_last.eq(desc.height - 1),
+                             pool_chan_last.eq(desc.channels - 1)]
                 if cfg.precompute:
                     m.d.sync += [filling.eq(desc.fill_groups != 0), fill_row.eq(0)]
                 if rbnn:
@@ -536,13 +571,15 @@ class Accelerator(wiring.Component):
                                      chan.eq(chan + cfg.lanes), grp_w.eq(next_w),
                                      grp_l.eq(next_l)]
                         with m.If(group == groups1_last):
-                            m.d.sync += [chan.eq(d.n1), grp_w.eq(d.n1_w), grp_l.eq(d.n1_l)]
+                            m.d.sync += [chan.eq(d.n1), grp_w.eq(d.n1_w), grp_l.eq(d.n1_l),
+                                         is_two.eq(1)]
                     with m.If(pos_end):
                         # The same weight and bias rows serve every position. The next
                         # position's outputs are a word further (grouped) or a lane
                         # further (flat, whose carry is 1).
                         next_w, next_l = word_add(cfg, pos_w, pos_l, ~d.flat, d.flat, d.carry)
                         m.d.sync += [group.eq(0), chan.eq(0), grp_w.eq(0), grp_l.eq(0),
+                                     is_two.eq(groups1_last < 0),
                                      pos.eq(pos + 1), pos_w.eq(next_w), pos_l.eq(next_l),
                                      wrow.eq(d.weight_base), brow.eq(d.bias_base),
                                      x.eq(x + 1)]
@@ -571,7 +608,7 @@ class Accelerator(wiring.Component):
                                          in_base.eq(in_base + 2 + d.row_skip + d.chan_skip),
                                          pool_out.eq(pool_out + d.area), pos_w.eq(0),
                                          pos_l.eq(0)]
-                            with m.If(pool_chan + 1 == d.channels):
+                            with m.If(pool_last_group):
                                 m.next = "DRAIN"
                 with m.Else():
                     m.d.sync += phase.eq(phase + 1)

@@ -19,6 +19,7 @@ from shiftpool.hw.engines.common import (
 )
 from shiftpool.hw.engines.int8mac import Int8MacEngine
 from shiftpool.hw.engines.shiftadd import ShiftAddEngine
+from shiftpool.hw.program import engine_stages
 from shiftpool.sim.kit import stream_get, stream_put, watchdog
 from shiftpool.sw.compile.engine_model import code_value, engine_reference, pack_code
 
@@ -152,8 +153,11 @@ def test_random_streams(engine, case):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_output_held_under_back_pressure(engine):
-    """A result stays on ``o`` unchanged while ``o.ready`` is low, no beat is taken
-    meanwhile, and on the cycle it is emptied the next beat is taken."""
+    """A result appears ``stages + 1`` cycles after its last beat was taken; it stays on
+    ``o`` unchanged while ``o.ready`` is low, and no beat is taken meanwhile (the whole
+    engine is frozen); on the cycle it is emptied the next beat is taken, and that
+    beat's result follows ``stages`` cycles later (at once when the engine has no
+    stages)."""
     seed = 1234
     rng = np.random.default_rng(seed)
     config = AcceleratorConfig(engine=engine, lanes=3, taps=4, act_bits=6, exp_bits=3,
@@ -165,14 +169,26 @@ def test_output_held_under_back_pressure(engine):
     expected = reference(config, [a, d, b, c])
     hold = 7
     dut = make_engine(config)
+    stages = engine_stages(config)
     seen = []
+
+    async def ticks_until_valid(ctx) -> int:
+        n = 0
+        while not ctx.get(dut.o.valid):
+            assert n <= stages + 1, f"seed {seed}: no result {n} cycles on"
+            await ctx.tick()
+            n += 1
+        return n
 
     async def bench(ctx):
         ctx.set(dut.i.payload, beat_payload(config, a))
         ctx.set(dut.i.valid, 1)
         assert ctx.get(dut.i.ready), f"seed {seed}: idle engine not ready"
         await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        assert await ticks_until_valid(ctx) == stages, f"seed {seed}: latency"
         ctx.set(dut.i.payload, beat_payload(config, d))
+        ctx.set(dut.i.valid, 1)
         for _ in range(hold):
             assert ctx.get(dut.o.valid), f"seed {seed}: result not held"
             assert lanes_of(ctx.get(dut.o.payload), config) == expected[0], f"seed {seed}"
@@ -182,14 +198,16 @@ def test_output_held_under_back_pressure(engine):
         assert ctx.get(dut.i.ready), f"seed {seed}: not ready while the output empties"
         await ctx.tick()
         seen.append(expected[0])
-        # d went in on the same edge as a's result went out: its result follows at once.
+        # d went in on the same edge as a's result went out.
         ctx.set(dut.o.ready, 0)
         ctx.set(dut.i.payload, beat_payload(config, b))
-        assert ctx.get(dut.o.valid), f"seed {seed}: back-to-back result missing"
+        ctx.set(dut.i.valid, stages == 0)       # a pipelined engine would take b now
+        assert await ticks_until_valid(ctx) == stages, f"seed {seed}: back-to-back latency"
         assert lanes_of(ctx.get(dut.o.payload), config) == expected[1], f"seed {seed}"
         for _ in range(hold):
             await ctx.tick()
             assert lanes_of(ctx.get(dut.o.payload), config) == expected[1], f"seed {seed}"
+        ctx.set(dut.i.valid, 1)
         ctx.set(dut.o.ready, 1)
         await ctx.tick()
         seen.append(expected[1])
@@ -198,7 +216,7 @@ def test_output_held_under_back_pressure(engine):
         assert not ctx.get(dut.o.valid), f"seed {seed}: b (not last) produced a result"
         await ctx.tick()
         ctx.set(dut.i.valid, 0)
-        assert ctx.get(dut.o.valid), f"seed {seed}: c's result missing"
+        assert await ticks_until_valid(ctx) == stages, f"seed {seed}: c's result"
         assert lanes_of(ctx.get(dut.o.payload), config) == expected[2], f"seed {seed}"
         seen.append(expected[2])
 
@@ -207,6 +225,18 @@ def test_output_held_under_back_pressure(engine):
     sim.add_testbench(bench)
     sim.run()
     assert len(seen) == len(expected) == 3
+
+
+def test_shift_add_and_binary_engines_are_pipelined():
+    """The engines without multipliers register their terms and cut their adders into
+    stages of two (``hw/program.engine_stages``); the multiplier engines add a beat in
+    the cycle they take it."""
+    stages = {taps: engine_stages(AcceleratorConfig(engine="shiftadd", lanes=2, taps=taps))
+              for taps in (1, 2, 4, 8, 16)}
+    # adders in series after the terms: ceil(log2 taps) tree levels + the accumulator's
+    assert stages == {1: 1, 2: 1, 4: 2, 8: 2, 16: 3}
+    assert engine_stages(AcceleratorConfig(engine="binary", lanes=2, taps=4)) == 2
+    assert engine_stages(AcceleratorConfig(engine="int8", lanes=2, taps=4)) == 0
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -20,6 +20,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import ENGINES, AcceleratorConfig, ConfigError
+from ..program import ADDERS_PER_STAGE, engine_stages
 
 __all__ = [
     "ENGINE_CLASSES",
@@ -103,8 +104,7 @@ def _adder_tree(values):
     """Sum of ``values`` as a balanced tree (log depth, exact widths)."""
     values = list(values)
     while len(values) > 1:
-        pairs = [a + b for a, b in zip(values[0::2], values[1::2], strict=False)]
-        values = pairs + values[len(pairs) * 2:]
+        values = _tree_level(values)
     return values[0]
 
 
@@ -124,12 +124,20 @@ class AccumulatingEngine(wiring.Component):
     Subclasses define :meth:`term`, the contribution of one code and one activation.
 
     Per accepted beat (``i.valid & i.ready``) lane ``l`` computes
-    ``acc[l] = (0 if first else acc[l]) + sum_j term(codes[l][j], acts[j])``. A beat with
-    ``last`` makes ``o.valid`` rise on the next cycle with ``o.payload[l] = acc[l]``; it is
-    held until ``o.ready``. ``i.ready = ~o.valid | o.ready``: a beat is taken only while
-    the output register is empty or being emptied in the same cycle, so no result is
-    ever overwritten and none is lost. The result is exact as long as every
-    accumulator value fits in ``signed(acc_width)``, which ``config.max_fan_in`` bounds.
+    ``acc[l] = (0 if first else acc[l]) + sum_j term(codes[l][j], acts[j])``, after
+    :meth:`stages` register stages: a beat with ``last`` makes ``o.valid`` rise
+    ``stages + 1`` cycles after the beat was taken, with ``o.payload[l] = acc[l]``; it is
+    held until ``o.ready``. ``i.ready = ~o.valid | o.ready``, and the stages move only
+    then: while a result is held the whole engine is frozen (as the issue pipeline in
+    front of it is), so no result is ever overwritten and none is lost, and the stages
+    are exactly more pipeline registers in front of a one-cycle engine. The result is
+    exact as long as every accumulator value fits in ``signed(acc_width)``, which
+    ``config.max_fan_in`` bounds.
+
+    The stages (the engines of :data:`~shiftpool.hw.program.PIPELINED_ENGINES`): the
+    terms are registered, then the adder tree and the accumulator's adder are cut into
+    stages of :data:`~shiftpool.hw.program.ADDERS_PER_STAGE` adders in series. Engines
+    whose terms are multiplications that map onto DSP blocks are not pipelined.
 
     Parameters
     ----------
@@ -144,6 +152,12 @@ class AccumulatingEngine(wiring.Component):
 
     #: The ``config.engine`` a subclass implements.
     engine: str | None = None
+
+    @classmethod
+    def stages(cls, config: AcceleratorConfig) -> int:
+        """Register stages between the input and the accumulators
+        (:func:`~shiftpool.hw.program.engine_stages`)."""
+        return engine_stages(config)
 
     @classmethod
     def code_shape(cls, config: AcceleratorConfig):
@@ -199,24 +213,59 @@ class AccumulatingEngine(wiring.Component):
         beat = self.i.payload
 
         # The accumulators double as the output register: while a result is held
-        # (o.valid & ~o.ready) no beat is taken, so they cannot change under it.
+        # (o.valid & ~o.ready) nothing moves, so they cannot change under it.
         acc = Signal(engine_output_layout(config))
+        advance = Signal()
         m.d.comb += [
+            advance.eq(~self.o.valid | self.o.ready),
             self.o.payload.eq(acc),
-            self.i.ready.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(advance),
         ]
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
-        with m.If(self.i.valid & self.i.ready):
+        # Each stage: (valid, first, last, per lane the values still to be added).
+        terms = [[self.term(beat.codes[lane][j], beat.acts[j]) for j in range(config.taps)]
+                 for lane in range(config.lanes)]
+        stage = (self.i.valid, beat.first, beat.last, terms)
+        if self.stages(config):
+            stage = _register(m, advance, stage, "terms")
+            # Adder levels left for the stages after the terms' register: the tree's,
+            # then the accumulator's (in the last stage).
+            for n in range(self.stages(config) - 1):
+                valid, first, last, values = stage
+                for _ in range(ADDERS_PER_STAGE):
+                    values = [_tree_level(lane) for lane in values]
+                stage = _register(m, advance, (valid, first, last, values), f"sums{n}")
+        valid, first, last, values = stage
+        with m.If(advance & valid):
             for lane in range(config.lanes):
-                codes = beat.codes[lane]
-                partial = _adder_tree(self.term(codes[j], beat.acts[j])
-                                      for j in range(config.taps))
-                m.d.sync += acc[lane].eq(Mux(beat.first, 0, acc[lane]) + partial)
-            with m.If(beat.last):
+                m.d.sync += acc[lane].eq(Mux(first, 0, acc[lane]) + _adder_tree(values[lane]))
+            with m.If(last):
                 m.d.sync += self.o.valid.eq(1)
         return m
+
+
+def _tree_level(values: list) -> list:
+    """One level of the adder tree: neighbours added in pairs (an odd last one kept)."""
+    pairs = [a + b for a, b in zip(values[0::2], values[1::2], strict=False)]
+    return pairs + values[len(pairs) * 2:]
+
+
+def _register(m: Module, advance, stage, name: str):
+    """``stage`` (valid, first, last, per lane a list of values) through one register
+    stage that moves on ``advance``."""
+    valid, first, last, values = stage
+    r_valid = Signal(name=f"{name}_valid")
+    r_first = Signal(name=f"{name}_first")
+    r_last = Signal(name=f"{name}_last")
+    regs = [[Signal(v.shape(), name=f"{name}_{lane}_{j}") for j, v in enumerate(lane_values)]
+            for lane, lane_values in enumerate(values)]
+    with m.If(advance):
+        m.d.sync += [r_valid.eq(valid), r_first.eq(first), r_last.eq(last)]
+        m.d.sync += [r.eq(v) for lane_regs, lane_values in zip(regs, values, strict=True)
+                     for r, v in zip(lane_regs, lane_values, strict=True)]
+    return r_valid, r_first, r_last, regs
 
 
 def make_engine(config: AcceleratorConfig) -> wiring.Component:

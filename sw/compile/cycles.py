@@ -10,8 +10,10 @@ MAC layer
     From cycle 1 the issue stage offers one beat (one weight row) per cycle, position
     by position, group by group, pass by pass, step by step, with no gap in between.
     A beat enters the engine :data:`ISSUE_LATENCY` = 3 cycles after it is issued
-    (tap rows are read, then the activations and weight rows, then the activations
-    are registered). Number the lane groups of
+    (tap rows and weight rows are read, then the activations, then both are
+    registered); a pipelined engine's ``S = engine_stages(cfg)`` register stages
+    (``hw/program.py``: the shift-add and binary engines) freeze with the issue
+    pipeline and add ``S`` to that latency. Number the lane groups of
     the whole layer ``j = 0 .. area*groups - 1``; group ``j`` has ``R_j`` beats
     (``steps`` or ``2*steps``) and ``V_j`` valid lanes (channels below its limit).
     The write-back unit captures group ``j``'s result at cycle ``c_j`` and selects its
@@ -22,7 +24,7 @@ MAC layer
     engine exactly at ``c_j``, its last at ``c_j + R_{j+1} - 1``, and its result is
     presented one cycle later::
 
-        c_0 = 1 + ISSUE_LATENCY + R_0
+        c_0 = 1 + ISSUE_LATENCY + S + R_0
         c_j = max(c_{j-1} + R_j, c_{j-1} + V_{j-1}) = c_{j-1} + max(R_j, V_{j-1})
 
     The layer ends with its last write at ``c_last + V_last + 2`` and takes
@@ -87,7 +89,7 @@ from __future__ import annotations
 
 from ...hw.config import AcceleratorConfig
 from ...hw.generator_layout import row_cycles
-from ...hw.program import flat_phases, pool_phases, table_build_cycles
+from ...hw.program import engine_stages, flat_phases, pool_phases, table_build_cycles
 from .image import Image, MacPlan, map_layout
 
 __all__ = ["ISSUE_LATENCY", "generate_cycles", "group_shapes", "layer_cycles", "inference_cycles",
@@ -105,14 +107,17 @@ def group_shapes(plan: MacPlan, channels: int, lanes: int) -> list[tuple[int, in
     return one + two
 
 
-def _mac_cycles(plan: MacPlan, channels: int, lanes: int) -> int:
+def _mac_cycles(plan: MacPlan, channels: int, lanes: int, stages: int = 0) -> int:
+    """A MAC layer of an accumulating engine with ``stages`` register stages
+    (:func:`~shiftpool.hw.program.engine_stages`): they move with the issue pipeline,
+    so they add to its latency."""
     shapes = group_shapes(plan, channels, lanes)
     rows = [r for r, _ in shapes]
     valid = [v for _, v in shapes]
     # sum over one position of max(R_j, V_{j-1}), V_{-1} being the previous position's
     # last group; the layer's very first group has no predecessor instead.
     per_position = sum(max(r, v) for r, v in zip(rows, valid[-1:] + valid[:-1], strict=True))
-    last_capture = (1 + ISSUE_LATENCY + rows[0]
+    last_capture = (1 + ISSUE_LATENCY + stages + rows[0]
                     + plan.area * per_position - max(rows[0], valid[-1]))
     return last_capture + valid[-1] + 3
 
@@ -170,7 +175,8 @@ def layer_cycles(image: Image) -> list[int]:
         else:
             # An RBNN hidden layer runs as one descriptor per round, each a layer of its own.
             per = plan.descriptors
-            cycles = per * _mac_cycles(plan, layer.out_shape[0] // per, cfg.lanes)
+            cycles = per * _mac_cycles(plan, layer.out_shape[0] // per, cfg.lanes,
+                                       engine_stages(cfg))
             if cfg.engine == "insitu":
                 cycles += generate_cycles(cfg, layer, plan) + 1
             out.append(cycles)
