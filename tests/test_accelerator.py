@@ -250,7 +250,8 @@ def test_writeback_bound_layer():
                          dense=(5,))
     config = fit_config(model, lanes=4, taps=9)
     assert config.writeback == "word"
-    lane = dataclasses.replace(config, writeback="lane")
+    lane = fit_config(model, lanes=4, taps=9, writeback="lane")
+    assert lane == dataclasses.replace(config, writeback="lane")
     image = compile_model(model, lane)
     shapes = group_shapes(image.plans[0], 7, config.lanes)
     assert [r for r, _ in shapes] == [1, 1]

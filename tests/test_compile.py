@@ -412,6 +412,7 @@ def test_invalid_model_is_rejected():
     ({"cycle_bits": 7}, ["'cycle_bits'", "8..64"]),
     ({"lanes": 2.0}, ["'lanes'", "integer"]),
     ({"taps": True}, ["'taps'", "integer"]),
+    ({"writeback": "wide"}, ["'writeback'", "'wide'", "lane", "word"]),
 ], ids=lambda v: "-".join(f"{k}={v[k]}" for k in v) if isinstance(v, dict) else None)
 def test_config_validation(fields, needles):
     with pytest.raises(ConfigError) as info:

@@ -183,19 +183,19 @@ class WriteBack(wiring.Component):
 
         # Two register stages follow: the bias add ends in the first, the requantizer
         # in the second, and the memories are written from that one, two cycles after
-        # the write was selected. With the word path every lane is added and
-        # requantized (the same values for each of a group's writes).
-        sums = range(cfg.lanes) if word_path else [None]
+        # the write was selected. The word path adds and requantizes every lane (the
+        # same sums for each of a group's writes), the lane path the selected one.
         v1 = Signal(data.StructLayout({
             "addr": unsigned(len(addr)), "en": unsigned(cfg.taps), "idx": sel_idx.shape(),
             "chan": unsigned(ceil_log2(cfg.out_depth)), "lane": range(cfg.lanes),
-            "value": data.ArrayLayout(signed(cfg.acc_width), len(sums))}))
+            "value": data.ArrayLayout(signed(cfg.acc_width), cfg.lanes if word_path else 1)}))
         v1_valid = Signal()
         m.d.sync += [v1_valid.eq(busy), v1.addr.eq(addr), v1.en.eq(sel_en), v1.idx.eq(sel_idx),
                      v1.chan.eq(chan), v1.lane.eq(lane)]
-        for i, k in enumerate(sums):
-            k = lane if k is None else k
-            m.d.sync += v1.value[i].eq(acc[k] + self.bias.data[k])
+        if word_path:
+            m.d.sync += [v1.value[k].eq(acc[k] + self.bias.data[k]) for k in range(cfg.lanes)]
+        else:
+            m.d.sync += v1.value[0].eq(acc[lane] + self.bias.data[lane])
         acts = [requantize(m, v, layer.shift, cfg.act_bits,
                            half_even=cfg.rounding == "half_even") for v in v1.value]
         wq = self.write.payload
