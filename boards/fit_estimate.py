@@ -19,7 +19,10 @@ Two estimates, neither of them ever reported as a measured figure (the engine
 
 A candidate is rejected when an estimate exceeds the device. The logic estimate is
 a lower bound as far as the controller does not shrink for a larger engine (its
-activation gathering and write-back grow with lanes and taps) and each added LUT4
+activation gathering and write-back grow with lanes and taps; the write-back's word
+path, which ``fit_config`` picks for a larger engine whose lane-by-lane writes would
+stall, adds a bias adder and a requantizer per lane, about 170 LUT4 each on iCE40,
+which a reference without it does not count) and each added LUT4
 takes a logic cell of its own, so it can let through a candidate that then fails in
 nextpnr, which costs a build but never the right answer.
 """

@@ -18,16 +18,20 @@ drains, or while the last input word is accepted). Timing, which
   when the engine takes a beat) adds ``S`` cycles before the beat reaches its
   accumulators; read ``4 + S`` for ``4`` below. When the engine presents a group's result, the
   write-back unit captures all lanes in one cycle and then writes the group's valid
-  lanes one per cycle, while the engine goes on with the next group. A result the
+  lanes in ``W_j`` writes, one per cycle, while the engine goes on with the next
+  group: one lane per write (``W_j = V_j`` valid lanes), or with ``writeback =
+  "word"`` in a hidden layer whose next channel is the next lane, all the lanes that
+  go to one activation word (``W_j`` = the words they touch). A result the
   write-back unit cannot take yet stays in the engine, whose input then stalls, and
   the whole issue pipeline freezes with it. So group ``j`` of the layer (counted
-  over all positions), with ``R_j`` beats and ``V_j`` valid lanes, is captured at
-  ``c_0 = 4 + R_0``, ``c_j = c_{j-1} + max(R_j, V_{j-1})``, and its lanes are
-  written in cycles ``c_j + 3 .. c_j + V_j + 2`` (selected two cycles earlier,
-  written from registers; the pool engine: ``sw/compile/cycles.py``).
-* **Max-pool layer.** From cycle 1, one output per ``ceil(4 / taps)`` cycles: the
-  ``taps`` read ports of the source buffer read the 2x2 window (all four words at
-  once when ``taps >= 4``), and the maximum is written one cycle after the last read.
+  over all positions), with ``R_j`` beats, is captured at ``c_0 = 4 + R_0``, ``c_j
+  = c_{j-1} + max(R_j, W_{j-1})``, and written in cycles ``c_j + 3 .. c_j + W_j +
+  2`` (selected two cycles earlier, written from registers; the pool engine:
+  ``sw/compile/cycles.py``).
+* **Max-pool layer.** From cycle 1, the source buffer's one read port reads each
+  2x2 window's four words in four cycles; a grouped output's word of maxima is
+  written one cycle after the last read, a flat output's channels one per cycle
+  (``sw/compile/cycles.py``).
 * A layer ends in the cycle of its last write; the next layer's DECODE is the cycle
   after. The cycle counter covers the program from the first DECODE to the last
   write of the final layer.
@@ -180,7 +184,7 @@ class Accelerator(wiring.Component):
 
         # One write port per activation buffer, shared by the input loader (buffer 0,
         # while idle), the write-back unit and the max-pool (the buffer not read); the
-        # first two write one lane, the max-pool one lane or a whole word.
+        # loader writes one lane, the other two one lane or several lanes of a word.
         wr_en = Signal()
         wr_buf = Signal()
         wr_addr = Signal(aw)
@@ -369,7 +373,7 @@ class Accelerator(wiring.Component):
             wb.result.payload.acc.eq(engine.o.payload),
             wb.result.payload.group.eq(result_group),
             engine.o.ready.eq(wb.result.ready),
-            wb.layer.shift.eq(d.shift), wb.layer.carry.eq(d.carry),
+            wb.layer.last.eq(d.last), wb.layer.shift.eq(d.shift), wb.layer.carry.eq(d.carry),
             wb.layer.lane_w.eq(d.lane_w), wb.layer.lane_l.eq(d.lane_l),
             wb.layer.n1.eq(d.n1), wb.layer.channels.eq(d.channels),
             out_wp.addr.eq(wb.write.payload.chan), out_wp.data.eq(wb.write.payload.value),
@@ -442,7 +446,7 @@ class Accelerator(wiring.Component):
             m.d.comb += out_wp.en.eq(wb.write.valid)
         with m.Else():
             m.d.comb += [wr_en.eq(wb.write.valid), wr_addr.eq(wb.write.payload.addr),
-                         *one_lane(wb.write.payload.act, wb.write.payload.lane)]
+                         wr_data.eq(wb.write.payload.data), wr_lanes.eq(wb.write.payload.en)]
 
         # Everything the layer started is done after this cycle: no beat in flight, no
         # result in (or on its way out of) the engine, the write-back unit idle and its

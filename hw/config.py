@@ -12,7 +12,7 @@ import json
 
 __all__ = ["AcceleratorConfig", "ConfigError", "DEFAULT_LANES", "DEFAULT_TAPS", "ENGINES",
            "ENGINE_FIELDS", "KERNEL_TAPS", "MAX_MLG_BI", "MAX_POOL_SIZE", "POOL_GROUP",
-           "POOL_TABLES", "ceil_log2", "check_pool_table"]
+           "POOL_TABLES", "WRITEBACKS", "ceil_log2", "check_pool_table"]
 
 #: The engine size (lanes, taps) every command and function takes unless told (the
 #: demo's): fit_config, the CLI, the simulated device, the board builds.
@@ -26,6 +26,12 @@ POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth", "precompute_
 #: ``"full"``, one table of 256 patterns per pool vector; ``"half"``, two tables of 16
 #: (the low and the high nibble of the pattern) whose entries are summed.
 POOL_TABLES = ("full", "half")
+
+#: How the write-back unit writes a lane group's results (``writeback``): ``"lane"``,
+#: one lane per cycle (one bias adder and one requantizer); ``"word"``, in each cycle
+#: every lane that lands in the same activation word (a bias adder and a requantizer
+#: per lane), where a layer's consecutive channels are consecutive lanes of a word.
+WRITEBACKS = ("lane", "word")
 
 #: Fields only the in-situ (MLG) engine and its weight generator use.
 MLG_FIELDS = ("mlg_qb", "mlg_qu", "mlg_qv", "mlg_bi", "mlg_bc", "mlg_w_bits", "mlg_v_depth",
@@ -160,6 +166,13 @@ class AcceleratorConfig:
         Pool engine: the lookup table's organisation, one of :data:`POOL_TABLES`:
         ``"full"`` (``256 * pool_size`` entries per lane) or ``"half"`` (two tables of
         ``16 * pool_size`` entries per lane, summed per lookup).
+    writeback : str
+        How the write-back unit writes a lane group's results, one of
+        :data:`WRITEBACKS`: ``"lane"`` (one lane per cycle) or ``"word"`` (in each
+        cycle all the group's lanes that go to one activation word, for layers whose
+        next channel is the next lane; the final layer and flat maps of more than one
+        position still go lane by lane). ``fit_config`` picks ``"word"`` where it saves
+        cycles on the model.
     """
 
     engine: str = "shiftadd"
@@ -196,6 +209,7 @@ class AcceleratorConfig:
     mlg_b_depth: int = 64
     mlg_w1_depth: int = 256
     pool_table: str = "full"
+    writeback: str = "lane"
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -233,6 +247,10 @@ class AcceleratorConfig:
         for name in ("mlg_v_depth", "mlg_u_depth", "mlg_b_depth", "mlg_w1_depth"):
             _check_range(name, getattr(self, name), 1)
         check_pool_table(self.pool_table)
+        if self.writeback not in WRITEBACKS:
+            raise ConfigError(f"config field 'writeback' = {self.writeback!r} is unknown; "
+                              f"allowed: {', '.join(WRITEBACKS)} (lane: one lane per cycle, "
+                              f"word: the lanes of one activation word per cycle)")
         if self.precompute_steps and (self.lanes & (self.lanes - 1)
                                       or self.lanes > self.pool_size):
             raise ConfigError(f"config field 'lanes' = {self.lanes}: precompute mode "

@@ -21,7 +21,12 @@ from shiftpool.hw.accelerator import Accelerator
 from shiftpool.hw.config import AcceleratorConfig
 from shiftpool.hw.program import REGIONS
 from shiftpool.sim.kit import seeds, stream_get, stream_put, watchdog
-from shiftpool.sw.compile.cycles import group_shapes, inference_cycles
+from shiftpool.sw.compile.cycles import (
+    group_shapes,
+    inference_cycles,
+    word_writes,
+    writeback_stalls,
+)
 from shiftpool.sw.compile.fit import fit_config
 from shiftpool.sw.compile.image import Image, compile_model
 from shiftpool.sw.model.file import QuantModel
@@ -91,10 +96,19 @@ def random_case(seed: int) -> Case:
                          exp_bits=int(rng.integers(1, 4)), k_mode=k_mode,
                          input_shape=input_shape, convs=convs, pool=pool and bool(convs),
                          dense=dense)
-    config = fit_config(model, lanes=lanes, taps=taps)
+    config = flip_writeback(seed, fit_config(model, lanes=lanes, taps=taps))
     x = rng.integers(0, 1 << act_bits, size=(3,) + input_shape)
     return Case(seed, model, config, x, idle_gap=float(rng.choice([0.0, 0.3, 0.6])),
                 back_pressure=float(rng.choice([0.0, 0.3, 0.6])))
+
+
+def flip_writeback(seed: int, config: AcceleratorConfig) -> AcceleratorConfig:
+    """``config`` (fit_config's choice of write-back) for half the seeds, the other
+    write-back for the rest, so that both run with and without stalls."""
+    if seed // 8 % 2 == 0:
+        return config
+    other = {"lane": "word", "word": "lane"}[config.writeback]
+    return dataclasses.replace(config, writeback=other)
 
 
 def random_pool_case(seed: int) -> Case:
@@ -119,7 +133,7 @@ def random_pool_case(seed: int) -> Case:
     pooled = any(layer.is_pool for layer in model.layers)
     mode = ("precompute" if pooled and lanes in (1, 2, 4) and lanes <= len(model.pool)
             and rng.random() < 0.5 else "direct")
-    config = fit_config(model, lanes=lanes, mode=mode)
+    config = flip_writeback(seed, fit_config(model, lanes=lanes, mode=mode))
     x = rng.integers(0, 1 << act_bits, size=(2,) + input_shape)
     bits = None if rng.random() < 0.25 else int(rng.integers(1, act_bits + 1))
     return Case(seed, model, config, x, idle_gap=float(rng.choice([0.0, 0.3])),
@@ -227,18 +241,40 @@ def test_pool_cases_cover_the_space():
 
 
 def test_writeback_bound_layer():
-    """One tap row per group (``R = 1``) but four lanes to write: the write-back unit
-    is the bottleneck, so results wait in the engine and the issue pipeline stalls."""
+    """One tap row per group (``R = 1``) but four lanes to write: written lane by lane,
+    the write-back unit is the bottleneck, so results wait in the engine and the issue
+    pipeline stalls; fit_config therefore picks the word path, which writes each
+    group's lanes (all in one word of 9 lanes) in one cycle and does not stall there."""
     rng = np.random.default_rng(7)
     model = random_model(rng, k_mode="k1", input_shape=(1, 4, 3), convs=(7,), pool=True,
                          dense=(5,))
     config = fit_config(model, lanes=4, taps=9)
-    image = compile_model(model, config)
+    assert config.writeback == "word"
+    lane = fit_config(model, lanes=4, taps=9, writeback="lane")
+    assert lane == dataclasses.replace(config, writeback="lane")
+    image = compile_model(model, lane)
     shapes = group_shapes(image.plans[0], 7, config.lanes)
     assert [r for r, _ in shapes] == [1, 1]
+    assert writeback_stalls(image)
     assert any(r < v for (r, _), (_, v) in zip(shapes, shapes[-1:] + shapes[:-1],
                                                strict=True))
-    check_case(Case(7, model, config, rng.integers(0, 256, size=(2, 1, 4, 3)), 0.3, 0.3))
+    word = compile_model(model, config)
+    assert group_shapes(word.plans[0], 7, config.lanes, config.taps) == [(1, 1), (1, 1)]
+    assert inference_cycles(word) < inference_cycles(image)
+    x = rng.integers(0, 256, size=(2, 1, 4, 3))
+    check_case(Case(7, model, lane, x, 0.3, 0.3))
+    check_case(Case(7, model, config, x, 0.3, 0.3))
+
+
+def test_cases_cover_both_writebacks():
+    """The random cases run both write-backs, the word path on layers it writes a word
+    at a time, with and without stalls."""
+    cases = [random_case(s) for s in SEEDS]
+    word = [c for c in cases if c.config.writeback == "word"
+            and any(word_writes(compile_model(c.model, c.config), i)
+                    for i, layer in enumerate(c.model.layers) if layer.is_mac)]
+    assert word and len(word) < len(cases)
+    assert {writeback_stalls(compile_model(c.model, c.config)) for c in cases} == {True, False}
 
 
 @pytest.mark.parametrize("taps", [1, 2, 3, 4, 5])

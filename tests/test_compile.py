@@ -65,7 +65,12 @@ def groups(layer: Layer, lanes: int, last: bool) -> tuple[int, int]:
     k = np.ones(co, dtype=int) if layer.k is None else np.asarray(layer.k, dtype=int)
     if not last:
         n1 = int(np.sum(k == 1))
-        return ceil_div(n1, lanes), ceil_div(co - n1, lanes)
+        one, two = ceil_div(n1, lanes), ceil_div(co - n1, lanes)
+        # k = 1 filters of a partial group that fit into the last two-pass group's free
+        # lanes join it (one pass fewer).
+        if n1 % lanes and two and (n1 % lanes) + (co - n1) <= two * lanes:
+            one -= 1
+        return one, two
     group_k = [int(k[g:g + lanes].max()) for g in range(0, co, lanes)]
     one = group_k.index(2) if 2 in group_k else len(group_k)
     return one, len(group_k) - one
@@ -407,6 +412,7 @@ def test_invalid_model_is_rejected():
     ({"cycle_bits": 7}, ["'cycle_bits'", "8..64"]),
     ({"lanes": 2.0}, ["'lanes'", "integer"]),
     ({"taps": True}, ["'taps'", "integer"]),
+    ({"writeback": "wide"}, ["'writeback'", "'wide'", "lane", "word"]),
 ], ids=lambda v: "-".join(f"{k}={v[k]}" for k in v) if isinstance(v, dict) else None)
 def test_config_validation(fields, needles):
     with pytest.raises(ConfigError) as info:

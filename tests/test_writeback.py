@@ -1,10 +1,11 @@
 """The write-back unit (``shiftpool.hw.controller.writeback``) in Amaranth's simulator:
 results offered with random idle gaps, against the golden requantizer
 (``shiftpool.sw.schemes.golden.requantize``) and the write-back part of the cycle model (result
-``j`` captured at ``max(offered, c_{j-1} + V_{j-1})``, its lane ``k`` written at
-``c_j + 3 + k``); channel ``c`` at position ``p`` of a grouped map goes to word
-``(c // taps) * area + p``, lane ``c % taps``, of a flat one to activation ``c * area +
-p`` (word and lane ``divmod(c*area + p, taps)``)."""
+``j`` captured at ``max(offered, c_{j-1} + W_{j-1})``, its write ``i`` at ``c_j + 3 +
+i``; ``W`` is the group's valid lanes, or with ``writeback = "word"`` in a hidden layer
+whose next channel is the next lane the words they go to); channel ``c`` at position
+``p`` of a grouped map goes to word ``(c // taps) * area + p``, lane ``c % taps``, of a
+flat one to activation ``c * area + p`` (word and lane ``divmod(c*area + p, taps)``)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def random_case(seed: int):
     rng = np.random.default_rng(seed)
     lanes = int(rng.integers(1, 5))
     cfg = AcceleratorConfig(lanes=lanes, taps=int(rng.integers(1, 6)), act_depth=256,
-                            out_depth=12, bias_depth=6, max_fan_in=16)
+                            out_depth=12, bias_depth=6, max_fan_in=16,
+                            writeback=str(rng.choice(["lane", "word"])))
     shift = int(rng.integers(0, cfg.max_shift + 1))
     # Values around the activation range after the shift (some clip, most do not),
     # within the accumulator's.
@@ -53,7 +55,7 @@ def random_case(seed: int):
     bias = rng.integers(-lim // 4, lim, size=(cfg.bias_depth, lanes))
     layout, area = str(rng.choice(["grouped", "flat"])), int(rng.integers(1, 9))
     fields = _out_fields(cfg, layout, area, 0)
-    layer = {"shift": shift, "n1": int(rng.integers(1, 12)),
+    layer = {"last": int(rng.random() < 0.2), "shift": shift, "n1": int(rng.integers(1, 12)),
              "channels": int(rng.integers(1, 12)),
              **{name: fields[name] for name in ("carry", "lane_w", "lane_l")}}
     results = []
@@ -77,22 +79,41 @@ def where(cfg, layout, area, chan, pos):
     return (chan // cfg.taps) * area + pos, chan % cfg.taps
 
 
+def by_words(cfg, layer, layout, area) -> bool:
+    """The unit writes a word's lanes at once: the word path, a hidden layer, and one
+    channel further is one lane further."""
+    return (cfg.writeback == "word" and not layer["last"] and cfg.taps > 1
+            and (layout == "grouped" or area == 1))
+
+
 def expected(cfg, bias, layer, results, layout, area):
-    """Per result: its writes (addr, lane, chan, act, value), lane by lane."""
+    """Per result: its writes, each a list of lane writes (addr, lane, act) and, for a
+    write of one lane, its (chan, value)."""
     out = []
     for r in results:
         g = r["group"]
         limit = layer["channels"] if g["two"] else layer["n1"]
         valid = min(cfg.lanes, max(1, limit - g["chan"]))
-        writes = []
+        lanes = []
         for k in range(valid):
             value = r["acc"][k] + int(bias[g["bias"]][k])
             act = int(requantize(np.array([value]), layer["shift"], cfg.act_bits)[0])
             addr, lane = where(cfg, layout, area, g["chan"] + k, r["pos"])
-            writes.append((addr % act_words(cfg), lane,
-                           (g["chan"] + k) % (1 << ceil_log2(cfg.out_depth)), act, value))
-        out.append(writes)
+            lanes.append(((addr % act_words(cfg), lane, act),
+                          ((g["chan"] + k) % (1 << ceil_log2(cfg.out_depth)), value)))
+        if by_words(cfg, layer, layout, area):
+            writes = {}
+            for lane, _ in lanes:
+                writes.setdefault(lane[0], []).append(lane)
+            out.append([(ws, None) for ws in writes.values()])
+        else:
+            out.append([([lane], one) for lane, one in lanes])
     return out
+
+
+def lane_writes(cfg, wpay):
+    """The lane writes (addr, lane, act) of one write of the unit."""
+    return [(wpay.addr, j, wpay.data[j]) for j in range(cfg.taps) if wpay.en >> j & 1]
 
 
 def run(seed: int):
@@ -122,7 +143,7 @@ def run(seed: int):
                 pending.pop(0)
                 offering = False
             if wvalid:
-                writes.append((cycle, (wpay.addr, wpay.lane, wpay.chan, wpay.act, wpay.value)))
+                writes.append((cycle, (lane_writes(cfg, wpay), (wpay.chan, wpay.value))))
             cycle += 1
             assert cycle < 1000, "the unit stopped"
 
@@ -133,11 +154,16 @@ def run(seed: int):
     return cfg, bias, layer, results, layout, area, offered, captured, writes
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(24))
 def test_writes_and_timing_match_the_models(seed):
     cfg, bias, layer, results, layout, area, offered, captured, writes = run(seed)
     want = expected(cfg, bias, layer, results, layout, area)
-    assert [w for _, w in writes] == [w for group in want for w in group], f"seed {seed}"
+    flat_want = [w for group in want for w in group]
+    assert len(writes) == len(flat_want), f"seed {seed}"
+    for (_, (got, one)), (lanes, want_one) in zip(writes, flat_want, strict=True):
+        assert got == lanes, f"seed {seed}"
+        if want_one is not None:
+            assert one == want_one, f"seed {seed}"
     # Capture j waits for its offer and for the last lane of result j - 1 to be selected.
     prev = None
     for j, c in enumerate(captured):

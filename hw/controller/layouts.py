@@ -18,7 +18,14 @@ from ..program import (
     struct_layout,
 )
 
-__all__ = ["beat_layout", "chan_shape", "descriptor_layout", "group_layout", "word_add"]
+__all__ = ["act_word_layout", "beat_layout", "chan_shape", "descriptor_layout", "group_layout",
+           "word_add"]
+
+
+def act_word_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
+    """One activation word: ``taps`` unsigned activations, lane ``j`` in bits
+    ``j*act_bits ..``."""
+    return data.ArrayLayout(unsigned(cfg.act_bits), cfg.taps)
 
 
 def descriptor_layout(cfg: AcceleratorConfig) -> data.StructLayout:

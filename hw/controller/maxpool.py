@@ -9,15 +9,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import AcceleratorConfig
 from ..program import POOL_WINDOW, act_words, addr_width, count_width, flat_phases, lane_width
-from .layouts import descriptor_layout, word_add
+from .layouts import act_word_layout, descriptor_layout, word_add
 
 __all__ = ["MaxPool", "act_word_layout", "pool_write_layout", "window_layout"]
-
-
-def act_word_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
-    """One activation word: ``taps`` unsigned activations, lane ``j`` in bits
-    ``j*act_bits ..``."""
-    return data.ArrayLayout(unsigned(cfg.act_bits), cfg.taps)
 
 
 def window_layout(cfg: AcceleratorConfig) -> data.StructLayout:

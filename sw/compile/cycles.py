@@ -15,20 +15,25 @@ MAC layer
     (``hw/program.py``: the shift-add and binary engines) freeze with the issue
     pipeline and add ``S`` to that latency. Number the lane groups of
     the whole layer ``j = 0 .. area*groups - 1``; group ``j`` has ``R_j`` beats
-    (``steps`` or ``2*steps``) and ``V_j`` valid lanes (channels below its limit).
-    The write-back unit captures group ``j``'s result at cycle ``c_j`` and selects its
-    valid lanes at ``c_j + 1 .. c_j + V_j`` (each is written two cycles later, after a
-    bias-add and a requantize register); it can capture the next result while
-    selecting its last lane, at ``c_j + V_j``. Until then the result waits in the engine
-    and the issue pipeline is frozen, so the first beat of group ``j + 1`` enters the
-    engine exactly at ``c_j``, its last at ``c_j + R_{j+1} - 1``, and its result is
-    presented one cycle later::
+    (``steps`` or ``2*steps``) and ``V_j`` valid lanes (channels below its limit),
+    which the write-back unit writes in ``W_j`` writes: ``W_j = V_j`` (one lane per
+    write), or where it writes a word's lanes at once (:func:`word_writes`:
+    ``writeback = "word"``, a hidden layer, one channel further is one lane further)
+    the words they go to, ``W_j = ceil((c_j0 % taps + V_j) / taps)`` for a group
+    whose lane 0 is channel ``c_j0`` (a grouped map, or a flat one of one position,
+    puts it in lane ``c_j0 % taps``). The write-back unit captures group ``j``'s result
+    at cycle ``c_j`` and selects its writes at ``c_j + 1 .. c_j + W_j`` (each is
+    written two cycles later, after a bias-add and a requantize register); it can
+    capture the next result while selecting its last write, at ``c_j + W_j``. Until
+    then the result waits in the engine and the issue pipeline is frozen, so the first
+    beat of group ``j + 1`` enters the engine exactly at ``c_j``, its last at ``c_j +
+    R_{j+1} - 1``, and its result is presented one cycle later::
 
         c_0 = 1 + ISSUE_LATENCY + S + R_0
-        c_j = max(c_{j-1} + R_j, c_{j-1} + V_{j-1}) = c_{j-1} + max(R_j, V_{j-1})
+        c_j = max(c_{j-1} + R_j, c_{j-1} + W_{j-1}) = c_{j-1} + max(R_j, W_{j-1})
 
-    The layer ends with its last write at ``c_last + V_last + 2`` and takes
-    ``c_last + V_last + 3`` cycles. Groups repeat identically at every position, so
+    The layer ends with its last write at ``c_last + W_last + 2`` and takes
+    ``c_last + W_last + 3`` cycles. Groups repeat identically at every position, so
     the sum over ``j`` is ``area`` times the sum over one position's groups, with the
     last group of the previous position before the first.
 Max-pool layer
@@ -61,7 +66,7 @@ Pool engine (``hw/engines/pool.py``)
     beat with ``last`` is accepted at ``a = max(f, c_prev)`` and the next beat starts
     at ``a + 1``; another beat's final plane completes at ``max(f + 1, c_prev)``,
     when the next one starts. Group ``j``'s result is captured at ``c_j = max(a_j + 2,
-    c_{j-1} + V_{j-1})``; the layer takes ``c_last + V_last + 3`` cycles.
+    c_{j-1} + W_{j-1})``; the layer takes ``c_last + W_last + 3`` cycles.
 
     Precompute mode: each position starts with ``(pool_size / lanes) * steps`` fill
     beats of ``P`` cycles (they store values, produce no result and wait for none),
@@ -93,40 +98,81 @@ from ...hw.program import engine_stages, flat_phases, pool_phases, table_build_c
 from .image import Image, MacPlan, map_layout
 
 __all__ = ["ISSUE_LATENCY", "generate_cycles", "group_shapes", "layer_cycles", "inference_cycles",
-           "build_cycles", "pool_row_accepts", "table_build_cycles"]
+           "build_cycles", "pool_row_accepts", "table_build_cycles", "word_writes",
+           "writeback_stalls"]
 
 #: Cycles from a beat's issue until it enters the engine.
 ISSUE_LATENCY = 3
 
 
-def group_shapes(plan: MacPlan, channels: int, lanes: int) -> list[tuple[int, int]]:
-    """``(beats, valid lanes)`` of each lane group of one position, in issue order."""
-    one = [(plan.steps, min(lanes, plan.n1 - g * lanes)) for g in range(plan.groups1)]
-    two = [(2 * plan.steps, min(lanes, channels - plan.n1 - g * lanes))
+def group_shapes(plan: MacPlan, channels: int, lanes: int,
+                 taps: int | None = None) -> list[tuple[int, int]]:
+    """``(beats, writes)`` of each lane group of one position, in issue order: the
+    group's valid lanes, or with ``taps`` (a layer whose lanes the write-back unit writes
+    a word at a time, :func:`word_writes`) the activation words they go to."""
+    one = [(plan.steps, g * lanes, min(lanes, plan.n1 - g * lanes)) for g in range(plan.groups1)]
+    two = [(2 * plan.steps, plan.n1 + g * lanes, min(lanes, channels - plan.n1 - g * lanes))
            for g in range(plan.groups2)]
-    return one + two
+    if taps is None:
+        return [(r, v) for r, _, v in one + two]
+    # Lane 0 of channel c's group sits in lane c % taps of its word (grouped maps, and
+    # flat maps of one position).
+    return [(r, -(-(c % taps + v) // taps)) for r, c, v in one + two]
 
 
-def _mac_cycles(plan: MacPlan, channels: int, lanes: int, stages: int = 0) -> int:
+def word_writes(image: Image, i: int) -> bool:
+    """Whether the write-back unit writes MAC layer ``i``'s lanes a word at a time:
+    ``writeback = "word"``, a hidden layer, and one channel further is one lane further
+    (a channel-grouped output, or a flat one of one position)."""
+    cfg = image.config
+    if cfg.writeback != "word" or cfg.taps == 1 or i == len(image.model.layers) - 1:
+        return False
+    return (map_layout(image.model, i + 1, image.im2col) != "flat"
+            or image.plans[i].area == 1)
+
+
+def writeback_stalls(image: Image) -> bool:
+    """Whether some MAC layer of ``image`` waits for its write-back unit: a group whose
+    beats take fewer cycles than the writes of the group before it (``R_j < W_{j-1}``;
+    the pool engine's beats take a cycle per bit-plane, in direct mode)."""
+    cfg = image.config
+    for i, (layer, plan) in enumerate(zip(image.model.layers, image.plans, strict=True)):
+        if plan is None:
+            continue
+        taps = cfg.taps if word_writes(image, i) else None
+        shapes = group_shapes(plan, layer.out_shape[0] // plan.descriptors, cfg.lanes, taps)
+        beat = 1
+        if cfg.engine == "pool" and image.modes.get(i) != "precompute":
+            beat = image.planes.get(i, cfg.act_bits) if layer.is_pool else cfg.act_bits
+        rows = [r * beat for r, _ in shapes]
+        writes = [w for _, w in shapes]
+        before = writes[-1:] + writes[:-1] if plan.area > 1 else [0] + writes[:-1]
+        if any(r < w for r, w in zip(rows, before, strict=True)):
+            return True
+    return False
+
+
+def _mac_cycles(plan: MacPlan, channels: int, lanes: int, taps: int | None = None,
+                stages: int = 0) -> int:
     """A MAC layer of an accumulating engine with ``stages`` register stages
     (:func:`~shiftpool.hw.program.engine_stages`): they move with the issue pipeline,
-    so they add to its latency."""
-    shapes = group_shapes(plan, channels, lanes)
+    so they add to its latency; ``taps`` as :func:`group_shapes` takes it."""
+    shapes = group_shapes(plan, channels, lanes, taps)
     rows = [r for r, _ in shapes]
-    valid = [v for _, v in shapes]
-    # sum over one position of max(R_j, V_{j-1}), V_{-1} being the previous position's
+    writes = [w for _, w in shapes]
+    # sum over one position of max(R_j, W_{j-1}), W_{-1} being the previous position's
     # last group; the layer's very first group has no predecessor instead.
-    per_position = sum(max(r, v) for r, v in zip(rows, valid[-1:] + valid[:-1], strict=True))
+    per_position = sum(max(r, w) for r, w in zip(rows, writes[-1:] + writes[:-1], strict=True))
     last_capture = (1 + ISSUE_LATENCY + stages + rows[0]
-                    + plan.area * per_position - max(rows[0], valid[-1]))
-    return last_capture + valid[-1] + 3
+                    + plan.area * per_position - max(rows[0], writes[-1]))
+    return last_capture + writes[-1] + 3
 
 
 def _pool_mac_cycles(plan: MacPlan, channels: int, lanes: int, planes: int,
-                     fill_beats: int = 0) -> int:
+                     fill_beats: int = 0, taps: int | None = None) -> int:
     """A pool-engine MAC layer; ``fill_beats`` per position in precompute mode, whose
-    gather beats then take one cycle each."""
-    shapes = group_shapes(plan, channels, lanes)
+    gather beats then take one cycle each; ``taps`` as :func:`group_shapes` takes it."""
+    shapes = group_shapes(plan, channels, lanes, taps)
     beat = 1 if fill_beats else planes
     t = 1 + ISSUE_LATENCY               # the first beat's first plane
     capture, free = 0, 0                # last capture, when the write-back can next capture
@@ -157,6 +203,7 @@ def layer_cycles(image: Image) -> list[int]:
     cfg = image.config
     out = []
     for i, (layer, plan) in enumerate(zip(image.model.layers, image.plans, strict=True)):
+        taps = cfg.taps if plan is not None and word_writes(image, i) else None
         if plan is None:
             c, h, w = layer.out_shape
             groups = -(-c // cfg.taps)
@@ -171,11 +218,12 @@ def layer_cycles(image: Image) -> list[int]:
         elif cfg.engine == "pool":
             planes = image.planes.get(i, cfg.act_bits) if layer.is_pool else cfg.act_bits
             fill = cfg.fill_rows * plan.steps if image.modes.get(i) == "precompute" else 0
-            out.append(_pool_mac_cycles(plan, layer.out_shape[0], cfg.lanes, planes, fill))
+            out.append(_pool_mac_cycles(plan, layer.out_shape[0], cfg.lanes, planes, fill,
+                                        taps))
         else:
             # An RBNN hidden layer runs as one descriptor per round, each a layer of its own.
             per = plan.descriptors
-            cycles = per * _mac_cycles(plan, layer.out_shape[0] // per, cfg.lanes,
+            cycles = per * _mac_cycles(plan, layer.out_shape[0] // per, cfg.lanes, taps,
                                        engine_stages(cfg))
             if cfg.engine == "insitu":
                 cycles += generate_cycles(cfg, layer, plan) + 1

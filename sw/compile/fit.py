@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ...hw.config import (
     DEFAULT_LANES,
     DEFAULT_TAPS,
@@ -14,6 +16,7 @@ from ...hw.config import (
 from ...hw.generator_layout import STORES
 from ..model.file import QuantModel
 from ..schemes import golden
+from .cycles import writeback_stalls
 from .image import act_need, compile_model, engine_for_model, uses_im2col
 from .mlg_layout import generated_bits
 
@@ -34,7 +37,9 @@ def fit_config(model: QuantModel, lanes: int = DEFAULT_LANES, taps: int = DEFAUL
     ``taps`` is ignored for it; ``mode`` (as :func:`shiftpool.sw.schemes.golden.run` takes it)
     sizes its precompute store for the layers run in precompute mode.
 
-    Memory depths, ``max_fan_in`` and ``max_dim`` are taken from the model; any
+    Memory depths, ``max_fan_in`` and ``max_dim`` are taken from the model;
+    ``writeback`` is ``"word"`` where writing lane by lane would stall the engine on
+    the model (:func:`~shiftpool.sw.compile.cycles.writeback_stalls`); any
     :class:`AcceleratorConfig` field given in ``fields`` overrides the fitted value
     (and is then checked against the model).
 
@@ -99,5 +104,10 @@ def fit_config(model: QuantModel, lanes: int = DEFAULT_LANES, taps: int = DEFAUL
                       **{f"mlg_{name}_depth": used[f"mlg_{name}"] for name in STORES})
     fitted.update(fields)
     config = AcceleratorConfig.from_dict(fitted)
-    compile_model(model, config, mode=mode)     # raises ConfigError naming what does not fit
+    image = compile_model(model, config, mode=mode)  # raises ConfigError naming what does not fit
+    if "writeback" not in fields and config.lanes > 1 and config.taps > 1 \
+            and writeback_stalls(image):
+        # The write-back unit's word path costs a bias adder and a requantizer per
+        # lane: only where writing lane by lane would hold the engine up.
+        config = dataclasses.replace(config, writeback="word")
     return config

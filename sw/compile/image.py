@@ -377,6 +377,12 @@ def _plan(cfg: AcceleratorConfig, model: QuantModel, i: int, im2col: bool) -> Ma
     else:
         order = np.argsort(k, kind="stable")
         n1 = int((k == 1).sum())
+        # The k = 1 filters past the last full one-pass group run in the free lanes of
+        # the last two-pass group when they fit there (their second terms are 0): a
+        # pass fewer than a one-pass group of their own.
+        rest, two = n1 % cfg.lanes, co - n1
+        if rest and two and -(-(rest + two) // cfg.lanes) == -(-two // cfg.lanes):
+            n1 -= rest
         groups1, groups2 = -(-n1 // cfg.lanes), -(-(co - n1) // cfg.lanes)
     return MacPlan(order=order, n1=n1, groups1=groups1, groups2=groups2, steps=steps, area=area)
 
