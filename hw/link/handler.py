@@ -27,7 +27,6 @@ from .framing import event_layout, payload_layout, reply_header_layout, reply_pa
 from .protocol import (
     ARGS_BYTES,
     ARGS_FIELDS,
-    CODE_BITS,
     REPLY,
     STATUS_COUNTERS,
     Command,
@@ -122,87 +121,109 @@ class CommandHandler(wiring.Component):
         in_bytes = row_bytes(cfg.act_bits)
         out_bytes = row_bytes(cfg.acc_width)
         cyc_bytes = row_bytes(cfg.cycle_bits)
-        rbytes = {name: row_bytes(self._widths[name]) for name in REGIONS}
-        max_rb = max(rbytes.values())
+        rbytes = [row_bytes(self._widths[name]) for name in REGIONS]
+        depths = [self._depths[name] for name in REGIONS]
+        max_rb = max(rbytes)
         n_status = status_length(cfg)
+        out_total = cfg.out_depth * out_bytes
 
         ev = self.event.payload
         pl = self.payload
         rh = self.reply_header
         rp = self.reply_payload
+        taken = pl.valid & pl.ready
 
-        cmd = Signal(8)
-        seq = Signal(8)
-        length = Signal.like(ev.length)
-        remaining = Signal(range(link.max_payload + 1))    # payload bytes not yet taken
-        nak_reason = Signal(CODE_BITS)           # a Reason
+        # Request fields: loaded before they are used, so no reset (a flip-flop with
+        # an enable and a reset costs the iCE40 a LUT).
+        cmd = Signal(8, reset_less=True)
+        seq = Signal(8, reset_less=True)
+        length = Signal(range(link.max_payload + 1), reset_less=True)
+        nak_reason = Signal(range(max(Reason) + 1), reset_less=True)
         args = Signal(data.StructLayout({name: 8 * struct.calcsize("<" + code)
-                                         for name, code in ARGS_FIELDS}))
+                                         for name, code in ARGS_FIELDS}), reset_less=True)
         region, start, count = args.region, args.start, args.count
-        k = Signal(range(max(ARGS_BYTES, max_rb, in_bytes, out_bytes, cyc_bytes,
-                             len(self.identity), n_status, 2)))
-        row = Signal(8 * max_rb)
-        row_idx = Signal.like(count)
-        word = Signal(8 * in_bytes)
-        n_out = Signal(range(cfg.out_depth + 1))
-        out_total = cfg.out_depth * out_bytes
-        n_bytes = Signal(range(out_total + 1))             # output bytes written
-        out_idx = Signal(range(max(out_total, 1)))           # output byte being sent
-        last_cycles = Signal(8 * cyc_bytes)
-        poison = Signal()
+        # Payload bytes of the current frame not yet taken: the decoder marks the
+        # last one, so a flag does what a byte counter would.
+        more = Signal()
+        with m.If(taken & pl.payload.last):
+            m.d.sync += more.eq(0)
 
-        # Payload bytes are counted wherever they are taken.
-        with m.If(pl.valid & pl.ready):
-            m.d.sync += remaining.eq(remaining - 1)
-
-        # -- the addressed region: row bytes and depth ------------------------------------
-        region_ok = Signal()
-        rb_sel = Signal(range(max_rb + 1))
-        depth_sel = Signal(range(max(self._depths.values()) + 1))
-        with m.Switch(region):
-            for code, name in enumerate(REGIONS):
-                with m.Case(code):
-                    m.d.comb += [region_ok.eq(1), rb_sel.eq(rbytes[name]),
-                                 depth_sel.eq(self._depths[name])]
-        # Row addresses and the overflow check need only the bits of the deepest
-        # region's address, plus two: a start or count with a higher bit set overflows
-        # any region, and below that the sum is exact (not 33-bit arithmetic).
+        # One byte counter for every multi-byte field: arguments, row bytes, words,
+        # and the bytes of the small replies (`small` below).
+        k = Signal(range(max(ARGS_BYTES, max_rb, in_bytes, out_bytes, n_status + 2)),
+                   reset_less=True)
+        # Rows of a WRITE or READ; also the row tally of the size check, which ends
+        # with it equal to `count` (then `start + row` is `start + count`). Its top
+        # bit ends the tally of a region without rows (row bytes 0) at any `count`.
         aw = len(acc.load.payload.addr)
-        addr = (start[:aw] + row_idx[:aw])[:aw]
-        overflow = ((start[aw + 1:] != 0) | (count[aw + 1:] != 0)
-                    | (start[:aw + 1] + count[:aw + 1] > depth_sel))
-        # Bytes of `count` rows, added up one row per cycle (no multiplier); the sum
-        # stops once it exceeds max_payload, so this takes at most a frame's bytes.
-        total = Signal(range(link.max_payload + max_rb + 1))
-        tally = Signal.like(count)
+        row_w = max(aw + 1, ceil_log2(link.max_payload + 2) + 1)
+        row = Signal(row_w, reset_less=True)
+        rows_done = (row == count) | row[-1]
+        addr_full = start[:aw + 1] + row[:aw + 1]
+        addr = addr_full[:aw]
 
-        # -- reply bytes held in one byte-wide memory ----------------------------------------
-        # RUN's outputs (written a byte per cycle, from row 0) and, above them at a
-        # multiple of its power-of-two size, the IDENTIFY reply (the memory's initial
-        # contents): one block RAM, and no wide multiplexers picking their bytes.
-        id_bits = ceil_log2(len(self.identity))
-        id_base = -(-out_total // (1 << id_bits)) * (1 << id_bits)
+        # -- the addressed region: row bytes and depth, constants picked by its code ----
+        region_ok = region < len(REGIONS)
+        rb_sel = Signal(range(max_rb + 1))
+        depth_sel = Signal(range(max(depths) + 1))
+        with m.Switch(region[:ceil_log2(len(REGIONS))]):
+            for code in range(len(REGIONS)):
+                with m.Case(code):
+                    m.d.comb += [rb_sel.eq(rbytes[code]), depth_sel.eq(depths[code])]
+        # A start or count with a bit set above the deepest region's address
+        # overflows every region; below that the sum is exact.
+        overflow = ((start[aw + 1:] != 0) | (count[aw + 1:] != 0) | (row[aw + 1:] != 0)
+                    | (addr_full > depth_sel))
+        # Bytes of `count` rows, added up one row per cycle (no multiplier), from 7 for
+        # a WRITE (its arguments) so that it compares with the frame's length; the
+        # tally stops once it exceeds max_payload.
+        total = Signal(range(link.max_payload + max_rb + ARGS_BYTES + 1), reset_less=True)
+        is_write = cmd == Command.WRITE
+
+        # -- the row register: a byte shifts in per cycle ---------------------------
+        # Bytes move down by one as each arrives, and a region's first byte enters at
+        # its last byte's place, so after the row's bytes it sits at byte 0: flip-flops
+        # with an enable, and a 2:1 multiplexer only at the places where a region's
+        # row ends (bytes above a region's width are left unspecified, as `load`
+        # allows).
+        row_data = [Signal(8, name=f"row_byte{i}", reset_less=True) for i in range(max_rb)]
+        shift_in = Signal()
+        with m.If(shift_in):
+            for i, byte in enumerate(row_data):
+                above = pl.payload.data if i == max_rb - 1 else row_data[i + 1]
+                ends = [code for code, rb in enumerate(rbytes) if rb - 1 == i and rb < max_rb]
+                if ends:
+                    here = Cat(region[:ceil_log2(len(REGIONS))] == code for code in ends).any()
+                    above = Mux(here, pl.payload.data, above)
+                m.d.sync += byte.eq(above)
+        word = Signal(8 * in_bytes, reset_less=True)
+
+        # -- reply bytes held in one byte-wide memory -------------------------------
+        # RUN's outputs (written a byte per cycle, from row 0) and, above them, the
+        # IDENTIFY reply (the memory's initial contents): one block RAM, and no wide
+        # multiplexers picking their bytes. `ptr` addresses both ports: outputs are
+        # written, then read, at the same addresses.
+        id_base = out_total
         m.submodules.reply_mem = reply_mem = memory.Memory(
             shape=8, depth=id_base + len(self.identity),
             init=[0] * id_base + list(self.identity))
         rm_w, rm_r = reply_mem.write_port(), reply_mem.read_port()
+        ptr = Signal(range(id_base + len(self.identity) + 1), reset_less=True)
+        n_bytes = Signal.like(ptr, reset_less=True)          # output bytes written
         out_word = Signal(signed(8 * out_bytes))
-        m.d.comb += [rm_w.addr.eq(n_bytes), out_word.eq(acc.out.payload.data),
-                     rm_w.data.eq(out_word.word_select(k[:ceil_log2(max(out_bytes, 2))], 8)),
-                     rm_r.addr.eq(out_idx)]
-        ident_addr = Cat(k[:id_bits], Const(id_base >> id_bits))
+        m.d.comb += [rm_w.addr.eq(ptr), rm_r.addr.eq(ptr), out_word.eq(acc.out.payload.data),
+                     rm_w.data.eq(out_word.word_select(k[:ceil_log2(max(out_bytes, 2))], 8))]
+        last_cycles = Signal(8 * cyc_bytes)
+        poison = Signal()
 
-        # -- watchdog on the accelerator -----------------------------------------------------
+        # -- watchdog on the accelerator --------------------------------------------
         # Counts consecutive cycles in which a state waits on the accelerator in vain.
         waiting = Signal()
-        watchdog = Signal(range(link.run_timeout))
+        watchdog = Signal(range(link.run_timeout), reset_less=True)
         expired = waiting & (watchdog == link.run_timeout - 1)
-        with m.If(waiting):
-            m.d.sync += watchdog.eq(watchdog + 1)
-        with m.Else():
-            m.d.sync += watchdog.eq(0)
+        m.d.sync += watchdog.eq(Mux(waiting, watchdog + 1, 0))
 
-        # -- STATUS counters -----------------------------------------------------------------
+        # -- STATUS counters --------------------------------------------------------
         bits = link.counter_bits
         counters = {name: Signal(bits, name=f"n_{name}") for name in STATUS_COUNTERS}
         bump = {name: Signal(name=f"bump_{name}") for name in STATUS_COUNTERS}
@@ -212,10 +233,16 @@ class CommandHandler(wiring.Component):
         for name, counter in counters.items():
             with m.If(clear):
                 m.d.sync += counter.eq(0)
-            with m.Elif(bump[name] & (counter != (1 << bits) - 1)):
+            with m.Elif(bump[name] & ~counter.all()):
                 m.d.sync += counter.eq(counter + 1)
-        status = Cat(acc.busy, Const(0, 7), last_cycles,
-                     *(Cat(c, Const(0, 16 - bits)) for c in counters.values()))
+        # The bytes of the small replies, picked by `k` through one multiplexer: the
+        # STATUS reply (bytes 0 .. n_status - 1; RUN's reply sends its cycles from
+        # here, bytes 1 .. cyc_bytes), then a NAK's two bytes.
+        small = Cat(acc.busy, Const(0, 7), last_cycles,
+                    *(Cat(c, Const(0, 16 - bits)) for c in counters.values()),
+                    nak_reason, Const(0, 8 - len(nak_reason)), cmd)
+        cycles_k = 1                # k of the first cycles byte in `small`
+        nak_k = n_status            # k of a NAK's first byte in `small`
 
         def fail(reason):
             """Refuse the frame: take the rest of its payload, then NAK."""
@@ -236,7 +263,7 @@ class CommandHandler(wiring.Component):
                 else:
                     fail(Reason.ACCEL_TIMEOUT)
 
-        def header(state, code, size, then, counter=None):
+        def header(state, code, size, then, first_k=0, counter=None):
             """A state that offers a reply header (and counts it in ``counter``)."""
             with m.State(state):
                 m.d.comb += [rh.valid.eq(1), rh.payload.cmd.eq(code), rh.payload.seq.eq(seq),
@@ -244,19 +271,17 @@ class CommandHandler(wiring.Component):
                 if counter is not None:
                     m.d.comb += bump[counter].eq(rh.ready)
                 with m.If(rh.ready):
-                    m.d.sync += k.eq(0)
+                    m.d.sync += k.eq(first_k)
                     m.next = then
 
-        def send(state, value, n, then):
-            """A state that sends bytes 0 .. n-1 of ``value``, then goes to ``then``
-            (a state name, or a function that sets ``m.next``)."""
+        def send_small(state, last_k, then):
+            """A state that sends bytes ``k .. last_k`` of ``small``, then goes to
+            ``then`` (a state name, or a function that sets ``m.next``)."""
             with m.State(state):
-                m.d.comb += [rp.valid.eq(1), rp.payload.data.eq(value.word_select(k, 8)),
-                             rp.payload.poison.eq(poison)]
+                m.d.comb += [rp.valid.eq(1), rp.payload.data.eq(small.word_select(k, 8))]
                 with m.If(rp.ready):
                     m.d.sync += k.eq(k + 1)
-                    with m.If(k == n - 1):
-                        m.d.sync += k.eq(0)
+                    with m.If(k == last_k):
                         if callable(then):
                             then()
                         else:
@@ -267,9 +292,8 @@ class CommandHandler(wiring.Component):
                 m.d.comb += self.event.ready.eq(1)
                 with m.If(self.event.valid):
                     m.d.sync += [cmd.eq(ev.cmd), seq.eq(ev.seq), length.eq(ev.length),
-                                 remaining.eq(Mux(ev.reason == Reason.OK, ev.length, 0)),
-                                 k.eq(0), row_idx.eq(0), n_out.eq(0), n_bytes.eq(0), out_idx.eq(0),
-                                 poison.eq(0)]
+                                 more.eq((ev.reason == Reason.OK) & (ev.length != 0)),
+                                 k.eq(0), poison.eq(0)]
                     with m.Switch(ev.reason):
                         with m.Case(Reason.OK):
                             m.d.comb += bump["frames"].eq(1)
@@ -284,36 +308,23 @@ class CommandHandler(wiring.Component):
                         m.next = "NAK"
                     with m.Else():
                         self._dispatch(m, ev, fail, in_bytes)
+                        m.d.sync += ptr.eq(Mux(ev.cmd == Command.IDENTIFY, id_base, 0))
 
             with m.State("DRAIN"):
-                with m.If(remaining == 0):
+                m.d.comb += pl.ready.eq(more)
+                with m.If(~more):
                     m.next = "NAK"
-                with m.Else():
-                    m.d.comb += pl.ready.eq(1)
 
             # NAK: reason, then the refused command byte.
-            header("NAK", Command.NAK, 2, "NAK_DATA", counter="naks")
-            send("NAK_DATA", Cat(nak_reason, cmd), 2, "IDLE")
+            header("NAK", Command.NAK, 2, "NAK_DATA", first_k=nak_k, counter="naks")
+            send_small("NAK_DATA", nak_k + 1, "IDLE")
 
             header("ACK", cmd | REPLY, 0, "IDLE")
 
             # IDENTIFY, STATUS, RESET
-            header("IDENTIFY", Command.IDENTIFY | REPLY, len(self.identity), "IDENTIFY_FETCH")
-            with m.State("IDENTIFY_FETCH"):
-                # The memory shows the addressed byte from the next cycle.
-                m.d.comb += rm_r.addr.eq(ident_addr)
-                m.next = "IDENTIFY_DATA"
-            with m.State("IDENTIFY_DATA"):
-                m.d.comb += [rm_r.addr.eq(ident_addr), rp.valid.eq(1),
-                             rp.payload.data.eq(rm_r.data)]
-                with m.If(rp.ready):
-                    m.d.sync += k.eq(k + 1)
-                    m.next = "IDENTIFY_FETCH"
-                    with m.If(k == len(self.identity) - 1):
-                        m.d.sync += k.eq(0)
-                        m.next = "IDLE"
+            header("IDENTIFY", Command.IDENTIFY | REPLY, len(self.identity), "MEM_FETCH")
             header("STATUS", Command.STATUS | REPLY, n_status, "STATUS_DATA")
-            send("STATUS_DATA", status, n_status, "IDLE")
+            send_small("STATUS_DATA", n_status - 1, "IDLE")
             with m.State("RESET"):
                 m.d.comb += [self.accel_reset.eq(1), clear.eq(1)]
                 m.next = "ACK"
@@ -325,59 +336,58 @@ class CommandHandler(wiring.Component):
                     m.d.sync += [args.eq(Cat(args.as_value()[8:], pl.payload.data)),
                                  k.eq(k + 1)]
                     with m.If(k == ARGS_BYTES - 1):
-                        m.d.sync += [k.eq(0), total.eq(0), tally.eq(0)]
+                        m.d.sync += [total.eq(Mux(is_write, ARGS_BYTES, 0)), row.eq(0)]
                         m.next = "SIZE"
             with m.State("SIZE"):
                 with m.If(~region_ok):
                     fail(Reason.BAD_REGION)
-                with m.Elif(tally == count):
+                with m.Elif(rows_done):
                     m.next = "CHECK"
                 with m.Elif(total > link.max_payload):
                     fail(Reason.BAD_LENGTH)
                 with m.Else():
-                    m.d.sync += [total.eq(total + rb_sel), tally.eq(tally + 1)]
+                    m.d.sync += [total.eq(total + rb_sel), row.eq(row + 1)]
             with m.State("CHECK"):
-                is_write = cmd == Command.WRITE
-                with m.If(Mux(is_write, length != ARGS_BYTES + total,
-                              total > link.max_payload)):
+                m.d.sync += [row.eq(0), k.eq(0)]
+                with m.If(Mux(is_write, length != total, total > link.max_payload)):
                     fail(Reason.BAD_LENGTH)
                 with m.Elif(overflow):
                     fail(Reason.REGION_OVERFLOW)
                 with m.Elif(acc.busy):
                     fail(Reason.BUSY)
                 with m.Elif(is_write):
-                    m.next = "WRITE_BYTES"
-                    with m.If(count == 0):
-                        m.next = "ACK"
+                    m.next = "WRITE_NEXT"
                 with m.Else():
                     m.next = "READ"
 
+            with m.State("WRITE_NEXT"):
+                m.next = "WRITE_BYTES"
+                with m.If(rows_done):
+                    m.next = "ACK"
             with m.State("WRITE_BYTES"):
-                m.d.comb += pl.ready.eq(1)
+                m.d.comb += [pl.ready.eq(1), shift_in.eq(pl.valid)]
                 with m.If(pl.valid):
-                    m.d.sync += [row.word_select(k, 8).eq(pl.payload.data), k.eq(k + 1)]
+                    m.d.sync += k.eq(k + 1)
                     with m.If(k == rb_sel - 1):
                         m.d.sync += k.eq(0)
                         m.next = "WRITE_ROW"
             with m.State("WRITE_ROW"):
                 m.d.comb += [acc.load.valid.eq(1), acc.load.payload.region.eq(region),
                              acc.load.payload.addr.eq(addr),
-                             acc.load.payload.data.eq(row),
+                             acc.load.payload.data.eq(Cat(*row_data)),
                              waiting.eq(~acc.load.ready)]
                 with m.If(acc.load.ready):
-                    m.d.sync += row_idx.eq(row_idx + 1)
-                    m.next = "WRITE_BYTES"
-                    with m.If(row_idx + 1 == count):
-                        m.next = "ACK"
+                    m.d.sync += row.eq(row + 1)
+                    m.next = "WRITE_NEXT"
                 or_timeout()
 
             # READ: the reply's length is known, so bytes go out as they come back, one
-            # readback request per byte (byte k of row row_idx). If the accelerator
+            # readback request per byte (byte k of row `row`). If the accelerator
             # stops answering, it is reset and the rest of the rows are sent as zeros
             # with a poisoned CRC (the host drops the frame, retries).
             header("READ", Command.READ | REPLY, total, "READ_REQ")
             with m.State("READ_REQ"):
-                with m.If(row_idx == count):
+                with m.If(rows_done):
                     m.next = "IDLE"
                 with m.Elif(poison):
                     m.next = "READ_DATA"
@@ -400,24 +410,23 @@ class CommandHandler(wiring.Component):
                     m.d.sync += k.eq(k + 1)
                     m.next = "READ_REQ"
                     with m.If(k == rb_sel - 1):
-                        m.d.sync += [k.eq(0), row_idx.eq(row_idx + 1)]
+                        m.d.sync += [k.eq(0), row.eq(row + 1)]
                 or_timeout(poison_rest=True)
 
-            # RUN: input words onto `inp`, outputs into the buffer, then the reply.
+            # RUN: input words onto `inp`, outputs into the memory, then the reply.
             with m.State("RUN_BYTES"):
                 m.d.comb += pl.ready.eq(1)
                 with m.If(pl.valid):
-                    m.d.sync += [word.word_select(k, 8).eq(pl.payload.data), k.eq(k + 1)]
+                    m.d.sync += [word.eq(Cat(word[8:], pl.payload.data)), k.eq(k + 1)]
                     with m.If(k == in_bytes - 1):
                         m.d.sync += k.eq(0)
                         m.next = "RUN_INPUT"
             with m.State("RUN_INPUT"):
-                last = remaining == 0
                 m.d.comb += [acc.inp.valid.eq(1), acc.inp.payload.data.eq(word),
-                             acc.inp.payload.last.eq(last), waiting.eq(~acc.inp.ready)]
+                             acc.inp.payload.last.eq(~more), waiting.eq(~acc.inp.ready)]
                 with m.If(acc.inp.ready):
                     m.next = "RUN_BYTES"
-                    with m.If(last):
+                    with m.If(~more):
                         m.next = "RUN_OUTPUT"
                 or_timeout()
             with m.State("RUN_OUTPUT"):
@@ -425,15 +434,15 @@ class CommandHandler(wiring.Component):
                 # taken with its last byte.
                 m.d.comb += waiting.eq(~acc.out.valid)
                 with m.If(acc.out.valid):
-                    with m.If(n_out == cfg.out_depth):
+                    with m.If(ptr == out_total):
                         m.d.comb += self.accel_reset.eq(1)
                         fail(Reason.OUTPUT_OVERFLOW)
                     with m.Else():
                         m.d.comb += rm_w.en.eq(1)
-                        m.d.sync += [n_bytes.eq(n_bytes + 1), k.eq(k + 1)]
+                        m.d.sync += [ptr.eq(ptr + 1), k.eq(k + 1)]
                         with m.If(k == out_bytes - 1):
                             m.d.comb += acc.out.ready.eq(1)
-                            m.d.sync += [n_out.eq(n_out + 1), k.eq(0)]
+                            m.d.sync += k.eq(0)
                             with m.If(acc.out.payload.last):
                                 m.next = "RUN_DONE"
                 or_timeout()
@@ -441,27 +450,32 @@ class CommandHandler(wiring.Component):
                 # `cycles` is valid once `busy` is low, after the last output.
                 m.d.comb += waiting.eq(acc.busy)
                 with m.If(~acc.busy):
-                    m.d.sync += last_cycles.eq(acc.cycles)
+                    m.d.sync += [last_cycles.eq(acc.cycles), n_bytes.eq(ptr), ptr.eq(0)]
                     m.next = "RUN_REPLY"
                 or_timeout()
-            header("RUN_REPLY", Command.RUN | REPLY, cyc_bytes + n_bytes, "RUN_CYCLES")
+            header("RUN_REPLY", Command.RUN | REPLY, cyc_bytes + n_bytes, "RUN_CYCLES",
+                   first_k=cycles_k)
 
             def after_cycles():
-                m.next = "RUN_FETCH"
-                with m.If(n_out == 0):
+                m.next = "MEM_FETCH"
+                with m.If(n_bytes == 0):
                     m.next = "IDLE"
 
-            send("RUN_CYCLES", last_cycles, cyc_bytes, after_cycles)
-            with m.State("RUN_FETCH"):
-                # The output buffer's read port shows `out_idx`'s word from the next cycle.
-                m.next = "RUN_DATA"
+            send_small("RUN_CYCLES", cycles_k + cyc_bytes - 1, after_cycles)
 
-            with m.State("RUN_DATA"):
+            # Bytes of the memory from `ptr` on: IDENTIFY's (up to its end) or RUN's
+            # outputs (up to `n_bytes`).
+            mem_last = Mux(ptr >= id_base, ptr == id_base + len(self.identity) - 1,
+                           ptr + 1 == n_bytes)
+            with m.State("MEM_FETCH"):
+                # The read port shows `ptr`'s byte from the next cycle.
+                m.next = "MEM_DATA"
+            with m.State("MEM_DATA"):
                 m.d.comb += [rp.valid.eq(1), rp.payload.data.eq(rm_r.data)]
                 with m.If(rp.ready):
-                    m.d.sync += out_idx.eq(out_idx + 1)
-                    m.next = "RUN_FETCH"
-                    with m.If(out_idx + 1 == n_bytes):
+                    m.d.sync += ptr.eq(ptr + 1)
+                    m.next = "MEM_FETCH"
+                    with m.If(mem_last):
                         m.next = "IDLE"
         return m
 
