@@ -132,6 +132,9 @@ class CommandHandler(wiring.Component):
         rh = self.reply_header
         rp = self.reply_payload
         taken = pl.valid & pl.ready
+        args = Signal(data.StructLayout({name: 8 * struct.calcsize("<" + code)
+                                         for name, code in ARGS_FIELDS}), reset_less=True)
+        region, start, count = args.region, args.start, args.count
 
         # Request fields: loaded before they are used, so no reset (a flip-flop with
         # an enable and a reset costs the iCE40 a LUT).
@@ -139,9 +142,6 @@ class CommandHandler(wiring.Component):
         seq = Signal(8, reset_less=True)
         length = Signal(range(link.max_payload + 1), reset_less=True)
         nak_reason = Signal(range(max(Reason) + 1), reset_less=True)
-        args = Signal(data.StructLayout({name: 8 * struct.calcsize("<" + code)
-                                         for name, code in ARGS_FIELDS}), reset_less=True)
-        region, start, count = args.region, args.start, args.count
         # Payload bytes of the current frame not yet taken: the decoder marks the
         # last one, so a flag does what a byte counter would.
         more = Signal()
@@ -150,7 +150,8 @@ class CommandHandler(wiring.Component):
 
         # One byte counter for every multi-byte field: arguments, row bytes, words,
         # and the bytes of the small replies (`small` below).
-        k = Signal(range(max(ARGS_BYTES, max_rb, in_bytes, out_bytes, n_status + 2)),
+        k = Signal(range(max(ARGS_BYTES, max_rb, in_bytes, out_bytes, cyc_bytes + 3,
+                             len(STATUS_COUNTERS))),
                    reset_less=True)
         # Rows of a WRITE or READ; also the row tally of the size check, which ends
         # with it equal to `count` (then `start + row` is `start + count`). Its top
@@ -158,6 +159,7 @@ class CommandHandler(wiring.Component):
         aw = len(acc.load.payload.addr)
         row_w = max(aw + 1, ceil_log2(link.max_payload + 2) + 1)
         row = Signal(row_w, reset_less=True)
+
         rows_done = (row == count) | row[-1]
         addr_full = start[:aw + 1] + row[:aw + 1]
         addr = addr_full[:aw]
@@ -223,26 +225,51 @@ class CommandHandler(wiring.Component):
         expired = waiting & (watchdog == link.run_timeout - 1)
         m.d.sync += watchdog.eq(Mux(waiting, watchdog + 1, 0))
 
-        # -- STATUS counters --------------------------------------------------------
+        # -- STATUS counters: a small memory, one shared incrementer ---------------
+        # A bump sets the counter's `pending` bit; each cycle the lowest pending
+        # counter that is not being written is read, and written back one higher
+        # (saturating) in the next cycle, so a bump reaches the memory within a few
+        # cycles, long before the same counter can be bumped again (frames and their
+        # NAKs are several bytes apart). One incrementer and a block RAM instead of a
+        # register and an incrementer per counter, and no counter multiplexer.
         bits = link.counter_bits
-        counters = {name: Signal(bits, name=f"n_{name}") for name in STATUS_COUNTERS}
+        n_cnt = len(STATUS_COUNTERS)
         bump = {name: Signal(name=f"bump_{name}") for name in STATUS_COUNTERS}
         clear = Signal()
         m.d.comb += [bump["rx_framing_errors"].eq(self.rx_framing_error),
                      bump["rx_overruns"].eq(self.rx_overrun)]
-        for name, counter in counters.items():
-            with m.If(clear):
-                m.d.sync += counter.eq(0)
-            with m.Elif(bump[name] & ~counter.all()):
-                m.d.sync += counter.eq(counter + 1)
+        # "block": yosys would make a memory this small of flip-flops.
+        m.submodules.counter_mem = counter_mem = memory.Memory(
+            shape=bits, depth=n_cnt, init=[], attrs={"ram_style": "block"})
+        cnt_w, cnt_r = counter_mem.write_port(), counter_mem.read_port()
+        pending = Signal(n_cnt)
+        writing = Signal(n_cnt)                     # one-hot: read last cycle, written now
+        writing_idx = Signal(range(n_cnt), reset_less=True)
+        reading_status = Signal()                   # the STATUS reply reads counter `k`
+        free = pending & ~writing
+        pick = Mux(reading_status, 0, free & (~free + 1)[:n_cnt])    # lowest one
+        pick_idx = Signal.like(writing_idx)
+        for i in range(n_cnt):
+            with m.If(pick[i]):
+                m.d.comb += pick_idx.eq(i)
+        m.d.comb += [
+            cnt_r.addr.eq(Mux(reading_status, k, pick_idx)),
+            # RESET writes zeros to every address, one per cycle (`k`).
+            cnt_w.addr.eq(Mux(clear, k, writing_idx)),
+            cnt_w.data.eq(Mux(clear, 0, cnt_r.data + 1)),
+            cnt_w.en.eq(clear | (writing.any() & ~cnt_r.data.all())),
+        ]
+        bumps = Cat(bump[name] for name in STATUS_COUNTERS)
+        m.d.sync += [pending.eq(Mux(clear, 0, (pending & ~pick) | bumps)), writing.eq(pick),
+                     writing_idx.eq(pick_idx)]
+        held = Signal(bits, reset_less=True)        # a counter on its way out
         # The bytes of the small replies, picked by `k` through one multiplexer: the
-        # STATUS reply (bytes 0 .. n_status - 1; RUN's reply sends its cycles from
-        # here, bytes 1 .. cyc_bytes), then a NAK's two bytes.
+        # STATUS reply's first bytes (flags and cycles; RUN's reply sends its cycles
+        # from here), then a NAK's two bytes.
         small = Cat(acc.busy, Const(0, 7), last_cycles,
-                    *(Cat(c, Const(0, 16 - bits)) for c in counters.values()),
                     nak_reason, Const(0, 8 - len(nak_reason)), cmd)
         cycles_k = 1                # k of the first cycles byte in `small`
-        nak_k = n_status            # k of a NAK's first byte in `small`
+        nak_k = 1 + cyc_bytes       # k of a NAK's first byte in `small`
 
         def fail(reason):
             """Refuse the frame: take the rest of its payload, then NAK."""
@@ -323,11 +350,41 @@ class CommandHandler(wiring.Component):
 
             # IDENTIFY, STATUS, RESET
             header("IDENTIFY", Command.IDENTIFY | REPLY, len(self.identity), "MEM_FETCH")
-            header("STATUS", Command.STATUS | REPLY, n_status, "STATUS_DATA")
-            send_small("STATUS_DATA", n_status - 1, "IDLE")
+            header("STATUS", Command.STATUS | REPLY, n_status, "STATUS_HEAD")
+
+            def counters_next():
+                m.d.sync += k.eq(0)
+                m.next = "STATUS_WAIT"
+
+            send_small("STATUS_HEAD", cyc_bytes, counters_next)
+            with m.State("STATUS_WAIT"):
+                # The bumps so far (this frame's among them) are in the memory.
+                with m.If(~pending.any() & ~writing.any()):
+                    m.next = "STATUS_READ"
+            with m.State("STATUS_READ"):
+                m.d.comb += reading_status.eq(1)
+                m.next = "STATUS_HOLD"
+            with m.State("STATUS_HOLD"):
+                m.d.sync += held.eq(cnt_r.data)
+                m.next = "STATUS_LO"
+            with m.State("STATUS_LO"):
+                m.d.comb += [rp.valid.eq(1), rp.payload.data.eq(held[:8])]
+                with m.If(rp.ready):
+                    m.next = "STATUS_HI"
+            with m.State("STATUS_HI"):
+                m.d.comb += [rp.valid.eq(1), rp.payload.data.eq(held[8:])]
+                with m.If(rp.ready):
+                    m.d.sync += k.eq(k + 1)
+                    m.next = "STATUS_READ"
+                    with m.If(k == n_cnt - 1):
+                        m.next = "IDLE"
             with m.State("RESET"):
-                m.d.comb += [self.accel_reset.eq(1), clear.eq(1)]
-                m.next = "ACK"
+                # A cycle per counter: zeros are written at every address, and bumps
+                # meanwhile are dropped.
+                m.d.comb += [self.accel_reset.eq(k == 0), clear.eq(1)]
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == n_cnt - 1):
+                    m.next = "ACK"
 
             # WRITE and READ: arguments, checks, then rows.
             with m.State("ARGS"):
