@@ -200,6 +200,17 @@ class CommandHandler(wiring.Component):
                 m.d.sync += byte.eq(above)
         word = Signal(8 * in_bytes, reset_less=True)
 
+        # Payloads towards the accelerator are driven in every state (only `valid`
+        # depends on the state): a payload set inside a state is zero elsewhere,
+        # which costs a LUT per bit.
+        m.d.comb += [
+            acc.load.payload.region.eq(region), acc.load.payload.addr.eq(addr),
+            acc.load.payload.data.eq(Cat(*row_data)),
+            acc.readback.req.payload.region.eq(region), acc.readback.req.payload.addr.eq(addr),
+            acc.readback.req.payload.byte.eq(k),
+            acc.inp.payload.data.eq(word), acc.inp.payload.last.eq(~more),
+        ]
+
         # -- reply bytes held in one byte-wide memory -------------------------------
         # RUN's outputs (written a byte per cycle, from row 0) and, above them, the
         # IDENTIFY reply (the memory's initial contents): one block RAM, and no wide
@@ -429,10 +440,7 @@ class CommandHandler(wiring.Component):
                         m.d.sync += k.eq(0)
                         m.next = "WRITE_ROW"
             with m.State("WRITE_ROW"):
-                m.d.comb += [acc.load.valid.eq(1), acc.load.payload.region.eq(region),
-                             acc.load.payload.addr.eq(addr),
-                             acc.load.payload.data.eq(Cat(*row_data)),
-                             waiting.eq(~acc.load.ready)]
+                m.d.comb += [acc.load.valid.eq(1), waiting.eq(~acc.load.ready)]
                 with m.If(acc.load.ready):
                     m.d.sync += row.eq(row + 1)
                     m.next = "WRITE_NEXT"
@@ -450,9 +458,6 @@ class CommandHandler(wiring.Component):
                     m.next = "READ_DATA"
                 with m.Else():
                     m.d.comb += [acc.readback.req.valid.eq(1),
-                                 acc.readback.req.payload.region.eq(region),
-                                 acc.readback.req.payload.addr.eq(addr),
-                                 acc.readback.req.payload.byte.eq(k),
                                  waiting.eq(~acc.readback.req.ready)]
                     with m.If(acc.readback.req.ready):
                         m.next = "READ_DATA"
@@ -479,8 +484,7 @@ class CommandHandler(wiring.Component):
                         m.d.sync += k.eq(0)
                         m.next = "RUN_INPUT"
             with m.State("RUN_INPUT"):
-                m.d.comb += [acc.inp.valid.eq(1), acc.inp.payload.data.eq(word),
-                             acc.inp.payload.last.eq(~more), waiting.eq(~acc.inp.ready)]
+                m.d.comb += [acc.inp.valid.eq(1), waiting.eq(~acc.inp.ready)]
                 with m.If(acc.inp.ready):
                     m.next = "RUN_BYTES"
                     with m.If(~more):
