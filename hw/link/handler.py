@@ -282,9 +282,15 @@ class CommandHandler(wiring.Component):
         cycles_k = 1                # k of the first cycles byte in `small`
         nak_k = 1 + cyc_bytes       # k of a NAK's first byte in `small`
 
-        def fail(reason):
-            """Refuse the frame: take the rest of its payload, then NAK."""
-            m.d.sync += nak_reason.eq(reason)
+        # The NAK reason is set in few places, each time from one small expression
+        # (not at every refusal: a register written at many places under many
+        # conditions costs far more than the conditions).
+        with m.If(expired):
+            m.d.sync += nak_reason.eq(Reason.ACCEL_TIMEOUT)
+
+        def fail():
+            """Refuse the frame (``nak_reason`` is set): take the rest of its
+            payload, then NAK."""
             m.next = "DRAIN"
 
         def or_timeout(poison_rest=False, then=None):
@@ -299,7 +305,7 @@ class CommandHandler(wiring.Component):
                     if then is not None:
                         m.next = then
                 else:
-                    fail(Reason.ACCEL_TIMEOUT)
+                    fail()
 
         def header(state, code, size, then, first_k=0, counter=None):
             """A state that offers a reply header (and counts it in ``counter``)."""
@@ -341,12 +347,11 @@ class CommandHandler(wiring.Component):
                             m.d.comb += bump["length_errors"].eq(1)
                         with m.Case(Reason.TIMEOUT):
                             m.d.comb += bump["timeouts"].eq(1)
-                    with m.If(ev.reason != Reason.OK):
-                        m.d.sync += nak_reason.eq(ev.reason)
-                        m.next = "NAK"
-                    with m.Else():
-                        self._dispatch(m, ev, fail, in_bytes)
-                        m.d.sync += ptr.eq(Mux(ev.cmd == Command.IDENTIFY, id_base, 0))
+                    reason = self._dispatch(m, ev, in_bytes)
+                    m.d.sync += nak_reason.eq(reason)
+                    m.d.sync += ptr.eq(Mux(ev.cmd == Command.IDENTIFY, id_base, 0))
+                    with m.If(reason != Reason.OK):
+                        fail()
 
             with m.State("DRAIN"):
                 m.d.comb += pl.ready.eq(more)
@@ -407,22 +412,24 @@ class CommandHandler(wiring.Component):
                         m.d.sync += [total.eq(Mux(is_write, ARGS_BYTES, 0)), row.eq(0)]
                         m.next = "SIZE"
             with m.State("SIZE"):
+                m.d.sync += nak_reason.eq(Mux(region_ok, Reason.BAD_LENGTH, Reason.BAD_REGION))
                 with m.If(~region_ok):
-                    fail(Reason.BAD_REGION)
+                    fail()
                 with m.Elif(rows_done):
                     m.next = "CHECK"
                 with m.Elif(total > link.max_payload):
-                    fail(Reason.BAD_LENGTH)
+                    fail()
                 with m.Else():
                     m.d.sync += [total.eq(total + rb_sel), row.eq(row + 1)]
             with m.State("CHECK"):
                 m.d.sync += [row.eq(0), k.eq(0)]
-                with m.If(Mux(is_write, length != total, total > link.max_payload)):
-                    fail(Reason.BAD_LENGTH)
-                with m.Elif(overflow):
-                    fail(Reason.REGION_OVERFLOW)
-                with m.Elif(acc.busy):
-                    fail(Reason.BUSY)
+                bad_length = Mux(is_write, length != total, total > link.max_payload)
+                check = Mux(bad_length, Reason.BAD_LENGTH,
+                            Mux(overflow, Reason.REGION_OVERFLOW,
+                                Mux(acc.busy, Reason.BUSY, Reason.OK)))
+                m.d.sync += nak_reason.eq(check)
+                with m.If(check != Reason.OK):
+                    fail()
                 with m.Elif(is_write):
                     m.next = "WRITE_NEXT"
                 with m.Else():
@@ -497,7 +504,8 @@ class CommandHandler(wiring.Component):
                 with m.If(acc.out.valid):
                     with m.If(ptr == out_total):
                         m.d.comb += self.accel_reset.eq(1)
-                        fail(Reason.OUTPUT_OVERFLOW)
+                        m.d.sync += nak_reason.eq(Reason.OUTPUT_OVERFLOW)
+                        fail()
                     with m.Else():
                         m.d.comb += rm_w.en.eq(1)
                         m.d.sync += [ptr.eq(ptr + 1), k.eq(k + 1)]
@@ -540,34 +548,30 @@ class CommandHandler(wiring.Component):
                         m.next = "IDLE"
         return m
 
-    def _dispatch(self, m, ev, fail, in_bytes):
-        """The IDLE state's choice for a good frame's command."""
+    def _dispatch(self, m, ev, in_bytes):
+        """The IDLE state's choice for a frame event: the state its command goes to,
+        and the reason to refuse it (``Reason.OK`` if none), which is returned."""
         cfg = self.config
+        reason = Signal(range(max(Reason) + 1))
+        length = ev.length
+        run_ok = (length != 0) & (length % in_bytes == 0) & (length <= cfg.act_depth * in_bytes)
+        checks = [(Command.IDENTIFY, "IDENTIFY", length == 0, False),
+                  (Command.STATUS, "STATUS", length == 0, False),
+                  (Command.RESET, "RESET", length == 0, False),
+                  (Command.WRITE, "ARGS", length >= ARGS_BYTES, False),
+                  (Command.READ, "ARGS", length == ARGS_BYTES, False),
+                  (Command.RUN, "RUN_BYTES", run_ok, True)]
         with m.Switch(ev.cmd):
-            for command, then in [(Command.IDENTIFY, "IDENTIFY"), (Command.STATUS, "STATUS"),
-                                  (Command.RESET, "RESET")]:
+            for command, then, length_ok, needs_idle in checks:
                 with m.Case(command):
-                    with m.If(ev.length != 0):
-                        fail(Reason.BAD_LENGTH)
-                    with m.Else():
-                        m.next = then
-            with m.Case(Command.WRITE):
-                with m.If(ev.length < ARGS_BYTES):
-                    fail(Reason.BAD_LENGTH)
-                with m.Else():
-                    m.next = "ARGS"
-            with m.Case(Command.READ):
-                with m.If(ev.length != ARGS_BYTES):
-                    fail(Reason.BAD_LENGTH)
-                with m.Else():
-                    m.next = "ARGS"
-            with m.Case(Command.RUN):
-                whole = ev.length % in_bytes == 0
-                with m.If((ev.length == 0) | ~whole | (ev.length > cfg.act_depth * in_bytes)):
-                    fail(Reason.BAD_LENGTH)
-                with m.Elif(self.accelerator.busy):
-                    fail(Reason.BUSY)
-                with m.Else():
-                    m.next = "RUN_BYTES"
+                    m.next = then
+                    with m.If(~length_ok):
+                        m.d.comb += reason.eq(Reason.BAD_LENGTH)
+                    if needs_idle:
+                        with m.Elif(self.accelerator.busy):
+                            m.d.comb += reason.eq(Reason.BUSY)
             with m.Default():
-                fail(Reason.UNKNOWN_COMMAND)
+                m.d.comb += reason.eq(Reason.UNKNOWN_COMMAND)
+        with m.If(ev.reason != Reason.OK):
+            m.d.comb += reason.eq(ev.reason)
+        return reason
