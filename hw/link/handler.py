@@ -216,13 +216,15 @@ class CommandHandler(wiring.Component):
         # IDENTIFY reply (the memory's initial contents): one block RAM, and no wide
         # multiplexers picking their bytes. `ptr` addresses both ports: outputs are
         # written, then read, at the same addresses.
-        id_base = out_total
+        # Outputs from byte `cyc_bytes` on (the bytes before them are unused), so
+        # that the address after the last output is the RUN reply's length.
+        out_base = cyc_bytes
+        id_base = out_base + out_total
         m.submodules.reply_mem = reply_mem = memory.Memory(
             shape=8, depth=id_base + len(self.identity),
             init=[0] * id_base + list(self.identity))
         rm_w, rm_r = reply_mem.write_port(), reply_mem.read_port()
         ptr = Signal(range(id_base + len(self.identity) + 1), reset_less=True)
-        n_bytes = Signal.like(ptr, reset_less=True)          # output bytes written
         out_word = Signal(signed(8 * out_bytes))
         m.d.comb += [rm_w.addr.eq(ptr), rm_r.addr.eq(ptr), out_word.eq(acc.out.payload.data),
                      rm_w.data.eq(out_word.word_select(k[:ceil_log2(max(out_bytes, 2))], 8))]
@@ -349,7 +351,7 @@ class CommandHandler(wiring.Component):
                             m.d.comb += bump["timeouts"].eq(1)
                     reason = self._dispatch(m, ev, in_bytes)
                     m.d.sync += nak_reason.eq(reason)
-                    m.d.sync += ptr.eq(Mux(ev.cmd == Command.IDENTIFY, id_base, 0))
+                    m.d.sync += ptr.eq(Mux(ev.cmd == Command.IDENTIFY, id_base, out_base))
                     with m.If(reason != Reason.OK):
                         fail()
 
@@ -502,7 +504,7 @@ class CommandHandler(wiring.Component):
                 # taken with its last byte.
                 m.d.comb += waiting.eq(~acc.out.valid)
                 with m.If(acc.out.valid):
-                    with m.If(ptr == out_total):
+                    with m.If(ptr == id_base):
                         m.d.comb += self.accel_reset.eq(1)
                         m.d.sync += nak_reason.eq(Reason.OUTPUT_OVERFLOW)
                         fail()
@@ -519,23 +521,23 @@ class CommandHandler(wiring.Component):
                 # `cycles` is valid once `busy` is low, after the last output.
                 m.d.comb += waiting.eq(acc.busy)
                 with m.If(~acc.busy):
-                    m.d.sync += [last_cycles.eq(acc.cycles), n_bytes.eq(ptr), ptr.eq(0)]
+                    m.d.sync += [last_cycles.eq(acc.cycles), total.eq(ptr), ptr.eq(out_base)]
                     m.next = "RUN_REPLY"
                 or_timeout()
-            header("RUN_REPLY", Command.RUN | REPLY, cyc_bytes + n_bytes, "RUN_CYCLES",
+            header("RUN_REPLY", Command.RUN | REPLY, total, "RUN_CYCLES",
                    first_k=cycles_k)
 
             def after_cycles():
                 m.next = "MEM_FETCH"
-                with m.If(n_bytes == 0):
+                with m.If(total == out_base):
                     m.next = "IDLE"
 
             send_small("RUN_CYCLES", cycles_k + cyc_bytes - 1, after_cycles)
 
             # Bytes of the memory from `ptr` on: IDENTIFY's (up to its end) or RUN's
-            # outputs (up to `n_bytes`).
-            mem_last = Mux(ptr >= id_base, ptr == id_base + len(self.identity) - 1,
-                           ptr + 1 == n_bytes)
+            # outputs (up to `total`, the reply's length).
+            mem_last = Mux(cmd == Command.IDENTIFY, ptr == id_base + len(self.identity) - 1,
+                           ptr + 1 == total)
             with m.State("MEM_FETCH"):
                 # The read port shows `ptr`'s byte from the next cycle.
                 m.next = "MEM_DATA"
