@@ -527,27 +527,22 @@ class CommandHandler(wiring.Component):
             header("RUN_REPLY", Command.RUN | REPLY, total, "RUN_CYCLES",
                    first_k=cycles_k)
 
-            def after_cycles():
-                m.next = "MEM_FETCH"
-                with m.If(total == out_base):
-                    m.next = "IDLE"
-
-            send_small("RUN_CYCLES", cycles_k + cyc_bytes - 1, after_cycles)
+            send_small("RUN_CYCLES", cycles_k + cyc_bytes - 1, "MEM_FETCH")
 
             # Bytes of the memory from `ptr` on: IDENTIFY's (up to its end) or RUN's
             # outputs (up to `total`, the reply's length).
-            mem_last = Mux(cmd == Command.IDENTIFY, ptr == id_base + len(self.identity) - 1,
-                           ptr + 1 == total)
+            mem_end = Mux(cmd == Command.IDENTIFY, ptr == id_base + len(self.identity),
+                          ptr == total)
             with m.State("MEM_FETCH"):
                 # The read port shows `ptr`'s byte from the next cycle.
                 m.next = "MEM_DATA"
+                with m.If(mem_end):
+                    m.next = "IDLE"
             with m.State("MEM_DATA"):
                 m.d.comb += [rp.valid.eq(1), rp.payload.data.eq(rm_r.data)]
                 with m.If(rp.ready):
                     m.d.sync += ptr.eq(ptr + 1)
                     m.next = "MEM_FETCH"
-                    with m.If(mem_last):
-                        m.next = "IDLE"
         return m
 
     def _dispatch(self, m, ev, in_bytes):
