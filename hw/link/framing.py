@@ -236,6 +236,12 @@ class FrameDecoder(wiring.Component):
 class FrameEncoder(wiring.Component):
     """Sends a frame for each reply header and its payload bytes.
 
+    Parameters
+    ----------
+    max_payload : int
+        Largest length a header may carry (1..65535, the default): the encoder's
+        length and byte counter are only as wide as it needs.
+
     Members
     -------
     header : In(stream.Signature(reply_header_layout()))
@@ -246,16 +252,26 @@ class FrameEncoder(wiring.Component):
         The frame's bytes.
     """
 
-    header: In(stream.Signature(reply_header_layout()))
-    payload: In(stream.Signature(reply_payload_layout()))
-    o: Out(stream.Signature(8))
+    def __init__(self, max_payload: int = (1 << LENGTH_BITS) - 1):
+        self._max_payload = _check_positive("max_payload", max_payload, (1 << LENGTH_BITS) - 1)
+        super().__init__({
+            "header": In(stream.Signature(reply_header_layout())),
+            "payload": In(stream.Signature(reply_payload_layout())),
+            "o": Out(stream.Signature(8)),
+        })
+
+    @property
+    def max_payload(self) -> int:
+        return self._max_payload
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = check = frame_crc()
-        # All set with each header: no reset needed.
+        # All set with each header: no reset needed. The length's bits above
+        # max_payload's are zero.
         hdr = Signal(reply_header_layout(), reset_less=True)
-        count = Signal(LENGTH_BITS, reset_less=True)
+        length = Signal(range(self._max_payload + 1), reset_less=True)
+        count = Signal.like(length, reset_less=True)
         poison = Signal(reset_less=True)
         sent = self.o.valid & self.o.ready
         m.d.comb += check.data.eq(self.o.payload)
@@ -272,18 +288,19 @@ class FrameEncoder(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += [self.header.ready.eq(1), check.start.eq(1)]
                 with m.If(self.header.valid):
-                    m.d.sync += [hdr.eq(self.header.payload), count.eq(0), poison.eq(0)]
+                    m.d.sync += [hdr.eq(self.header.payload), length.eq(self.header.payload.length),
+                                 count.eq(0), poison.eq(0)]
                     m.next = "SYNC"
             send("SYNC", SYNC, "CMD", in_crc=False)
             send("CMD", hdr.cmd, "SEQ")
             send("SEQ", hdr.seq, "LEN0")
-            send("LEN0", hdr.length[:8], "LEN1")
+            send("LEN0", length[:8], "LEN1")
             with m.State("LEN1"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(hdr.length[8:]),
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(length[8:]),
                              check.valid.eq(sent)]
                 with m.If(self.o.ready):
                     m.next = "DATA"
-                    with m.If(hdr.length == 0):
+                    with m.If(length == 0):
                         m.next = "CRC0"
             with m.State("DATA"):
                 m.d.comb += [self.o.valid.eq(self.payload.valid),
@@ -292,7 +309,7 @@ class FrameEncoder(wiring.Component):
                 with m.If(sent):
                     m.d.sync += [count.eq(count + 1),
                                  poison.eq(poison | self.payload.payload.poison)]
-                    with m.If(count + 1 == hdr.length):
+                    with m.If(count + 1 == length):
                         m.next = "CRC0"
             send("CRC0", check.crc[8:] ^ spoil, "CRC1", in_crc=False)
             send("CRC1", check.crc[:8] ^ spoil, "IDLE", in_crc=False)

@@ -83,7 +83,7 @@ class LinkCore(wiring.Component):
         m.submodules.decoder = decoder = FrameDecoder(self.link.max_payload,
                                                       self.link.byte_timeout)
         m.submodules.handler = handler = self._handler
-        m.submodules.encoder = encoder = FrameEncoder()
+        m.submodules.encoder = encoder = FrameEncoder(self.link.max_payload)
         wiring.connect(m, wiring.flipped(self.i), decoder.i)
         wiring.connect(m, decoder.event, handler.event)
         wiring.connect(m, decoder.payload, handler.payload)
