@@ -309,11 +309,21 @@ class CommandHandler(wiring.Component):
                 else:
                     fail()
 
-        def header(state, code, size, then, first_k=0, counter=None):
-            """A state that offers a reply header (and counts it in ``counter``)."""
+        # The reply header's fields are driven in every state; a header state only
+        # overrides what differs (a NAK's command, a fixed length).
+        nak_header = Signal()
+        m.d.comb += [rh.payload.cmd.eq(Mux(nak_header, Command.NAK, cmd | REPLY)),
+                     rh.payload.seq.eq(seq), rh.payload.length.eq(total)]
+
+        def header(state, size, then, first_k=0, counter=None, extra=None):
+            """A state that offers a reply header with ``size`` bytes of payload (a
+            number, or ``total``), counts it in ``counter`` and sets ``extra``."""
             with m.State(state):
-                m.d.comb += [rh.valid.eq(1), rh.payload.cmd.eq(code), rh.payload.seq.eq(seq),
-                             rh.payload.length.eq(size)]
+                m.d.comb += rh.valid.eq(1)
+                if extra is not None:
+                    m.d.comb += extra.eq(1)
+                if size is not total:
+                    m.d.comb += rh.payload.length.eq(size)
                 if counter is not None:
                     m.d.comb += bump[counter].eq(rh.ready)
                 with m.If(rh.ready):
@@ -361,14 +371,14 @@ class CommandHandler(wiring.Component):
                     m.next = "NAK"
 
             # NAK: reason, then the refused command byte.
-            header("NAK", Command.NAK, 2, "NAK_DATA", first_k=nak_k, counter="naks")
+            header("NAK", 2, "NAK_DATA", first_k=nak_k, counter="naks", extra=nak_header)
             send_small("NAK_DATA", nak_k + 1, "IDLE")
 
-            header("ACK", cmd | REPLY, 0, "IDLE")
+            header("ACK", 0, "IDLE")
 
             # IDENTIFY, STATUS, RESET
-            header("IDENTIFY", Command.IDENTIFY | REPLY, len(self.identity), "MEM_FETCH")
-            header("STATUS", Command.STATUS | REPLY, n_status, "STATUS_HEAD")
+            header("IDENTIFY", len(self.identity), "MEM_FETCH")
+            header("STATUS", n_status, "STATUS_HEAD")
 
             def counters_next():
                 m.d.sync += k.eq(0)
@@ -459,7 +469,7 @@ class CommandHandler(wiring.Component):
             # readback request per byte (byte k of row `row`). If the accelerator
             # stops answering, it is reset and the rest of the rows are sent as zeros
             # with a poisoned CRC (the host drops the frame, retries).
-            header("READ", Command.READ | REPLY, total, "READ_REQ")
+            header("READ", total, "READ_REQ")
             with m.State("READ_REQ"):
                 with m.If(rows_done):
                     m.next = "IDLE"
@@ -524,7 +534,7 @@ class CommandHandler(wiring.Component):
                     m.d.sync += [last_cycles.eq(acc.cycles), total.eq(ptr), ptr.eq(out_base)]
                     m.next = "RUN_REPLY"
                 or_timeout()
-            header("RUN_REPLY", Command.RUN | REPLY, total, "RUN_CYCLES",
+            header("RUN_REPLY", total, "RUN_CYCLES",
                    first_k=cycles_k)
 
             send_small("RUN_CYCLES", cycles_k + cyc_bytes - 1, "MEM_FETCH")
