@@ -274,7 +274,8 @@ class FrameEncoder(wiring.Component):
         count = Signal.like(length, reset_less=True)
         poison = Signal(reset_less=True)
         sent = self.o.valid & self.o.ready
-        m.d.comb += check.data.eq(self.o.payload)
+        # The payload's byte unless a state says otherwise: no state gates it.
+        m.d.comb += [check.data.eq(self.o.payload), self.o.payload.eq(self.payload.payload.data)]
         spoil = Mux(poison, 0xFF, 0x00)
 
         def send(state, value, then, *, in_crc=True):
@@ -304,7 +305,6 @@ class FrameEncoder(wiring.Component):
                         m.next = "CRC0"
             with m.State("DATA"):
                 m.d.comb += [self.o.valid.eq(self.payload.valid),
-                             self.o.payload.eq(self.payload.payload.data),
                              self.payload.ready.eq(self.o.ready), check.valid.eq(sent)]
                 with m.If(sent):
                     m.d.sync += [count.eq(count + 1),

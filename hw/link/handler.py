@@ -132,6 +132,9 @@ class CommandHandler(wiring.Component):
         rh = self.reply_header
         rp = self.reply_payload
         taken = pl.valid & pl.ready
+        # A good frame's length is at most max_payload (the decoder drops longer
+        # ones), so only its low bits take part in checks.
+        ev_length = ev.length[:ceil_log2(link.max_payload + 1)]
         args = Signal(data.StructLayout({name: 8 * struct.calcsize("<" + code)
                                          for name, code in ARGS_FIELDS}), reset_less=True)
         region, start, count = args.region, args.start, args.count
@@ -347,8 +350,8 @@ class CommandHandler(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.event.ready.eq(1)
                 with m.If(self.event.valid):
-                    m.d.sync += [cmd.eq(ev.cmd), seq.eq(ev.seq), length.eq(ev.length),
-                                 more.eq((ev.reason == Reason.OK) & (ev.length != 0)),
+                    m.d.sync += [cmd.eq(ev.cmd), seq.eq(ev.seq), length.eq(ev_length),
+                                 more.eq((ev.reason == Reason.OK) & (ev_length != 0)),
                                  k.eq(0), poison.eq(0)]
                     with m.Switch(ev.reason):
                         with m.Case(Reason.OK):
@@ -560,7 +563,8 @@ class CommandHandler(wiring.Component):
         and the reason to refuse it (``Reason.OK`` if none), which is returned."""
         cfg = self.config
         reason = Signal(range(max(Reason) + 1))
-        length = ev.length
+        # A good frame's length is at most max_payload: its higher bits are zero.
+        length = ev.length[:ceil_log2(self.link.max_payload + 1)]
         run_ok = (length != 0) & (length % in_bytes == 0) & (length <= cfg.act_depth * in_bytes)
         checks = [(Command.IDENTIFY, "IDENTIFY", length == 0, False),
                   (Command.STATUS, "STATUS", length == 0, False),
