@@ -461,6 +461,28 @@ def test_status_counters_saturate_at_their_width():
     assert sum(counters.values()) == 5
 
 
+def test_status_counts_back_to_back_refusals():
+    """Frames too long for the decoder, sent back to back: each bumps two counters a
+    few cycles after the one before, and none of the bumps is lost on its way into the
+    counter memory."""
+    n = 12
+    too_long = (LINK.max_payload + 1).to_bytes(2, "little")
+    seen = {}
+
+    async def scenario(ctx, host):
+        await host.send_bytes(ctx, b"".join(bytes([SYNC, Command.STATUS, seq]) + too_long
+                                            for seq in range(n)))
+        seen["naks"] = [await host.reply(ctx) for _ in range(n)]
+        r = await host.request(ctx, Command.STATUS, 99)
+        seen["status"] = parse_status(ack(r, Command.STATUS, 99), CONFIG.cycle_bits)
+
+    simulate(Bench(CONFIG, LINK, 1), scenario, 4)
+    for seq, reply in enumerate(seen["naks"]):
+        nak(reply, seq, Reason.BAD_LENGTH, Command.STATUS)
+    counters = seen["status"].counters
+    assert (counters["length_errors"], counters["naks"], counters["frames"]) == (n, n, 1)
+
+
 def test_reply_after_garbage_and_back_to_back_frames():
     """Garbage between frames is skipped; two frames sent back to back are both
     answered, in order."""

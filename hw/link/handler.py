@@ -140,7 +140,8 @@ class CommandHandler(wiring.Component):
         region, start, count = args.region, args.start, args.count
 
         # Request fields: loaded before they are used, so no reset (a flip-flop with
-        # an enable and a reset costs the iCE40 a LUT).
+        # an enable and a reset costs the iCE40 a LUT). Registers that are only
+        # loaded cost no LUT; what costs is logic in front of them.
         cmd = Signal(8, reset_less=True)
         seq = Signal(8, reset_less=True)
         length = Signal(range(link.max_payload + 1), reset_less=True)
@@ -215,12 +216,12 @@ class CommandHandler(wiring.Component):
         ]
 
         # -- reply bytes held in one byte-wide memory -------------------------------
-        # RUN's outputs (written a byte per cycle, from row 0) and, above them, the
-        # IDENTIFY reply (the memory's initial contents): one block RAM, and no wide
-        # multiplexers picking their bytes. `ptr` addresses both ports: outputs are
-        # written, then read, at the same addresses.
-        # Outputs from byte `cyc_bytes` on (the bytes before them are unused), so
-        # that the address after the last output is the RUN reply's length.
+        # RUN's outputs (written a byte per cycle) and, above them, the IDENTIFY reply
+        # (the memory's initial contents): one block RAM, and no wide multiplexers
+        # picking their bytes. `ptr` addresses both ports: outputs are written, then
+        # read, at the same addresses. They start at byte `cyc_bytes` (the bytes
+        # below are unused), so the address after the last one is the RUN reply's
+        # length, cycles included.
         out_base = cyc_bytes
         id_base = out_base + out_total
         m.submodules.reply_mem = reply_mem = memory.Memory(
@@ -246,8 +247,9 @@ class CommandHandler(wiring.Component):
         # counter that is not being written is read, and written back one higher
         # (saturating) in the next cycle, so a bump reaches the memory within a few
         # cycles, long before the same counter can be bumped again (frames and their
-        # NAKs are several bytes apart). One incrementer and a block RAM instead of a
-        # register and an incrementer per counter, and no counter multiplexer.
+        # NAKs are several bytes apart, UART characters ten bits). One incrementer and
+        # a block RAM instead of a register, an incrementer and a multiplexer input
+        # per counter: about 60 LUT4 fewer, for one more block RAM.
         bits = link.counter_bits
         n_cnt = len(STATUS_COUNTERS)
         bump = {name: Signal(name=f"bump_{name}") for name in STATUS_COUNTERS}
@@ -287,9 +289,8 @@ class CommandHandler(wiring.Component):
         cycles_k = 1                # k of the first cycles byte in `small`
         nak_k = 1 + cyc_bytes       # k of a NAK's first byte in `small`
 
-        # The NAK reason is set in few places, each time from one small expression
-        # (not at every refusal: a register written at many places under many
-        # conditions costs far more than the conditions).
+        # The NAK reason is set in few places, each time from one expression of the
+        # checks made there (IDLE, SIZE, CHECK, the watchdog, an output overflow).
         with m.If(expired):
             m.d.sync += nak_reason.eq(Reason.ACCEL_TIMEOUT)
 

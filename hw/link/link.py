@@ -88,9 +88,9 @@ class LinkCore(wiring.Component):
         wiring.connect(m, decoder.event, handler.event)
         wiring.connect(m, decoder.payload, handler.payload)
         wiring.connect(m, handler.reply_header, encoder.header)
-        # Registered: a reply byte is picked by the handler's wide multiplexers (a
-        # readback row, the IDENTIFY and STATUS words), and the encoder runs it
-        # through its CRC in the same cycle otherwise.
+        # Registered: a reply byte is picked by the handler's multiplexer (its
+        # reply memory, the readback port, the bytes of STATUS, RUN's cycles and
+        # NAKs), and the encoder runs it through its CRC in the same cycle otherwise.
         _register_stream(m, handler.reply_payload, encoder.payload, reply_payload_layout())
         wiring.connect(m, encoder.o, wiring.flipped(self.o))
         m.d.comb += [handler.rx_framing_error.eq(self.rx_framing_error),
