@@ -10,6 +10,7 @@ reference of both blocks is :mod:`shiftpool.sw.host.frames`.
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import crc, data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from .protocol import CODE_BITS, LENGTH_BITS, SYNC, Reason
 
@@ -133,7 +134,11 @@ class FrameDecoder(wiring.Component):
         # with an enable on the iCE40).
         ev = Signal(event_layout(), reset_less=True)
         count = Signal(range(self._max_payload + 1), reset_less=True)
-        timer = Signal(range(self._timeout), reset_less=True)
+        # Idle cycles inside a frame, from 2**w - (timeout - 1): bit w (the carry out
+        # of the count) is set on the timeout-th idle cycle, no compare needed.
+        timer_w = ceil_log2(self._timeout)
+        timer = Signal(timer_w + 1, reset_less=True)
+        timer_start = (1 << timer_w) - (self._timeout - 1)
         byte = self.i.payload
         m.d.comb += [
             self.event.payload.eq(ev),
@@ -149,9 +154,9 @@ class FrameDecoder(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     m.d.comb += check.valid.eq(1)
-                    m.d.sync += timer.eq(0)
+                    m.d.sync += timer.eq(timer_start)
                     action()
-                with m.Elif(timer == self._timeout - 1):
+                with m.Elif(timer[timer_w]):
                     m.d.sync += ev.reason.eq(Reason.TIMEOUT)
                     m.next = "EVENT"
                 with m.Else():
@@ -162,7 +167,7 @@ class FrameDecoder(wiring.Component):
                 m.d.comb += [self.i.ready.eq(1), self.idle.eq(1)]
                 with m.If(self.i.valid & (byte == SYNC)):
                     m.d.comb += check.start.eq(1)
-                    m.d.sync += [ev.eq(0), timer.eq(0), count.eq(0)]
+                    m.d.sync += [ev.eq(0), timer.eq(timer_start), count.eq(0)]
                     m.next = "CMD"
 
             def on_cmd():

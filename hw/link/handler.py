@@ -176,10 +176,11 @@ class CommandHandler(wiring.Component):
             for code in range(len(REGIONS)):
                 with m.Case(code):
                     m.d.comb += [rb_sel.eq(rbytes[code]), depth_sel.eq(depths[code])]
-        # A start or count with a bit set above the deepest region's address
-        # overflows every region; below that the sum is exact.
-        overflow = ((start[aw + 1:] != 0) | (count[aw + 1:] != 0) | (row[aw + 1:] != 0)
-                    | (addr_full > depth_sel))
+        # A start with a bit set above the deepest region's address overflows every
+        # region; below that the sum is exact. The size check ends with `row` equal to
+        # `count` (or, for a region without rows, with row's top bit set), so `row`
+        # stands for `count` here.
+        overflow = (start[aw + 1:] != 0) | (row[aw + 1:] != 0) | (addr_full > depth_sel)
         # Bytes of `count` rows, added up one row per cycle (no multiplier), from 7 for
         # a WRITE (its arguments) so that it compares with the frame's length; the
         # tally stops once it exceeds max_payload.
@@ -237,10 +238,13 @@ class CommandHandler(wiring.Component):
 
         # -- watchdog on the accelerator --------------------------------------------
         # Counts consecutive cycles in which a state waits on the accelerator in vain.
+        # It starts at 2**w - (run_timeout - 1), so its bit w (the carry out of the
+        # count) is set on the run_timeout-th such cycle: no compare.
         waiting = Signal()
-        watchdog = Signal(range(link.run_timeout), reset_less=True)
-        expired = waiting & (watchdog == link.run_timeout - 1)
-        m.d.sync += watchdog.eq(Mux(waiting, watchdog + 1, 0))
+        w = ceil_log2(link.run_timeout)
+        watchdog = Signal(w + 1, reset_less=True)
+        expired = waiting & watchdog[w]
+        m.d.sync += watchdog.eq(Mux(waiting, watchdog + 1, (1 << w) - (link.run_timeout - 1)))
 
         # -- STATUS counters: a small memory, one shared incrementer ---------------
         # A bump sets the counter's `pending` bit; each cycle the lowest pending
