@@ -135,6 +135,9 @@ class CommandHandler(wiring.Component):
         # A good frame's length is at most max_payload (the decoder drops longer
         # ones), so only its low bits take part in checks.
         ev_length = ev.length[:ceil_log2(link.max_payload + 1)]
+        # The decoder's reasons are OK and its three drops: their bits are enough.
+        ev_reason = ev.reason[:max(Reason.OK, Reason.BAD_CRC, Reason.BAD_LENGTH,
+                                   Reason.TIMEOUT).bit_length()]
         args = Signal(data.StructLayout({name: 8 * struct.calcsize("<" + code)
                                          for name, code in ARGS_FIELDS}), reset_less=True)
         region, start, count = args.region, args.start, args.count
@@ -356,9 +359,9 @@ class CommandHandler(wiring.Component):
                 m.d.comb += self.event.ready.eq(1)
                 with m.If(self.event.valid):
                     m.d.sync += [cmd.eq(ev.cmd), seq.eq(ev.seq), length.eq(ev_length),
-                                 more.eq((ev.reason == Reason.OK) & (ev_length != 0)),
+                                 more.eq((ev_reason == Reason.OK) & (ev_length != 0)),
                                  k.eq(0), poison.eq(0)]
-                    with m.Switch(ev.reason):
+                    with m.Switch(ev_reason):
                         with m.Case(Reason.OK):
                             m.d.comb += bump["frames"].eq(1)
                         with m.Case(Reason.BAD_CRC):
@@ -367,7 +370,7 @@ class CommandHandler(wiring.Component):
                             m.d.comb += bump["length_errors"].eq(1)
                         with m.Case(Reason.TIMEOUT):
                             m.d.comb += bump["timeouts"].eq(1)
-                    reason = self._dispatch(m, ev, in_bytes)
+                    reason = self._dispatch(m, ev, ev_reason, in_bytes)
                     m.d.sync += nak_reason.eq(reason)
                     m.d.sync += ptr.eq(Mux(ev.cmd == Command.IDENTIFY, id_base, out_base))
                     with m.If(reason != Reason.OK):
@@ -563,7 +566,7 @@ class CommandHandler(wiring.Component):
                     m.next = "MEM_FETCH"
         return m
 
-    def _dispatch(self, m, ev, in_bytes):
+    def _dispatch(self, m, ev, ev_reason, in_bytes):
         """The IDLE state's choice for a frame event: the state its command goes to,
         and the reason to refuse it (``Reason.OK`` if none), which is returned."""
         cfg = self.config
@@ -588,6 +591,6 @@ class CommandHandler(wiring.Component):
                             m.d.comb += reason.eq(Reason.BUSY)
             with m.Default():
                 m.d.comb += reason.eq(Reason.UNKNOWN_COMMAND)
-        with m.If(ev.reason != Reason.OK):
-            m.d.comb += reason.eq(ev.reason)
+        with m.If(ev_reason != Reason.OK):
+            m.d.comb += reason.eq(ev_reason)
         return reason
