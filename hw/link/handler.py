@@ -48,6 +48,13 @@ class CommandHandler(wiring.Component):
     the decoder dropped, or a request that fails a check, is answered with a NAK
     naming the reason. Every check of a request is made before anything is written.
 
+    It is built for the iCE40's LUT4 count (``python -m shiftpool.boards.units``):
+    payloads towards the accelerator and the reply header are driven in every state
+    (a value set inside a state is a gate per bit); a row shifts in a byte per cycle
+    into flip-flops with an enable; the reply bytes of RUN and IDENTIFY come from one
+    block RAM, the STATUS counters from another with one shared incrementer; the
+    watchdog expires on its counter's carry out.
+
     Parameters
     ----------
     config : AcceleratorConfig
