@@ -442,6 +442,40 @@ def test_accelerator_faults():
     assert seen["status"].counters == dict.fromkeys(seen["status"].counters, 0) | {"frames": 1}
 
 
+def test_watchdog_expires_after_run_timeout_cycles():
+    """An accelerator that takes no row: the reset comes in the run_timeout-th cycle
+    the row has been offered in vain, and the WRITE is refused."""
+    seen = {}
+
+    async def watch(ctx):
+        acc, link = seen["bench"].acc, seen["bench"].link
+        offered = 0
+        async for _, _, valid, reset in ctx.tick().sample(acc.load.valid, link.accel_reset):
+            offered = offered + 1 if valid else 0
+            if reset:
+                seen.setdefault("offered", offered)
+
+    async def scenario(ctx, host):
+        ctx.set(host.bench.acc.deaf, 1)
+        row = write_payload("weights", 0, [5], WIDTHS["weights"])
+        nak(await host.request(ctx, Command.WRITE, 1, row), 1, Reason.ACCEL_TIMEOUT,
+            Command.WRITE)
+
+    bench = seen["bench"] = Bench(CONFIG, LINK, 1)
+    host = Host(bench, 5)
+
+    async def main(ctx):
+        await scenario(ctx, host)
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-6)
+    sim.add_testbench(host.collect, background=True)
+    sim.add_testbench(watch, background=True)
+    sim.add_testbench(main)
+    sim.run()
+    assert seen["offered"] == LINK.run_timeout
+
+
 def test_status_counters_saturate_at_their_width():
     """With 2-bit counters, eight good frames and two NAKs count as 3 and 2 (sent as u16)."""
     link = dataclasses.replace(LINK, counter_bits=2)
@@ -459,6 +493,28 @@ def test_status_counters_saturate_at_their_width():
     counters = seen["status"].counters
     assert counters["frames"] == 3 and counters["naks"] == 2
     assert sum(counters.values()) == 5
+
+
+def test_status_counts_back_to_back_refusals():
+    """Frames too long for the decoder, sent back to back: each bumps two counters a
+    few cycles after the one before, and none of the bumps is lost on its way into the
+    counter memory."""
+    n = 12
+    too_long = (LINK.max_payload + 1).to_bytes(2, "little")
+    seen = {}
+
+    async def scenario(ctx, host):
+        await host.send_bytes(ctx, b"".join(bytes([SYNC, Command.STATUS, seq]) + too_long
+                                            for seq in range(n)))
+        seen["naks"] = [await host.reply(ctx) for _ in range(n)]
+        r = await host.request(ctx, Command.STATUS, 99)
+        seen["status"] = parse_status(ack(r, Command.STATUS, 99), CONFIG.cycle_bits)
+
+    simulate(Bench(CONFIG, LINK, 1), scenario, 4)
+    for seq, reply in enumerate(seen["naks"]):
+        nak(reply, seq, Reason.BAD_LENGTH, Command.STATUS)
+    counters = seen["status"].counters
+    assert (counters["length_errors"], counters["naks"], counters["frames"]) == (n, n, 1)
 
 
 def test_reply_after_garbage_and_back_to_back_frames():

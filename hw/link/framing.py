@@ -10,6 +10,7 @@ reference of both blocks is :mod:`shiftpool.sw.host.frames`.
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import crc, data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from .protocol import CODE_BITS, LENGTH_BITS, SYNC, Reason
 
@@ -133,7 +134,11 @@ class FrameDecoder(wiring.Component):
         # with an enable on the iCE40).
         ev = Signal(event_layout(), reset_less=True)
         count = Signal(range(self._max_payload + 1), reset_less=True)
-        timer = Signal(range(self._timeout), reset_less=True)
+        # Idle cycles inside a frame, from 2**w - (timeout - 1): bit w (the carry out
+        # of the count) is set on the timeout-th idle cycle, no compare needed.
+        timer_w = ceil_log2(self._timeout)
+        timer = Signal(timer_w + 1, reset_less=True)
+        timer_start = (1 << timer_w) - (self._timeout - 1)
         byte = self.i.payload
         m.d.comb += [
             self.event.payload.eq(ev),
@@ -149,9 +154,9 @@ class FrameDecoder(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     m.d.comb += check.valid.eq(1)
-                    m.d.sync += timer.eq(0)
+                    m.d.sync += timer.eq(timer_start)
                     action()
-                with m.Elif(timer == self._timeout - 1):
+                with m.Elif(timer[timer_w]):
                     m.d.sync += ev.reason.eq(Reason.TIMEOUT)
                     m.next = "EVENT"
                 with m.Else():
@@ -162,7 +167,7 @@ class FrameDecoder(wiring.Component):
                 m.d.comb += [self.i.ready.eq(1), self.idle.eq(1)]
                 with m.If(self.i.valid & (byte == SYNC)):
                     m.d.comb += check.start.eq(1)
-                    m.d.sync += [ev.eq(0), timer.eq(0), count.eq(0)]
+                    m.d.sync += [ev.eq(0), timer.eq(timer_start), count.eq(0)]
                     m.next = "CMD"
 
             def on_cmd():
@@ -236,6 +241,12 @@ class FrameDecoder(wiring.Component):
 class FrameEncoder(wiring.Component):
     """Sends a frame for each reply header and its payload bytes.
 
+    Parameters
+    ----------
+    max_payload : int
+        Largest length a header may carry (1..65535, the default): the encoder's
+        length and byte counter are only as wide as it needs.
+
     Members
     -------
     header : In(stream.Signature(reply_header_layout()))
@@ -246,19 +257,30 @@ class FrameEncoder(wiring.Component):
         The frame's bytes.
     """
 
-    header: In(stream.Signature(reply_header_layout()))
-    payload: In(stream.Signature(reply_payload_layout()))
-    o: Out(stream.Signature(8))
+    def __init__(self, max_payload: int = (1 << LENGTH_BITS) - 1):
+        self._max_payload = _check_positive("max_payload", max_payload, (1 << LENGTH_BITS) - 1)
+        super().__init__({
+            "header": In(stream.Signature(reply_header_layout())),
+            "payload": In(stream.Signature(reply_payload_layout())),
+            "o": Out(stream.Signature(8)),
+        })
+
+    @property
+    def max_payload(self) -> int:
+        return self._max_payload
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = check = frame_crc()
-        # All set with each header: no reset needed.
+        # All set with each header: no reset needed. The length's bits above
+        # max_payload's are zero.
         hdr = Signal(reply_header_layout(), reset_less=True)
-        count = Signal(LENGTH_BITS, reset_less=True)
+        length = Signal(range(self._max_payload + 1), reset_less=True)
+        count = Signal.like(length, reset_less=True)
         poison = Signal(reset_less=True)
         sent = self.o.valid & self.o.ready
-        m.d.comb += check.data.eq(self.o.payload)
+        # The payload's byte unless a state says otherwise: no state gates it.
+        m.d.comb += [check.data.eq(self.o.payload), self.o.payload.eq(self.payload.payload.data)]
         spoil = Mux(poison, 0xFF, 0x00)
 
         def send(state, value, then, *, in_crc=True):
@@ -272,27 +294,27 @@ class FrameEncoder(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += [self.header.ready.eq(1), check.start.eq(1)]
                 with m.If(self.header.valid):
-                    m.d.sync += [hdr.eq(self.header.payload), count.eq(0), poison.eq(0)]
+                    m.d.sync += [hdr.eq(self.header.payload), length.eq(self.header.payload.length),
+                                 count.eq(0), poison.eq(0)]
                     m.next = "SYNC"
             send("SYNC", SYNC, "CMD", in_crc=False)
             send("CMD", hdr.cmd, "SEQ")
             send("SEQ", hdr.seq, "LEN0")
-            send("LEN0", hdr.length[:8], "LEN1")
+            send("LEN0", length[:8], "LEN1")
             with m.State("LEN1"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(hdr.length[8:]),
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(length[8:]),
                              check.valid.eq(sent)]
                 with m.If(self.o.ready):
                     m.next = "DATA"
-                    with m.If(hdr.length == 0):
+                    with m.If(length == 0):
                         m.next = "CRC0"
             with m.State("DATA"):
                 m.d.comb += [self.o.valid.eq(self.payload.valid),
-                             self.o.payload.eq(self.payload.payload.data),
                              self.payload.ready.eq(self.o.ready), check.valid.eq(sent)]
                 with m.If(sent):
                     m.d.sync += [count.eq(count + 1),
                                  poison.eq(poison | self.payload.payload.poison)]
-                    with m.If(count + 1 == hdr.length):
+                    with m.If(count + 1 == length):
                         m.next = "CRC0"
             send("CRC0", check.crc[8:] ^ spoil, "CRC1", in_crc=False)
             send("CRC1", check.crc[:8] ^ spoil, "IDLE", in_crc=False)

@@ -83,14 +83,14 @@ class LinkCore(wiring.Component):
         m.submodules.decoder = decoder = FrameDecoder(self.link.max_payload,
                                                       self.link.byte_timeout)
         m.submodules.handler = handler = self._handler
-        m.submodules.encoder = encoder = FrameEncoder()
+        m.submodules.encoder = encoder = FrameEncoder(self.link.max_payload)
         wiring.connect(m, wiring.flipped(self.i), decoder.i)
         wiring.connect(m, decoder.event, handler.event)
         wiring.connect(m, decoder.payload, handler.payload)
         wiring.connect(m, handler.reply_header, encoder.header)
-        # Registered: a reply byte is picked by the handler's wide multiplexers (a
-        # readback row, the IDENTIFY and STATUS words), and the encoder runs it
-        # through its CRC in the same cycle otherwise.
+        # Registered: a reply byte is picked by the handler's multiplexer (its
+        # reply memory, the readback port, the bytes of STATUS, RUN's cycles and
+        # NAKs), and the encoder runs it through its CRC in the same cycle otherwise.
         _register_stream(m, handler.reply_payload, encoder.payload, reply_payload_layout())
         wiring.connect(m, encoder.o, wiring.flipped(self.o))
         m.d.comb += [handler.rx_framing_error.eq(self.rx_framing_error),

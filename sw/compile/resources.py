@@ -17,7 +17,9 @@ The memories are the ones the gateware builds (``hw/accelerator.py``,
   (``pool_table = "half"``) two of ``16 * pool_size`` entries per lane, in block RAM;
   its precompute store is not counted (the demo runs direct mode);
 * the link (when ``link_payload`` is given): the frame decoder's ``max_payload``-byte
-  buffer, the handler's RUN output buffer and the receive FIFO.
+  buffer, the handler's reply memory (RUN's outputs and the IDENTIFY reply), its STATUS
+  counters (asked for in block
+  RAM, ``ram_style = "block"``, whatever their size) and the receive FIFO.
 
 A memory takes, per block type, the fewest blocks over the block's aspect ratios
 (:attr:`BlockRam.modes`): ``ceil(width / mode_width) * ceil(depth / mode_depth)``.
@@ -39,6 +41,8 @@ from __future__ import annotations
 import dataclasses
 
 from ...hw.config import AcceleratorConfig
+from ...hw.link.config import LinkConfig
+from ...hw.link.protocol import STATUS_COUNTERS, identify_payload, row_bytes
 from ...hw.memory_map import region_depths, region_widths
 from ...hw.program import act_words
 
@@ -116,13 +120,14 @@ def bram_blocks(block: BlockRam, width: int, depth: int) -> int:
 class MemoryNeed:
     """One memory of the design: ``copies`` x ``width`` bits x ``depth`` rows;
     ``single_port`` if it may go to SPRAM (``spram_ok``: it will, where there is SPRAM
-    and it is asked for)."""
+    and it is asked for); ``block`` if it is asked for in block RAM however small."""
 
     name: str
     width: int
     depth: int
     copies: int = 1
     single_port: bool = False
+    block: bool = False
 
     @property
     def bits(self) -> int:
@@ -151,7 +156,12 @@ def accelerator_memories(cfg: AcceleratorConfig, link_payload: int | None = None
                                 single_port=True))
     if link_payload is not None:
         needs += [MemoryNeed("link frame buffer", 8, link_payload),
-                  MemoryNeed("link RUN output", cfg.acc_width, cfg.out_depth),
+                  # the handler's reply bytes: RUN's cycles and outputs, then IDENTIFY's
+                  MemoryNeed("link reply memory", 8, row_bytes(cfg.cycle_bits)
+                             + cfg.out_depth * row_bytes(cfg.acc_width)
+                             + len(identify_payload(cfg, LinkConfig()))),
+                  # at most 16 bits each (LinkConfig.counter_bits): one block
+                  MemoryNeed("link STATUS counters", 16, len(STATUS_COUNTERS), block=True),
                   MemoryNeed("link rx FIFO", 8, rx_fifo_depth)]
     return needs
 
@@ -248,7 +258,8 @@ def estimate_memories(cfg: AcceleratorConfig, device: str | Device,
         block = device.spram if to_spram else device.bram
         blocks = bram_blocks(block, need.width, need.depth)
         # yosys keeps a memory in logic when it costs no more than the blocks would.
-        in_logic = block.cost is not None and need.width * need.depth <= blocks * block.cost
+        in_logic = (not need.block and block.cost is not None
+                    and need.width * need.depth <= blocks * block.cost)
         if not to_spram and in_logic:
             block, blocks = None, 0
         placements.append(Placement(need, block, need.copies * blocks))
