@@ -19,7 +19,7 @@ rather than a list of modules:
 
 * ``engine``: below the accelerator's ``engine`` submodule;
 * ``memories``: the accelerator's block RAM and SPRAM cells, and the logic of its
-  ``*_mem`` submodules;
+  ``*_mem`` submodules (at any depth: the memory bank's);
 * ``controller``: the rest of the accelerator;
 * ``link``: below the device's ``link`` submodule (its FIFO and frame buffer RAMs
   included);
@@ -83,7 +83,8 @@ def unit_of(path: str) -> str:
             # The in-situ engine's weight generator and its request counters are part
             # of the engine (hw/controller/generate.py).
             return "engine"
-        if below and below[0].endswith("_mem"):
+        if any(name.endswith("_mem") for name in below):
+            # The memories, in the memory bank (hw/controller/memory_bank.py) or not.
             return "memories"
         return "controller"
     if "link" in names:
