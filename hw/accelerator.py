@@ -34,9 +34,10 @@ drains, or while the last input word is accepted). Timing, which
   ``c_0 = 4 + R_0``, ``c_j = c_{j-1} + max(R_j, V_{j-1})``, and its lanes are
   written in cycles ``c_j + 3 .. c_j + V_j + 2`` (selected two cycles earlier,
   written from registers; the pool engine: ``sw/compile/cycles.py``).
-* **Max-pool layer.** From cycle 1, one output per ``ceil(4 / taps)`` cycles: the
-  ``taps`` read ports of the source buffer read the 2x2 window (all four words at
-  once when ``taps >= 4``), and the maximum is written one cycle after the last read.
+* **Max-pool layer.** From cycle 1, one read beat per cycle through the source
+  buffer's one read port: a 2x2 window's four words in four cycles (``max(4,
+  taps)`` when the output is flat); its word of maxima is written one cycle after
+  its last read (a flat output's lanes one per cycle from the second cycle after).
 * A layer ends in the cycle of its last write; the next layer's DECODE is the cycle
   after. The cycle counter covers the program from the first DECODE to the last
   write of the final layer.
