@@ -137,6 +137,8 @@ class Sequencer(wiring.Component):
         with m.If(counting):
             m.d.sync += cycles.eq(cycles + 1)
         m.d.comb += [self.cycles.eq(cycles), self.out_rd.addr.eq(out_idx),
+                     out.payload.data.eq(self.out_rd.data),
+                     out.payload.last.eq(out_idx + 1 == d.channels),
                      self.issue.next.eq(program.data),
                      self.mode.src.eq(d.src), self.mode.pool.eq(d.kind == KIND_POOL),
                      self.mode.last.eq(d.last), self.mode.loading.eq(loading),
@@ -229,9 +231,7 @@ class Sequencer(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.next = "OUT_SEND"
             with m.State("OUT_SEND"):
-                m.d.comb += [self.busy.eq(1), out.valid.eq(1),
-                             out.payload.data.eq(self.out_rd.data),
-                             out.payload.last.eq(out_idx + 1 == d.channels)]
+                m.d.comb += [self.busy.eq(1), out.valid.eq(1)]
                 with m.If(out.ready):
                     m.d.sync += out_idx.eq(out_idx + 1)
                     with m.If(out_idx + 1 == d.channels):
