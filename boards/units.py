@@ -9,17 +9,19 @@ module, from yosys' per-module statistics. One module, two uses:
   same way; :func:`link_luts` is the host link's share in a board's configuration,
   which ``tests/test_link_budget.py`` bounds. The command line::
 
-      python -m shiftpool.boards.units [--part link|engine] [--board icebreaker]
-                                       [--lanes 2] [--taps 4] [--engine shiftadd]
+      python -m shiftpool.boards.units [--part link|engine|accelerator]
+                                       [--board icebreaker] [--lanes 2] [--taps 4]
+                                       [--engine shiftadd]
 
-  prints ``LUT4  RAM  DSP  module`` for every module of that part and the total.
+  prints ``LUT4  RAM  DSP  module`` for every module of that part and the total (for
+  the accelerator also the LUT4 of each unit: controller, engine, memories).
 
 The attribution goes by path prefix, so it follows the gateware's submodule names
 rather than a list of modules:
 
 * ``engine``: below the accelerator's ``engine`` submodule;
 * ``memories``: the accelerator's block RAM and SPRAM cells, and the logic of its
-  ``*_mem`` submodules;
+  ``*_mem`` submodules (at any depth: the memory bank's);
 * ``controller``: the rest of the accelerator;
 * ``link``: below the device's ``link`` submodule (its FIFO and frame buffer RAMs
   included);
@@ -83,7 +85,8 @@ def unit_of(path: str) -> str:
             # The in-situ engine's weight generator and its request counters are part
             # of the engine (hw/controller/generate.py).
             return "engine"
-        if below and below[0].endswith("_mem"):
+        if any(name.endswith("_mem") for name in below):
+            # The memories, in the memory bank (hw/controller/memory_bank.py) or not.
             return "memories"
         return "controller"
     if "link" in names:
@@ -240,7 +243,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shiftpool.boards.units",
                                      description="cells per module of the host link or "
                                      "an engine, synthesized alone for a board")
-    parser.add_argument("--part", choices=("link", "engine"), default="link")
+    parser.add_argument("--part", choices=("link", "engine", "accelerator"), default="link")
     parser.add_argument("--board", default="icebreaker")
     parser.add_argument("--lanes", type=int, default=DEFAULT_LANES)
     parser.add_argument("--taps", type=int, default=DEFAULT_TAPS)
@@ -254,12 +257,19 @@ def main(argv=None) -> int:
 
             part = UARTLink(config, LinkConfig.for_baud(board.clock_hz, 115_200,
                                                         **board.link_fields))
-        else:
+        elif args.part == "engine":
             from ..hw.engines.common import make_engine
 
             part = make_engine(config)
+        else:
+            from ..hw.accelerator import Accelerator
+
+            part = Accelerator(config)
         family, synth = board_synth(board)
-        rows = module_stat(part, family=family, synth=synth)
+        # the accelerator named as in a board's design, so that unit_of attributes
+        # its modules
+        rows = module_stat(part, family=family, synth=synth,
+                           top="accelerator" if args.part == "accelerator" else "top")
     except (BoardError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -269,6 +279,10 @@ def main(argv=None) -> int:
     total = {c: sum(r[c] for r in rows.values()) for c in ("lut", "bram", "spram", "dsp")}
     print(f"{total['lut']:5d} {total['bram'] + total['spram']:4d} {total['dsp']:4d}  "
           f"{args.part} total")
+    if args.part == "accelerator":
+        for unit in ("controller", "engine", "memories"):
+            print(f"{sum(r['lut'] for n, r in rows.items() if unit_of(n) == unit):5d}"
+                  f"            {unit}")
     return 0
 
 

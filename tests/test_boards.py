@@ -101,6 +101,10 @@ def test_unit_of_a_module_goes_by_its_path():
     assert unit_of("top.device.accelerator.engine.lane0.adder") == "engine"
     assert unit_of("top.device.accelerator.generate.generator") == "engine"    # MLG
     assert unit_of("top.device.accelerator.weights_mem") == "memories"
+    assert unit_of("top.device.accelerator.bank.weights_mem") == "memories"
+    assert unit_of("top.device.accelerator.bank.rows_mem.single_port_storage") == "memories"
+    assert unit_of("top.device.accelerator.bank") == "controller"
+    assert unit_of("top.device.accelerator.bank.readback") == "controller"
     assert unit_of("top.device.accelerator.writeback") == "controller"
     assert unit_of("top.device.accelerator") == "controller"
     assert unit_of("top.device.link.core.handler") == "link"

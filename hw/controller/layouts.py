@@ -18,7 +18,8 @@ from ..program import (
     struct_layout,
 )
 
-__all__ = ["act_word_layout", "beat_layout", "chan_shape", "descriptor_layout", "group_layout",
+__all__ = ["act_word_layout", "bank_mode_layout", "beat_layout", "chan_shape",
+           "descriptor_layout", "fill_layout", "group_layout", "readback_status_layout",
            "word_add"]
 
 
@@ -88,3 +89,24 @@ def beat_layout(cfg: AcceleratorConfig) -> data.StructLayout:
         fields.update(fill=1, step=unsigned(count_width(cfg.tap_depth)),
                       fill_row=unsigned(addr_width(cfg.fill_rows)))
     return data.StructLayout(fields)
+
+
+def fill_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    """One input value the input loader writes: its activation word, lane and value."""
+    return data.StructLayout({"addr": unsigned(addr_width(act_words(cfg))),
+                              "lane": unsigned(lane_width(cfg)),
+                              "act": unsigned(cfg.act_bits)})
+
+
+def bank_mode_layout() -> data.StructLayout:
+    """What the memory bank's activation ports follow: the accelerator is idle and
+    loads its input (``loading``), the buffer the layer reads (``src``; it writes the
+    other), a max-pool layer (``pool``), the final layer (``last``: its results go to
+    the output memory)."""
+    return data.StructLayout({"loading": 1, "src": 1, "pool": 1, "last": 1})
+
+
+def readback_status_layout() -> data.StructLayout:
+    """The readback unit's state, for the sequencer: a request addresses the read
+    ports in this cycle (``latched``), a request is in progress (``busy``)."""
+    return data.StructLayout({"latched": 1, "busy": 1})

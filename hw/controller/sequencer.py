@@ -1,0 +1,241 @@
+"""The sequencer: the accelerator's state machine, which loads the input, walks the
+layer program descriptor by descriptor, and sends the outputs."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import AcceleratorConfig
+from ..program import KIND_POOL, act_words, addr_width, generate_fields, lane_width
+from ..signature import input_layout, load_layout, output_layout
+from .issue import IssueControlSignature
+from .layouts import bank_mode_layout, descriptor_layout, fill_layout, readback_status_layout
+from .memory_bank import read_port_signature
+
+__all__ = ["Sequencer", "generate_layer_layout"]
+
+
+def generate_layer_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    """The descriptor fields the MLG generate phase reads
+    (:class:`~.generate.GeneratePhase`'s ``layer``; ``groups`` is ``groups1``)."""
+    desc = descriptor_layout(cfg)
+    names = [name for name, _ in generate_fields(cfg)] + ["steps", "groups", "channels"]
+    return data.StructLayout({name: desc["groups1" if name == "groups" else name].shape
+                              for name in names})
+
+
+class Sequencer(wiring.Component):
+    """The state machine of the layer-program controller.
+
+    IDLE
+        Load rows (``load``) are passed to the memory bank (``rows``) and, with the pool
+        engine, to the table build (``table``, whose ``ready`` then gates every load
+        row and input word). Input values (``inp``) fill the words of buffer 0 lane by
+        lane, ``in_lanes`` (layer 0's) lanes a word (``fill``); the value with ``last``
+        starts the inference. Readback requests are enabled while no input word is
+        offered; while one is in progress no input word is taken, and none after it
+        until the program port shows row 0 again (the loader counts layer 0's
+        ``in_lanes``, and DECODE reads row 0 when the last input word arrives); no load
+        row is taken in a request's addressing cycle.
+    DECODE
+        The layer's descriptor (the program port's row) is registered into ``layer``
+        and the issue pipeline restarts (``issue.start``). A max-pool layer goes to
+        POOL, an MLG layer to GENERATE, any other to ISSUE.
+    GENERATE
+        (in-situ engine) Until the generate phase is done.
+    ISSUE, POOL
+        Until the issue pipeline issues the layer's last beat or window read.
+    DRAIN
+        The next descriptor is read; when the units are idle (``drained``), the next
+        layer's DECODE, or after the final layer OUT_READ.
+    OUT_READ, OUT_SEND
+        Each output read from the output memory, then offered on ``out``.
+
+    ``cycles`` counts DECODE to DRAIN cycles, from the first DECODE.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Members
+    -------
+    load, inp, out, cycles, busy :
+        The accelerator's ports (:class:`~shiftpool.hw.signature.AcceleratorSignature`).
+    rows : Out(stream.Signature(load_layout(config), always_ready=True))
+        The load rows taken, to the memory bank.
+    table : Out(stream.Signature(load_layout(config)))
+        Pool engine: the load rows to the table build.
+    fill : Out(stream.Signature(fill_layout(config), always_ready=True))
+        The input loader's writes.
+    readback_enable : Out(1)
+    readback_status : In(readback_status_layout())
+        The memory bank's readback unit.
+    program_rd, out_rd : In(memory bank's read port signatures)
+    mode : Out(bank_mode_layout())
+        The memory bank's activation ports' mode.
+    layer : Out(descriptor_layout(config))
+        The running layer's descriptor.
+    issue : Out(IssueControlSignature(config))
+        The issue pipeline.
+    drained : In(1)
+        Nothing the layer started is left after this cycle (the issue pipeline, the
+        write-back unit and the max-pool idle).
+    generate : Out(Signature(start, layer, done))
+        In-situ engine: the generate phase's ``start`` (the MLG layer's DECODE),
+        ``layer`` (the fields of the descriptor being decoded in DECODE, else of the
+        running layer) and ``done``.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        members = {
+            "load": In(stream.Signature(load_layout(config))),
+            "inp": In(stream.Signature(input_layout(config))),
+            "out": Out(stream.Signature(output_layout(config))),
+            "cycles": Out(config.cycle_bits),
+            "busy": Out(1),
+            "rows": Out(stream.Signature(load_layout(config), always_ready=True)),
+            "fill": Out(stream.Signature(fill_layout(config), always_ready=True)),
+            "readback_enable": Out(1),
+            "readback_status": In(readback_status_layout()),
+            "program_rd": In(read_port_signature(config, "program")),
+            "out_rd": In(read_port_signature(config, "out")),
+            "mode": Out(bank_mode_layout()),
+            "layer": Out(descriptor_layout(config)),
+            "issue": Out(IssueControlSignature(config)),
+            "drained": In(1),
+        }
+        if config.engine == "pool":
+            members["table"] = Out(stream.Signature(load_layout(config)))
+        if config.engine == "insitu":
+            members["generate"] = Out(wiring.Signature({
+                "start": Out(1), "layer": Out(generate_layer_layout(config)),
+                "done": In(1)}))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
+        lookup = cfg.engine == "pool"
+        insitu = cfg.engine == "insitu"
+        d = self.layer
+        program = self.program_rd
+        status = self.readback_status
+        load, inp, out = self.load, self.inp, self.out
+
+        layer = Signal(range(cfg.program_depth))
+        in_addr = Signal(addr_width(act_words(cfg)))
+        in_lane = Signal(lane_width(cfg))
+        cycles = Signal(cfg.cycle_bits)
+        out_idx = Signal(range(cfg.out_depth + 1))
+        counting = Signal()
+        # Driven by the state machine, outside the structs it goes into (the Icarus
+        # quirk in hw/controller/issue.py).
+        loading = Signal()
+        with m.If(counting):
+            m.d.sync += cycles.eq(cycles + 1)
+        m.d.comb += [self.cycles.eq(cycles), self.out_rd.addr.eq(out_idx),
+                     out.payload.data.eq(self.out_rd.data),
+                     out.payload.last.eq(out_idx + 1 == d.channels),
+                     self.issue.next.eq(program.data),
+                     self.mode.src.eq(d.src), self.mode.pool.eq(d.kind == KIND_POOL),
+                     self.mode.last.eq(d.last), self.mode.loading.eq(loading),
+                     self.fill.payload.addr.eq(in_addr), self.fill.payload.lane.eq(in_lane),
+                     self.fill.payload.act.eq(inp.payload.data),
+                     self.rows.valid.eq(load.valid & load.ready),
+                     self.rows.payload.eq(load.payload)]
+        if lookup:
+            m.d.comb += self.table.payload.eq(load.payload)
+        if insitu:
+            gen = self.generate
+
+            def gen_layer(desc):
+                """The generate phase's layer fields from descriptor ``desc``."""
+                return [getattr(gen.layer, name).eq(getattr(desc, name))
+                        for name in gen.layer.shape().members if name != "groups"
+                        ] + [gen.layer.groups.eq(desc.groups1)]
+
+            m.d.comb += gen_layer(d)
+
+        # The program port shows row 0 in this cycle: it read row 0 in the last one (an
+        # idle cycle with no readback on the ports). Input words wait for it, since
+        # the loader counts lanes by layer 0's `in_lanes` and DECODE reads layer 0.
+        row0 = Signal()
+        m.d.sync += row0.eq(0)
+        first = program.data
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.sync += row0.eq(~status.busy)
+                m.d.comb += [load.ready.eq(~status.latched),
+                             inp.ready.eq(~status.busy & row0), program.addr.eq(0),
+                             loading.eq(1)]
+                if lookup:
+                    # Nothing else is taken while a pool row builds its table column.
+                    m.d.comb += [
+                        self.table.valid.eq(load.valid),
+                        load.ready.eq(~status.latched & self.table.ready),
+                        inp.ready.eq(~status.busy & row0 & self.table.ready),
+                    ]
+                m.d.comb += self.readback_enable.eq(~inp.valid)
+                # Input values fill the words of buffer 0 lane by lane, `in_lanes` lanes
+                # a word.
+                take_input = inp.valid & inp.ready
+                m.d.comb += self.fill.valid.eq(take_input)
+                with m.If(take_input):
+                    m.d.sync += in_lane.eq(in_lane + 1)
+                    with m.If(in_lane + 1 == first.in_lanes):
+                        m.d.sync += [in_lane.eq(0), in_addr.eq(in_addr + 1)]
+                    with m.If(inp.payload.last):
+                        m.d.sync += [in_addr.eq(0), in_lane.eq(0), layer.eq(0), cycles.eq(0)]
+                        m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.comb += [counting.eq(1), self.busy.eq(1), self.issue.start.eq(1)]
+                desc = program.data
+                m.d.sync += d.eq(desc)
+                with m.If(desc.kind == KIND_POOL):
+                    m.next = "POOL"
+                with m.Else():
+                    m.next = "ISSUE"
+                    if insitu:
+                        # The layer's weight rows are generated first (from the fields
+                        # being read now).
+                        m.d.comb += [*gen_layer(desc), gen.start.eq(1)]
+                        m.next = "GENERATE"
+            if insitu:
+                with m.State("GENERATE"):
+                    m.d.comb += [counting.eq(1), self.busy.eq(1)]
+                    with m.If(gen.done):
+                        m.next = "ISSUE"
+            with m.State("ISSUE"):
+                m.d.comb += [counting.eq(1), self.busy.eq(1), self.issue.mac.eq(1)]
+                with m.If(self.issue.end):
+                    m.next = "DRAIN"
+            with m.State("POOL"):
+                m.d.comb += [counting.eq(1), self.busy.eq(1), self.issue.pool.eq(1)]
+                with m.If(self.issue.end):
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += [counting.eq(1), self.busy.eq(1)]
+                # The next descriptor is read while the layer drains.
+                m.d.comb += program.addr.eq(layer + 1)
+                with m.If(self.drained):
+                    with m.If(d.last):
+                        m.d.sync += out_idx.eq(0)
+                        m.next = "OUT_READ"
+                    with m.Else():
+                        m.d.sync += layer.eq(layer + 1)
+                        m.next = "DECODE"
+            with m.State("OUT_READ"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "OUT_SEND"
+            with m.State("OUT_SEND"):
+                m.d.comb += [self.busy.eq(1), out.valid.eq(1)]
+                with m.If(out.ready):
+                    m.d.sync += out_idx.eq(out_idx + 1)
+                    with m.If(out_idx + 1 == d.channels):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "OUT_READ"
+        return m
