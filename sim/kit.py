@@ -1,6 +1,6 @@
 """The verification kit for tests in Amaranth's simulator, written once: a stream
-source with seeded idle gaps, a sink with seeded back-pressure, a watchdog, and the
-seeds every randomized test uses.
+source with seeded idle gaps, a sink with seeded back-pressure, a timing monitor (the
+cycle each word moved), a watchdog, and the seeds every randomized test uses.
 
 Every stream test runs with idle cycles on its source and back-pressure on its sink
 (STYLE.md), so these take a ``numpy.random.Generator`` and a probability each. A
@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-__all__ = ["SEED_ENV", "seed_offset", "seeds", "stream_get", "stream_put", "watchdog"]
+__all__ = ["SEED_ENV", "seed_offset", "seeds", "stream_get", "stream_monitor", "stream_put",
+           "watchdog"]
 
 #: The environment variable that shifts every test seed.
 SEED_ENV = "SHIFTPOOL_SEED"
@@ -85,6 +86,22 @@ async def stream_get(ctx, stream, count: int, rng=None, stall: float = 0.0,
             words.append((payload, *values) if extra else payload)
     ctx.set(stream.ready, 0)
     return words
+
+
+def stream_monitor(stream, log: list):
+    """A background testbench that appends ``(cycle, payload)`` to ``log`` for every word
+    that moves on ``stream`` (``valid`` and ``ready`` high at a clock edge); cycle 0 is
+    the first edge of the simulation. It only samples, so it can watch a stream that
+    other testbenches drive."""
+    async def bench(ctx):
+        cycle = 0
+        async for _, _, valid, ready, payload in ctx.tick().sample(
+                stream.valid, stream.ready, stream.payload):
+            if valid and ready:
+                log.append((cycle, payload))
+            cycle += 1
+
+    return bench
 
 
 def watchdog(limit: int, progress: Callable[[], str] = lambda: ""):

@@ -20,7 +20,7 @@ from shiftpool.hw.engines.common import (
 from shiftpool.hw.engines.int8mac import Int8MacEngine
 from shiftpool.hw.engines.shiftadd import ShiftAddEngine
 from shiftpool.hw.program import engine_stages
-from shiftpool.sim.kit import stream_get, stream_put, watchdog
+from shiftpool.sim.kit import stream_get, stream_monitor, stream_put, watchdog
 from shiftpool.sw.compile.engine_model import code_value, engine_reference, pack_code
 
 ENGINES = ("shiftadd", "int8", "binary", "insitu")
@@ -388,3 +388,36 @@ def test_engine_fields_hash_only_for_their_engine():
     for engine in CONFIG_ENGINES:
         config = AcceleratorConfig(engine=engine, taps=8)
         assert AcceleratorConfig.from_dict(config.as_dict()) == config
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_results_leave_stages_plus_one_cycles_after_their_last_beat(engine):
+    """Timed by the kit's stream monitor on both streams, with a source that never
+    idles and a sink that never stalls: every result moves exactly
+    ``engine_stages + 1`` cycles after the beat with ``last`` moved (its cycle model:
+    ``sw/compile/cycles.py``), and beats move every cycle."""
+    rng = np.random.default_rng(77)
+    config = random_config(rng, engine)
+    beats = random_beats(rng, config, products=6)
+    dut = make_engine(config)
+    taken, given = [], []
+    count = sum(beat[3] for beat in beats)
+
+    async def source(ctx):
+        await stream_put(ctx, dut.i, (beat_payload(config, beat) for beat in beats))
+
+    async def sink(ctx):
+        await stream_get(ctx, dut.o, count)
+
+    sim = Simulator(dut)
+    sim.add_clock(CLOCK_PERIOD)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.add_testbench(stream_monitor(dut.i, taken), background=True)
+    sim.add_testbench(stream_monitor(dut.o, given), background=True)
+    sim.add_testbench(watchdog(1000), background=True)
+    sim.run()
+    assert [c for c, _ in taken] == list(range(taken[0][0], taken[0][0] + len(beats)))
+    lasts = [c for (c, _), beat in zip(taken, beats, strict=True) if beat[3]]
+    assert [c for c, _ in given] == [c + engine_stages(config) + 1 for c in lasts]
+    assert [lanes_of(p, config) for _, p in given] == reference(config, beats)
