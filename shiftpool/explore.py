@@ -3,7 +3,8 @@ memories fit each board; the Pareto front of accuracy, speed and weight bits, wi
 each point's logic, DSPs and Fmax.
 
 For each variant (a scheme with its knobs: FLightNN's k=1 target, pool sizes and
-run-time activation bits, RBNN rounds, MLG ranks, and int8 beside them) the model is
+run-time activation bits, RBNN rounds, MLG ranks, and int8 beside them: each registered
+scheme's ``sweep`` and ``run_bits``, ``sw/schemes/registry.py``) the model is
 compressed once (fine-tuned on the user's data) and evaluated by the golden model on
 the test split. For each board and each engine size (lanes x taps) the configuration
 is fitted, checked against the board's memories and laid out by the compiler. What a
