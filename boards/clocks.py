@@ -179,10 +179,15 @@ class ClockReset(wiring.Component):
         m.d.comb += [ClockSignal("por").eq(clk), self.clk.eq(clk)]
         delay = max(2, int(RESET_DELAY_S * self.clock_hz))
         timer = Signal(range(delay + 1))
+        # The reset is a register (high from configuration on), so that the timer's
+        # wide compare does not begin the paths into everything it resets.
+        rst = Signal(init=1)
         with m.If(~locked):
-            m.d.por += timer.eq(0)
+            m.d.por += [timer.eq(0), rst.eq(1)]
         with m.Elif(timer != delay):
-            m.d.por += timer.eq(timer + 1)
-        m.d.comb += self.rst.eq(timer != delay)
+            m.d.por += [timer.eq(timer + 1), rst.eq(1)]
+        with m.Else():
+            m.d.por += rst.eq(0)
+        m.d.comb += self.rst.eq(rst)
         platform.add_clock_constraint(clk, self.clock_hz)
         return m
