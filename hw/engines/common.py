@@ -125,14 +125,15 @@ class AccumulatingEngine(wiring.Component):
 
     Per accepted beat (``i.valid & i.ready``) lane ``l`` computes
     ``acc[l] = (0 if first else acc[l]) + sum_j term(codes[l][j], acts[j])``, after
-    :meth:`stages` register stages: a beat with ``last`` makes ``o.valid`` rise
-    ``stages + 1`` cycles after the beat was taken, with ``o.payload[l] = acc[l]``; it is
-    held until ``o.ready``. ``i.ready = ~o.valid | o.ready``, and the stages move only
-    then: while a result is held the whole engine is frozen (as the issue pipeline in
-    front of it is), so no result is ever overwritten and none is lost, and the stages
-    are exactly more pipeline registers in front of a one-cycle engine. The result is
-    exact as long as every accumulator value fits in ``signed(acc_width)``, which
-    ``config.max_fan_in`` bounds.
+    ``stages = engine_stages(config)`` register stages (``hw/program.py``): a beat
+    with ``last`` makes ``o.valid`` rise ``stages + 1`` cycles after the beat was
+    taken, with ``o.payload[l] = acc[l]``; it is held until ``o.ready``.
+    ``i.ready = ~o.valid | o.ready``, and the stages move only then: while a result
+    is held the whole engine is frozen (as the issue pipeline in front of it is), so
+    no result is ever overwritten and none is lost, and the stages are exactly more
+    pipeline registers in front of a one-cycle engine. The result is exact as long as
+    every accumulator value fits in ``signed(acc_width)``, which ``config.max_fan_in``
+    bounds.
 
     The stages (the engines of :data:`~shiftpool.hw.program.PIPELINED_ENGINES`): the
     terms are registered, then the adder tree and the accumulator's adder are cut into
@@ -152,12 +153,6 @@ class AccumulatingEngine(wiring.Component):
 
     #: The ``config.engine`` a subclass implements.
     engine: str | None = None
-
-    @classmethod
-    def stages(cls, config: AcceleratorConfig) -> int:
-        """Register stages between the input and the accumulators
-        (:func:`~shiftpool.hw.program.engine_stages`)."""
-        return engine_stages(config)
 
     @classmethod
     def code_shape(cls, config: AcceleratorConfig):
@@ -228,11 +223,12 @@ class AccumulatingEngine(wiring.Component):
         terms = [[self.term(beat.codes[lane][j], beat.acts[j]) for j in range(config.taps)]
                  for lane in range(config.lanes)]
         stage = (self.i.valid, beat.first, beat.last, terms)
-        if self.stages(config):
+        stages = engine_stages(config)
+        if stages:
             stage = _register(m, advance, stage, "terms")
             # Adder levels left for the stages after the terms' register: the tree's,
             # then the accumulator's (in the last stage).
-            for n in range(self.stages(config) - 1):
+            for n in range(stages - 1):
                 valid, first, last, values = stage
                 for _ in range(ADDERS_PER_STAGE):
                     values = [_tree_level(lane) for lane in values]
