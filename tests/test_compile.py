@@ -184,6 +184,9 @@ def check_images(case: Case, image) -> None:
             assert np.all(np.diff(k[order]) >= 0), f"{where}: layer {i}: k=1 filters first"
         got_w = np.zeros((co, n_in), dtype=np.int64)
         got_b = np.zeros(co, dtype=np.int64)
+        # one's complement terms (shift-add): a bias also holds its filter's number
+        # of negative terms (docs/model-format.md §2.7)
+        negative = np.zeros(co, dtype=np.int64)
         for g in range(plan.groups1 + plan.groups2):
             one_pass = g < plan.groups1
             first = g * cfg.lanes if one_pass else plan.n1 + (g - plan.groups1) * cfg.lanes
@@ -205,6 +208,8 @@ def check_images(case: Case, image) -> None:
                             ch, t = first + lane, step_input(layer, cfg.taps, s, j, i == 0)
                             if ch < limit and t < n_in:
                                 got_w[ch, t] += decode_code(cfg, code)
+                                if cfg.engine == "shiftadd":
+                                    negative[ch] += decode_code(cfg, code) < 0
                             else:
                                 assert code == 0, f"{where}: layer {i}: padding code"
         want = layer.int_weight[order]
@@ -212,7 +217,8 @@ def check_images(case: Case, image) -> None:
             ci = len(in_perm)
             want = want.reshape(co, ci, -1)[:, in_perm]
         assert np.array_equal(got_w, want.reshape(co, -1)), f"{where}: layer {i} weights"
-        assert np.array_equal(got_b, np.asarray(layer.bias)[order]), f"{where}: layer {i} bias"
+        assert np.array_equal(got_b - negative, np.asarray(layer.bias)[order]), \
+            f"{where}: layer {i} bias"
         in_perm = None if last else order
     assert next(weights, None) is None and next(biases, None) is None, f"{where}: extra rows"
 

@@ -21,7 +21,12 @@ from shiftpool.hw.engines.int8mac import Int8MacEngine
 from shiftpool.hw.engines.shiftadd import ShiftAddEngine
 from shiftpool.hw.program import engine_stages
 from shiftpool.sim.kit import stream_get, stream_monitor, stream_put, watchdog
-from shiftpool.sw.compile.engine_model import code_value, engine_reference, pack_code
+from shiftpool.sw.compile.engine_model import (
+    code_offset,
+    code_value,
+    engine_reference,
+    pack_code,
+)
 
 ENGINES = ("shiftadd", "int8", "binary", "insitu")
 CLOCK_PERIOD = 1e-6
@@ -269,10 +274,13 @@ def test_acc_width_holds_largest_dot_product(engine, sign):
     if engine == "binary":
         beats = [(*beat, 0) for beat in beats]
     exact = config.max_fan_in * act_max * weight
-    assert reference(config, beats) == [[exact] * config.lanes]
+    # A one's complement term (shift-add, binary) is one short per negative weight term.
+    short = config.max_fan_in * passes if sign < 0 and engine == "shiftadd" else 0
+    assert reference(config, beats) == [[exact - short] * config.lanes]
     # The value reaches into the top magnitude bits, so a narrower accumulator would wrap.
     assert abs(exact) >= 1 << (config.acc_width - 3)
-    assert simulate(config, beats, seed=0, idle=0.0, stall=0.5) == [[exact] * config.lanes]
+    assert simulate(config, beats, seed=0, idle=0.0, stall=0.5) == \
+        [[exact - short] * config.lanes]
 
 
 # -- golden model and construction -----------------------------------------------------
@@ -326,12 +334,25 @@ def test_engine_reference_by_hand():
     def p(v):
         return pack_code(config, v)
 
+    # Each negative code's term is a one's complement, one short of the product.
     beats = [
-        ([3, 5], [[p(1), p(-2)], [p(0), p(8)]], 1, 0),     # [3 - 10, 40]
-        ([1, 2], [[p(4), p(4)], [p(-1), p(0)]], 0, 1),     # [-7 + 12, 40 - 1]
-        ([15, 0], [[p(-8), p(1)], [p(2), p(2)]], 1, 1),    # [-120, 30]
+        ([3, 5], [[p(1), p(-2)], [p(0), p(8)]], 1, 0),     # [3 - 10 - 1, 40]
+        ([1, 2], [[p(4), p(4)], [p(-1), p(0)]], 0, 1),     # [-8 + 12, 40 - 1 - 1]
+        ([15, 0], [[p(-8), p(1)], [p(2), p(-2)]], 1, 1),   # [-120 - 1, 30 - 0 - 1]
     ]
-    assert reference(config, beats) == [[5, 39], [-120, 30]]
+    assert reference(config, beats) == [[4, 38], [-121, 29]]
+
+
+def test_code_offsets_are_the_one_complement_terms():
+    """The engine's terms fall short of the products exactly where its codes are
+    negative shift-add codes (``nonzero`` and ``sign``); other engines negate exactly."""
+    config = AcceleratorConfig(engine="shiftadd", exp_bits=2)
+    assert list(code_offset(config, pack_code(config, [0, 1, -1, 8, -8]))) == [0, 0, 1, 0, 1]
+    # a sign without nonzero is a zero code: no term, no offset
+    assert code_offset(config, 0b0100) == 0
+    binary = AcceleratorConfig(engine="binary", slot_bits=4)
+    assert list(code_offset(binary, [0b1000, 0b0100, 0b0001], 0)) == [0, 0, 0]
+    assert code_offset(AcceleratorConfig(engine="int8"), 0xFF) == 0
 
 
 def test_engine_reference_rejects_overflow():

@@ -4,8 +4,11 @@ A beat is ``(acts, codes, first, last)``: ``taps`` unsigned activations, ``lanes
 packed weight codes (the bits the engine's ``codes`` field holds) and two flags; the
 binary engine's beats carry a fifth item, the RBNN ``round`` whose bit of each slot is
 the weight. Each
-lane accumulates ``sum_j value(codes[l][j]) * acts[j]``, restarting from zero on
-``first``; every ``last`` beat yields the accumulators of all lanes.
+lane accumulates ``sum_j value(codes[l][j]) * acts[j] - offset(codes[l][j])``,
+restarting from zero on ``first``; every ``last`` beat yields the accumulators of all
+lanes. ``offset`` (:func:`code_offset`) is 1 for a code whose term the engine makes as a
+one's complement (the shift-add engine's negative codes), else 0: a constant of each
+filter, which the compiler adds to its bias.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 
 from ...hw.config import AcceleratorConfig
 
-__all__ = ["code_value", "engine_reference", "pack_code"]
+__all__ = ["code_offset", "code_value", "engine_reference", "pack_code"]
 
 
 def _int_array(x, what: str) -> np.ndarray:
@@ -103,6 +106,20 @@ def code_value(config: AcceleratorConfig, code, round_: int = 0) -> int | np.nda
     return _scalar_or_array(nonzero * (1 - 2 * sign) * np.left_shift(1, exp))
 
 
+def code_offset(config: AcceleratorConfig, code, round_: int = 0) -> int | np.ndarray:
+    """How much the engine's term of a packed code falls short of ``value * act``: 1
+    where the term is the one's complement of ``act << exp`` (``-(act << exp) - 1``),
+    whatever ``act``, else 0: a shift-add code with ``nonzero`` and ``sign``. Other
+    engines negate exactly (the binary engine's ``-act`` folds into its adders):
+    0. ``round_`` is accepted for symmetry with :func:`code_value`.
+    """
+    c = _int_array(code, "codes")
+    if config.engine == "shiftadd":
+        e = config.exp_bits
+        return _scalar_or_array((c >> e) & (c >> (e + 1)) & 1)
+    return _scalar_or_array(np.zeros_like(c))
+
+
 def engine_reference(config: AcceleratorConfig,
                      beats: Iterable[tuple[Sequence[int], Sequence[Sequence[int]], int, int]]
                      ) -> list[np.ndarray]:
@@ -138,7 +155,8 @@ def engine_reference(config: AcceleratorConfig,
             raise ValueError(f"beat {n}: acts must be in 0..{(1 << config.act_bits) - 1}")
         if first not in (0, 1) or last not in (0, 1):
             raise ValueError(f"beat {n}: first and last must be 0 or 1")
-        acc = (0 if first else acc) + code_value(config, codes, round_) @ acts
+        acc = (0 if first else acc) + code_value(config, codes, round_) @ acts \
+            - code_offset(config, codes, round_).sum(axis=1)
         if np.any((acc < lo) | (acc > hi)):
             raise ValueError(f"beat {n}: accumulator {acc} overflows signed({config.acc_width}); "
                              f"the dot product is longer than max_fan_in allows")

@@ -32,6 +32,7 @@ from ...hw.program import (
 )
 from ..model.file import QuantModel
 from ..schemes import golden, pool_golden
+from .engine_model import code_offset
 from .mlg_layout import place_layer
 
 __all__ = ["Image", "MacPlan", "compile_model", "encode_code", "engine_for_model",
@@ -581,8 +582,8 @@ def _rbnn_layer(cfg: AcceleratorConfig, model: QuantModel, i: int, regions: dict
     for round_bias in bias:
         for g in range(groups):
             regions["bias"].append(_pack_array(
-                [round_bias[ch] if ch < co else 0 for ch in range(g * lanes, (g + 1) * lanes)],
-                cfg.acc_width))
+                [round_bias[ch] if ch < co else 0
+                 for ch in range(g * lanes, (g + 1) * lanes)], cfg.acc_width))
     for r in range(layer.rounds if hidden else 1):
         fields = dict(
             kind=KIND_MAC, last=int(last), src=i % 2, shift=int(layer.shift), height=1,
@@ -698,8 +699,9 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
             first = g * cfg.lanes if one_pass else plan.n1 + (g - plan.groups1) * cfg.lanes
             limit = plan.n1 if one_pass else co
             chans = [first + lane for lane in range(cfg.lanes)]
-            regions["bias"].append(_pack_array(
-                [bias[ch] if ch < limit else 0 for ch in chans], cfg.acc_width))
+            # The engine's one's complement terms fall short by one per negative code
+            # (engine_model.code_offset): the bias makes up for it, lane by lane.
+            offsets = np.zeros(cfg.lanes, dtype=np.int64)
             for p in range(1 if one_pass else 2):
                 for s in range(plan.steps):
                     if row_region is None:
@@ -714,7 +716,11 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
                         for t in inputs[s]:
                             ok = ch < limit and t >= 0 and p < len(vals)
                             codes.append(encode_code(cfg, vals[p, ch, t]) if ok else 0)
+                    offsets += code_offset(cfg, np.reshape(codes, (cfg.lanes, -1))).sum(axis=1)
                     regions["weights"].append(_pack_array(codes, cfg.code_width))
+            regions["bias"].append(_pack_array(
+                [bias[ch] + offsets[lane] if ch < limit else 0
+                 for lane, ch in enumerate(chans)], cfg.acc_width))
         h, w = (shape[1], shape[2]) if layer.kind == "conv3x3" else (1, 1)
         fields = dict(
             kind=KIND_MAC, last=int(last), src=src, shift=int(layer.shift),
