@@ -116,7 +116,6 @@ class Accelerator(wiring.Component):
         m.submodules.sequencer = seq = Sequencer(cfg)
         m.submodules.issue = issue = Issue(cfg)
         m.submodules.writeback = wb = WriteBack(cfg)
-        m.submodules.maxpool = mp = MaxPool(cfg)
 
         # The accelerator's ports.
         wiring.connect(m, wiring.flipped(self.load), seq.load)
@@ -137,7 +136,7 @@ class Accelerator(wiring.Component):
             seq.readback_status.eq(bank.readback_status),
             bank.mode.eq(seq.mode),
             issue.layer.eq(d),
-            seq.drained.eq(issue.idle & wb.idle & mp.idle),
+            seq.drained.eq(issue.idle & wb.idle),
         ]
 
         # MAC layers: issue -> engine -> issue (the group's data) -> write-back.
@@ -151,14 +150,19 @@ class Accelerator(wiring.Component):
         m.d.comb += [getattr(wb.layer, name).eq(getattr(d, name))
                      for name in wb.layer.shape().members]
 
-        # Max-pool layers: issue (window walk) -> max-pool, reading the activation port.
-        wiring.connect(m, issue.window, mp.window)
-        wiring.connect(m, mp.write, bank.pooled)
-        m.d.comb += [
-            bank.window_addr.eq(mp.read_addr), mp.word.eq(bank.act_rd.data),
-            mp.in_width.eq(d.in_width), mp.flat.eq(d.flat),
-            *[getattr(mp.step, name).eq(getattr(d, name)) for name in mp.step.shape().members],
-        ]
+        # Max-pool layers: issue (window walk) -> max-pool, reading the activation port
+        # (without `maxpool` no such layer runs, and neither unit is built).
+        if cfg.maxpool:
+            m.submodules.maxpool = mp = MaxPool(cfg)
+            wiring.connect(m, issue.window, mp.window)
+            wiring.connect(m, mp.write, bank.pooled)
+            m.d.comb += [
+                seq.drained.eq(issue.idle & wb.idle & mp.idle),
+                bank.window_addr.eq(mp.read_addr), mp.word.eq(bank.act_rd.data),
+                mp.in_width.eq(d.in_width), mp.flat.eq(d.flat),
+                *[getattr(mp.step, name).eq(getattr(d, name))
+                  for name in mp.step.shape().members],
+            ]
 
         if cfg.engine == "pool":
             # Writing pool row p builds the lookup table's column p (while idle).

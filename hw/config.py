@@ -173,6 +173,11 @@ class AcceleratorConfig:
         next channel is the next lane; the final layer and flat maps of more than one
         position still go lane by lane). ``fit_config`` picks ``"word"`` where it saves
         cycles on the model.
+    maxpool : bool
+        Build the max-pool unit and its window walk (``True``, the default). ``False``
+        leaves them out (about 300-450 LUT4 on iCE40 at 2 x 8): ``fit_config`` sets it
+        for a model without max-pool layers, and ``compile_model`` refuses a max-pool
+        layer on such a config.
     """
 
     engine: str = "shiftadd"
@@ -210,6 +215,7 @@ class AcceleratorConfig:
     mlg_w1_depth: int = 256
     pool_table: str = "full"
     writeback: str = "lane"
+    maxpool: bool = True
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -251,6 +257,9 @@ class AcceleratorConfig:
             raise ConfigError(f"config field 'writeback' = {self.writeback!r} is unknown; "
                               f"allowed: {', '.join(WRITEBACKS)} (lane: one lane per cycle, "
                               f"word: the lanes of one activation word per cycle)")
+        if not isinstance(self.maxpool, bool):
+            raise ConfigError(f"config field 'maxpool' = {self.maxpool!r} must be true or "
+                              f"false")
         if self.precompute_steps and (self.lanes & (self.lanes - 1)
                                       or self.lanes > self.pool_size):
             raise ConfigError(f"config field 'lanes' = {self.lanes}: precompute mode "

@@ -367,6 +367,26 @@ def test_max_dim_covers_the_input_map(max_dim):
         compile_model(model, AcceleratorConfig(engine="int8", act_bits=4, max_dim=max_dim))
 
 
+def test_the_max_pool_unit_is_built_only_for_models_with_max_pools():
+    """``fit_config`` leaves the max-pool unit out for a model without max-pool layers
+    (and its dense first layer's input sides out of ``max_dim``); such a config refuses
+    a model with a max-pool, naming the field."""
+    from shiftpool.sw.compile.fit import fit_config
+
+    rng = np.random.default_rng(7)
+    mlp = random_model(rng, input_shape=(1, 9, 9), convs=(), pool=False, dense=(6, 3))
+    cfg = fit_config(mlp, lanes=2, taps=4)
+    assert cfg.maxpool is False and cfg.max_dim == 1
+    cnn = random_model(rng, input_shape=(1, 6, 6), convs=(3,), pool=True, dense=(3,))
+    assert fit_config(cnn, lanes=2, taps=4).maxpool is True
+    with pytest.raises(ConfigError, match="config field 'maxpool' is false .* layer 1 is a "
+                                          "max-pool; build with maxpool = true"):
+        compile_model(cnn, dataclasses.replace(fit_config(cnn, lanes=2, taps=4),
+                                               maxpool=False))
+    with pytest.raises(ConfigError, match="'maxpool' = 1 must be true or false"):
+        AcceleratorConfig(maxpool=1)
+
+
 @pytest.mark.parametrize("scheme", ["flightnn", "int8"])
 def test_engine_must_match_scheme(scheme):
     seed = 50

@@ -308,38 +308,42 @@ class Issue(wiring.Component):
                          & ~result_pending),
         ]
 
-        # -- the max-pool layer's window walk ------------------------------------------------
-        win = self.window.payload
-        in_base = Signal.like(win.base)
-        pool_out = Signal(aw)
-        pool_chan = Signal(count_width(channel_limit(cfg)))
-        # The last channel group, registered at DECODE (like the MAC loops' ends): the
-        # loop end is a plain compare.
-        pool_chan_last = Signal(signed(len(pool_chan) + 1))
-        pool_last_group = pool_chan == pool_chan_last
-        phase = Signal.like(win.phase)
-        phase_last = Mux(d.flat, flat_phases(cfg) - 1, pool_phases(cfg) - 1)
-        m.d.comb += [
-            self.window.valid.eq(ctl.pool),
-            win.base.eq(in_base), win.phase.eq(phase),
-            win.addr.eq(pool_out + pos_w), win.lane.eq(pos_l),
-            win.count.eq(Mux(pool_last_group, d.n1, cfg.taps)),
-        ]
-        pool_end = ((phase == phase_last) & (x == width_last) & (y == height_last)
-                    & pool_last_group)
-        m.d.comb += ctl.end.eq(Mux(d.kind == KIND_POOL, pool_end, advance & layer_end))
+        # -- the max-pool layer's window walk (only with `maxpool`) --------------------------
+        if cfg.maxpool:
+            win = self.window.payload
+            in_base = Signal.like(win.base)
+            pool_out = Signal(aw)
+            pool_chan = Signal(count_width(channel_limit(cfg)))
+            # The last channel group, registered at DECODE (like the MAC loops' ends): the
+            # loop end is a plain compare.
+            pool_chan_last = Signal(signed(len(pool_chan) + 1))
+            pool_last_group = pool_chan == pool_chan_last
+            phase = Signal.like(win.phase)
+            phase_last = Mux(d.flat, flat_phases(cfg) - 1, pool_phases(cfg) - 1)
+            m.d.comb += [
+                self.window.valid.eq(ctl.pool),
+                win.base.eq(in_base), win.phase.eq(phase),
+                win.addr.eq(pool_out + pos_w), win.lane.eq(pos_l),
+                win.count.eq(Mux(pool_last_group, d.n1, cfg.taps)),
+            ]
+            pool_end = ((phase == phase_last) & (x == width_last) & (y == height_last)
+                        & pool_last_group)
+            m.d.comb += ctl.end.eq(Mux(d.kind == KIND_POOL, pool_end, advance & layer_end))
+        else:
+            m.d.comb += ctl.end.eq(advance & layer_end)
 
         # -- the counters ---------------------------------------------------------------------
         with m.If(ctl.start):
             m.d.sync += [y.eq(0), x.eq(0), pos.eq(0), group.eq(0), step.eq(0),
                          second.eq(0), chan.eq(0), pos_w.eq(0), pos_l.eq(0), grp_w.eq(0),
-                         grp_l.eq(0), wrow.eq(desc.weight_base), brow.eq(desc.bias_base),
-                         in_base.eq(0), pool_out.eq(0), pool_chan.eq(0), phase.eq(0)]
+                         grp_l.eq(0), wrow.eq(desc.weight_base), brow.eq(desc.bias_base)]
             m.d.sync += [steps_last.eq(desc.steps - 1),
                          groups_last.eq(desc.groups1 + desc.groups2 - 1),
                          groups1_last.eq(desc.groups1 - 1), is_two.eq(desc.groups1 == 0),
-                         width_last.eq(desc.width - 1), height_last.eq(desc.height - 1),
-                         pool_chan_last.eq(desc.channels - 1)]
+                         width_last.eq(desc.width - 1), height_last.eq(desc.height - 1)]
+            if cfg.maxpool:
+                m.d.sync += [in_base.eq(0), pool_out.eq(0), pool_chan.eq(0), phase.eq(0),
+                             pool_chan_last.eq(desc.channels - 1)]
             if cfg.precompute:
                 m.d.sync += [filling.eq(desc.fill_groups != 0), fill_row.eq(0)]
             if rbnn:
@@ -386,21 +390,22 @@ class Issue(wiring.Component):
                     m.d.sync += [filling.eq(d.fill_groups != 0), fill_row.eq(0)]
                 with m.If(x == width_last):
                     m.d.sync += [x.eq(0), y.eq(y + 1)]
-        with m.Elif(ctl.pool):
-            with m.If(phase == phase_last):
-                # The next window's outputs: a word further (grouped) or a lane further
-                # (flat, whose carry is 1).
-                next_w, next_l = word_add(cfg, pos_w, pos_l, ~d.flat, d.flat, d.carry)
-                m.d.sync += [phase.eq(0), pos_w.eq(next_w), pos_l.eq(next_l),
-                             in_base.eq(in_base + 2), x.eq(x + 1)]
-                with m.If(x == width_last):
-                    m.d.sync += [x.eq(0), y.eq(y + 1), in_base.eq(in_base + 2 + d.row_skip)]
-                    with m.If(y == height_last):
-                        # The next channel group: its outputs start `area` words on
-                        # (grouped: area positions; flat: taps * area activations).
-                        m.d.sync += [y.eq(0), pool_chan.eq(pool_chan + 1),
-                                     in_base.eq(in_base + 2 + d.row_skip + d.chan_skip),
-                                     pool_out.eq(pool_out + d.area), pos_w.eq(0), pos_l.eq(0)]
-            with m.Else():
-                m.d.sync += phase.eq(phase + 1)
+        if cfg.maxpool:
+            with m.If(ctl.pool & ~ctl.start):
+                with m.If(phase == phase_last):
+                    # The next window's outputs: a word further (grouped) or a lane further
+                    # (flat, whose carry is 1).
+                    next_w, next_l = word_add(cfg, pos_w, pos_l, ~d.flat, d.flat, d.carry)
+                    m.d.sync += [phase.eq(0), pos_w.eq(next_w), pos_l.eq(next_l),
+                                 in_base.eq(in_base + 2), x.eq(x + 1)]
+                    with m.If(x == width_last):
+                        m.d.sync += [x.eq(0), y.eq(y + 1), in_base.eq(in_base + 2 + d.row_skip)]
+                        with m.If(y == height_last):
+                            # The next channel group: its outputs start `area` words on
+                            # (grouped: area positions; flat: taps * area activations).
+                            m.d.sync += [y.eq(0), pool_chan.eq(pool_chan + 1),
+                                         in_base.eq(in_base + 2 + d.row_skip + d.chan_skip),
+                                         pool_out.eq(pool_out + d.area), pos_w.eq(0), pos_l.eq(0)]
+                with m.Else():
+                    m.d.sync += phase.eq(phase + 1)
         return m

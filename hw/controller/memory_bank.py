@@ -231,8 +231,9 @@ class MemoryBank(wiring.Component):
             act_rp.append(mem.read_port())
         for b in range(2):
             m.d.comb += [act_rp[b].addr.eq(self.act_rd.addr), act_rp[b].en.eq(self.act_rd.en)]
-            with m.If(mode.pool):
-                m.d.comb += act_rp[b].addr.eq(self.window_addr)
+            if cfg.maxpool:
+                with m.If(mode.pool):
+                    m.d.comb += act_rp[b].addr.eq(self.window_addr)
         m.d.comb += self.act_rd.data.eq(Mux(mode.src, act_rp[1].data, act_rp[0].data))
 
         out_mem = memory.Memory(shape=signed(cfg.acc_width), depth=cfg.out_depth, init=[])
@@ -258,9 +259,11 @@ class MemoryBank(wiring.Component):
 
         results, pooled, fill = self.results, self.pooled, self.fill
         m.d.comb += [out_wp.addr.eq(results.payload.chan), out_wp.data.eq(results.payload.value)]
-        with m.If(mode.pool):
-            m.d.comb += [wr_en.eq(pooled.valid), wr_addr.eq(pooled.payload.addr),
-                         wr_data.eq(pooled.payload.data), wr_lanes.eq(pooled.payload.en)]
+        # (without `maxpool` no max-pool layer runs: `mode.pool` is never set)
+        with m.If(mode.pool & cfg.maxpool):
+            if cfg.maxpool:
+                m.d.comb += [wr_en.eq(pooled.valid), wr_addr.eq(pooled.payload.addr),
+                             wr_data.eq(pooled.payload.data), wr_lanes.eq(pooled.payload.en)]
         with m.Elif(mode.last):
             m.d.comb += out_wp.en.eq(results.valid)
         with m.Else():

@@ -140,7 +140,8 @@ class Sequencer(wiring.Component):
                      out.payload.data.eq(self.out_rd.data),
                      out.payload.last.eq(out_idx + 1 == d.channels),
                      self.issue.next.eq(program.data),
-                     self.mode.src.eq(d.src), self.mode.pool.eq(d.kind == KIND_POOL),
+                     self.mode.src.eq(d.src),
+                     self.mode.pool.eq((d.kind == KIND_POOL) & cfg.maxpool),
                      self.mode.last.eq(d.last), self.mode.loading.eq(loading),
                      self.fill.payload.addr.eq(in_addr), self.fill.payload.lane.eq(in_lane),
                      self.fill.payload.act.eq(inp.payload.data),
@@ -194,8 +195,10 @@ class Sequencer(wiring.Component):
                 m.d.comb += [counting.eq(1), self.busy.eq(1), self.issue.start.eq(1)]
                 desc = program.data
                 m.d.sync += d.eq(desc)
-                with m.If(desc.kind == KIND_POOL):
-                    m.next = "POOL"
+                # (a config without `maxpool` has no POOL state and no max-pool layer)
+                with m.If((desc.kind == KIND_POOL) & cfg.maxpool):
+                    if cfg.maxpool:
+                        m.next = "POOL"
                 with m.Else():
                     m.next = "ISSUE"
                     if insitu:
@@ -212,10 +215,11 @@ class Sequencer(wiring.Component):
                 m.d.comb += [counting.eq(1), self.busy.eq(1), self.issue.mac.eq(1)]
                 with m.If(self.issue.end):
                     m.next = "DRAIN"
-            with m.State("POOL"):
-                m.d.comb += [counting.eq(1), self.busy.eq(1), self.issue.pool.eq(1)]
-                with m.If(self.issue.end):
-                    m.next = "DRAIN"
+            if cfg.maxpool:
+                with m.State("POOL"):
+                    m.d.comb += [counting.eq(1), self.busy.eq(1), self.issue.pool.eq(1)]
+                    with m.If(self.issue.end):
+                        m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += [counting.eq(1), self.busy.eq(1)]
                 # The next descriptor is read while the layer drains.

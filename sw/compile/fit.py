@@ -37,7 +37,8 @@ def fit_config(model: QuantModel, lanes: int = DEFAULT_LANES, taps: int = DEFAUL
     ``taps`` is ignored for it; ``mode`` (as :func:`shiftpool.sw.schemes.golden.run` takes it)
     sizes its precompute store for the layers run in precompute mode.
 
-    Memory depths, ``max_fan_in`` and ``max_dim`` are taken from the model;
+    Memory depths, ``max_fan_in``, ``max_dim`` and ``maxpool`` (whether the max-pool
+    unit is built) are taken from the model;
     ``writeback`` is ``"word"`` where writing lane by lane would stall the engine on
     the model (:func:`~shiftpool.sw.compile.cycles.writeback_stalls`); any
     :class:`AcceleratorConfig` field given in ``fields`` overrides the fitted value
@@ -51,9 +52,12 @@ def fit_config(model: QuantModel, lanes: int = DEFAULT_LANES, taps: int = DEFAUL
     engine = engine_for_model(model)
     fan_in = max(layer.fan_in for layer in model.layers if layer.is_mac)
     sides = [d for layer in model.layers for d in layer.out_shape[1:]]
-    sides += list(model.input_shape[1:])
+    if model.layers[0].kind != "dense":
+        # a dense first layer reads its input as a flat vector: no sides
+        sides += list(model.input_shape[1:])
     base = dict(engine=engine, lanes=lanes, taps=taps, act_bits=model.act_bits,
                 rounding=model.rounding,
+                maxpool=any(layer.kind == "maxpool2" for layer in model.layers),
                 exp_bits=max(model.exp_bits, 1), max_fan_in=fan_in, **_ROOMY)
     if engine == "pool" and len(model.pool) > MAX_POOL_SIZE:
         raise ConfigError(f"config field 'pool_size': the model's pool has {len(model.pool)} "

@@ -229,7 +229,12 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig, im2col: bool) -> None:
                           f"model's {model.exp_bits}-bit exponents")
     if engine == "pool":
         _check_pool_fit(model, cfg)
-    for d in model.input_shape[1:]:
+    pools = [i for i, layer in enumerate(model.layers) if layer.kind == "maxpool2"]
+    if pools and not cfg.maxpool:
+        raise ConfigError(f"config field 'maxpool' is false (no max-pool unit) but layer "
+                          f"{pools[0]} is a max-pool; build with maxpool = true")
+    # (a dense first layer reads its input as one flat vector: its sides do not count)
+    for d in model.input_shape[1:] if model.layers[0].kind != "dense" else ():
         if d > cfg.max_dim:
             raise ConfigError(f"input: feature map side {d} exceeds config field 'max_dim' = "
                               f"{cfg.max_dim}")
