@@ -120,27 +120,34 @@ def test_a_larger_engine_is_estimated_larger_by_its_synthesized_difference(swept
 
 @pytest.mark.synth
 @pytest.mark.slow
-def test_a_point_too_large_for_the_device_is_marked_with_the_reason(swept, tmp_path):
-    """The wide model's 20 x 1 engine: its memories fit, its estimated logic cells do
-    not; it stays in the results, marked, with one readable line, and off the front.
-    The JSON holds the new fields of every point."""
+def test_points_are_marked_by_their_logic_estimate(swept, tmp_path):
+    """A point whose estimated logic cells exceed the device is marked, with one
+    readable line, and kept off the front; the others fit (the wide model's 20 x 1
+    engine exceeded the UP5K until the shift-add terms became one's complements and
+    the reference lost its max-pool unit: the exceeding branch itself is
+    ``test_logic_verdict_names_the_cells_over_the_device``). The JSON holds the new
+    fields of every point."""
     points, _, report, _, _ = swept
     available = report["resources"]["logic"]["available"]
     big = _point(points, "wide", (20, 1))
     assert big.runs and big.block_ram > 0 and "fits" in big.memory
-    assert not big.fits and big.logic_cells > available
-    assert big.why.startswith("logic estimate (1x2 placed and routed plus the engines' "
-                              "difference): ")
-    assert f"about {big.logic_cells} logic cells (ICESTORM_LC), {available} available" \
-        in big.why
-    assert "\n" not in big.why
-    fitting = [p for p in points if p.fits]
-    assert fitting and all(p.logic_cells <= available for p in fitting)
-    assert big not in pareto(points)
+    estimated = [p for p in points if p.logic_cells is not None]
+    assert big in estimated
+    for p in estimated:
+        assert p.fits == (p.logic_cells <= available), p
+        if not p.fits:
+            assert p.why.startswith("logic estimate (1x2 placed and routed plus the "
+                                    "engines' difference): ")
+            assert f"about {p.logic_cells} logic cells (ICESTORM_LC), {available} " \
+                "available" in p.why
+            assert "\n" not in p.why and p not in pareto(points)
+    assert any(p.fits for p in estimated)
     path = write_results(points, tmp_path / "out", "explore (test)")
     text = path.read_text()
     assert "| LUT4 | DSP |" in text and "Fmax MHz" in text
-    assert f"- icebreaker wide 20x1: {big.why}" in text
+    for p in estimated:
+        assert (f"- icebreaker {p.variant} {p.lanes}x{p.taps}: {p.why}" in text) == \
+            (not p.fits)
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(data["points"]) == len(points)
     for row, p in zip(data["points"], points, strict=True):
@@ -173,3 +180,26 @@ def test_an_unknown_board_is_one_line_naming_it_and_the_boards():
         message = str(info.value)
         assert "\n" not in message and "'nope'" in message
         assert all(name in message for name in BOARDS), message
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_logic_verdict_names_the_cells_over_the_device(swept, tmp_path):
+    """The verdict of an engine too large for the UP5K (the wide model's 8 x 8 of
+    16-bit activations, synthesized for real) against the fixture's placed reference:
+    one line naming the logic cells needed and available; the reference's own engine
+    fits."""
+    from shiftpool.boards.fit_estimate import engine_cost, logic_verdict
+
+    _, _, report, _, found = swept
+    board = get_board("icebreaker")
+    cache = tmp_path / "engines.json"
+    ref = engine_cost(board, fit_config(found[0].model, lanes=1, taps=2), cache)
+    huge = engine_cost(board, fit_config(found[1].model, lanes=8, taps=8), cache)
+    assert logic_verdict(report, ref, ref) is None
+    why = logic_verdict(report, ref, huge)
+    res = report["resources"]["logic"]
+    need = res["used"] + huge.logic - ref.logic
+    assert need > res["available"]
+    assert why == (f"logic estimate (1x2 placed and routed plus the engines' difference): "
+                   f"about {need:.0f} logic cells (ICESTORM_LC), {res['available']} available")
