@@ -391,7 +391,7 @@ class Issue(wiring.Component):
                 with m.If(x == width_last):
                     m.d.sync += [x.eq(0), y.eq(y + 1)]
         if cfg.maxpool:
-            with m.If(ctl.pool & ~ctl.start):
+            with m.Elif(ctl.pool):
                 with m.If(phase == phase_last):
                     # The next window's outputs: a word further (grouped) or a lane further
                     # (flat, whose carry is 1).
