@@ -7,18 +7,18 @@ Engine size and clock, measured on the digits demo with the weights in SPRAM
 (``python -m shiftpool.boards.report --boards icebreaker --fit``, README's board
 section):
 
-* FLightNN and LightNN-2: 2 lanes x 2 taps is the largest that fits at 24 MHz
-  (FLightNN 4632 logic cells, 23 block RAMs, 2 SPRAMs, 27.8 MHz); 2 x 4, 4 x 2 and
-  8 x 1 miss the 5280 logic cells (FLightNN 5318, 5360, 6094), 1 x 4 the clock
-  (23.5 MHz);
-* int8: 2 x 4 fits (4579 cells, 27 block RAMs, all 4 SPRAMs, all 8 DSPs, 28.6 MHz);
-* the default stays 2 x 2, the size both shift-add schemes and int8 fit; the
-  weight-pool engine fits at no size (at 1 lane x 8 taps the memory estimate asks
-  for 5 SPRAMs and 46 block RAMs).
-* Fmax is about 28 MHz against the 24 MHz target, since the controller registers the
-  gathered activations before the engine, the write-back's bias add and requantizer
-  results, the loop ends and the write-back's last-lane flag, and the readback
-  request.
+* FLightNN and LightNN-2: 2 lanes x 4 taps is the largest that fits for digits
+  (FLightNN 5046 logic cells, 26 block RAMs, 3 SPRAMs, 34.3 MHz; 4 x 4 and 2 x 8
+  miss the 5280 logic cells), 2 x 8 for the MNIST MLP, which has no max-pool unit
+  (5094 cells, 19 block RAMs, 4 SPRAMs, 32.0 MHz);
+* int8: 2 x 4 fits (digits: 4577 cells, 25 block RAMs, all 4 SPRAMs, all 8 DSPs,
+  33.2 MHz); a larger int8 engine needs a 128-bit weight row, 8 SPRAMs;
+* the default stays 2 x 2, which every shift-add model and int8 fit with room to
+  spare; ``--fit`` finds the largest; the weight-pool engine fits at no size (at 1
+  lane x 8 taps the memory estimate asks for 5 SPRAMs and 34 block RAMs for digits).
+* Fmax is 32-34 MHz against the 24 MHz target (the 48 MHz goal is not reached: the
+  loop-end and handshake chains of the issue pipeline, the sequencer and the link's
+  command handler are 8-9 LUT levels).
 """
 
 
