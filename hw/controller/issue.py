@@ -186,7 +186,15 @@ class Issue(wiring.Component):
         groups1_last = Signal(signed(len(d.groups1) + 1))
         width_last = Signal(signed(len(d.width) + 1))
         height_last = Signal(signed(len(d.height) + 1))
-        pass_end = step == steps_last
+        # Whether each loop counter is at its last value: registers kept beside the
+        # counters (each set from the value its counter takes), so the loop ends, which
+        # chain from the step loop to the layer's end and on to the sequencer, are an
+        # AND of flip-flops instead of a compare per loop.
+        at_step_last = Signal()
+        at_group_last = Signal()
+        at_x_last = Signal()
+        at_y_last = Signal()
+        pass_end = at_step_last
         # RBNN rounds (binary engine): the round of the issued step, and the step within
         # it; every `round_steps` steps the weight rows restart with the next round.
         if rbnn:
@@ -200,9 +208,9 @@ class Issue(wiring.Component):
         filling = Signal()
         fill_row = Signal(range(max(2, cfg.fill_rows))) if cfg.precompute else None
         group_end = pass_end & (second | ~is_two) & ~filling
-        pos_end = group_end & (group == groups_last)
-        row_end = pos_end & (x == width_last)
-        layer_end = row_end & (y == height_last)
+        pos_end = group_end & at_group_last
+        row_end = pos_end & at_x_last
+        layer_end = row_end & at_y_last
         m.d.comb += [
             issue.first.eq((step == 0) & ~second),
             issue.last.eq(group_end),
@@ -326,7 +334,7 @@ class Issue(wiring.Component):
                 win.addr.eq(pool_out + pos_w), win.lane.eq(pos_l),
                 win.count.eq(Mux(pool_last_group, d.n1, cfg.taps)),
             ]
-            pool_end = ((phase == phase_last) & (x == width_last) & (y == height_last)
+            pool_end = ((phase == phase_last) & at_x_last & at_y_last
                         & pool_last_group)
             m.d.comb += ctl.end.eq(Mux(d.kind == KIND_POOL, pool_end, advance & layer_end))
         else:
@@ -340,7 +348,10 @@ class Issue(wiring.Component):
             m.d.sync += [steps_last.eq(desc.steps - 1),
                          groups_last.eq(desc.groups1 + desc.groups2 - 1),
                          groups1_last.eq(desc.groups1 - 1), is_two.eq(desc.groups1 == 0),
-                         width_last.eq(desc.width - 1), height_last.eq(desc.height - 1)]
+                         width_last.eq(desc.width - 1), height_last.eq(desc.height - 1),
+                         at_step_last.eq(desc.steps == 1),
+                         at_group_last.eq(desc.groups1 + desc.groups2 == 1),
+                         at_x_last.eq(desc.width == 1), at_y_last.eq(desc.height == 1)]
             if cfg.maxpool:
                 m.d.sync += [in_base.eq(0), pool_out.eq(0), pool_chan.eq(0), phase.eq(0),
                              pool_chan_last.eq(desc.channels - 1)]
@@ -350,11 +361,11 @@ class Issue(wiring.Component):
                 m.d.sync += [rnd.eq(desc.round), rstep.eq(0), pos_w.eq(desc.out_base),
                              round_last.eq(desc.round_steps - 1)]
         with m.Elif(ctl.mac & advance):
-            m.d.sync += step.eq(step + 1)
+            m.d.sync += [step.eq(step + 1), at_step_last.eq(step + 1 == steps_last)]
             with m.If(~filling):
                 m.d.sync += wrow.eq(wrow + 1)
             with m.If(pass_end):
-                m.d.sync += step.eq(0)
+                m.d.sync += [step.eq(0), at_step_last.eq(steps_last == 0)]
                 with m.If(~filling):
                     m.d.sync += second.eq(is_two & ~second)
             if rbnn:
@@ -372,7 +383,8 @@ class Issue(wiring.Component):
                         m.d.sync += filling.eq(0)
             with m.If(group_end):
                 next_w, next_l = word_add(cfg, grp_w, grp_l, d.group_w, d.group_l, d.carry)
-                m.d.sync += [group.eq(group + 1), brow.eq(brow + 1),
+                m.d.sync += [group.eq(group + 1), at_group_last.eq(group + 1 == groups_last),
+                             brow.eq(brow + 1),
                              chan.eq(chan + cfg.lanes), grp_w.eq(next_w), grp_l.eq(next_l)]
                 with m.If(group == groups1_last):
                     m.d.sync += [chan.eq(d.n1), grp_w.eq(d.n1_w), grp_l.eq(d.n1_l),
@@ -382,14 +394,17 @@ class Issue(wiring.Component):
                 # position's outputs are a word further (grouped) or a lane further
                 # (flat, whose carry is 1).
                 next_w, next_l = word_add(cfg, pos_w, pos_l, ~d.flat, d.flat, d.carry)
-                m.d.sync += [group.eq(0), chan.eq(0), grp_w.eq(0), grp_l.eq(0),
+                m.d.sync += [group.eq(0), at_group_last.eq(groups_last == 0),
+                             chan.eq(0), grp_w.eq(0), grp_l.eq(0),
                              is_two.eq(groups1_last < 0),
                              pos.eq(pos + 1), pos_w.eq(next_w), pos_l.eq(next_l),
-                             wrow.eq(d.weight_base), brow.eq(d.bias_base), x.eq(x + 1)]
+                             wrow.eq(d.weight_base), brow.eq(d.bias_base), x.eq(x + 1),
+                             at_x_last.eq(x + 1 == width_last)]
                 if cfg.precompute:
                     m.d.sync += [filling.eq(d.fill_groups != 0), fill_row.eq(0)]
-                with m.If(x == width_last):
-                    m.d.sync += [x.eq(0), y.eq(y + 1)]
+                with m.If(at_x_last):
+                    m.d.sync += [x.eq(0), at_x_last.eq(width_last == 0), y.eq(y + 1),
+                                 at_y_last.eq(y + 1 == height_last)]
         if cfg.maxpool:
             with m.Elif(ctl.pool):
                 with m.If(phase == phase_last):
@@ -397,13 +412,17 @@ class Issue(wiring.Component):
                     # (flat, whose carry is 1).
                     next_w, next_l = word_add(cfg, pos_w, pos_l, ~d.flat, d.flat, d.carry)
                     m.d.sync += [phase.eq(0), pos_w.eq(next_w), pos_l.eq(next_l),
-                                 in_base.eq(in_base + 2), x.eq(x + 1)]
-                    with m.If(x == width_last):
-                        m.d.sync += [x.eq(0), y.eq(y + 1), in_base.eq(in_base + 2 + d.row_skip)]
-                        with m.If(y == height_last):
+                                 in_base.eq(in_base + 2), x.eq(x + 1),
+                                 at_x_last.eq(x + 1 == width_last)]
+                    with m.If(at_x_last):
+                        m.d.sync += [x.eq(0), at_x_last.eq(width_last == 0), y.eq(y + 1),
+                                     at_y_last.eq(y + 1 == height_last),
+                                     in_base.eq(in_base + 2 + d.row_skip)]
+                        with m.If(at_y_last):
                             # The next channel group: its outputs start `area` words on
                             # (grouped: area positions; flat: taps * area activations).
-                            m.d.sync += [y.eq(0), pool_chan.eq(pool_chan + 1),
+                            m.d.sync += [y.eq(0), at_y_last.eq(height_last == 0),
+                                         pool_chan.eq(pool_chan + 1),
                                          in_base.eq(in_base + 2 + d.row_skip + d.chan_skip),
                                          pool_out.eq(pool_out + d.area), pos_w.eq(0), pos_l.eq(0)]
                 with m.Else():

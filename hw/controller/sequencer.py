@@ -130,6 +130,9 @@ class Sequencer(wiring.Component):
         in_lane = Signal(lane_width(cfg))
         cycles = Signal(cfg.cycle_bits)
         out_idx = Signal(range(cfg.out_depth + 1))
+        # The output being sent is the last: a register kept beside `out_idx`, so that
+        # no compare sits between it and the link's handler state.
+        out_last = Signal()
         counting = Signal()
         # Driven by the state machine, outside the structs it goes into (the Icarus
         # quirk in hw/controller/issue.py).
@@ -138,7 +141,7 @@ class Sequencer(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
         m.d.comb += [self.cycles.eq(cycles), self.out_rd.addr.eq(out_idx),
                      out.payload.data.eq(self.out_rd.data),
-                     out.payload.last.eq(out_idx + 1 == d.channels),
+                     out.payload.last.eq(out_last),
                      self.issue.next.eq(program.data),
                      self.mode.src.eq(d.src),
                      self.mode.pool.eq((d.kind == KIND_POOL) & cfg.maxpool),
@@ -226,7 +229,7 @@ class Sequencer(wiring.Component):
                 m.d.comb += program.addr.eq(layer + 1)
                 with m.If(self.drained):
                     with m.If(d.last):
-                        m.d.sync += out_idx.eq(0)
+                        m.d.sync += [out_idx.eq(0), out_last.eq(d.channels == 1)]
                         m.next = "OUT_READ"
                     with m.Else():
                         m.d.sync += layer.eq(layer + 1)
@@ -237,8 +240,8 @@ class Sequencer(wiring.Component):
             with m.State("OUT_SEND"):
                 m.d.comb += [self.busy.eq(1), out.valid.eq(1)]
                 with m.If(out.ready):
-                    m.d.sync += out_idx.eq(out_idx + 1)
-                    with m.If(out_idx + 1 == d.channels):
+                    m.d.sync += [out_idx.eq(out_idx + 1), out_last.eq(out_idx + 2 == d.channels)]
+                    with m.If(out_last):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "OUT_READ"

@@ -446,16 +446,24 @@ class CommandHandler(wiring.Component):
                 with m.If(~region_ok):
                     fail()
                 with m.Elif(rows_done):
-                    m.next = "CHECK"
+                    m.next = "CHECK_PREP"
                 with m.Elif(total > link.max_payload):
                     fail()
                 with m.Else():
                     m.d.sync += [total.eq(total + rb_sel), row.eq(row + 1)]
+            # The length and overflow checks' adders and compares end in registers
+            # (a cycle before CHECK), not in the reason and the state.
+            bad_length = Signal(reset_less=True)
+            overflows = Signal(reset_less=True)
+            with m.State("CHECK_PREP"):
+                m.d.sync += [bad_length.eq(Mux(is_write, length != total,
+                                               total > link.max_payload)),
+                             overflows.eq(overflow)]
+                m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += [row.eq(0), k.eq(0)]
-                bad_length = Mux(is_write, length != total, total > link.max_payload)
                 check = Mux(bad_length, Reason.BAD_LENGTH,
-                            Mux(overflow, Reason.REGION_OVERFLOW,
+                            Mux(overflows, Reason.REGION_OVERFLOW,
                                 Mux(acc.busy, Reason.BUSY, Reason.OK)))
                 m.d.sync += nak_reason.eq(check)
                 with m.If(check != Reason.OK):
