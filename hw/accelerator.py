@@ -98,10 +98,10 @@ class Accelerator(wiring.Component):
         An inference is running or its outputs are being sent.
     readback : In(readback_signature(config))
         Reads rows of the load regions back (``docs/protocol.md`` §6): a request
-        (``region``, ``addr``) is taken while idle and no input word is offered; its
-        row, zero-extended to the widest region, is offered on ``resp`` from the second
-        cycle after and held until taken. One request is answered at a time; input
-        words wait while one is in progress.
+        (``region``, ``addr``, ``byte``) is taken while idle and no input word is
+        offered; that byte of the row (zero above the region's width) is offered on
+        ``resp`` from the third cycle after and held until taken. One request is
+        answered at a time; input words wait while one is in progress.
     """
 
     def __init__(self, config: AcceleratorConfig):

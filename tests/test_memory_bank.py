@@ -23,7 +23,7 @@ from shiftpool.sim.kit import seeds, stream_put, watchdog
 
 CLOCK_PERIOD = 1e-6
 #: Cycles from a readback request's acceptance to its response being offered.
-READBACK_LATENCY = 2
+READBACK_LATENCY = 3
 ENGINES = {
     "shiftadd": dict(lanes=2, taps=3, weight_depth=24, tap_depth=12, bias_depth=5,
                      program_depth=4, act_depth=30, out_depth=6),

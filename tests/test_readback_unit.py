@@ -2,7 +2,7 @@
 requests with idle gaps, ``enable`` dropped at random (input words have priority), a
 response sink with back-pressure, and read ports that other logic moves whenever the
 unit does not drive them. Every byte read back equals that byte of the memory's row,
-and its response is offered two cycles after its request was taken."""
+and its response is offered three cycles after its request was taken."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from shiftpool.hw.program import REGIONS
 
 CLOCK_PERIOD = 1e-6
 #: Cycles from a request's acceptance to its response being offered.
-LATENCY = 2
+LATENCY = 3
 
 
 class Harness(Elaboratable):

@@ -29,10 +29,12 @@ class Readback(wiring.Component):
     in progress, into a register, so that the link's request logic does not reach the
     memories' addresses in the same cycle. The next cycle ``read`` asks for every
     read port to read row ``addr``; the cycle after, the requested byte of the
-    addressed region's row (from ``rows``, zero above its width) is offered on
-    ``readback.resp``, and ``hold`` asks for every port to keep its data (enable low)
-    until the byte is taken. Each region's byte is picked from its own row, then the
-    region: a row-wide multiplexer of all regions would cost more.
+    addressed region's row (from ``rows``, zero above its width) is picked into a
+    register while ``hold`` keeps every port's data (enable low), and from the cycle
+    after that it is offered on ``readback.resp`` until taken: three cycles from a
+    request to its response, and no path from the memories' outputs to the link. Each
+    region's byte is picked from its own row, then the region: a row-wide multiplexer
+    of all regions would cost more.
 
     Parameters
     ----------
@@ -52,7 +54,7 @@ class Readback(wiring.Component):
     read : Out(1)
         Read ``addr`` on every read port in this cycle.
     hold : Out(1)
-        Keep every read port's data in this cycle (a response is offered).
+        Keep every read port's data in this cycle (the response byte is picked).
     latched : Out(1)
         A request was taken and its ports are addressed in this cycle (the
         accelerator takes no load row then: a single-port memory could not also be
@@ -78,14 +80,17 @@ class Readback(wiring.Component):
         m = Module()
         req, resp = self.readback.req, self.readback.resp
         pending = Signal()
+        picking = Signal()
+        picked = Signal(8)
         region = Signal.like(req.payload.region)
         byte = Signal.like(req.payload.byte)
         m.d.comb += [
-            self.busy.eq(self.latched | pending),
+            self.busy.eq(self.latched | picking | pending),
             req.ready.eq(self.enable & ~self.busy),
             self.read.eq(self.latched),
-            self.hold.eq(pending),
+            self.hold.eq(picking),
             resp.valid.eq(pending),
+            resp.payload.eq(picked),
         ]
         with m.Switch(region):
             for name, _ in self.rows.shape():
@@ -93,12 +98,15 @@ class Readback(wiring.Component):
                 n = -(-len(row) // 8)
                 padded = row if len(row) == 8 * n else Cat(row, Const(0, 8 * n - len(row)))
                 with m.Case(REGIONS.index(name)):
-                    m.d.comb += resp.payload.eq(padded.word_select(byte, 8))
+                    with m.If(picking):
+                        m.d.sync += picked.eq(padded.word_select(byte, 8))
         with m.If(resp.valid & resp.ready):
             m.d.sync += pending.eq(0)
         with m.If(req.valid & req.ready):
             m.d.sync += [self.latched.eq(1), self.addr.eq(req.payload.addr),
                          region.eq(req.payload.region), byte.eq(req.payload.byte)]
         with m.If(self.latched):
-            m.d.sync += [self.latched.eq(0), pending.eq(1)]
+            m.d.sync += [self.latched.eq(0), picking.eq(1)]
+        with m.If(picking):
+            m.d.sync += [picking.eq(0), pending.eq(1)]
         return m
