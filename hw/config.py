@@ -174,10 +174,10 @@ class AcceleratorConfig:
         position still go lane by lane). ``fit_config`` picks ``"word"`` where it saves
         cycles on the model.
     maxpool : bool
-        Build the max-pool unit and its window walk (``True``, the default). ``False``
-        leaves them out (624 LUT4 of the MNIST MLP's 2 x 8 controller on iCE40): ``fit_config`` sets it
-        for a model without max-pool layers, and ``compile_model`` refuses a max-pool
-        layer on such a config.
+        Build the max-pool unit and its window walk (``True``, the default).
+        ``False`` leaves them out (624 LUT4 of the MNIST MLP's 2 x 8 controller on
+        iCE40): ``fit_config`` sets it for a model without max-pool layers, and
+        ``compile_model`` refuses a max-pool layer on such a config.
     """
 
     engine: str = "shiftadd"
