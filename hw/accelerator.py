@@ -116,6 +116,8 @@ class Accelerator(wiring.Component):
         m.submodules.sequencer = seq = Sequencer(cfg)
         m.submodules.issue = issue = Issue(cfg)
         m.submodules.writeback = wb = WriteBack(cfg)
+        if cfg.maxpool:
+            m.submodules.maxpool = mp = MaxPool(cfg)
 
         # The accelerator's ports.
         wiring.connect(m, wiring.flipped(self.load), seq.load)
@@ -136,7 +138,7 @@ class Accelerator(wiring.Component):
             seq.readback_status.eq(bank.readback_status),
             bank.mode.eq(seq.mode),
             issue.layer.eq(d),
-            seq.drained.eq(issue.idle & wb.idle),
+            seq.drained.eq(issue.idle & wb.idle & (mp.idle if cfg.maxpool else 1)),
         ]
 
         # MAC layers: issue -> engine -> issue (the group's data) -> write-back.
@@ -153,11 +155,9 @@ class Accelerator(wiring.Component):
         # Max-pool layers: issue (window walk) -> max-pool, reading the activation port
         # (without `maxpool` no such layer runs, and neither unit is built).
         if cfg.maxpool:
-            m.submodules.maxpool = mp = MaxPool(cfg)
             wiring.connect(m, issue.window, mp.window)
             wiring.connect(m, mp.write, bank.pooled)
             m.d.comb += [
-                seq.drained.eq(issue.idle & wb.idle & mp.idle),
                 bank.window_addr.eq(mp.read_addr), mp.word.eq(bank.act_rd.data),
                 mp.in_width.eq(d.in_width), mp.flat.eq(d.flat),
                 *[getattr(mp.step, name).eq(getattr(d, name))

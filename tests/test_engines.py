@@ -274,7 +274,7 @@ def test_acc_width_holds_largest_dot_product(engine, sign):
     if engine == "binary":
         beats = [(*beat, 0) for beat in beats]
     exact = config.max_fan_in * act_max * weight
-    # A one's complement term (shift-add, binary) is one short per negative weight term.
+    # A one's complement term (shift-add) is one short per negative weight term.
     short = config.max_fan_in * passes if sign < 0 and engine == "shiftadd" else 0
     assert reference(config, beats) == [[exact - short] * config.lanes]
     # The value reaches into the top magnitude bits, so a narrower accumulator would wrap.
@@ -351,7 +351,7 @@ def test_code_offsets_are_the_one_complement_terms():
     # a sign without nonzero is a zero code: no term, no offset
     assert code_offset(config, 0b0100) == 0
     binary = AcceleratorConfig(engine="binary", slot_bits=4)
-    assert list(code_offset(binary, [0b1000, 0b0100, 0b0001], 0)) == [0, 0, 0]
+    assert list(code_offset(binary, [0b1000, 0b0100, 0b0001])) == [0, 0, 0]
     assert code_offset(AcceleratorConfig(engine="int8"), 0xFF) == 0
 
 

@@ -261,9 +261,8 @@ class MemoryBank(wiring.Component):
         m.d.comb += [out_wp.addr.eq(results.payload.chan), out_wp.data.eq(results.payload.value)]
         # (without `maxpool` no max-pool layer runs: `mode.pool` is never set)
         with m.If(mode.pool & cfg.maxpool):
-            if cfg.maxpool:
-                m.d.comb += [wr_en.eq(pooled.valid), wr_addr.eq(pooled.payload.addr),
-                             wr_data.eq(pooled.payload.data), wr_lanes.eq(pooled.payload.en)]
+            m.d.comb += [wr_en.eq(pooled.valid), wr_addr.eq(pooled.payload.addr),
+                         wr_data.eq(pooled.payload.data), wr_lanes.eq(pooled.payload.en)]
         with m.Elif(mode.last):
             m.d.comb += out_wp.en.eq(results.valid)
         with m.Else():

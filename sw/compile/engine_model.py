@@ -106,12 +106,11 @@ def code_value(config: AcceleratorConfig, code, round_: int = 0) -> int | np.nda
     return _scalar_or_array(nonzero * (1 - 2 * sign) * np.left_shift(1, exp))
 
 
-def code_offset(config: AcceleratorConfig, code, round_: int = 0) -> int | np.ndarray:
+def code_offset(config: AcceleratorConfig, code) -> int | np.ndarray:
     """How much the engine's term of a packed code falls short of ``value * act``: 1
     where the term is the one's complement of ``act << exp`` (``-(act << exp) - 1``),
     whatever ``act``, else 0: a shift-add code with ``nonzero`` and ``sign``. Other
-    engines negate exactly (the binary engine's ``-act`` folds into its adders):
-    0. ``round_`` is accepted for symmetry with :func:`code_value`.
+    engines negate exactly (the binary engine's ``-act`` folds into its adders): 0.
     """
     c = _int_array(code, "codes")
     if config.engine == "shiftadd":
@@ -156,7 +155,7 @@ def engine_reference(config: AcceleratorConfig,
         if first not in (0, 1) or last not in (0, 1):
             raise ValueError(f"beat {n}: first and last must be 0 or 1")
         acc = (0 if first else acc) + code_value(config, codes, round_) @ acts \
-            - code_offset(config, codes, round_).sum(axis=1)
+            - code_offset(config, codes).sum(axis=1)
         if np.any((acc < lo) | (acc > hi)):
             raise ValueError(f"beat {n}: accumulator {acc} overflows signed({config.acc_width}); "
                              f"the dot product is longer than max_fan_in allows")

@@ -17,7 +17,7 @@ from ...hw.generator_layout import STORES
 from ..model.file import QuantModel
 from ..schemes import golden
 from .cycles import writeback_stalls
-from .image import act_need, compile_model, engine_for_model, uses_im2col
+from .image import act_need, compile_model, engine_for_model, input_sides, uses_im2col
 from .mlg_layout import generated_bits
 
 __all__ = ["fit_config"]
@@ -52,9 +52,7 @@ def fit_config(model: QuantModel, lanes: int = DEFAULT_LANES, taps: int = DEFAUL
     engine = engine_for_model(model)
     fan_in = max(layer.fan_in for layer in model.layers if layer.is_mac)
     sides = [d for layer in model.layers for d in layer.out_shape[1:]]
-    if model.layers[0].kind != "dense":
-        # a dense first layer reads its input as a flat vector: no sides
-        sides += list(model.input_shape[1:])
+    sides += list(input_sides(model))
     base = dict(engine=engine, lanes=lanes, taps=taps, act_bits=model.act_bits,
                 rounding=model.rounding,
                 maxpool=any(layer.kind == "maxpool2" for layer in model.layers),

@@ -213,6 +213,12 @@ def _pack_array(values, width: int) -> int:
     return word
 
 
+def input_sides(model: QuantModel) -> tuple[int, ...]:
+    """The input's feature-map sides that ``max_dim`` must hold: none when the first
+    layer is dense (it reads its input as one flat vector)."""
+    return () if model.layers[0].kind == "dense" else tuple(model.input_shape[1:])
+
+
 def _check_fit(model: QuantModel, cfg: AcceleratorConfig, im2col: bool) -> None:
     engine = engine_for_model(model)
     if cfg.engine != engine:
@@ -233,8 +239,7 @@ def _check_fit(model: QuantModel, cfg: AcceleratorConfig, im2col: bool) -> None:
     if pools and not cfg.maxpool:
         raise ConfigError(f"config field 'maxpool' is false (no max-pool unit) but layer "
                           f"{pools[0]} is a max-pool; build with maxpool = true")
-    # (a dense first layer reads its input as one flat vector: its sides do not count)
-    for d in model.input_shape[1:] if model.layers[0].kind != "dense" else ():
+    for d in input_sides(model):
         if d > cfg.max_dim:
             raise ConfigError(f"input: feature map side {d} exceeds config field 'max_dim' = "
                               f"{cfg.max_dim}")
@@ -587,8 +592,8 @@ def _rbnn_layer(cfg: AcceleratorConfig, model: QuantModel, i: int, regions: dict
     for round_bias in bias:
         for g in range(groups):
             regions["bias"].append(_pack_array(
-                [round_bias[ch] if ch < co else 0
-                 for ch in range(g * lanes, (g + 1) * lanes)], cfg.acc_width))
+                [round_bias[ch] if ch < co else 0 for ch in range(g * lanes, (g + 1) * lanes)],
+                cfg.acc_width))
     for r in range(layer.rounds if hidden else 1):
         fields = dict(
             kind=KIND_MAC, last=int(last), src=i % 2, shift=int(layer.shift), height=1,
