@@ -11,7 +11,7 @@ module, from yosys' per-module statistics. One module, two uses:
 
       python -m shiftpool.boards.units [--part link|engine|accelerator]
                                        [--board icebreaker] [--lanes 2] [--taps 4]
-                                       [--engine shiftadd]
+                                       [--engine shiftadd] [--model M.npz]
 
   prints ``LUT4  RAM  DSP  module`` for every module of that part and the total (for
   the accelerator also the LUT4 of each unit: controller, engine, memories).
@@ -47,6 +47,7 @@ import argparse
 import json
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 from ..hw.config import DEFAULT_LANES, DEFAULT_TAPS
@@ -159,8 +160,8 @@ def units_from_stat(stat_path: Path, family: str) -> dict:
 
 
 def module_stat(component, *, family: str = "ice40", synth: str = "synth_ice40 -device u -dsp",
-                flatten: bool = False, top: str = "top", where: Path | None = None
-                ) -> dict[str, dict[str, int]]:
+                flatten: bool = False, top: str = "top", where: Path | None = None,
+                device: str | None = None) -> dict[str, dict[str, int]]:
     """Cells of ``component`` synthesized alone with ``synth``: ``{module name:
     {column: count}}`` (columns of :data:`UNIT_CELLS` ``[family]``, each module's own
     cells, names as yosys prints them, ``top.core.handler``); one module ``top`` when
@@ -172,24 +173,34 @@ def module_stat(component, *, family: str = "ice40", synth: str = "synth_ice40 -
         yosys fails (its last line).
     """
     return _own_cells(synth_cells(component, synth=synth, flatten=flatten, top=top,
-                                  where=where), family)
+                                  where=where, device=device), family)
 
 
 def synth_cells(component, *, synth: str, flatten: bool = False, top: str = "top",
-                where: Path | None = None) -> dict[str, dict[str, int]]:
+                where: Path | None = None, device: str | None = None
+                ) -> dict[str, dict[str, int]]:
     """Cells by type of every module of ``component`` (or its RTLIL text, top module
-    ``top``) synthesized alone with ``synth``: ``{module name: {cell type: count}}``.
+    ``top``) synthesized alone with ``synth``: ``{module name: {cell type: count}}``;
+    elaborated for a platform of FPGA ``device`` if given (the memories that ask for
+    SPRAM on an iCE40 UltraPlus do only then).
     yosys reads RTLIL, as the board build does: reading the same design as Verilog
     costs far more (a memory's initial rows are a line each)."""
+    # what the gateware asks of a platform: its device (hw/memories.has_spram)
+    platform = types.SimpleNamespace(device=device) if device else None
     if not isinstance(component, str):
         from amaranth.back import rtlil
 
-        component = rtlil.convert(component, name=top)
+        component = rtlil.convert(component, name=top, platform=platform)
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp) if where is None else Path(where)
         (where / "design.il").write_text(component)
         synth = f"{synth} -top {top}" if flatten else \
             f"{HIDE_INDEXED_NAMES}; {synth} -top {top} -noflatten"
+        if platform is not None:
+            from ..hw.memories import DROP_INIT, has_spram
+
+            if has_spram(platform):    # an SPRAM has no initial contents
+                synth = f"{DROP_INIT}; {synth}"
         proc = run_tool("yosys", ["-q", "-p", f"read_rtlil design.il; {synth}; "
                                   f"tee -q -o stat.json stat -json"], where)
         if proc.returncode != 0:
@@ -248,10 +259,24 @@ def main(argv=None) -> int:
     parser.add_argument("--lanes", type=int, default=DEFAULT_LANES)
     parser.add_argument("--taps", type=int, default=DEFAULT_TAPS)
     parser.add_argument("--engine", default="shiftadd")
+    parser.add_argument("--model", metavar="MODEL.npz",
+                        help="size the design for this model (fit_config(model, lanes, "
+                        "taps); its scheme's engine) instead of the digits demo")
     args = parser.parse_args(argv)
     try:
         board = get_board(args.board)
-        config = demo_sized_config(args.lanes, args.taps, args.engine)
+        if args.model:
+            from ..sw.compile.fit import fit_config
+            from ..sw.model.file import ModelError, read_model
+
+            try:
+                model = read_model(Path(args.model))
+            except (OSError, ModelError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            config = fit_config(model, lanes=args.lanes, taps=args.taps)
+        else:
+            config = demo_sized_config(args.lanes, args.taps, args.engine)
         if args.part == "link":
             from ..hw.link import LinkConfig, UARTLink
 
@@ -268,7 +293,7 @@ def main(argv=None) -> int:
         family, synth = board_synth(board)
         # the accelerator named as in a board's design, so that unit_of attributes
         # its modules
-        rows = module_stat(part, family=family, synth=synth,
+        rows = module_stat(part, family=family, synth=synth, device=board.device,
                            top="accelerator" if args.part == "accelerator" else "top")
     except (BoardError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -38,10 +38,12 @@ def test_logic_verdict_adds_the_engines_difference_to_the_reference():
 def test_memory_verdict_names_the_memory_that_is_missing():
     board = get_board("icebreaker")
     assert memory_verdict(board, demo_sized_config(2, 2, "shiftadd")) is None
-    # 16 lanes x 16 taps of 4-bit codes: 1024-bit weight rows, 64 SPRAMs side by side
+    # 16 lanes x 16 taps of 5-bit codes: 1280-bit weight rows, 80 SPRAMs side by side,
+    # or 80 x 2 EBR for their 257 rows: reported where it misses less, in block RAM
     why = memory_verdict(board, demo_sized_config(16, 16, "shiftadd"))
     assert why is not None and why.startswith("memory estimate: does not fit iCE40UP5K")
-    assert "SPRAM needed, 4 on the device" in why
+    assert "EBR needed, 30 on the device" in why
+    assert "largest: weights: 1280-bit x 257 = 160 EBR" in why
 
 
 @pytest.mark.synth

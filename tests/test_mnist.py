@@ -3,6 +3,7 @@ yosys' count once), and the RTL bit-exact against the golden model on MNIST imag
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -160,6 +161,33 @@ def test_estimate_counts_every_memory_of_the_design():
         estimate_memories(cfg, "XC7A35T")
 
 
+def test_spram_holds_the_memories_it_saves_most_block_ram_on():
+    """The four SPRAMs go to the single-port memories that would take the most EBR:
+    a pool MLP's deep, narrow indices and its table, not its int8 layer's wide rows."""
+    from shiftpool.hw.spram_choice import spram_memories
+
+    # The MNIST MLP's pool model at 1 x 8: 784 -> 100 pooled (9800 6-bit indices: 15
+    # EBR, 1 SPRAM), 100 -> 10 int8 (130 rows of 64 bits: 4 EBR, 4 SPRAMs), a 64-vector
+    # table (64 EBR's worth, 1 SPRAM).
+    pool = AcceleratorConfig(engine="pool", lanes=1, taps=8, max_fan_in=784, act_depth=784,
+                             weight_depth=130, index_depth=9800, pool_size=64)
+    assert spram_memories(pool) == {"indices", "lut"}
+    where = {p.need.name: p.block and p.block.name
+             for p in estimate_memories(pool, "iCE40UP5K").placements}
+    assert (where["weights"], where["indices"], where["lut"]) == ("EBR", "SPRAM", "SPRAM")
+    # Four lanes' tables fill the SPRAMs: the indices go to block RAM.
+    assert spram_memories(dataclasses.replace(pool, lanes=4)) == {"lut"}
+    # Deep weight rows (FLightNN, 64 bits x 5000: 80 EBR) take four SPRAMs.
+    flight = AcceleratorConfig(engine="shiftadd", lanes=2, taps=8, exp_bits=2,
+                               weight_depth=5000)
+    assert spram_memories(flight) == {"weights"}
+    # Rows wider than the SPRAMs are left in block RAM, where they do not fit either.
+    assert spram_memories(dataclasses.replace(flight, exp_bits=3)) == frozenset()
+    # No SPRAM on the device: nothing goes there.
+    ecp5 = estimate_memories(pool, "LFE5U-85F")
+    assert {p.block.name for p in ecp5.placements if p.block} == {"DP16KD"}
+
+
 #: Small configurations whose memories yosys maps (one synthesis each).
 SYNTH_CONFIGS = [
     dict(engine="shiftadd", lanes=2, taps=2, exp_bits=2, max_fan_in=72, act_depth=600,
@@ -167,6 +195,10 @@ SYNTH_CONFIGS = [
          max_dim=8),
     dict(engine="int8", lanes=2, taps=4, max_fan_in=72, act_depth=2048, weight_depth=300,
          tap_depth=40, bias_depth=20, program_depth=4, out_depth=10, max_dim=16),
+    # weights in EBR (4), indices and the table in SPRAM (1 + 1)
+    dict(engine="pool", lanes=1, taps=8, max_fan_in=64, act_depth=64, weight_depth=20,
+         tap_depth=40, bias_depth=20, program_depth=2, out_depth=10, max_dim=1,
+         pool_size=8, index_depth=2000, maxpool=False),
 ]
 
 

@@ -15,6 +15,7 @@ from ..memories import SinglePortMemory, load_region_port
 from ..memory_map import region_depths, region_width
 from ..program import REGIONS, act_words, addr_width, struct_layout, tap_fields
 from ..signature import load_layout, readback_signature
+from ..spram_choice import spram_memories
 from .layouts import (
     act_word_layout,
     bank_mode_layout,
@@ -168,11 +169,13 @@ class MemoryBank(wiring.Component):
 
         # -- the load regions ---------------------------------------------------------
         rd = {}
+        in_spram = spram_memories(cfg)
         for name, shape in shapes.items():
             code = REGIONS.index(name)
-            if name == "weights":
+            if name in in_spram:
                 # Written only while idle, read only while running or reading back: one
-                # address serves both, so it can go to SPRAM (hw/memories.py).
+                # address serves both, so it can go to SPRAM (hw/memories.py,
+                # hw/spram_choice.py).
                 rd[name] = load_region_port(m, f"{name}_mem", load, code, shape=shape,
                                             depth=depths[name])
                 continue
@@ -212,7 +215,8 @@ class MemoryBank(wiring.Component):
             # MLG: the weight rows of the layer running, made by its generate phase (not
             # a load region). Written only in GENERATE, read only in ISSUE: one address.
             m.submodules.rows_mem = rows_mem = SinglePortMemory(
-                shape=self.weights_rd.data.shape(), depth=cfg.weight_depth)
+                shape=self.weights_rd.data.shape(), depth=cfg.weight_depth,
+                spram="generated rows" in in_spram)
             write = self.rows_write
             m.d.comb += [
                 rows_mem.addr.eq(Mux(write.valid, write.addr, self.weights_rd.addr)),

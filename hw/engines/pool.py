@@ -17,8 +17,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..config import POOL_GROUP, AcceleratorConfig
-from ..memories import SinglePortMemory, has_spram, spram_blocks
+from ..memories import SinglePortMemory
 from ..program import addr_width, count_width, table_build_cycles
+from ..spram_choice import spram_memories
 from .common import _adder_tree, check_engine_config, engine_output_layout, register_engine
 
 __all__ = [
@@ -33,9 +34,6 @@ __all__ = [
 
 #: Bit patterns of one group, i.e. lookup-table rows.
 PATTERNS = 1 << POOL_GROUP
-
-#: SPRAM blocks of an iCE40UP5K: the table copies go to SPRAM only if they fit.
-SPRAM_COUNT = 4
 
 
 def pool_shift_bits(config: AcceleratorConfig) -> int:
@@ -189,8 +187,10 @@ class PoolLookupEngine(wiring.Component):
     (all vectors of one pattern per read) would need a 1024-bit read port that the
     device does not have (and its 120 Kbit of block RAM would not hold even one copy).
     Each copy is a :class:`~shiftpool.hw.memories.SinglePortMemory`: on an iCE40
-    UltraPlus platform it asks for SPRAM if all copies fit the device's four (yosys
-    then maps it to SB_SPRAM256KA blocks); otherwise it is block RAM. Half tables are
+    UltraPlus platform it asks for SPRAM when
+    :func:`~shiftpool.hw.spram_choice.spram_memories` picks the tables (all copies fit
+    the SPRAMs the weights and indices leave; yosys then maps them to SB_SPRAM256KA
+    blocks); otherwise it is block RAM. Half tables are
     two memories of ``16 * pool_size`` entries per lane, always block RAM (a 64-vector
     pair of 16-bit entries is 8 of the UP5K's 30 EBR, so lanes scale; an SPRAM per
     half would hold 16 times what it needs).
@@ -440,10 +440,8 @@ class PoolLookupEngine(wiring.Component):
 
         acc = Signal(engine_output_layout(config))
         m.d.comb += self.o.payload.eq(acc)
-        # Half tables are small: they stay in block RAM (SPRAM is left to the weights).
-        use_spram = (parts == 1 and has_spram(platform) and
-                     config.lanes * spram_blocks(config.lut_bits, self.table_depth)
-                     <= SPRAM_COUNT)
+        # Half tables are small: they stay in block RAM (hw/spram_choice.py).
+        use_spram = "lut" in spram_memories(config)
         term_shape = signed(max(config.entry_bits, _int8_term_shape(config).width))
         for lane in range(config.lanes):
             index = beat.index[lane]

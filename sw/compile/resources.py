@@ -5,15 +5,16 @@ The memories are the ones the gateware builds (``hw/accelerator.py``,
 ``hw/engines/pool.py``, ``hw/link``), sized from the same functions
 (:mod:`shiftpool.hw.memory_map`):
 
-* each load region (program, taps, bias, indices, pool) is one memory with one read
-  port; the weights are a single-port memory (``hw/memories.SinglePortMemory``),
-  which goes to SPRAM on an iCE40 UltraPlus, else to block RAM;
+* each load region (program, taps, weights, bias, indices, pool) is one memory with
+  one read port; on an iCE40 UltraPlus the weights and the indices may instead be
+  single-port memories (``hw/memories.SinglePortMemory``) in SPRAM, as
+  :func:`~shiftpool.hw.spram_choice.spram_memories` picks;
 * the two activation buffers are memories of ``ceil(act_depth / taps)`` words of
   ``taps * act_bits`` bits, each with one read port and one write port with lane
   enables: one copy each;
 * the pool engine holds one lookup table of ``256 * pool_size`` entries per lane,
-  single-ported, in SPRAM when all lanes' copies fit the device's SPRAMs (as
-  ``hw/engines/pool.py`` decides), else in block RAM; with half tables
+  single-ported, in SPRAM when ``spram_memories`` picks them (all lanes' copies
+  fit the SPRAMs the others leave), else in block RAM; with half tables
   (``pool_table = "half"``) two of ``16 * pool_size`` entries per lane, in block RAM;
   its precompute store is not counted (the demo runs direct mode);
 * the link (when ``link_payload`` is given): the frame decoder's ``max_payload``-byte
@@ -24,8 +25,8 @@ The memories are the ones the gateware builds (``hw/accelerator.py``,
 A memory takes, per block type, the fewest blocks over the block's aspect ratios
 (:attr:`BlockRam.modes`): ``ceil(width / mode_width) * ceil(depth / mode_depth)``.
 An SPRAM is 16384 x 16, so a weight row of ``lanes * taps * code_width`` bits takes
-``ceil(row / 16)`` SPRAMs side by side, each holding 16384 rows; a single-port memory
-asks for SPRAM (``ram_style = "huge"``), so yosys puts it there whatever its size.
+``ceil(row / 16)`` SPRAMs side by side, each holding 16384 rows; a memory that asks
+for SPRAM (``ram_style = "huge"``) goes there whatever its size.
 
 yosys (``memory_libmap``) leaves a memory in flip-flops when that is cheaper: it
 costs a logic bit 1 and an iCE40 EBR 64 (``share/ice40/brams.txt``), so a memory of
@@ -45,6 +46,13 @@ from ...hw.link.config import LinkConfig
 from ...hw.link.protocol import STATUS_COUNTERS, identify_payload, row_bytes
 from ...hw.memory_map import region_depths, region_widths
 from ...hw.program import act_words
+from ...hw.spram_choice import (
+    EBR_LOGIC_COST,
+    ICE40_EBR_MODES,
+    ICE40_SPRAM_MODE,
+    single_port_memories,
+    spram_memories,
+)
 
 __all__ = ["BlockRam", "Device", "DEVICES", "MemoryNeed", "Placement", "MemoryFit",
            "accelerator_memories", "bram_blocks", "estimate_memories"]
@@ -66,9 +74,9 @@ class BlockRam:
 
 
 #: iCE40 EBR (SB_RAM40_4K): 4 kbit.
-ICE40_EBR = BlockRam("EBR", ((256, 16), (512, 8), (1024, 4), (2048, 2)), cost=64)
+ICE40_EBR = BlockRam("EBR", ICE40_EBR_MODES, cost=EBR_LOGIC_COST)
 #: iCE40 UltraPlus SPRAM (SB_SPRAM256KA): 256 kbit, one 16-bit port.
-ICE40_SPRAM = BlockRam("SPRAM", ((16384, 16),))
+ICE40_SPRAM = BlockRam("SPRAM", (ICE40_SPRAM_MODE,))
 #: ECP5 DP16KD: 18 kbit (512 x 36 only as a simple dual port, which a read port and
 #: a write port are).
 ECP5_DP16KD = BlockRam("DP16KD", ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18),
@@ -119,14 +127,12 @@ def bram_blocks(block: BlockRam, width: int, depth: int) -> int:
 @dataclasses.dataclass(frozen=True)
 class MemoryNeed:
     """One memory of the design: ``copies`` x ``width`` bits x ``depth`` rows;
-    ``single_port`` if it may go to SPRAM (``spram_ok``: it will, where there is SPRAM
-    and it is asked for); ``block`` if it is asked for in block RAM however small."""
+    ``block`` if it is asked for in block RAM however small."""
 
     name: str
     width: int
     depth: int
     copies: int = 1
-    single_port: bool = False
     block: bool = False
 
     @property
@@ -139,7 +145,7 @@ def accelerator_memories(cfg: AcceleratorConfig, link_payload: int | None = None
     """The memories of the accelerator for ``cfg`` (and of its link, if
     ``link_payload``, the link's ``max_payload``, is given)."""
     widths, depths = region_widths(cfg), region_depths(cfg)
-    needs = [MemoryNeed(name, widths[name], depths[name], single_port=(name == "weights"))
+    needs = [MemoryNeed(name, widths[name], depths[name])
              for name in widths if depths[name] and widths[name]]
     needs += [MemoryNeed(f"act{b}", cfg.taps * cfg.act_bits, act_words(cfg)) for b in range(2)]
     needs.append(MemoryNeed("out", cfg.acc_width, cfg.out_depth))
@@ -147,13 +153,12 @@ def accelerator_memories(cfg: AcceleratorConfig, link_payload: int | None = None
         # The row buffer of the layer running (its generate phase writes it, the issue
         # stage reads it: one address, like the weights region).
         needs.append(MemoryNeed("generated rows", cfg.lanes * cfg.taps * cfg.code_width,
-                                cfg.weight_depth, single_port=True))
+                                cfg.weight_depth))
     if cfg.engine == "pool" and cfg.pool_table == "half":
         # Two 16-entry half tables per vector and lane, always in block RAM.
         needs.append(MemoryNeed("lut", cfg.lut_bits, 16 * cfg.pool_size, copies=2 * cfg.lanes))
     elif cfg.engine == "pool":
-        needs.append(MemoryNeed("lut", cfg.lut_bits, 256 * cfg.pool_size, copies=cfg.lanes,
-                                single_port=True))
+        needs.append(MemoryNeed("lut", cfg.lut_bits, 256 * cfg.pool_size, copies=cfg.lanes))
     if link_payload is not None:
         needs += [MemoryNeed("link frame buffer", 8, link_payload),
                   # the handler's reply bytes: RUN's cycles and outputs, then IDENTIFY's
@@ -211,6 +216,15 @@ class MemoryFit:
         return (self.bram_used <= self.device.bram_count
                 and self.spram_used <= self.device.spram_count)
 
+    @property
+    def missing_bits(self) -> int:
+        """Bits of the blocks used beyond the device's."""
+        d = self.device
+        missing = max(0, self.bram_used - d.bram_count) * d.bram.bits
+        if d.spram:
+            missing += max(0, self.spram_used - d.spram_count) * d.spram.bits
+        return missing
+
     def _over(self, block: BlockRam, have: int) -> str:
         mine = sorted((p for p in self.placements if p.block is block),
                       key=lambda p: -p.blocks)
@@ -238,9 +252,13 @@ def estimate_memories(cfg: AcceleratorConfig, device: str | Device,
     """Place the memories of ``cfg`` (:func:`accelerator_memories`) on ``device``
     (a :class:`Device` or a name in :data:`DEVICES`).
 
-    Single-port memories go to SPRAM where the device has it, except the pool
-    engine's lookup tables when all lanes' copies do not fit the SPRAMs (the engine
-    then builds them in block RAM); everything else goes to block RAM.
+    Where the device has SPRAM, the single-port memories that
+    :func:`~shiftpool.hw.spram_choice.spram_memories` picks for its SPRAM count go
+    there (the gateware asks for SPRAM for the same ones); everything else goes to
+    block RAM, or stays in logic where yosys would keep it there. A design that does
+    not fit is reported as placed where it misses the fewest bits: so, or with every
+    memory that can go to SPRAM there (deep weight rows: "6 SPRAM needed, 4 on the
+    device" says more than the 298 EBR they would take instead).
     """
     if isinstance(device, str):
         try:
@@ -248,13 +266,23 @@ def estimate_memories(cfg: AcceleratorConfig, device: str | Device,
         except KeyError:
             raise ValueError(f"unknown device {device!r}; known: {', '.join(DEVICES)}") \
                 from None
+    if not device.spram:
+        return _place(cfg, device, link_payload, frozenset())
+    fit = _place(cfg, device, link_payload, spram_memories(cfg, device.spram_count))
+    if not fit.fits:
+        every = frozenset(name for name, *_ in single_port_memories(cfg))
+        other = _place(cfg, device, link_payload, every)
+        if other.missing_bits < fit.missing_bits:
+            fit = other
+    return fit
+
+
+def _place(cfg: AcceleratorConfig, device: Device, link_payload: int | None,
+           in_spram: frozenset) -> MemoryFit:
+    """The memories of ``cfg`` on ``device``, those named in ``in_spram`` in SPRAM."""
     placements = []
     for need in accelerator_memories(cfg, link_payload):
-        to_spram = need.single_port and device.spram is not None
-        if to_spram:
-            blocks = need.copies * bram_blocks(device.spram, need.width, need.depth)
-            if need.name == "lut" and blocks > device.spram_count:
-                to_spram = False
+        to_spram = need.name in in_spram
         block = device.spram if to_spram else device.bram
         blocks = bram_blocks(block, need.width, need.depth)
         # yosys keeps a memory in logic when it costs no more than the blocks would.
