@@ -11,9 +11,10 @@ from __future__ import annotations
 from .config import AcceleratorConfig
 from .generator_layout import STORES, store_depths, store_widths
 from .program import (
+    PROGRAM_WORD,
     REGIONS,
     addr_width,
-    descriptor_fields,
+    descriptor_words,
     field_width,
     pool_row_fields,
     tap_fields,
@@ -29,7 +30,7 @@ def region_widths(cfg: AcceleratorConfig) -> dict[str, int]:
     mlg = cfg.engine == "insitu"
     widths = store_widths(cfg) if mlg else {}
     return {
-        "program": field_width(descriptor_fields(cfg)),
+        "program": PROGRAM_WORD,
         "taps": field_width(tap_fields(cfg)),
         "weights": 0 if mlg else cfg.lanes * cfg.taps * cfg.code_width,
         "bias": cfg.lanes * cfg.acc_width,
@@ -44,7 +45,7 @@ def region_depths(cfg: AcceleratorConfig) -> dict[str, int]:
     pool = cfg.engine == "pool"
     mlg = cfg.engine == "insitu"
     depths = store_depths(cfg) if mlg else {}
-    return {"program": cfg.program_depth, "taps": cfg.tap_depth,
+    return {"program": cfg.program_depth * descriptor_words(cfg), "taps": cfg.tap_depth,
             "weights": 0 if mlg else cfg.weight_depth, "bias": cfg.bias_depth,
             "indices": cfg.index_depth if pool else 0,
             "pool": cfg.pool_size if pool else 0,

@@ -17,7 +17,8 @@ __all__ = [
     "offset_width", "row_addr_width", "pool_row_fields", "lut_shift_width",
     "addr_width", "pack", "unpack", "field_width", "struct_layout", "POOL_WINDOW",
     "pool_phases", "flat_phases", "act_words", "lane_width", "table_build_cycles",
-    "generate_fields", "mlg_a_depth",
+    "generate_fields", "mlg_a_depth", "PROGRAM_WORD", "descriptor_words",
+    "descriptor_to_words", "words_to_descriptors",
 ]
 
 KIND_MAC = 0
@@ -152,6 +153,9 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
     chans = count_width(channel_limit(cfg))
     groups = count_width(group_limit(cfg))
     return [
+        # layer 0: lanes of each input word the host sends (the input loader's count);
+        # first, so that it is in the descriptor's first program word
+        ("in_lanes", count_width(cfg.taps)),
         ("kind", 1),            # KIND_MAC or KIND_POOL
         ("last", 1),            # final layer: results go to the output memory
         ("src", 1),             # activation buffer read; the other one is written
@@ -183,8 +187,6 @@ def descriptor_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
         # end of a channel (0 or W)
         ("row_skip", count_width(cfg.max_dim + 1)),
         ("chan_skip", dim),
-        # layer 0: lanes of each input word the host sends (the input loader's count)
-        ("in_lanes", count_width(cfg.taps)),
     ] + ([
         ("lookup", 1),
         ("plane_lo", addr_width(cfg.act_bits)),
@@ -250,6 +252,33 @@ def tap_fields(cfg: AcceleratorConfig) -> list[tuple[str, int]]:
 
 def field_width(fields: list[tuple[str, int]]) -> int:
     return sum(w for _, w in fields)
+
+
+#: Bits of one row of the program region: a descriptor is ``descriptor_words`` rows
+#: (one block RAM holds 256 of them, where a whole descriptor per row took one block
+#: RAM per 16 bits of it).
+PROGRAM_WORD = 16
+
+
+def descriptor_words(cfg: AcceleratorConfig) -> int:
+    """Program rows (words of :data:`PROGRAM_WORD` bits) of one descriptor."""
+    return -(-field_width(descriptor_fields(cfg)) // PROGRAM_WORD)
+
+
+def descriptor_to_words(cfg: AcceleratorConfig, descriptor: int) -> list[int]:
+    """The program rows of a packed descriptor: its bits ``16k ..`` in row ``k``."""
+    mask = (1 << PROGRAM_WORD) - 1
+    return [(descriptor >> (PROGRAM_WORD * k)) & mask for k in range(descriptor_words(cfg))]
+
+
+def words_to_descriptors(cfg: AcceleratorConfig, words: list[int]) -> list[int]:
+    """The packed descriptors of program rows ``words`` (inverse of
+    :func:`descriptor_to_words`, descriptor after descriptor)."""
+    n = descriptor_words(cfg)
+    if len(words) % n:
+        raise ValueError(f"{len(words)} program rows are not whole descriptors of {n} rows")
+    return [sum(int(w) << (PROGRAM_WORD * k) for k, w in enumerate(words[i:i + n]))
+            for i in range(0, len(words), n)]
 
 
 def pack(fields: list[tuple[str, int]], values: dict) -> int:

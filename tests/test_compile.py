@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 from shiftpool.hw.config import AcceleratorConfig, ConfigError
+from shiftpool.hw.program import descriptor_fields, field_width
 from shiftpool.sim.kit import seeds
 from shiftpool.sw.compile.image import compile_model, region_widths
 from shiftpool.sw.model.file import Layer, ModelError, QuantModel
@@ -232,6 +233,13 @@ def test_exact_fit_compiles_and_decodes(seed):
     image = compile_model(case.model, cfg)
     need = needs(case)
     used = {name: len(rows) for name, rows in image.regions.items()}
+    # docs/model-format.md §2.1: descriptor i is program rows i*P .. i*P + P - 1 of 16
+    # bits, LSB first
+    rows, p = image.regions["program"], -(-field_width(descriptor_fields(cfg)) // 16)
+    joined = [sum(rows[i * p + k] << (16 * k) for k in range(p)) for i in range(len(rows) // p)]
+    assert len(rows) == p * len(joined) and joined == image.descriptors, case.where
+    assert len(image.descriptors) == need["program_depth"], case.where
+    used["program"] = len(image.descriptors)
     assert used == {"program": need["program_depth"], "taps": need["tap_depth"],
                     "weights": need["weight_depth"], "bias": need["bias_depth"],
                     "indices": 0, "pool": 0, "mlg_v": 0, "mlg_u": 0, "mlg_b": 0, "mlg_w1": 0
@@ -353,7 +361,7 @@ def test_last_layer_wider_than_act_depth(act_depth):
     except ConfigError as exc:
         assert "config field '" in str(exc), str(exc)
     else:
-        assert len(image.regions["program"]) == 1
+        assert len(image.descriptors) == 1
 
 
 @pytest.mark.parametrize("max_dim", [20, 32])

@@ -84,7 +84,7 @@ def input_words(image, x, rng) -> list[int]:
     descriptor field), noise in the other lanes."""
     cfg = image.config
     values = image.input_stream(x)[0]
-    lanes = unpack(descriptor_fields(cfg), image.regions["program"][0])["in_lanes"]
+    lanes = unpack(descriptor_fields(cfg), image.descriptors[0])["in_lanes"]
     words = []
     for k in range(-(-len(values) // lanes)):
         word = [int(v) for v in values[k * lanes:(k + 1) * lanes]]
@@ -219,7 +219,7 @@ def test_mac_layer_beats_give_the_golden_dot_products(seed):
             "act": input_words(image, x, rng)}
     stall = seed % 3 != 0                   # every third seed: the cycle model's timing
     beats, results, ends, _ = run(
-        Harness(cfg, rows), image.regions["program"][0], "mac",
+        Harness(cfg, rows), image.descriptors[0], "mac",
         beat_take=(lambda: rng.random() < 0.7) if stall else None,
         result_take=(lambda: rng.random() < 0.5) if stall else None,
         sums=engine_sums(cfg))
@@ -256,7 +256,7 @@ def test_max_pool_layer_windows(flat, seed):
                              convs=(c,), pool=True, dense=(3,))
         cfg = fit_config(model, lanes=2, taps=taps)
         assert map_layout(model, 2) == "flat"
-        row = compile_model(model, cfg).regions["program"][1]
+        row = compile_model(model, cfg).descriptors[1]
     else:
         # A max-pool into a conv layer (grouped output): the descriptor by the
         # compiler's rules (random_model puts a max-pool after the last conv only).

@@ -289,7 +289,7 @@ def test_slots_are_stored_once_and_read_every_round(rbnn_model):
     c = out.slots.shape[0]
     per_round = -(-h // 4)
     assert len(image.regions["weights"]) == -(-h // 2) * -(-d // 4) + -(-c // 2) * per_round
-    assert len(image.regions["program"]) == hidden.rounds + 1
+    assert len(image.descriptors) == hidden.rounds + 1
     assert len(image.regions["bias"]) == hidden.rounds * -(-h // 2) + -(-c // 2)
     assert config.act_depth >= hidden.rounds * per_round * 4
     assert config.code_width == hidden.slot_bits == 8

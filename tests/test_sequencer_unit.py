@@ -3,11 +3,12 @@ layer program the compiler made (``shiftpool.sw.compile.image``), two inferences
 row.
 
 The bench stands in for the other units: a program memory holding the image's
-descriptors, an output memory, and an issue pipeline and drain that take, per layer,
-the cycles the cycle model gives it (the layer's last beat or window issued at a
-random cycle, the last write at cycle ``layer_cycles - 1``, cycle 0 being its DECODE).
-The sequencer must then start each layer with its own descriptor in the issue
-pipeline's mode for its kind, add no cycle of its own, and count exactly
+program rows (each descriptor's words), an output memory, and an issue pipeline and
+drain that take, per layer, the cycles the cycle model gives it (the layer's last
+beat or window issued at a random cycle, the last write at cycle ``layer_cycles -
+fetch_cycles - 1``, cycle 0 being its DECODE). The sequencer must then fetch each
+layer's descriptor and start the layer with it in the issue pipeline's mode for its
+kind, add no cycle of its own beyond the fetch, and count exactly
 ``inference_cycles`` (the cycle model). Around it: load rows with idle gaps pass to
 the memory bank while idle; input values with idle gaps fill buffer 0 word by word,
 ``in_lanes`` lanes a word (the host's layout, ``Image.input_stream``); no input is
@@ -22,9 +23,10 @@ from amaranth.hdl import Elaboratable, Module, Value, signed, unsigned
 from amaranth.lib import memory
 from amaranth.sim import Simulator
 from shiftpool.hw.controller.sequencer import Sequencer
+from shiftpool.hw.memory_map import load_data_width, region_depths
 from shiftpool.hw.program import KIND_POOL, REGIONS, descriptor_fields, unpack
 from shiftpool.sim.kit import seeds, stream_get, stream_put, watchdog
-from shiftpool.sw.compile.cycles import inference_cycles, layer_cycles
+from shiftpool.sw.compile.cycles import fetch_cycles, inference_cycles, layer_cycles
 from shiftpool.sw.compile.fit import fit_config
 from shiftpool.sw.compile.image import compile_model
 from shiftpool.sw.model.randmodel import random_model
@@ -33,8 +35,8 @@ CLOCK_PERIOD = 1e-6
 
 
 class Harness(Elaboratable):
-    """The sequencer with a program memory holding ``program`` and an output memory
-    holding ``outputs``."""
+    """The sequencer with a program memory holding the rows ``program`` and an output
+    memory holding ``outputs``."""
 
     def __init__(self, config, program, outputs):
         self.dut = Sequencer(config)
@@ -44,8 +46,8 @@ class Harness(Elaboratable):
         cfg = self.dut.config
         m = Module()
         m.submodules.dut = dut = self.dut
-        mems = {"program": (unsigned(len(Value.cast(dut.program_rd.data))), cfg.program_depth,
-                            self.program, dut.program_rd),
+        mems = {"program": (unsigned(len(Value.cast(dut.program_rd.data))),
+                            region_depths(cfg)["program"], self.program, dut.program_rd),
                 "out": (signed(cfg.acc_width), cfg.out_depth, self.outputs, dut.out_rd)}
         for name, (shape, depth, init, user) in mems.items():
             m.submodules[name] = mem = memory.Memory(shape=shape, depth=depth, init=init)
@@ -63,19 +65,20 @@ def test_program_walk_and_streams(seed):
     cfg = fit_config(model, lanes=int(rng.integers(1, 4)), taps=int(rng.integers(1, 5)))
     image = compile_model(model, cfg)
     fields = descriptor_fields(cfg)
-    program = image.regions["program"]
-    descs = [unpack(fields, row) for row in program]
+    program = image.descriptors
+    descs = [unpack(fields, desc) for desc in program]
     classes = descs[-1]["channels"]
     outputs = [int(v) for v in rng.integers(-1000, 1000, size=cfg.out_depth)]
     xs = rng.integers(0, 1 << model.act_bits, size=(2,) + tuple(model.input_shape))
     inputs = image.input_stream(xs)
     lanes = descs[0]["in_lanes"]
     loads = [{"region": int(rng.integers(0, len(REGIONS))), "addr": int(rng.integers(0, 8)),
-              "data": int(rng.integers(0, 1 << 30))} for _ in range(10)]
-    lengths = layer_cycles(image)
+              "data": int(rng.integers(0, 1 << load_data_width(cfg)))} for _ in range(10)]
+    # from each layer's DECODE
+    lengths = [n - fetch_cycles(cfg) for n in layer_cycles(image)]
     print(f"seed {seed}: lanes {cfg.lanes}, taps {cfg.taps}, layers "
           f"{[layer.kind for layer in model.layers]}, cycles {lengths}")
-    harness = Harness(cfg, program, outputs)
+    harness = Harness(cfg, image.regions["program"], outputs)
     dut = harness.dut
     got = {"fills": [], "rows": [], "outs": [], "cycles": [], "starts": [], "taken": []}
 

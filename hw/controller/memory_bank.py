@@ -13,13 +13,12 @@ from ..engines.generator import store_shape
 from ..generator_layout import STORES
 from ..memories import SinglePortMemory, load_region_port
 from ..memory_map import region_depths, region_width
-from ..program import REGIONS, act_words, addr_width, struct_layout, tap_fields
+from ..program import PROGRAM_WORD, REGIONS, act_words, addr_width, struct_layout, tap_fields
 from ..signature import load_layout, readback_signature
 from ..spram_choice import spram_memories
 from .layouts import (
     act_word_layout,
     bank_mode_layout,
-    descriptor_layout,
     fill_layout,
     readback_status_layout,
 )
@@ -35,7 +34,7 @@ def region_shapes(cfg: AcceleratorConfig) -> dict:
     """The row shape of each load region the engine has, by name."""
     depths = region_depths(cfg)
     shapes = {
-        "program": descriptor_layout(cfg),
+        "program": unsigned(PROGRAM_WORD),
         "taps": struct_layout(tap_fields(cfg), signed=("offset", "dy", "dx")),
         "weights": unsigned(region_width(cfg, "weights")),
         "bias": data.ArrayLayout(signed(cfg.acc_width), cfg.lanes),

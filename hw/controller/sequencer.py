@@ -3,12 +3,21 @@ layer program descriptor by descriptor, and sends the outputs."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import AcceleratorConfig
-from ..program import KIND_POOL, act_words, addr_width, generate_fields, lane_width
+from ..program import (
+    KIND_POOL,
+    PROGRAM_WORD,
+    act_words,
+    addr_width,
+    count_width,
+    descriptor_words,
+    generate_fields,
+    lane_width,
+)
 from ..signature import input_layout, load_layout, output_layout
 from .issue import IssueControlSignature
 from .layouts import bank_mode_layout, descriptor_layout, fill_layout, readback_status_layout
@@ -37,23 +46,26 @@ class Sequencer(wiring.Component):
         starts the inference. Readback requests are enabled while no input word is
         offered; while one is in progress no input word is taken, and none after it
         until the program port shows row 0 again (the loader counts layer 0's
-        ``in_lanes``, and DECODE reads row 0 when the last input word arrives); no load
-        row is taken in a request's addressing cycle.
+        ``in_lanes``, the first field of the descriptor, in row 0); no load row is
+        taken in a request's addressing cycle.
+    FETCH
+        The layer's descriptor is read, its ``P = descriptor_words`` program rows one
+        per cycle, into ``layer``: ``P + 1`` cycles (the read port's latency). The
+        rows follow on from the last layer's, so one counter addresses them.
     DECODE
-        The layer's descriptor (the program port's row) is registered into ``layer``
-        and the issue pipeline restarts (``issue.start``). A max-pool layer goes to
-        POOL, an MLG layer to GENERATE, any other to ISSUE.
+        The issue pipeline restarts (``issue.start``) with the descriptor fetched. A
+        max-pool layer goes to POOL, an MLG layer to GENERATE, any other to ISSUE.
     GENERATE
         (in-situ engine) Until the generate phase is done.
     ISSUE, POOL
         Until the issue pipeline issues the layer's last beat or window read.
     DRAIN
-        The next descriptor is read; when the units are idle (``drained``), the next
-        layer's DECODE, or after the final layer OUT_READ.
+        When the units are idle (``drained``), the next layer's FETCH, or after the
+        final layer OUT_READ.
     OUT_READ, OUT_SEND
         Each output read from the output memory, then offered on ``out``.
 
-    ``cycles`` counts DECODE to DRAIN cycles, from the first DECODE.
+    ``cycles`` counts FETCH to DRAIN cycles, from the first FETCH.
 
     Parameters
     ----------
@@ -76,7 +88,7 @@ class Sequencer(wiring.Component):
     mode : Out(bank_mode_layout())
         The memory bank's activation ports' mode.
     layer : Out(descriptor_layout(config))
-        The running layer's descriptor.
+        The running layer's descriptor (from DECODE on; it changes in FETCH).
     issue : Out(IssueControlSignature(config))
         The issue pipeline.
     drained : In(1)
@@ -84,8 +96,7 @@ class Sequencer(wiring.Component):
         write-back unit and the max-pool idle).
     generate : Out(Signature(start, layer, done))
         In-situ engine: the generate phase's ``start`` (the MLG layer's DECODE),
-        ``layer`` (the fields of the descriptor being decoded in DECODE, else of the
-        running layer) and ``done``.
+        ``layer`` (the running layer's fields) and ``done``.
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -125,7 +136,13 @@ class Sequencer(wiring.Component):
         status = self.readback_status
         load, inp, out = self.load, self.inp, self.out
 
-        layer = Signal(range(cfg.program_depth))
+        words = descriptor_words(cfg)
+        # The descriptor being fetched, a program row a cycle (the first lowest): the
+        # running layer is its low bits.
+        fetched = Signal(words * PROGRAM_WORD)
+        m.d.comb += d.eq(fetched[:len(Value.cast(d))])
+        word_addr = Signal(range(cfg.program_depth * words + 1))
+        fetch_k = Signal(range(words + 1))
         in_addr = Signal(addr_width(act_words(cfg)))
         in_lane = Signal(lane_width(cfg))
         cycles = Signal(cfg.cycle_bits)
@@ -142,7 +159,7 @@ class Sequencer(wiring.Component):
         m.d.comb += [self.cycles.eq(cycles), self.out_rd.addr.eq(out_idx),
                      out.payload.data.eq(self.out_rd.data),
                      out.payload.last.eq(out_last),
-                     self.issue.next.eq(program.data),
+                     self.issue.next.eq(d),
                      self.mode.src.eq(d.src),
                      self.mode.pool.eq((d.kind == KIND_POOL) & cfg.maxpool),
                      self.mode.last.eq(d.last), self.mode.loading.eq(loading),
@@ -155,20 +172,17 @@ class Sequencer(wiring.Component):
         if insitu:
             gen = self.generate
 
-            def gen_layer(desc):
-                """The generate phase's layer fields from descriptor ``desc``."""
-                return [getattr(gen.layer, name).eq(getattr(desc, name))
-                        for name in gen.layer.shape().members if name != "groups"
-                        ] + [gen.layer.groups.eq(desc.groups1)]
-
-            m.d.comb += gen_layer(d)
+            # The generate phase's layer fields, of the running layer.
+            m.d.comb += [getattr(gen.layer, name).eq(getattr(d, name))
+                         for name in gen.layer.shape().members if name != "groups"]
+            m.d.comb += gen.layer.groups.eq(d.groups1)
 
         # The program port shows row 0 in this cycle: it read row 0 in the last one (an
         # idle cycle with no readback on the ports). Input words wait for it, since
-        # the loader counts lanes by layer 0's `in_lanes` and DECODE reads layer 0.
+        # the loader counts lanes by layer 0's `in_lanes`, the low bits of row 0.
         row0 = Signal()
         m.d.sync += row0.eq(0)
-        first = program.data
+        first_in_lanes = program.data[:count_width(cfg.taps)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.sync += row0.eq(~status.busy)
@@ -189,25 +203,34 @@ class Sequencer(wiring.Component):
                 m.d.comb += self.fill.valid.eq(take_input)
                 with m.If(take_input):
                     m.d.sync += in_lane.eq(in_lane + 1)
-                    with m.If(in_lane + 1 == first.in_lanes):
+                    with m.If(in_lane + 1 == first_in_lanes):
                         m.d.sync += [in_lane.eq(0), in_addr.eq(in_addr + 1)]
                     with m.If(inp.payload.last):
-                        m.d.sync += [in_addr.eq(0), in_lane.eq(0), layer.eq(0), cycles.eq(0)]
-                        m.next = "DECODE"
+                        m.d.sync += [in_addr.eq(0), in_lane.eq(0), word_addr.eq(0),
+                                     cycles.eq(0)]
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                # Row `word_addr` is read in this cycle, the one before is on the port.
+                m.d.comb += [counting.eq(1), self.busy.eq(1), program.addr.eq(word_addr)]
+                m.d.sync += fetch_k.eq(fetch_k + 1)
+                with m.If(fetch_k != words):
+                    m.d.sync += word_addr.eq(word_addr + 1)
+                with m.If(fetch_k != 0):
+                    m.d.sync += fetched.eq(Cat(fetched[PROGRAM_WORD:], program.data))
+                with m.If(fetch_k == words):
+                    m.d.sync += fetch_k.eq(0)
+                    m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += [counting.eq(1), self.busy.eq(1), self.issue.start.eq(1)]
-                desc = program.data
-                m.d.sync += d.eq(desc)
                 # (a config without `maxpool` has no POOL state and no max-pool layer)
-                with m.If((desc.kind == KIND_POOL) & cfg.maxpool):
+                with m.If((d.kind == KIND_POOL) & cfg.maxpool):
                     if cfg.maxpool:
                         m.next = "POOL"
                 with m.Else():
                     m.next = "ISSUE"
                     if insitu:
-                        # The layer's weight rows are generated first (from the fields
-                        # being read now).
-                        m.d.comb += [*gen_layer(desc), gen.start.eq(1)]
+                        # The layer's weight rows are generated first.
+                        m.d.comb += gen.start.eq(1)
                         m.next = "GENERATE"
             if insitu:
                 with m.State("GENERATE"):
@@ -225,15 +248,12 @@ class Sequencer(wiring.Component):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += [counting.eq(1), self.busy.eq(1)]
-                # The next descriptor is read while the layer drains.
-                m.d.comb += program.addr.eq(layer + 1)
                 with m.If(self.drained):
                     with m.If(d.last):
                         m.d.sync += [out_idx.eq(0), out_last.eq(d.channels == 1)]
                         m.next = "OUT_READ"
                     with m.Else():
-                        m.d.sync += layer.eq(layer + 1)
-                        m.next = "DECODE"
+                        m.next = "FETCH"
             with m.State("OUT_READ"):
                 m.d.comb += self.busy.eq(1)
                 m.next = "OUT_SEND"

@@ -3,8 +3,9 @@
 It is derived from the controller's schedule in ``hw/accelerator.py``; the
 integration tests check it against the RTL's cycle counter on every run.
 
-Schedule of one layer, cycle 0 being its DECODE (the descriptor was read while the
-previous layer drained, or in the cycle the last input word arrived):
+Each layer begins with :func:`fetch_cycles` = ``P + 1`` FETCH cycles, in which the
+sequencer reads its descriptor's ``P`` program rows (``hw/program.descriptor_words``),
+then its DECODE. Schedule of one layer from then on, cycle 0 being its DECODE:
 
 MAC layer
     From cycle 1 the issue stage offers one beat (one weight row) per cycle, position
@@ -47,12 +48,12 @@ Max-pool layer
     with the last write or when the reads end: ``max(1 + N*P, 5 + (N - 1)*P + V_last)
     + 1`` cycles.
 
-The counter covers the program from the first DECODE to the final layer's last
-write, so an inference takes the sum of its layers' cycles.
+The counter covers the program from the first FETCH to the final layer's last
+write, so an inference takes the sum of its layers' cycles, FETCH included.
 
 Binary engine (RBNN, ``docs/model-format.md`` §2.12)
     An RBNN hidden layer runs as one descriptor per round, each a MAC layer of its
-    own (its DECODE included); the output layer is one MAC layer of ``rounds *
+    own (its FETCH and DECODE included); the output layer is one MAC layer of ``rounds *
     ceil(H / taps)`` steps, whose weight-row restarts cost no cycle.
 
 Pool engine (``hw/engines/pool.py``)
@@ -94,7 +95,13 @@ from __future__ import annotations
 
 from ...hw.config import AcceleratorConfig
 from ...hw.generator_layout import row_cycles
-from ...hw.program import engine_stages, flat_phases, pool_phases, table_build_cycles
+from ...hw.program import (
+    descriptor_words,
+    engine_stages,
+    flat_phases,
+    pool_phases,
+    table_build_cycles,
+)
 from .image import Image, MacPlan, map_layout
 
 __all__ = ["ISSUE_LATENCY", "generate_cycles", "group_shapes", "layer_cycles", "inference_cycles",
@@ -198,8 +205,26 @@ def generate_cycles(cfg: AcceleratorConfig, layer, plan: MacPlan) -> int:
     return plan.steps * sum(row_cycles(c) for c in counts)
 
 
+def fetch_cycles(cfg: AcceleratorConfig) -> int:
+    """Cycles the sequencer's FETCH takes before a descriptor's DECODE: one per program
+    row of it, and one for the read port's latency."""
+    return descriptor_words(cfg) + 1
+
+
 def layer_cycles(image: Image) -> list[int]:
-    """Cycles of each layer of ``image``'s program, its DECODE included."""
+    """Cycles of each layer of ``image``'s program, its FETCH and DECODE included."""
+    return [cycles + fetch_cycles(image.config) * descriptors
+            for cycles, descriptors in zip(_decoded_cycles(image), _descriptors(image),
+                                           strict=True)]
+
+
+def _descriptors(image: Image) -> list[int]:
+    """Descriptors each layer runs as (an RBNN hidden layer: one per round)."""
+    return [plan.descriptors if plan is not None else 1 for plan in image.plans]
+
+
+def _decoded_cycles(image: Image) -> list[int]:
+    """Cycles of each layer from its (first) DECODE on."""
     cfg = image.config
     out = []
     for i, (layer, plan) in enumerate(zip(image.model.layers, image.plans, strict=True)):

@@ -17,7 +17,14 @@ from ...hw.generator_layout import STORES
 from ..model.file import QuantModel
 from ..schemes import golden
 from .cycles import writeback_stalls
-from .image import act_need, compile_model, engine_for_model, input_sides, uses_im2col
+from .image import (
+    act_need,
+    compile_model,
+    engine_for_model,
+    input_sides,
+    program_rows,
+    uses_im2col,
+)
 from .mlg_layout import generated_bits
 
 __all__ = ["fit_config"]
@@ -94,7 +101,7 @@ def fit_config(model: QuantModel, lanes: int = DEFAULT_LANES, taps: int = DEFAUL
     fitted = dict(base, act_depth=act_need(model, base["taps"], im2col),
                   weight_depth=used["weights"],
                   tap_depth=used["taps"], bias_depth=used["bias"],
-                  program_depth=used["program"], out_depth=model.classes,
+                  program_depth=program_rows(model), out_depth=model.classes,
                   max_dim=max(sides, default=1))
     if engine == "pool":
         fitted.update(index_depth=used["indices"])

@@ -26,9 +26,11 @@ from ...hw.program import (
     KIND_POOL,
     REGIONS,
     descriptor_fields,
+    descriptor_to_words,
     pack,
     pool_row_fields,
     tap_fields,
+    words_to_descriptors,
 )
 from ..model.file import QuantModel
 from ..schemes import golden, pool_golden
@@ -108,7 +110,7 @@ class MacPlan:
     groups2: int
     steps: int              # tap rows per pass
     area: int               # output positions
-    descriptors: int = 1    # program rows the layer runs as (an RBNN hidden layer: one per round)
+    descriptors: int = 1    # descriptors the layer runs as (an RBNN hidden layer: one per round)
 
     @property
     def groups(self) -> int:
@@ -130,6 +132,12 @@ class Image:
     planes: dict = dataclasses.field(default_factory=dict)  # pool layer -> bit-planes run
     modes: dict = dataclasses.field(default_factory=dict)   # pool layer -> direct/precompute
     im2col: bool = False    # the first layer reads an im2col input (docs/model-format.md §2.2)
+
+    @property
+    def descriptors(self) -> list[int]:
+        """The packed layer descriptors of the program region (its rows are their
+        words, docs/model-format.md §2.1)."""
+        return words_to_descriptors(self.config, self.regions["program"])
 
     @property
     def input_words(self) -> int:
@@ -757,6 +765,9 @@ def compile_model(model: QuantModel, cfg: AcceleratorConfig,
         shape = tuple(layer.out_shape)
     for name, rows in mlg_stores.items():
         regions[f"mlg_{name}"] = rows
+    # The program region holds each descriptor as its program words.
+    regions["program"] = [word for desc in regions["program"]
+                          for word in descriptor_to_words(cfg, desc)]
     _check_depths(cfg, regions)
     return Image(config=cfg, model=model, regions=regions, plans=plans, planes=planes,
                  modes=modes, im2col=im2col)
