@@ -20,7 +20,7 @@ DEFAULT_LANES, DEFAULT_TAPS = 2, 4
 
 #: Fields only the pool engine uses.
 POOL_FIELDS = ("pool_size", "pool_bits", "lut_bits", "index_depth", "precompute_steps",
-               "pool_table")
+               "pool_table", "int8_path")
 
 #: Organisations of the pool engine's lookup table (``docs/arithmetic.md`` §12.3):
 #: ``"full"``, one table of 256 patterns per pool vector; ``"half"``, two tables of 16
@@ -173,6 +173,12 @@ class AcceleratorConfig:
         next channel is the next lane; the final layer and flat maps of more than one
         position still go lane by lane). ``fit_config`` picks ``"word"`` where it saves
         cycles on the model.
+    int8_path : bool
+        Pool engine: build the int8 path (a bit-serial adder tree per lane) and the
+        ``weights`` region, for the layers of a pool model that are not pooled
+        (``True``, the default). ``False`` leaves them out (the region has depth 0):
+        ``fit_config`` sets it for a model whose MAC layers are all pooled, and
+        ``compile_model`` refuses an int8 layer on such a config.
     maxpool : bool
         Build the max-pool unit and its window walk (``True``, the default).
         ``False`` leaves them out (624 LUT4 of the MNIST MLP's 2 x 8 controller on
@@ -216,6 +222,7 @@ class AcceleratorConfig:
     pool_table: str = "full"
     writeback: str = "lane"
     maxpool: bool = True
+    int8_path: bool = True
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -257,9 +264,10 @@ class AcceleratorConfig:
             raise ConfigError(f"config field 'writeback' = {self.writeback!r} is unknown; "
                               f"allowed: {', '.join(WRITEBACKS)} (lane: one lane per cycle, "
                               f"word: the lanes of one activation word per cycle)")
-        if not isinstance(self.maxpool, bool):
-            raise ConfigError(f"config field 'maxpool' = {self.maxpool!r} must be true or "
-                              f"false")
+        for name in ("maxpool", "int8_path"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config field {name!r} = {getattr(self, name)!r} must be "
+                                  f"true or false")
         if self.precompute_steps and (self.lanes & (self.lanes - 1)
                                       or self.lanes > self.pool_size):
             raise ConfigError(f"config field 'lanes' = {self.lanes}: precompute mode "

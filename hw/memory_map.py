@@ -46,7 +46,9 @@ def region_depths(cfg: AcceleratorConfig) -> dict[str, int]:
     mlg = cfg.engine == "insitu"
     depths = store_depths(cfg) if mlg else {}
     return {"program": cfg.program_depth * descriptor_words(cfg), "taps": cfg.tap_depth,
-            "weights": 0 if mlg else cfg.weight_depth, "bias": cfg.bias_depth,
+            # (a pool engine without its int8 path has no weights region)
+            "weights": 0 if mlg or (pool and not cfg.int8_path) else cfg.weight_depth,
+            "bias": cfg.bias_depth,
             "indices": cfg.index_depth if pool else 0,
             "pool": cfg.pool_size if pool else 0,
             **{f"mlg_{name}": depths.get(name, 0) for name in STORES}}

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 from shiftpool.hw.config import AcceleratorConfig, ConfigError
+from shiftpool.hw.memory_map import region_depths
 from shiftpool.hw.program import descriptor_fields, field_width
 from shiftpool.sim.kit import seeds
 from shiftpool.sw.compile.image import compile_model, region_widths
@@ -393,6 +394,27 @@ def test_the_max_pool_unit_is_built_only_for_models_with_max_pools():
                                                maxpool=False))
     with pytest.raises(ConfigError, match="'maxpool' = 1 must be true or false"):
         AcceleratorConfig(maxpool=1)
+
+
+def test_the_int8_path_is_built_only_for_pool_models_with_int8_layers():
+    """A pool model whose MAC layers are all pooled gets a pool engine without its int8
+    path and without a weights region; such a config refuses a model with an int8
+    layer, naming the field."""
+    from shiftpool.sw.compile.fit import fit_config
+
+    rng = np.random.default_rng(5)
+    pooled = random_model(rng, scheme="pool", input_shape=(8, 3, 3), convs=(8,), pool=False,
+                          dense=(3,), pool_size=16)
+    cfg = fit_config(pooled, lanes=2)
+    assert cfg.int8_path is False and region_depths(cfg)["weights"] == 0
+    assert compile_model(pooled, cfg).regions["weights"] == []
+    # one input channel: the first conv is not pooled
+    mixed = random_model(rng, scheme="pool", input_shape=(1, 3, 3), convs=(8,), pool=False,
+                         dense=(3,), pool_size=16)
+    assert not mixed.layers[0].is_pool and fit_config(mixed, lanes=2).int8_path is True
+    with pytest.raises(ConfigError, match="config field 'int8_path' is false .* layer 0 is "
+                                          "an int8 layer; build with int8_path = true"):
+        compile_model(mixed, dataclasses.replace(fit_config(mixed, lanes=2), int8_path=False))
 
 
 @pytest.mark.parametrize("scheme", ["flightnn", "int8"])

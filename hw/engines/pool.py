@@ -468,13 +468,14 @@ class PoolLookupEngine(wiring.Component):
             # Half tables: the entry is the sum of the two halves (entry_bits wide).
             entry_value = looked_up[0] if parts == 1 else looked_up[0] + looked_up[1]
 
-            int8_term = Signal(_int8_term_shape(config), name=f"int8_term{lane}")
-            with m.If(issue):
-                weights = beat.weights[lane]
-                m.d.sync += int8_term.eq(_adder_tree(Mux(pattern[j], weights[j], 0)
-                                                     for j in range(POOL_GROUP)))
-
-            term = Mux(s1_lookup, entry_value, int8_term)
+            term = entry_value
+            if config.int8_path:
+                int8_term = Signal(_int8_term_shape(config), name=f"int8_term{lane}")
+                with m.If(issue):
+                    weights = beat.weights[lane]
+                    m.d.sync += int8_term.eq(_adder_tree(Mux(pattern[j], weights[j], 0)
+                                                         for j in range(POOL_GROUP)))
+                term = Mux(s1_lookup, entry_value, int8_term)
             partial = Signal(signed(term_shape.width + config.act_bits), name=f"partial{lane}")
             prev = Mux(s1_start, 0, partial)
             # (prev >> 1) + (term << top_plane): the low top_plane bits need no adder.

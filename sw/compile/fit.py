@@ -77,6 +77,8 @@ def fit_config(model: QuantModel, lanes: int = DEFAULT_LANES, taps: int = DEFAUL
         base.update(taps=POOL_GROUP, pool_size=1 << ceil_log2(max(2, len(model.pool))),
                     pool_bits=model.pool_bits, lut_bits=model.lut_bits,
                     pool_table=model.pool_table,
+                    int8_path=any(layer.is_mac and not layer.is_pool
+                                  for layer in model.layers),
                     index_depth=1 << 20)
         steps = [model.layers[i].fan_in // POOL_GROUP
                  for i, m in golden.layer_modes(model, mode).items() if m == "precompute"]

@@ -366,6 +366,11 @@ def _check_pool_fit(model: QuantModel, cfg: AcceleratorConfig) -> None:
                 f"{model.pool_table!r} table, whose entries are narrowed (shift {shift}) and "
                 f"rounded for that organisation; set pool_table = {model.pool_table!r} "
                 f"(--pool-table {model.pool_table})")
+    if not cfg.int8_path:
+        int8 = [i for i, layer in enumerate(model.layers) if layer.is_mac and not layer.is_pool]
+        if int8:
+            raise ConfigError(f"config field 'int8_path' is false (no int8 path) but layer "
+                              f"{int8[0]} is an int8 layer; build with int8_path = true")
     # Index shapes and ranges against the pool: model.validate().
 
 
