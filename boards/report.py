@@ -2,6 +2,7 @@
 
     python -m shiftpool.boards.report [-o board-figures] [--boards icebreaker,ulx3s-85f]
                                       [--sizes 2x2,4x8] [--fit] [--model FILE ...]
+                                      [--bits B]
 
 For each board and engine size (by default the board's own ``engine_size``, the one
 ``shiftpool build`` uses) it places and routes (``report_only``) the device for the
@@ -17,8 +18,11 @@ then says where int8 wins. With ``--fit`` each scheme gets the largest engine of
 the board and meets its clock (:func:`~shiftpool.boards.fit.fit_build`: estimates
 drop candidates, the chosen one is placed and routed; cached, so a second run is
 quick), and the ratios are to int8's fitted engine on the same board. A design that
-does not fit is listed with the resources it over-uses. Writes ``figures.md`` and
-``figures.json`` (with each build's ``units``) into the output folder.
+does not fit is listed with the resources it over-uses. ``--bits B`` gives a pool
+model's figures at run-time precision ``B`` (its pool layers run ``B`` bit-planes:
+the same hardware, another program; ``shiftpool run --bits``). Writes
+``figures.md`` and ``figures.json`` (with each build's ``units``) into the output
+folder.
 """
 
 from __future__ import annotations
@@ -59,8 +63,8 @@ def demo_models(cache_dir: Path | None = None, log=print) -> dict:
     return models
 
 
-def measure(models: dict, boards, sizes, out_dir: Path, log=print, fit: bool = False
-            ) -> list[dict]:
+def measure(models: dict, boards, sizes, out_dir: Path, log=print, fit: bool = False,
+            bits: int | None = None) -> list[dict]:
     """One row per (board, size, scheme): the build report's figures, or why it
     does not fit. ``sizes``: ``(lanes, taps)`` pairs, or ``None`` for each board's
     ``engine_size``. ``models``: scheme -> model, int8 among them (the baseline).
@@ -68,7 +72,8 @@ def measure(models: dict, boards, sizes, out_dir: Path, log=print, fit: bool = F
     With ``fit``, one row per (board, scheme): the largest engine of ``sizes`` (or
     :data:`~shiftpool.boards.fit.CANDIDATES`) that fits the board and meets its clock
     (:func:`~shiftpool.boards.fit.fit_build`), and the ratios are to int8's fitted
-    engine on the same board."""
+    engine on the same board. ``bits``: the run-time precision of pool models (their
+    cycles are the cycle model's at ``bits`` bit-planes)."""
     from .fit import fit_build
     from .registry import get_board
 
@@ -108,6 +113,8 @@ def measure(models: dict, boards, sizes, out_dir: Path, log=print, fit: bool = F
                         spram=res.get("spram", {}).get("used"),
                         fmax_mhz=rep["clock"]["fmax_mhz"], target_mhz=rep["clock"]["target_mhz"],
                         cycles=rep["cycles_per_inference"])
+                    if bits is not None and _pooled(models[scheme]):
+                        row.update(bits=bits, cycles=_cycles_at(models[scheme], rep, bits))
                     row["inf_per_s"] = row["fmax_mhz"] * 1e6 / row["cycles"]
                     row["inf_per_s_per_klut"] = row["inf_per_s"] / (row["lut"] / 1000)
                     row["tools"] = rep["tools"]
@@ -117,6 +124,21 @@ def measure(models: dict, boards, sizes, out_dir: Path, log=print, fit: bool = F
                     f"{row.get('error') or 'placed and routed'} ({row['seconds']} s)")
                 rows.append(row)
     return add_ratios(rows, fit)
+
+
+def _pooled(model) -> bool:
+    return any(layer.is_pool for layer in model.layers)
+
+
+def _cycles_at(model, report: dict, bits: int) -> int:
+    """Cycles per inference of ``model`` on the built design of ``report`` with its
+    pool layers at ``bits`` bit-planes."""
+    from ..hw.config import AcceleratorConfig
+    from ..sw.compile.cycles import inference_cycles
+    from ..sw.compile.image import compile_model
+
+    return inference_cycles(compile_model(model, AcceleratorConfig.from_dict(report["config"]),
+                                          bits=bits))
 
 
 #: The figures given as a ratio to int8's (``KEY_vs_int8``).
@@ -159,8 +181,9 @@ def figures_table(rows: list[dict]) -> str:
             v = row.get(f"{key}_vs_int8")
             return "-" if v is None else f"{v:.2f}"
 
+        scheme = f"{r['scheme']} ({r['bits']}-bit acts)" if r.get("bits") else r["scheme"]
         lines.append(
-            f"| {r['board']} | {r['scheme']} | {size} | {r['lut']} | {r['logic']} / "
+            f"| {r['board']} | {scheme} | {size} | {r['lut']} | {r['logic']} / "
             f"{r['logic_available']} ({r['logic_bel']}) | {r['ff']} | {r['bram']} / "
             f"{r['bram_available']} | {'-' if r.get('spram') is None else r['spram']} | "
             f"{r['dsp']} | {r['fmax_mhz']:.1f} ({r['target_mhz']:g}) | {r['cycles']} | "
@@ -236,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, action="append", default=None,
                         metavar="FILE", help="model files to compare instead of the "
                         "digits demo's (repeat; one of them int8, the baseline)")
+    parser.add_argument("--bits", type=int, default=None, metavar="B",
+                        help="pool models at run-time precision B (activation bit-planes "
+                        "of their pool layers; default all of them)")
     args = parser.parse_args(argv)
     from .registry import get_board
 
@@ -254,8 +280,16 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         models = demo_models(args.cache_dir,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
-    rows = measure(models, boards, sizes, args.output, fit=args.fit,
-                   log=lambda s: print(s, file=sys.stderr, flush=True))
+    if args.bits is not None and not 1 <= args.bits <= 16:
+        print(f"error: --bits {args.bits}: a precision is 1 to 16 activation bits",
+              file=sys.stderr)
+        return 2
+    try:
+        rows = measure(models, boards, sizes, args.output, fit=args.fit, bits=args.bits,
+                       log=lambda s: print(s, file=sys.stderr, flush=True))
+    except ValueError as exc:      # --bits above a pool model's activation bits
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     table = figures_table(rows)
     args.output.mkdir(parents=True, exist_ok=True)
     what = ", ".join(models)

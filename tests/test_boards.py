@@ -14,6 +14,7 @@ import shutil
 import stat
 import sysconfig
 
+import numpy as np
 import pytest
 from conftest import FIT_SIZES, small_model
 from shiftpool.boards.board import LED_ROLES, BoardError
@@ -458,3 +459,29 @@ def test_figures_are_ratios_to_int8_on_the_same_board():
     assert table[4].startswith("| icebreaker | pool | fit | does not fit: ")
     assert table[-1] == ("- icebreaker: int8 wins over flightnn in inferences per second and "
                          "inferences per second per 1000 LUT4.")
+
+
+def test_report_gives_pool_models_at_their_run_time_precision():
+    """``boards.report --bits B``: a pool model's cycles are its program's at ``B``
+    bit-planes on the built design (fewer planes, fewer cycles: one plane a cycle),
+    labelled so in the table; an int8 model's stay as built."""
+    from shiftpool.boards.report import _cycles_at, _pooled, figures_table
+    from shiftpool.sw.compile.cycles import inference_cycles
+    from shiftpool.sw.compile.fit import fit_config
+    from shiftpool.sw.compile.image import compile_model
+    from shiftpool.sw.model.randmodel import random_model
+
+    rng = np.random.default_rng(3)
+    pool = random_model(rng, scheme="pool", act_bits=8, input_shape=(8, 3, 3), convs=(8,),
+                        pool=False, dense=(3,), pool_size=16)
+    config = fit_config(pool, lanes=2)
+    report = {"config": config.as_dict()}
+    full = inference_cycles(compile_model(pool, config))
+    assert _pooled(pool) and not _pooled(random_model(rng, scheme="int8"))
+    assert _cycles_at(pool, report, 8) == full
+    # the pooled layers' beats take 3 planes instead of 8
+    assert _cycles_at(pool, report, 3) < full
+    with pytest.raises(ValueError, match="run-time precision 9"):
+        _cycles_at(pool, report, 9)
+    row = dict(_figures_row("pool", 3000, 0, _cycles_at(pool, report, 3), 30.0), bits=3)
+    assert "| icebreaker | pool (3-bit acts) | 2x2 |" in figures_table([row])
