@@ -17,7 +17,7 @@ __all__ = [
     "offset_width", "row_addr_width", "pool_row_fields", "lut_shift_width",
     "addr_width", "pack", "unpack", "field_width", "struct_layout", "POOL_WINDOW",
     "pool_phases", "flat_phases", "act_words", "lane_width", "table_build_cycles",
-    "generate_fields", "mlg_a_depth", "PROGRAM_WORD", "descriptor_words",
+    "generate_fields", "mlg_a_depth", "act_memory_depth", "PROGRAM_WORD", "descriptor_words",
     "descriptor_to_words", "words_to_descriptors",
 ]
 
@@ -63,6 +63,12 @@ def act_words(cfg: AcceleratorConfig) -> int:
     """Rows of each activation buffer: ``ceil(act_depth / taps)`` words of ``taps``
     activations (lanes) each."""
     return -(-cfg.act_depth // cfg.taps)
+
+
+def act_memory_depth(cfg: AcceleratorConfig) -> int:
+    """Rows of the one memory that holds both activation buffers: buffer ``b``'s word
+    ``w`` at row ``b * 2**addr_width(act_words) + w``."""
+    return 2 << addr_width(act_words(cfg))
 
 
 def lane_width(cfg: AcceleratorConfig) -> int:

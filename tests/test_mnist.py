@@ -151,11 +151,12 @@ def test_int8_big_mlp_does_not_fit_the_icebreaker_flightnn_does(mlp192_models):
 def test_estimate_counts_every_memory_of_the_design():
     cfg = AcceleratorConfig(engine="int8", lanes=2, taps=4, act_depth=600, weight_depth=100)
     names = [n.name for n in accelerator_memories(cfg)]
-    assert names == ["program", "taps", "weights", "bias", "act0", "act1", "out"]
+    assert names == ["program", "taps", "weights", "bias", "act", "out"]
     fit = estimate_memories(cfg, "iCE40UP5K")
-    act = [p for p in fit.placements if p.need.name == "act0"][0]
-    # One copy: 150 words of 4 x 8 bits, two 256 x 16 EBR side by side.
-    assert (act.need.width, act.need.depth, act.need.copies, act.blocks) == (32, 150, 1, 2)
+    act = [p for p in fit.placements if p.need.name == "act"][0]
+    # Both buffers of 150 words of 4 x 8 bits, each at a multiple of 256 rows: 512 x 32
+    # bits, two 256 x 16 EBR side by side, twice.
+    assert (act.need.width, act.need.depth, act.need.copies, act.blocks) == (32, 512, 1, 4)
     assert fit.spram_used == 4              # a 64-bit weight row is four SPRAMs wide
     with pytest.raises(ValueError, match="unknown device"):
         estimate_memories(cfg, "XC7A35T")

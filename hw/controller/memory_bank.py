@@ -13,7 +13,15 @@ from ..engines.generator import store_shape
 from ..generator_layout import STORES
 from ..memories import SinglePortMemory, load_region_port
 from ..memory_map import region_depths, region_width
-from ..program import PROGRAM_WORD, REGIONS, act_words, addr_width, struct_layout, tap_fields
+from ..program import (
+    PROGRAM_WORD,
+    REGIONS,
+    act_memory_depth,
+    act_words,
+    addr_width,
+    struct_layout,
+    tap_fields,
+)
 from ..signature import load_layout, readback_signature
 from ..spram_choice import spram_memories
 from .layouts import (
@@ -91,11 +99,12 @@ class MemoryBank(wiring.Component):
     and holds them (enable low) until its byte is taken; the users see the rows it
     read.
 
-    *Activations.* Each buffer holds words of ``taps`` lanes (``docs/model-format.md``,
-    "activation words") and has one read port and one write port with an enable per
-    lane. The read ports share ``act_rd``'s address (``window_addr`` in a max-pool
-    layer, ``mode.pool``) and ``act_rd.data`` is the word of buffer ``mode.src``. The
-    write ports share one address and word, and write buffer ``1 - mode.src``: while
+    *Activations.* The two buffers hold words of ``taps`` lanes (``docs/model-format.md``,
+    "activation words"), in one memory (:func:`~shiftpool.hw.program.act_memory_depth`:
+    the buffer is the top address bit) with one read port and one write port with an
+    enable per lane. It reads buffer ``mode.src`` at ``act_rd``'s address
+    (``window_addr`` in a max-pool layer, ``mode.pool``) and writes buffer ``1 -
+    mode.src``: while
     ``mode.loading`` the input loader's lanes (``fill``, into buffer 0), in a max-pool
     layer the max-pool's words or lanes (``pooled``), else the write-back unit's lanes
     (``results``), which go to the output memory instead in the final layer
@@ -224,20 +233,22 @@ class MemoryBank(wiring.Component):
             ]
 
         # -- activation buffers and the output memory ------------------------------------
+        # Both buffers are one memory: a layer reads buffer `src` and writes the other,
+        # so one read port and one write port serve both, the buffer being the top
+        # address bit (no multiplexer on the read word; the two share their blocks).
         mode = self.mode
         wlayout = act_word_layout(cfg)
-        act_wp, act_rp = [], []
-        for b in range(2):
-            mem = memory.Memory(shape=wlayout, depth=act_words(cfg), init=[])
-            m.submodules[f"act{b}_mem"] = mem
-            act_wp.append(mem.write_port(granularity=1))
-            act_rp.append(mem.read_port())
-        for b in range(2):
-            m.d.comb += [act_rp[b].addr.eq(self.act_rd.addr), act_rp[b].en.eq(self.act_rd.en)]
-            if cfg.maxpool:
-                with m.If(mode.pool):
-                    m.d.comb += act_rp[b].addr.eq(self.window_addr)
-        m.d.comb += self.act_rd.data.eq(Mux(mode.src, act_rp[1].data, act_rp[0].data))
+        words_w = addr_width(act_words(cfg))
+        act_mem = memory.Memory(shape=wlayout, depth=act_memory_depth(cfg), init=[])
+        m.submodules.act_mem = act_mem
+        act_wp = act_mem.write_port(granularity=1)
+        act_rp = act_mem.read_port()
+        rd_addr = Signal(words_w)
+        m.d.comb += [rd_addr.eq(self.act_rd.addr), act_rp.addr.eq(Cat(rd_addr, mode.src)),
+                     act_rp.en.eq(self.act_rd.en), self.act_rd.data.eq(act_rp.data)]
+        if cfg.maxpool:
+            with m.If(mode.pool):
+                m.d.comb += rd_addr.eq(self.window_addr)
 
         out_mem = memory.Memory(shape=signed(cfg.acc_width), depth=cfg.out_depth, init=[])
         m.submodules.out_mem = out_mem
@@ -247,13 +258,12 @@ class MemoryBank(wiring.Component):
 
         wr_en = Signal()
         wr_buf = Signal()
-        wr_addr = Signal(addr_width(act_words(cfg)))
+        wr_addr = Signal(words_w)
         wr_data = Signal(wlayout)
         wr_lanes = Signal(cfg.taps)
         m.d.comb += wr_buf.eq(~mode.src)
-        for b in range(2):
-            m.d.comb += [act_wp[b].addr.eq(wr_addr), act_wp[b].data.eq(wr_data),
-                         act_wp[b].en.eq(Mux(wr_en & (wr_buf == b), wr_lanes, 0))]
+        m.d.comb += [act_wp.addr.eq(Cat(wr_addr, wr_buf)), act_wp.data.eq(wr_data),
+                     act_wp.en.eq(Mux(wr_en, wr_lanes, 0))]
 
         def one_lane(value, lane):
             """``wr_data`` and ``wr_lanes`` writing ``value`` into lane ``lane`` alone."""

@@ -9,9 +9,9 @@ The memories are the ones the gateware builds (``hw/accelerator.py``,
   one read port; on an iCE40 UltraPlus the weights and the indices may instead be
   single-port memories (``hw/memories.SinglePortMemory``) in SPRAM, as
   :func:`~shiftpool.hw.spram_choice.spram_memories` picks;
-* the two activation buffers are memories of ``ceil(act_depth / taps)`` words of
-  ``taps * act_bits`` bits, each with one read port and one write port with lane
-  enables: one copy each;
+* the two activation buffers are one memory of ``2 * 2**addr_width(ceil(act_depth /
+  taps))`` words of ``taps * act_bits`` bits (the buffer is the top address bit),
+  with one read port and one write port with lane enables;
 * the pool engine holds one lookup table of ``256 * pool_size`` entries per lane,
   single-ported, in SPRAM when ``spram_memories`` picks them (all lanes' copies
   fit the SPRAMs the others leave), else in block RAM; with half tables
@@ -45,7 +45,7 @@ from ...hw.config import AcceleratorConfig
 from ...hw.link.config import LinkConfig
 from ...hw.link.protocol import STATUS_COUNTERS, identify_payload, row_bytes
 from ...hw.memory_map import region_depths, region_widths
-from ...hw.program import act_words
+from ...hw.program import act_memory_depth
 from ...hw.spram_choice import (
     EBR_LOGIC_COST,
     ICE40_EBR_MODES,
@@ -147,7 +147,8 @@ def accelerator_memories(cfg: AcceleratorConfig, link_payload: int | None = None
     widths, depths = region_widths(cfg), region_depths(cfg)
     needs = [MemoryNeed(name, widths[name], depths[name])
              for name in widths if depths[name] and widths[name]]
-    needs += [MemoryNeed(f"act{b}", cfg.taps * cfg.act_bits, act_words(cfg)) for b in range(2)]
+    # both activation buffers, one memory (the buffer is the top address bit)
+    needs.append(MemoryNeed("act", cfg.taps * cfg.act_bits, act_memory_depth(cfg)))
     needs.append(MemoryNeed("out", cfg.acc_width, cfg.out_depth))
     if cfg.engine == "insitu":
         # The row buffer of the layer running (its generate phase writes it, the issue
