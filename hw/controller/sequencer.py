@@ -13,7 +13,6 @@ from ..program import (
     PROGRAM_WORD,
     act_words,
     addr_width,
-    count_width,
     descriptor_words,
     generate_fields,
     lane_width,
@@ -182,7 +181,9 @@ class Sequencer(wiring.Component):
         # the loader counts lanes by layer 0's `in_lanes`, the low bits of row 0.
         row0 = Signal()
         m.d.sync += row0.eq(0)
-        first_in_lanes = program.data[:count_width(cfg.taps)]
+        field = descriptor_layout(cfg)["in_lanes"]
+        assert field.offset + field.width <= PROGRAM_WORD      # in the first program row
+        first_in_lanes = program.data[field.offset:field.offset + field.width]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.sync += row0.eq(~status.busy)
