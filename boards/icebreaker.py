@@ -3,22 +3,23 @@
 LEDs: red (on the board) shows an error, green (on the board) a running inference,
 and the middle green LED of the snap-off LED/button PMOD (in PMOD2) a loaded model.
 
-Engine size and clock, measured on the digits demo with the weights in SPRAM
-(``python -m shiftpool.boards.report --boards icebreaker --fit``, README's board
-section):
+Engine size and clock, measured on 4 December 2026 (``python -m
+shiftpool.boards.report --boards icebreaker --fit``, README's board section):
 
 * FLightNN and LightNN-2: 2 lanes x 4 taps is the largest that fits for digits
-  (FLightNN 5046 logic cells, 26 block RAMs, 3 SPRAMs, 34.3 MHz; 4 x 4 and 2 x 8
-  miss the 5280 logic cells), 2 x 8 for the MNIST MLP, which has no max-pool unit
-  (5094 cells, 19 block RAMs, 4 SPRAMs, 32.0 MHz);
-* int8: 2 x 4 fits (digits: 4577 cells, 25 block RAMs, all 4 SPRAMs, all 8 DSPs,
-  33.2 MHz); a larger int8 engine needs a 128-bit weight row, 8 SPRAMs;
+  (FLightNN 4477 logic cells, 17 block RAMs, 3 SPRAMs, 36.6 MHz; 4 x 4 misses the
+  5280 logic cells), 2 x 8 for the MNIST MLP, which has no max-pool unit (4268
+  cells, 16 block RAMs, 4 SPRAMs, 36.9 MHz);
+* int8: 2 x 4 fits (digits: 4002 cells, 16 block RAMs, all 4 SPRAMs, all 8 DSPs,
+  36.2 MHz); a larger int8 engine needs a 128-bit weight row, 8 SPRAMs;
+* the weight-pool engine fits at 1 lane x 8 taps (one SPRAM for its table, one for
+  the indices: ``hw/spram_choice.py``): digits 5257 cells, 26.4 MHz; MNIST MLP 4556
+  cells, 27.7 MHz;
 * the default stays 2 x 2, which every shift-add model and int8 fit with room to
-  spare; ``--fit`` finds the largest; the weight-pool engine fits at no size (at 1
-  lane x 8 taps the memory estimate asks for 5 SPRAMs and 34 block RAMs for digits).
-* Fmax is 32-34 MHz against the 24 MHz target (the 48 MHz goal is not reached: the
-  loop-end and handshake chains of the issue pipeline, the sequencer and the link's
-  command handler are 8-9 LUT levels).
+  spare; ``--fit`` finds the largest;
+* Fmax is 26-37 MHz against the 24 MHz target (the 48 MHz goal is not reached: the
+  handshake chains of the link's command handler and the pool engine's stall into
+  its table reads are 8-9 LUT levels).
 """
 
 
