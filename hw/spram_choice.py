@@ -50,12 +50,13 @@ def _blocks(modes, width: int, depth: int) -> int:
 def single_port_memories(cfg: AcceleratorConfig) -> list[tuple[str, int, int, int]]:
     """``(name, width, depth, copies)`` of each memory of ``cfg`` that may go to SPRAM."""
     widths, depths = region_widths(cfg), region_depths(cfg)
-    row = cfg.lanes * cfg.taps * cfg.code_width
     found = []
     if depths["weights"] and widths["weights"]:
         found.append(("weights", widths["weights"], depths["weights"], 1))
     if cfg.engine == "insitu":
-        found.append(("generated rows", row, cfg.weight_depth, 1))
+        # one layer's generated weight rows, as wide as a weight row
+        found.append(("generated rows", cfg.lanes * cfg.taps * cfg.code_width,
+                      cfg.weight_depth, 1))
     if cfg.engine == "pool":
         found.append(("indices", widths["indices"], depths["indices"], 1))
         if cfg.pool_table == "full":
