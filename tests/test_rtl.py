@@ -125,10 +125,11 @@ def test_digits_pool_models_bit_exact(simulator, size, bits, images, digits_pool
     assert len(result.rtl) == images
 
 
-def random_pool_case(seed: int, pool_table: str = "full"):
-    """A random pool model (int8 first layer, pooled conv and dense layers), lanes,
-    pool size, entry width and precision; every choice comes from ``seed``. Half
-    tables get entries narrow enough that the table is narrowed (``k > 0``)."""
+def random_pool_case(seed: int, pool_table: str = "full", all_pooled: bool = False):
+    """A random pool model (int8 first layer, pooled conv and dense layers; with
+    ``all_pooled`` 8 input channels, so the first layer is pooled too), lanes, pool
+    size, entry width and precision; every choice comes from ``seed``. Half tables get
+    entries narrow enough that the table is narrowed (``k > 0``)."""
     rng = np.random.default_rng(seed)
     act_bits = int(rng.integers(3, 9))
     pool_bits = int(rng.integers(3, 9))
@@ -136,7 +137,8 @@ def random_pool_case(seed: int, pool_table: str = "full"):
                 else int(rng.integers(6, 17)))
     model = random_model(
         rng, scheme="pool", act_bits=act_bits,
-        input_shape=(int(rng.integers(1, 4)), int(rng.integers(3, 6)), int(rng.integers(3, 6))),
+        input_shape=(8 if all_pooled else int(rng.integers(1, 4)), int(rng.integers(3, 6)),
+                     int(rng.integers(3, 6))),
         convs=(8, int(rng.choice([8, 16]))), pool=bool(rng.integers(0, 2)),
         dense=(int(rng.integers(2, 9)),), pool_size=int(rng.choice([4, 8, 16, 32])),
         pool_bits=pool_bits, lut_bits=lut_bits, pool_table=pool_table)
@@ -163,6 +165,24 @@ def test_random_pool_configurations_bit_exact(seed, simulator, sim_build_dir):
                       seed=seed, idle_gap=0.3, back_pressure=0.3, bits=bits, mode=mode)
     assert_bit_exact(model, x, result, what)
     assert_table_build_cycles(model, config, result, what)
+
+
+@pytest.mark.parametrize("simulator", [
+    pytest.param("verilator", marks=[pytest.mark.verilator, pytest.mark.slow]),
+    pytest.param("icarus", marks=[pytest.mark.icarus, pytest.mark.slow]),
+])
+def test_all_pooled_model_without_int8_path_bit_exact(simulator, sim_build_dir):
+    """Every MAC layer pooled: the engine is built without its int8 path and the
+    weights region (``int8_path = false``), and still equals the golden model."""
+    seed = 808
+    model, config, x, bits, mode = random_pool_case(seed, all_pooled=True)
+    assert all(layer.is_pool for layer in model.layers if layer.is_mac)
+    assert config.int8_path is False
+    what = (f"seed {seed}, {simulator}, all pooled, lanes {config.lanes}, bits {bits}, "
+            f"{mode}, layers {[(layer.kind, layer.out_shape) for layer in model.layers]}")
+    result = simulate(model, x, config, simulator=simulator, build_dir=sim_build_dir,
+                      seed=seed, idle_gap=0.3, back_pressure=0.3, bits=bits, mode=mode)
+    assert_bit_exact(model, x, result, what)
 
 
 @pytest.mark.parametrize("simulator, seed", [
